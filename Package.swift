@@ -1,0 +1,32 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "ShmLRU",
+    products: [
+        .library(name: "ShmLRU", targets: ["ShmLRU"]),
+        .executable(name: "shm-lru", targets: ["shm-lru"]),
+        .executable(name: "MasterWorker", targets: ["MasterWorker"]),
+    ],
+    dependencies: [
+        // Only the command-line tool uses it; the library depends on the toolchain alone.
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CShm", path: "Sources/CShm"),
+        .target(name: "ShmLRU", dependencies: ["CShm"], swiftSettings: strict),
+        .executableTarget(
+            name: "shm-lru",
+            dependencies: ["ShmLRU", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict),
+        .executableTarget(name: "MasterWorker", dependencies: ["ShmLRU"], path: "Examples/MasterWorker", swiftSettings: strict),
+        // Spawned by the tests as a separate process (posix_spawn): the other side of every multi-process test.
+        .executableTarget(name: "ShmLRUTestHelper", dependencies: ["ShmLRU", "CShm"], path: "Tests/ShmLRUTestHelper", swiftSettings: strict),
+        .testTarget(name: "ShmLRUTests", dependencies: ["ShmLRU", "CShm", "ShmLRUTestHelper"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,233 @@
+import CShm
+import Glibc
+
+/// A SysV shared-memory segment attached to this process: the region layer of
+/// shm-typed-array, in Swift.
+///
+/// Create one by key (or let ShmLRU pick a free key), attach to it from any
+/// process that knows the key, and read or write it through typed views that
+/// are lent inside closures:
+///
+///     let region = try ShmRegion.create(key: 0x5EED, count: 1_000, of: Float.self)
+///     try region.withUnsafeMutableBufferPointer(of: Float.self) { $0[0] = 10 }
+///     // another process
+///     let same = try ShmRegion.attach(key: 0x5EED)
+///     let x = try same.withUnsafeBufferPointer(of: Float.self) { $0[0] }
+///
+/// A segment created by a process is removed when that process exits normally
+/// (unless created with `persistent: true`) or when `remove()` is called; it is
+/// then destroyed by the kernel once the last process detaches. A segment whose
+/// creator was killed (SIGKILL) stays until removed: `shm-lru list`, `ipcs -m`,
+/// `shm-lru rm KEY` or `ipcrm -M KEY`.
+///
+/// Dropping the last reference to a region detaches it.
+public final class ShmRegion: Sendable, CustomStringConvertible {
+    let _attachment: _Attachment
+
+    /// The key the segment was created or found under.
+    public var key: ShmKey { _attachment.key }
+    /// The kernel's id for the segment (`shmid`).
+    public var id: Int32 { _attachment.id }
+    /// The segment's size in bytes, as the kernel reports it (the seed's `getSegmentSize`).
+    public var byteCount: Int { _attachment.byteCount }
+    /// Attached with `SHM_RDONLY`: every mutable view throws `.readOnly`.
+    public var isReadOnly: Bool { _attachment.isReadOnly }
+    /// False once `detach()` (or `detachAll()`) ran.
+    public var isAttached: Bool { _attachment.isAttached }
+
+    init(_ attachment: _Attachment) { _attachment = attachment }
+
+    deinit { _ = _attachment.detach() }
+
+    public var description: String {
+        "ShmRegion(key: \(key), id: \(id), bytes: \(byteCount)\(isReadOnly ? ", read-only" : ""))"
+    }
+
+    // MARK: Limits
+
+    /// The largest segment the kernel accepts (`shmmax`), capped to what an `Int` holds.
+    public static var maxByteCount: Int {
+        let limit = _shmmax()
+        return limit > UInt64(Int.max) ? Int.max : Int(limit)
+    }
+
+    /// The largest element count accepted for `T` (the seed's `LengthMax`).
+    public static func maxCount<T: ShmElement>(of type: T.Type) -> Int {
+        maxByteCount / MemoryLayout<T>.stride
+    }
+
+    // MARK: Create and attach
+
+    /// Creates a new segment of `byteCount` bytes, zero-filled.
+    ///
+    /// - Parameters:
+    ///   - key: the key to create it under; `nil` picks a free random key.
+    ///   - permissions: the mode bits; 0600 (this user only) unless asked.
+    ///   - persistent: keep the segment when this process exits.
+    /// - Throws: `.exists` if the key is taken, `.invalidSize` for 0 or more than
+    ///   `maxByteCount`, `.permissionDenied`, `.invalidArgument` for key 0.
+    public static func create(
+        key: ShmKey? = nil, byteCount: Int, permissions: UInt16 = 0o600, persistent: Bool = false
+    ) throws(ShmError) -> ShmRegion {
+        let operation = "create(key: \(key.map(\.description) ?? "random"), byteCount: \(byteCount))"
+        guard byteCount > 0, byteCount <= maxByteCount else {
+            throw ShmError(.invalidSize, operation, detail: "byteCount must be in 1...\(maxByteCount)")
+        }
+        guard permissions <= 0o777 else {
+            throw ShmError(.invalidArgument, operation, detail: "permissions must be within 0o777")
+        }
+        let flags = cshm_ipc_creat() | cshm_ipc_excl() | Int32(permissions)
+        if let key {
+            guard !key.isPrivate else {
+                throw ShmError(.invalidArgument, operation, detail: "key 0 (IPC_PRIVATE) cannot be found again")
+            }
+            switch _shmget(key: key.rawValue, size: byteCount, flags: flags) {
+            case .success(let id): return try attach(id: id, key: key, readOnly: false, removeAtExit: !persistent, created: true)
+            case .failure(let code): throw ShmError.system(operation, errno: code.code)
+            }
+        }
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<1_000 {
+            let candidate = ShmKey(UInt32.random(in: 1...0xFFFF_FFFE, using: &generator))
+            switch _shmget(key: candidate.rawValue, size: byteCount, flags: flags) {
+            case .success(let id):
+                return try attach(id: id, key: candidate, readOnly: false, removeAtExit: !persistent, created: true)
+            case .failure(EEXIST): continue
+            case .failure(let code): throw ShmError.system(operation, errno: code.code)
+            }
+        }
+        throw ShmError(.exists, operation, detail: "no free key found")
+    }
+
+    /// Creates a segment for `count` elements of `T`.
+    public static func create<T: ShmElement>(
+        key: ShmKey? = nil, count: Int, of type: T.Type, permissions: UInt16 = 0o600, persistent: Bool = false
+    ) throws(ShmError) -> ShmRegion {
+        guard count > 0, count <= maxCount(of: T.self) else {
+            throw ShmError(
+                .invalidSize, "create(key: \(key.map(\.description) ?? "random"), count: \(count), of: \(T.shmTypeName))",
+                detail: "count must be in 1...\(maxCount(of: T.self))")
+        }
+        return try create(key: key, byteCount: count * MemoryLayout<T>.stride, permissions: permissions, persistent: persistent)
+    }
+
+    /// Attaches an existing segment by key.
+    /// - Throws: `.notFound` when no segment has that key, `.permissionDenied`.
+    public static func attach(key: ShmKey, readOnly: Bool = false) throws(ShmError) -> ShmRegion {
+        let operation = "attach(key: \(key)\(readOnly ? ", readOnly" : ""))"
+        guard !key.isPrivate else {
+            throw ShmError(.invalidArgument, operation, detail: "key 0 (IPC_PRIVATE) names no shared segment")
+        }
+        switch _shmget(key: key.rawValue, size: 0, flags: 0) {
+        case .success(let id): return try attach(id: id, key: key, readOnly: readOnly, removeAtExit: false, created: false)
+        case .failure(let code): throw ShmError.system(operation, errno: code.code)
+        }
+    }
+
+    /// True if a segment with this key exists (whether or not we may attach it).
+    public static func exists(key: ShmKey) -> Bool {
+        guard !key.isPrivate else { return false }
+        switch _shmget(key: key.rawValue, size: 0, flags: 0) {
+        case .success: return true
+        case .failure(let code): return code.code != ENOENT
+        }
+    }
+
+    private static func attach(
+        id: Int32, key: ShmKey, readOnly: Bool, removeAtExit: Bool, created: Bool
+    ) throws(ShmError) -> ShmRegion {
+        let operation = "shmat(id: \(id), key: \(key))"
+        let info: cshm_segment_info
+        switch _shmStat(id: id) {
+        case .success(let value): info = value
+        case .failure(let code):
+            if created { _ = _shmRemove(id: id) }
+            throw ShmError.system("shmctl(IPC_STAT, id: \(id), key: \(key))", errno: code.code)
+        }
+        guard info.size > 0, info.size <= UInt64(Int.max) else {
+            if created { _ = _shmRemove(id: id) }
+            throw ShmError(.invalidSize, operation, detail: "segment reports \(info.size) bytes")
+        }
+        switch _shmat(id: id, readOnly: readOnly) {
+        case .success(let base):
+            let attachment = _Attachment(
+                key: key, id: id, byteCount: Int(info.size), isReadOnly: readOnly, removeAtExit: removeAtExit, base: base)
+            _Registry.shared.add(attachment)
+            return ShmRegion(attachment)
+        case .failure(let code):
+            if created { _ = _shmRemove(id: id) }
+            throw ShmError.system(operation, errno: code.code)
+        }
+    }
+
+    // MARK: Detach and remove
+
+    /// Detaches this process from the segment and returns how many attachments
+    /// remain (from every process). When none remain and this process created the
+    /// segment (not persistent), the segment is removed as well. Detaching twice
+    /// returns the current count and changes nothing.
+    @discardableResult
+    public func detach() throws(ShmError) -> Int {
+        let attachment = _attachment
+        _ = attachment.detach()
+        switch _shmStat(id: attachment.id) {
+        case .success(let info):
+            if info.attach_count == 0, attachment.removeAtExit { _ = _shmRemove(id: attachment.id) }
+            return Int(info.attach_count)
+        case .failure(EINVAL), .failure(EIDRM):
+            return 0  // removed and gone
+        case .failure(let code):
+            throw ShmError.system("detach(key: \(key))", errno: code.code)
+        }
+    }
+
+    /// Marks the segment for removal (`IPC_RMID`): its key is freed at once and
+    /// the memory goes when the last process detaches. This process stays attached.
+    public func remove() throws(ShmError) {
+        switch _shmRemove(id: id) {
+        case .success, .failure(EINVAL), .failure(EIDRM): return
+        case .failure(let code): throw ShmError.system("remove(key: \(key))", errno: code.code)
+        }
+    }
+
+    /// Removes the segment with this key (which need not be attached).
+    public static func remove(key: ShmKey) throws(ShmError) {
+        let operation = "remove(key: \(key))"
+        guard !key.isPrivate else { throw ShmError(.invalidArgument, operation) }
+        switch _shmget(key: key.rawValue, size: 0, flags: 0) {
+        case .success(let id):
+            if case .failure(let code) = _shmRemove(id: id) { throw ShmError.system(operation, errno: code.code) }
+        case .failure(let code): throw ShmError.system(operation, errno: code.code)
+        }
+    }
+
+    /// How many attachments the segment has, from every process.
+    public var attachCount: Int {
+        get throws(ShmError) {
+            switch _shmStat(id: id) {
+            case .success(let info): return Int(info.attach_count)
+            case .failure(let code): throw ShmError.system("attachCount(key: \(key))", errno: code.code)
+            }
+        }
+    }
+
+    /// Detaches every region of this process; removes the segments it created
+    /// (unless persistent). Returns how many were detached.
+    @discardableResult
+    public static func detachAll() -> Int {
+        var count = 0
+        for attachment in _Registry.shared.all {
+            let id = attachment.id
+            if attachment.detach() {
+                count += 1
+                if attachment.removeAtExit { _ = _shmRemove(id: id) }
+            }
+        }
+        return count
+    }
+
+    /// The bytes this process has attached, over all its regions (the seed's `getTotalSize`).
+    public static var totalSize: Int {
+        _Registry.shared.all.reduce(0) { $0 + ($1.isAttached ? $1.byteCount : 0) }
+    }
+}

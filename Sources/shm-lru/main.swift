@@ -1,0 +1,1 @@
+print("shm-lru: not yet")
