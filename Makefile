@@ -1,0 +1,29 @@
+# ShmLRU — common tasks. `make test` is what CI runs.
+SWIFT ?= swift
+SEGMENTS = ipcs -m | awk 'NR > 3 && $$1 ~ /^0x/ { n++ } END { print n + 0 }'
+
+.PHONY: all build test example bench bench-quick stress fuzz sanitize clean
+
+all: build
+
+build:
+	$(SWIFT) build
+
+# Builds everything (the tests spawn the helper and example executables), runs the
+# suite, then fails if it left any shared-memory segment behind.
+test:
+	@before=$$($(SEGMENTS)); \
+	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build; status=$$?; \
+	after=$$($(SEGMENTS)); \
+	if [ "$$after" -gt "$$before" ]; then \
+		echo "make test: $$((after - before)) shared-memory segment(s) left behind:"; ipcs -m; exit 1; \
+	fi; \
+	exit $$status
+
+example:
+	$(SWIFT) build --product MasterWorker
+	$$($(SWIFT) build --show-bin-path)/MasterWorker
+
+clean:
+	$(SWIFT) package clean
+	rm -rf .build bench-results.json bench-results.svg

@@ -1,0 +1,116 @@
+import CShm
+
+// The doubly linked LRU list and the free list, under the lock. Every link read
+// from the segment is checked before it is followed; a bad one throws
+// `.corrupted`, which `_withLock` answers with a rebuild.
+
+extension ShmLRU {
+    @inline(__always)
+    func _corrupted(_ what: String) -> ShmError { ShmError(.corrupted, "key \(key)", detail: what) }
+
+    /// Unlinks a live record from the LRU list.
+    func _unlink(_ slot: UInt32) throws(ShmError) {
+        let s = _segment
+        let prev = s.prev(slot)
+        let next = s.next(slot)
+        guard prev == _Layout.none || s.isSlot(prev), next == _Layout.none || s.isSlot(next) else {
+            throw _corrupted("record \(slot) links out of range (prev \(prev), next \(next))")
+        }
+        if prev == _Layout.none {
+            guard s.head == slot else { throw _corrupted("record \(slot) has no prev but is not the head") }
+            s.head = next
+        } else {
+            guard s.next(prev) == slot else { throw _corrupted("record \(prev).next is not \(slot)") }
+            s.setNext(prev, next)
+        }
+        if next == _Layout.none {
+            guard s.tail == slot else { throw _corrupted("record \(slot) has no next but is not the tail") }
+            s.tail = prev
+        } else {
+            guard s.prev(next) == slot else { throw _corrupted("record \(next).prev is not \(slot)") }
+            s.setPrev(next, prev)
+        }
+        s.setPrev(slot, _Layout.none)
+        s.setNext(slot, _Layout.none)
+    }
+
+    /// Links a record (not on any list) in as the most recently used.
+    func _linkAtHead(_ slot: UInt32) throws(ShmError) {
+        let s = _segment
+        let oldHead = s.head
+        s.setPrev(slot, _Layout.none)
+        s.setNext(slot, oldHead)
+        if oldHead == _Layout.none {
+            s.tail = slot
+        } else {
+            guard s.isSlot(oldHead) else { throw _corrupted("head \(oldHead) out of range") }
+            s.setPrev(oldHead, slot)
+        }
+        s.head = slot
+    }
+
+    /// Makes a live record the most recently used and stamps it.
+    func _promote(_ slot: UInt32, now: UInt64) throws(ShmError) {
+        if _segment.head != slot {
+            try _unlink(slot)
+            try _linkAtHead(slot)
+        }
+        _segment.setStamp(slot, now)
+    }
+
+    /// A slot for a new record: the free list first, then a never-used slot.
+    /// Nil when every record is live.
+    func _allocate() throws(ShmError) -> UInt32? {
+        let s = _segment
+        let free = s.freeHead
+        if free != _Layout.none {
+            guard s.isSlot(free), !s.isLive(meta: s.meta(free)), s.freeCount > 0 else {
+                throw _corrupted("free-list head \(free) is not a free record")
+            }
+            s.freeHead = s.next(free)
+            s.freeCount -= 1
+            s.setNext(free, _Layout.none)
+            return free
+        }
+        let highWater = s.load(_Layout.H.highWater)
+        guard Int(highWater) <= capacity else { throw _corrupted("high-water mark \(highWater) over capacity") }
+        if Int(highWater) < capacity {
+            s.store(_Layout.H.highWater, highWater + 1)
+            return highWater
+        }
+        return nil
+    }
+
+    /// Puts a record (already marked free and unlinked) on the free list.
+    func _pushFree(_ slot: UInt32) {
+        let s = _segment
+        s.setPrev(slot, _Layout.none)
+        s.setNext(slot, s.freeHead)
+        s.freeHead = slot
+        s.freeCount += 1
+    }
+
+    /// Removes a live record from the index, the LRU list, and marks it free.
+    /// Returns its hash. The slot is *not* put on the free list.
+    func _detachRecord(_ slot: UInt32, indexPosition: Int?) throws(ShmError) -> UInt32 {
+        let s = _segment
+        let hash = s.hash(slot)
+        _indexRemove(hash: hash, slot: slot, knownPosition: indexPosition)
+        try _unlink(slot)
+        s.markFree(slot)
+        guard s.count > 0 else { throw _corrupted("count underflow") }
+        s.count -= 1
+        return hash
+    }
+
+    /// Evicts the least recently used record; returns its slot and hash.
+    func _evictTail() throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
+        let s = _segment
+        let tail = s.tail
+        if tail == _Layout.none { return nil }
+        guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw _corrupted("tail \(tail) is not a live record") }
+        let hash = try _detachRecord(tail, indexPosition: nil)
+        s.bumpStat(_Layout.H.statEvictions)
+        return (tail, hash)
+    }
+}

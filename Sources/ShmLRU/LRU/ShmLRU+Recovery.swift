@@ -1,0 +1,91 @@
+import CShm
+
+extension ShmLRU {
+    /// Rebuilds the free list, the LRU list and the index from the records alone,
+    /// under the lock. Runs when a lock holder died (EOWNERDEAD) or an operation
+    /// found the structure inconsistent; `repair()` runs it on demand.
+    ///
+    /// Deterministic: a record whose write was cut (odd sequence), whose state or
+    /// length is invalid, is dropped; of two live records with one hash the more
+    /// recently used wins; live records are relinked by last use (most recent
+    /// first), free ones pushed so that the lowest slot is reused first. Every
+    /// fully written entry stays.
+    func _rebuildLocked() {
+        let s = _segment
+        let capacity = capacity
+        let seq = s.indexSeqPointer
+        cshm_store_relaxed_u32(seq, cshm_load_relaxed_u32(seq) | 1)
+        cshm_fence_release()
+
+        var highWater = Int(s.load(_Layout.H.highWater))
+        if highWater > capacity { highWater = capacity }
+        // Slots at or above the high-water mark were never handed out; one that looks
+        // used (a writer died after taking it) is folded in below the mark.
+        var scanEnd = highWater
+        for index in highWater..<capacity where s.meta(UInt32(index)) != 0 || s.load(s.layout.recordOffset(UInt32(index)) + _Layout.R.seq) != 0 {
+            scanEnd = index + 1
+        }
+        var live: [(stamp: UInt64, slot: UInt32)] = []
+        var freeSlots: [UInt32] = []
+        for index in 0..<scanEnd {
+            let slot = UInt32(index)
+            let seqPointer = s.seqPointer(slot)
+            let sequence = cshm_load_relaxed_u32(seqPointer)
+            let meta = s.meta(slot)
+            if sequence & 1 != 0 || !s.isLive(meta: meta) || s.length(meta: meta) > recordSize || meta >> 24 > _Layout.stateLive {
+                if sequence & 1 != 0 { cshm_store_release_u32(seqPointer, sequence &+ 1) }
+                if meta != _Layout.stateFree << 24 { s.markFree(slot) }
+                freeSlots.append(slot)
+            } else {
+                live.append((s.stamp(slot), slot))
+            }
+        }
+        live.sort { $0.stamp != $1.stamp ? $0.stamp > $1.stamp : $0.slot < $1.slot }
+
+        // Index first (deduplicating), then the lists.
+        _sharedIndex?.removeAll()
+        _localIndex?.table.removeAll()
+        _localIndex?.entryCount = 0
+        var kept: [UInt32] = []
+        kept.reserveCapacity(live.count)
+        for (_, slot) in live {
+            let hash = s.hash(slot)
+            let table = _sharedIndex ?? _localIndex!.table
+            if table.find(hash) != nil {
+                s.markFree(slot)  // an older duplicate
+                freeSlots.append(slot)
+                continue
+            }
+            _ = table.insert(hash, slot: slot)
+            _localIndex?.entryCount += 1
+            kept.append(slot)
+        }
+        var previous = _Layout.none
+        for slot in kept {
+            s.setPrev(slot, previous)
+            s.setNext(slot, _Layout.none)
+            if previous != _Layout.none { s.setNext(previous, slot) }
+            previous = slot
+        }
+        s.head = kept.first ?? _Layout.none
+        s.tail = kept.last ?? _Layout.none
+        s.count = UInt32(kept.count)
+
+        freeSlots.sort(by: >)
+        s.freeHead = _Layout.none
+        s.freeCount = 0
+        for slot in freeSlots { _pushFree(slot) }
+        s.store(_Layout.H.highWater, UInt32(scanEnd))
+
+        s.bumpStat(_Layout.H.statRecoveries)
+        s.generation = s.generation &+ 1
+        _localIndex?.generationSeen = s.generation
+        cshm_store_release_u32(seq, cshm_load_relaxed_u32(seq) &+ 1)
+        s.publishChange()
+    }
+
+    /// Rebuilds the cache's structure from its records (see `verify()` to check it first).
+    public func repair() throws(ShmError) {
+        try _withLock("repair(key: \(key))") { () throws(ShmError) in _rebuildLocked() }
+    }
+}

@@ -1,0 +1,36 @@
+import CShm
+import Synchronization
+
+extension ShmLRU {
+    /// A snapshot of the cache's figures.
+    public struct Stats: Sendable, Hashable, Codable {
+        public var capacity: Int
+        public var recordSize: Int
+        public var count: Int
+        public var free: Int
+        /// Records inserted, updated in place, deleted and evicted, by every process.
+        public var inserts: UInt64
+        public var updates: UInt64
+        public var deletes: UInt64
+        public var evictions: UInt64
+        /// Repairs after a lock holder died or an inconsistency was found.
+        public var recoveries: UInt64
+        /// Promotions taken by interval-promoting readers.
+        public var promotions: UInt64
+        /// Reads that found / did not find their hash, in this process (per handle:
+        /// a shared counter would make every read write a shared cache line).
+        public var hits: UInt64
+        public var misses: UInt64
+    }
+
+    public var stats: Stats {
+        let s = _segment
+        let count = min(Int(s.count), capacity)
+        return Stats(
+            capacity: capacity, recordSize: recordSize, count: count, free: capacity - count,
+            inserts: s.load64(_Layout.H.statInserts), updates: s.load64(_Layout.H.statUpdates),
+            deletes: s.load64(_Layout.H.statDeletes), evictions: s.load64(_Layout.H.statEvictions),
+            recoveries: s.load64(_Layout.H.statRecoveries), promotions: s.load64(_Layout.H.statPromotions),
+            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed))
+    }
+}

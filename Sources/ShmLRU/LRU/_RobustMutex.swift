@@ -1,0 +1,37 @@
+import CShm
+import Glibc
+
+/// The segment's process-shared, robust pthread mutex.
+///
+/// When a holder dies (even SIGKILL), the kernel hands the mutex to the next
+/// locker with `EOWNERDEAD`; that locker repairs the structure and calls
+/// `markConsistent()` before unlocking.
+struct _RobustMutex: @unchecked Sendable {
+    let address: UnsafeMutableRawPointer
+
+    enum Acquired { case clean, previousOwnerDied }
+
+    static func initialize(at address: UnsafeMutableRawPointer) throws(ShmError) {
+        precondition(cshm_mutex_size() <= _Layout.H.mutexReserved, "pthread_mutex_t outgrew its header line")
+        let rc = cshm_mutex_init(address)
+        guard rc == 0 else { throw ShmError(.systemCall, "pthread_mutex_init(robust, process-shared)", errno: rc) }
+    }
+
+    /// Takes the lock; `timeoutNanoseconds < 0` waits for ever.
+    func lock(timeoutNanoseconds: Int64) throws(ShmError) -> Acquired {
+        let rc = cshm_mutex_lock(address, timeoutNanoseconds)
+        switch rc {
+        case 0: return .clean
+        case cshm_eownerdead(): return .previousOwnerDied
+        case ETIMEDOUT:
+            throw ShmError(.lockTimeout, "lock", detail: "held by another process for over \(timeoutNanoseconds / 1_000_000) ms")
+        case cshm_enotrecoverable():
+            throw ShmError(.corrupted, "lock", errno: rc, detail: "the lock was left unrecoverable")
+        default:
+            throw ShmError(.systemCall, "pthread_mutex_lock", errno: rc)
+        }
+    }
+
+    func markConsistent() { _ = cshm_mutex_consistent(address) }
+    func unlock() { _ = cshm_mutex_unlock(address) }
+}

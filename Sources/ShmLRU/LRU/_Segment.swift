@@ -1,0 +1,120 @@
+import CShm
+
+/// Typed access to a laid-out segment: header fields and record fields by name.
+///
+/// Every accessor takes a slot that the caller has already checked with
+/// `isSlot(_:)`; values read *from* the segment (links, lengths) come back raw
+/// and must be checked again before they are used as slots or sizes.
+struct _Segment: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let layout: _Layout
+
+    @inline(__always) func u32(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
+        (base + offset).assumingMemoryBound(to: UInt32.self)
+    }
+    @inline(__always) func u64(_ offset: Int) -> UnsafeMutablePointer<UInt64> {
+        (base + offset).assumingMemoryBound(to: UInt64.self)
+    }
+    @inline(__always) func load(_ offset: Int) -> UInt32 { cshm_load_relaxed_u32(u32(offset)) }
+    @inline(__always) func store(_ offset: Int, _ value: UInt32) { cshm_store_relaxed_u32(u32(offset), value) }
+    @inline(__always) func load64(_ offset: Int) -> UInt64 { cshm_load_relaxed_u64(u64(offset)) }
+    @inline(__always) func store64(_ offset: Int, _ value: UInt64) { cshm_store_relaxed_u64(u64(offset), value) }
+
+    // MARK: Header
+
+    var mutex: UnsafeMutableRawPointer { base + _Layout.H.mutex }
+    var count: UInt32 {
+        get { load(_Layout.H.count) }
+        nonmutating set { store(_Layout.H.count, newValue) }
+    }
+    var freeCount: UInt32 {
+        get { load(_Layout.H.freeCount) }
+        nonmutating set { store(_Layout.H.freeCount, newValue) }
+    }
+    var freeHead: UInt32 {
+        get { load(_Layout.H.freeHead) }
+        nonmutating set { store(_Layout.H.freeHead, newValue) }
+    }
+    var head: UInt32 {
+        get { load(_Layout.H.lruHead) }
+        nonmutating set { store(_Layout.H.lruHead, newValue) }
+    }
+    var tail: UInt32 {
+        get { load(_Layout.H.lruTail) }
+        nonmutating set { store(_Layout.H.lruTail, newValue) }
+    }
+    var generation: UInt32 {
+        get { cshm_load_acquire_u32(u32(_Layout.H.generation)) }
+        nonmutating set { cshm_store_release_u32(u32(_Layout.H.generation), newValue) }
+    }
+    var indexSeqPointer: UnsafeMutablePointer<UInt32> { u32(_Layout.H.indexSeq) }
+    var changeSeqPointer: UnsafeMutablePointer<UInt32> { u32(_Layout.H.changeSeq) }
+    var changeWaitersPointer: UnsafeMutablePointer<UInt32> { u32(_Layout.H.changeWaiters) }
+
+    @inline(__always) func bumpStat(_ offset: Int, by amount: UInt64 = 1) {
+        store64(offset, load64(offset) &+ amount)  // under the lock
+    }
+
+    /// Announces a change to listeners: bumps the change sequence and wakes futex waiters.
+    func publishChange() {
+        _ = cshm_fetch_add_u32(changeSeqPointer, 1)
+        if cshm_load_acquire_u32(changeWaitersPointer) != 0 {
+            _ = cshm_futex_wake(changeSeqPointer, Int32.max)
+        }
+    }
+
+    // MARK: Records
+
+    @inline(__always) func isSlot(_ slot: UInt32) -> Bool { Int(slot) < layout.capacity }
+    @inline(__always) func record(_ slot: UInt32) -> UnsafeMutableRawPointer { base + layout.recordOffset(slot) }
+
+    @inline(__always) func prev(_ slot: UInt32) -> UInt32 { load(layout.recordOffset(slot) &+ _Layout.R.prev) }
+    @inline(__always) func next(_ slot: UInt32) -> UInt32 { load(layout.recordOffset(slot) &+ _Layout.R.next) }
+    @inline(__always) func setPrev(_ slot: UInt32, _ value: UInt32) { store(layout.recordOffset(slot) &+ _Layout.R.prev, value) }
+    @inline(__always) func setNext(_ slot: UInt32, _ value: UInt32) { store(layout.recordOffset(slot) &+ _Layout.R.next, value) }
+    @inline(__always) func hash(_ slot: UInt32) -> UInt32 { load(layout.recordOffset(slot) &+ _Layout.R.hash) }
+    @inline(__always) func shareKey(_ slot: UInt32) -> UInt32 { load(layout.recordOffset(slot) &+ _Layout.R.share) }
+    @inline(__always) func setShareKey(_ slot: UInt32, _ value: UInt32) {
+        store(layout.recordOffset(slot) &+ _Layout.R.share, value)
+    }
+    @inline(__always) func seqPointer(_ slot: UInt32) -> UnsafeMutablePointer<UInt32> {
+        u32(layout.recordOffset(slot) &+ _Layout.R.seq)
+    }
+    @inline(__always) func meta(_ slot: UInt32) -> UInt32 { load(layout.recordOffset(slot) &+ _Layout.R.meta) }
+    @inline(__always) func stamp(_ slot: UInt32) -> UInt64 { load64(layout.recordOffset(slot) &+ _Layout.R.stamp) }
+    @inline(__always) func setStamp(_ slot: UInt32, _ value: UInt64) {
+        store64(layout.recordOffset(slot) &+ _Layout.R.stamp, value)
+    }
+    @inline(__always) func payload(_ slot: UInt32) -> UnsafeMutableRawPointer {
+        base + (layout.recordOffset(slot) &+ _Layout.R.payload)
+    }
+    @inline(__always) func isLive(meta: UInt32) -> Bool { meta >> 24 == _Layout.stateLive }
+    @inline(__always) func length(meta: UInt32) -> Int { Int(meta & _Layout.lengthMask) }
+
+    /// Rewrites a record's identity and value inside its seqlock (under the lock).
+    /// Readers that overlap see an odd or changed sequence and retry.
+    func writeRecord(_ slot: UInt32, hash: UInt32, state: UInt32, value: UnsafeRawBufferPointer) {
+        let seq = seqPointer(slot)
+        let start = cshm_load_relaxed_u32(seq)
+        cshm_store_relaxed_u32(seq, start | 1)
+        cshm_fence_release()
+        let offset = layout.recordOffset(slot)
+        store(offset &+ _Layout.R.hash, hash)
+        if let source = value.baseAddress, value.count > 0 {
+            payload(slot).copyMemory(from: source, byteCount: value.count)
+        }
+        store(offset &+ _Layout.R.meta, state << 24 | UInt32(value.count))
+        cshm_store_release_u32(seq, (start | 1) &+ 1)
+    }
+
+    /// Marks a record free (under the lock), inside its seqlock.
+    func markFree(_ slot: UInt32) {
+        let seq = seqPointer(slot)
+        let start = cshm_load_relaxed_u32(seq)
+        cshm_store_relaxed_u32(seq, start | 1)
+        cshm_fence_release()
+        let offset = layout.recordOffset(slot)
+        store(offset &+ _Layout.R.meta, _Layout.stateFree << 24)
+        cshm_store_release_u32(seq, (start | 1) &+ 1)
+    }
+}
