@@ -24,6 +24,23 @@ example:
 	$(SWIFT) build --product MasterWorker
 	$$($(SWIFT) build --show-bin-path)/MasterWorker
 
+# --- performance (issue: make bench) ---
+bench:
+	@echo "make bench: not yet implemented"; exit 1
+
+bench-quick:
+	@echo "make bench-quick: not yet implemented"; exit 1
+
+# --- reliability (issue: make stress / fuzz / sanitize) ---
+stress:
+	@echo "make stress: not yet implemented"; exit 1
+
+fuzz:
+	@echo "make fuzz: not yet implemented"; exit 1
+
+sanitize:
+	@echo "make sanitize: not yet implemented"; exit 1
+
 clean:
 	$(SWIFT) package clean
 	rm -rf .build bench-results.json bench-results.svg

@@ -12,6 +12,9 @@ let package = Package(
         .library(name: "ShmLRU", targets: ["ShmLRU"]),
         .executable(name: "shm-lru", targets: ["shm-lru"]),
         .executable(name: "MasterWorker", targets: ["MasterWorker"]),
+        .executable(name: "CacheProducer", targets: ["CacheProducer"]),
+        .executable(name: "CacheConsumer", targets: ["CacheConsumer"]),
+        .executable(name: "ShmLRUBench", targets: ["ShmLRUBench"]),
     ],
     dependencies: [
         // Only the command-line tool uses it; the library depends on the toolchain alone.
@@ -25,6 +28,11 @@ let package = Package(
             dependencies: ["ShmLRU", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         .executableTarget(name: "MasterWorker", dependencies: ["ShmLRU"], path: "Examples/MasterWorker", swiftSettings: strict),
+        // Two unrelated programs meeting through an ftok path key.
+        .executableTarget(name: "CacheProducer", dependencies: ["ShmLRU"], path: "Examples/CacheProducer", swiftSettings: strict),
+        .executableTarget(name: "CacheConsumer", dependencies: ["ShmLRU"], path: "Examples/CacheConsumer", swiftSettings: strict),
+        // `make bench`: the fixed workload of ../shared/bench/WORKLOAD.md (release build).
+        .executableTarget(name: "ShmLRUBench", dependencies: ["ShmLRU", "CShm"], swiftSettings: strict),
         // Spawned by the tests as a separate process (posix_spawn): the other side of every multi-process test.
         .executableTarget(name: "ShmLRUTestHelper", dependencies: ["ShmLRU", "CShm"], path: "Tests/ShmLRUTestHelper", swiftSettings: strict),
         .testTarget(name: "ShmLRUTests", dependencies: ["ShmLRU", "CShm", "ShmLRUTestHelper"], swiftSettings: strict),

@@ -1,8 +1,14 @@
 import Glibc
 import ShmLRU
 
-/// Every command, by name. Add new ones in their own file and list them here.
-let helperCommands: [String: HelperCommand] = [
+/// Every command, by name: each area keeps its own table in its own file.
+let helperCommands: [String: HelperCommand] = coreCommands
+    .merging(storeCommands) { first, _ in first }
+    .merging(reliabilityCommands) { first, _ in first }
+    .merging(exampleCommands) { first, _ in first }
+
+/// Region and core LRU commands.
+let coreCommands: [String: HelperCommand] = [
     "region-write-float": regionWriteFloat,
     "region-read-float": regionReadFloat,
     "lru-get": lruGet,

@@ -1,0 +1,4 @@
+import ShmLRU
+
+/// Commands for the keyed store, per-key locks, listen and TTL tests.
+let storeCommands: [String: HelperCommand] = [:]
