@@ -49,7 +49,7 @@ extension ShmLRU {
                 return nil
             }
             let length = try _copyLocked(found.slot, into: buffer, "get(\(hash), into:)")
-            try _promote(found.slot, now: cshm_monotonic_ns())
+            try _promoteLocked(found.slot)
             _hits.wrappingAdd(1, ordering: .relaxed)
             return length
         }

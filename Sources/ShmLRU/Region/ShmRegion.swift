@@ -164,15 +164,16 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
 
     /// Detaches this process from the segment and returns how many attachments
     /// remain (from every process). When none remain and this process created the
-    /// segment (not persistent), the segment is removed as well. Detaching twice
-    /// returns the current count and changes nothing.
+    /// segment (not persistent), the segment is removed as well; otherwise it is
+    /// removed when this process exits normally. Detaching twice returns the
+    /// current count and changes nothing.
     @discardableResult
     public func detach() throws(ShmError) -> Int {
         let attachment = _attachment
         _ = attachment.detach()
         switch _shmStat(id: attachment.id) {
         case .success(let info):
-            if info.attach_count == 0, attachment.removeAtExit { _ = _shmRemove(id: attachment.id) }
+            if info.attach_count == 0, attachment.removeAtExit { _Registry.shared.removeCreated(id: attachment.id) }
             return Int(info.attach_count)
         case .failure(EINVAL), .failure(EIDRM):
             return 0  // removed and gone
@@ -184,6 +185,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     /// Marks the segment for removal (`IPC_RMID`): its key is freed at once and
     /// the memory goes when the last process detaches. This process stays attached.
     public func remove() throws(ShmError) {
+        _Registry.shared.forgetCreated(id: id)
         switch _shmRemove(id: id) {
         case .success, .failure(EINVAL), .failure(EIDRM): return
         case .failure(let code): throw ShmError.system("remove(key: \(key))", errno: code.code)
@@ -196,6 +198,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         guard !key.isPrivate else { throw ShmError(.invalidArgument, operation) }
         switch _shmget(key: key.rawValue, size: 0, flags: 0) {
         case .success(let id):
+            _Registry.shared.forgetCreated(id: id)
             if case .failure(let code) = _shmRemove(id: id) { throw ShmError.system(operation, errno: code.code) }
         case .failure(let code): throw ShmError.system(operation, errno: code.code)
         }
@@ -220,7 +223,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
             let id = attachment.id
             if attachment.detach() {
                 count += 1
-                if attachment.removeAtExit { _ = _shmRemove(id: id) }
+                if attachment.removeAtExit { _Registry.shared.removeCreated(id: id) }
             }
         }
         return count

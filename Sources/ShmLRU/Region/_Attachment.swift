@@ -41,10 +41,14 @@ final class _Registry: Sendable {
     static let shared = _Registry()
 
     private let attachments = Mutex<[ObjectIdentifier: _Attachment]>([:])
+    /// Segments this process created (not persistent) and has not removed yet: removed
+    /// at normal exit even if detached earlier, so an early detach cannot leak them.
+    private let created = Mutex<Set<Int32>>([])
     private let exitHandlerInstalled = Atomic<Bool>(false)
 
     func add(_ attachment: _Attachment) {
         attachments.withLock { $0[ObjectIdentifier(attachment)] = attachment }
+        if attachment.removeAtExit { _ = created.withLock { $0.insert(attachment.id) } }
         if attachment.removeAtExit,
             exitHandlerInstalled.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
         {
@@ -58,13 +62,23 @@ final class _Registry: Sendable {
 
     var all: [_Attachment] { attachments.withLock { Array($0.values) } }
 
-    /// Detaches everything; removes the segments this process created (unless persistent).
+    /// Removes a segment this process created and forgets it.
+    func removeCreated(id: Int32) {
+        forgetCreated(id: id)
+        _ = _shmRemove(id: id)
+    }
+
+    /// Forgets a segment removed by other means (its id may be reused by the kernel).
+    func forgetCreated(id: Int32) {
+        _ = created.withLock { $0.remove(id) }
+    }
+
+    /// Detaches everything; removes the segments this process created (unless
+    /// persistent). Peers still attached keep their mapping until they detach.
     func cleanUpAtExit() {
-        for attachment in all {
-            let id = attachment.id
-            if attachment.detach(), attachment.removeAtExit {
-                _ = _shmRemove(id: id)
-            }
+        for attachment in all { _ = attachment.detach() }
+        for id in created.withLock({ ids in defer { ids.removeAll() }; return ids }) {
+            _ = _shmRemove(id: id)
         }
     }
 }
