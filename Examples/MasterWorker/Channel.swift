@@ -25,6 +25,7 @@ final class LineReader {
     /// when no whole line came in time (a failure guard, not synchronisation).
     func readLine(timeoutMilliseconds: Int32 = -1) throws(ExampleFailure) -> String? {
         while true {
+            if interrupted.load(ordering: .relaxed) { throw ExampleFailure("interrupted") }
             if let newline = buffer.firstIndex(of: 10) {
                 let line = String(decoding: buffer[..<newline], as: UTF8.self)
                 buffer.removeSubrange(...newline)
@@ -33,10 +34,7 @@ final class LineReader {
             var descriptor = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = poll(&descriptor, 1, timeoutMilliseconds)
             if ready < 0 {
-                if errno == EINTR {
-                    if interrupted.load(ordering: .relaxed) { throw ExampleFailure("interrupted") }
-                    continue
-                }
+                if errno == EINTR { continue }  // a SIGINT/SIGTERM is seen at the loop's top
                 throw ExampleFailure("poll: \(String(cString: strerror(errno)))")
             }
             if ready == 0 { throw ExampleFailure("no answer within \(timeoutMilliseconds / 1000) s") }

@@ -64,6 +64,10 @@ func describe(_ error: ShmError, key: ShmKey?) -> ToolFailure {
     case .corrupted:
         return ToolFailure(
             "\(segment) has a damaged ShmLRU header (\(error.detail ?? error.description))", exitCode: Exit.notShmLRU)
+    case .exists:
+        return ToolFailure(
+            "a segment with key \(key.map(\.description) ?? "?") already exists (\(error.description))",
+            exitCode: Exit.failure)
     case .permissionDenied:
         return ToolFailure("\(segment): permission denied (\(error.description))", exitCode: Exit.failure)
     default:

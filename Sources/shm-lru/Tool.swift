@@ -12,13 +12,13 @@ struct ShmLRUTool: ParsableCommand {
               0   success
               1   the hash is not in the cache (get, del)
               2   no segment has that key
-              3   the segment is not a ShmLRU cache (another program's segment, or a damaged header)
+              3   the segment is not a ShmLRU cache (another program's, or damaged)
               4   verify found problems
               5   any other failure (permission denied, value too large, lock timeout, …)
               64  bad arguments
             """,
         subcommands: [
             ListCommand.self, StatCommand.self, DumpCommand.self, VerifyCommand.self, GetCommand.self, SetCommand.self,
-            DelCommand.self, EvictCommand.self, RemoveCommand.self,
+            DelCommand.self, EvictCommand.self, CreateCommand.self, RemoveCommand.self,
         ])
 }
