@@ -32,6 +32,51 @@ private func makeForeignSegment(_ key: ShmKey) throws -> (ShmRegion, [UInt8]) {
     return (region, region.withUnsafeBytes { Array($0) })
 }
 
+/// The library API the tool's `list` is built on.
+@Suite struct SegmentListingTests {
+    @Test func listAndProbeACacheAndAForeignSegment() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 40, capacity: 6, index: .processLocal)
+            try cache.set(1, "a")
+            try cache.set(2, "b")
+            let info = try #require(ShmRegion.list().first { $0.key == key })
+            #expect(info.id == cache.region.id)
+            #expect(info.byteCount == cache.region.byteCount)
+            #expect(info.permissions == 0o600)
+            #expect(info.attachCount == 1)
+            #expect(info.creatorPID == getpid())
+            let summary = try ShmLRU.probe(key: key)
+            #expect(summary.key == key && summary.id == cache.region.id)
+            #expect(summary.recordSize == 40 && summary.capacity == 6 && summary.count == 2)
+            #expect(summary.indexKind == .processLocal)
+            #expect(summary.attachCount == 1, "the probe does not count itself")
+            #expect(summary.createdAt <= ShmInstant.now)
+            #expect(try cache.region.attachCount == 1, "the probe detached")
+        }
+        try withKey { key in
+            let (region, before) = try makeForeignSegment(key)
+            let error = #expect(throws: ShmError.self) { try ShmLRU.probe(key: key) }
+            #expect(error?.code == .incompatibleSegment)
+            #expect(region.withUnsafeBytes { Array($0) } == before)
+        }
+        let missing = uniqueKey()
+        let error = #expect(throws: ShmError.self) { try ShmLRU.probe(key: missing) }
+        #expect(error?.code == .notFound)
+        #expect(!ShmRegion.list().contains { $0.key == missing })
+    }
+
+    @Test func aSegmentSmallerThanAHeaderIsNotACache() throws {
+        try withKey { key in
+            _ = try ShmRegion.create(key: key, byteCount: 100)
+            let error = #expect(throws: ShmError.self) { try ShmLRU.probe(key: key) }
+            #expect(error?.code == .incompatibleSegment)
+            let run = try runProduct("shm-lru", ["stat", key.description])
+            #expect(run.status == 3)
+            #expect(run.errorOutput.contains("smaller than a ShmLRU header"))
+        }
+    }
+}
+
 @Suite struct CLITests {
     static let subcommands = ["list", "stat", "dump", "verify", "get", "set", "del", "evict", "create", "rm"]
 

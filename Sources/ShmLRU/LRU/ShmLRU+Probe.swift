@@ -23,7 +23,8 @@ extension ShmLRU {
     /// read-only for the length of the call, takes no lock, writes nothing, and
     /// checks every header field (magic, layout version, sizes, offsets) against
     /// the kernel's segment size as `attach` does, without waiting for a cache
-    /// still being initialized. Safe on any segment, ShmLRU's or not.
+    /// still being initialized. Safe on any segment, ShmLRU's or not. (The kernel
+    /// notes the attachment: `ipcs -p` shows this process as the last to attach.)
     ///
     /// - Throws: `.notFound` (no segment has that key), `.permissionDenied`,
     ///   `.incompatibleSegment` (not a ShmLRU cache of this layout version:
