@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SEGMENTS = ipcs -m | awk 'NR > 3 && $$1 ~ /^0x/ { n++ } END { print n + 0 }'
 
-.PHONY: all build test example bench bench-quick stress fuzz sanitize clean
+.PHONY: all build test example example-peers bench bench-quick stress fuzz sanitize clean
 
 all: build
 
@@ -20,9 +20,18 @@ test:
 	fi; \
 	exit $$status
 
+# The seed's example: a master and real worker processes sharing regions and an LRU.
 example:
 	$(SWIFT) build --product MasterWorker
 	$$($(SWIFT) build --show-bin-path)/MasterWorker
+
+# Two unrelated programs, one after the other, meeting through an ftok path key.
+PEERS_KEY_FILE ?= /tmp/shmlru-example-peers.key
+example-peers:
+	$(SWIFT) build --product CacheProducer
+	$(SWIFT) build --product CacheConsumer
+	bin=$$($(SWIFT) build --show-bin-path); \
+	$$bin/CacheProducer --path $(PEERS_KEY_FILE) && $$bin/CacheConsumer --path $(PEERS_KEY_FILE)
 
 # --- performance (issue: make bench) ---
 bench:

@@ -87,8 +87,11 @@ public enum Shm {
     /// Detaches every segment of this process (removing those it created); returns how many.
     @discardableResult
     public static func detachAll() -> Int {
+        // Detach first: emptying the table first would let the regions' deinit
+        // detach them uncounted.
+        let count = ShmRegion.detachAll()
         state.withLock { $0.removeAll() }
-        return ShmRegion.detachAll()
+        return count
     }
 
     /// Bytes attached by this process.

@@ -223,10 +223,13 @@ public final class ShmLRU: @unchecked Sendable {
     }
 
     /// Reads the header and checks every field against the kernel's segment size.
-    static func _validateHeader(of region: ShmRegion, expectedRecordSize: Int?, wait: Duration) throws(ShmError) -> _Layout {
+    /// `readOnlyAllowed` is for `probe(key:)`, which only reads the header.
+    static func _validateHeader(
+        of region: ShmRegion, expectedRecordSize: Int?, wait: Duration, readOnlyAllowed: Bool = false
+    ) throws(ShmError) -> _Layout {
         let operation = "ShmLRU.attach(key: \(region.key))"
         guard region.isAttached else { throw ShmError(.detached, operation) }
-        guard !region.isReadOnly else {
+        guard readOnlyAllowed || !region.isReadOnly else {
             throw ShmError(.readOnly, operation, detail: "the cache's lock needs a read-write attachment")
         }
         guard region.byteCount >= _Layout.headerSize else {

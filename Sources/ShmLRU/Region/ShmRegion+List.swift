@@ -1,0 +1,36 @@
+extension ShmRegion {
+    /// One shared-memory segment of this machine, as the kernel lists it
+    /// (`/proc/sysvipc/shm`, what `ipcs -m` prints). Nothing here comes from the
+    /// segment's bytes: see `ShmLRU.probe(key:)` for what a cache's header says.
+    public struct SegmentInfo: Sendable, Hashable {
+        /// The segment's key; `isPrivate` for an `IPC_PRIVATE` segment or one
+        /// already marked for removal (neither can be found by key any more).
+        public var key: ShmKey
+        /// The kernel's id (`shmid`).
+        public var id: Int32
+        public var byteCount: Int
+        /// The mode bits (0o600 …).
+        public var permissions: UInt16
+        /// Attachments, from every process.
+        public var attachCount: Int
+        public var creatorPID: Int32
+        /// The last process that attached or detached.
+        public var lastPID: Int32
+        public var ownerUID: UInt32
+    }
+
+    /// Every SysV shared-memory segment of this machine that the kernel lists to
+    /// this process, in key order; empty when `/proc/sysvipc/shm` is unreadable.
+    /// Reads no segment (see `ShmLRU.probe(key:)` for that).
+    public static func list() -> [SegmentInfo] {
+        _listSegments()
+            .map { line in
+                SegmentInfo(
+                    key: line.key, id: line.id, byteCount: line.size > UInt64(Int.max) ? .max : Int(line.size),
+                    permissions: UInt16(line.mode & 0o777),
+                    attachCount: line.attachCount > UInt64(Int.max) ? .max : Int(line.attachCount),
+                    creatorPID: line.creatorPID, lastPID: line.lastPID, ownerUID: line.ownerUID)
+            }
+            .sorted { ($0.key, $0.id) < ($1.key, $1.id) }
+    }
+}
