@@ -14,6 +14,16 @@ let coreCommands: [String: HelperCommand] = [
     "lru-get": lruGet,
     "lru-set": lruSet,
     "lru-hammer": lruHammer,
+    "region-create": regionCreate,
+    "region-create-hold": regionCreateHold,
+    "region-hold": regionHold,
+    "region-attach-as-nobody": regionAttachAsNobody,
+    "region-detach-counts": regionDetachCounts,
+    "region-create-detach-exit": regionCreateDetachExit,
+    "region-detach-all": regionDetachAll,
+    "lru-script": lruScript,
+    "lru-attach-rss": lruAttachRSS,
+    "compat-worker": compatWorker,
 ]
 
 /// region-write-float KEY INDEX VALUE
@@ -86,4 +96,212 @@ func lruHammer(_ arguments: [String]) throws {
     emit("hits", hits)
     emit("misses", misses)
     emit("deletes", deletes)
+}
+
+// MARK: Region lifecycle (RegionTests)
+
+/// Blocks until the process is killed (the test sends SIGKILL).
+func waitForever() -> Never {
+    while true { pause() }
+}
+
+/// The code of a ShmError, or "none" when `body` succeeded.
+func errorCode(_ body: () throws -> Void) -> String {
+    do {
+        try body()
+        return "none"
+    } catch let error as ShmError {
+        return error.code.rawValue
+    } catch {
+        return "other:\(error)"
+    }
+}
+
+/// region-create KEY BYTES [persistent]  → creates the segment and exits normally.
+func regionCreate(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    let bytes: Int = try intArgument(arguments, 1, "BYTES")
+    let persistent = arguments.count > 2 && arguments[2] == "persistent"
+    let region = try ShmRegion.create(key: key, byteCount: bytes, persistent: persistent)
+    emit("id", region.id)
+}
+
+/// region-create-hold KEY BYTES  → creates the segment, prints ready=1, waits to be killed.
+func regionCreateHold(_ arguments: [String]) throws {
+    let region = try ShmRegion.create(key: try keyArgument(arguments, 0), byteCount: try intArgument(arguments, 1, "BYTES"))
+    emit("id", region.id)
+    emit("ready", 1)
+    withExtendedLifetime(region) { waitForever() }
+}
+
+/// region-hold KEY  → attaches, prints attachCount=… and ready=1, waits to be killed.
+func regionHold(_ arguments: [String]) throws {
+    let region = try ShmRegion.attach(key: try keyArgument(arguments, 0))
+    emit("attachCount", try region.attachCount)
+    emit("ready", 1)
+    withExtendedLifetime(region) { waitForever() }
+}
+
+/// region-attach-as-nobody KEY  → drops to uid/gid 65534, then tries to attach
+/// (read-write and read-only), to create the key, and to remove it; prints each error code.
+func regionAttachAsNobody(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    guard setgid(65534) == 0, setuid(65534) == 0 else {
+        throw HelperFailure(message: "setgid/setuid(65534) failed: errno \(errno)")
+    }
+    emit("uid", getuid())
+    emit("attach", errorCode { _ = try ShmRegion.attach(key: key) })
+    emit("attachReadOnly", errorCode { _ = try ShmRegion.attach(key: key, readOnly: true) })
+    emit("lruAttach", errorCode { _ = try ShmLRU.attach(key: key) })
+    emit("remove", errorCode { try ShmRegion.remove(key: key) })
+    do {
+        _ = try ShmRegion.attach(key: key)
+    } catch {
+        emit("errno", error.errno.map { String($0) } ?? "nil")
+        emit("operation", error.operation)
+    }
+}
+
+/// region-detach-counts KEY  → attaches twice and detaches both, printing the
+/// attach counts the kernel reports (every process's attachments).
+func regionDetachCounts(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    let first = try ShmRegion.attach(key: key)
+    emit("afterFirstAttach", try first.attachCount)
+    let second = try ShmRegion.attach(key: key, readOnly: true)
+    emit("afterSecondAttach", try second.attachCount)
+    emit("firstDetach", try second.detach())
+    emit("secondDetachAgain", try second.detach())  // twice: no change
+    emit("lastDetach", try first.detach())
+}
+
+/// region-create-detach-exit KEY BYTES  → creates the segment (not persistent),
+/// prints ready=1, waits (30 s at most) until a peer stores 1 in byte 0, detaches
+/// while the peer is still attached, prints the remaining count, and exits normally.
+func regionCreateDetachExit(_ arguments: [String]) throws {
+    let region = try ShmRegion.create(key: try keyArgument(arguments, 0), byteCount: try intArgument(arguments, 1, "BYTES"))
+    emit("ready", 1)
+    let array = region.array(of: UInt8.self)
+    let deadline = time(nil) + 30
+    while array[0] != 1 {
+        guard time(nil) < deadline else { throw HelperFailure(message: "peer never signalled") }
+        usleep(1_000)
+    }
+    emit("remaining", try region.detach())
+}
+
+/// region-detach-all KEY1 KEY2  → creates a segment under each key (one persistent)
+/// and attaches the first again; prints totalSize, then detachAll's result, then
+/// totalSize and which segments still exist.
+func regionDetachAll(_ arguments: [String]) throws {
+    let key1 = try keyArgument(arguments, 0)
+    let key2 = try keyArgument(arguments, 1)
+    emit("totalBefore", ShmRegion.totalSize)
+    let a = try ShmRegion.create(key: key1, byteCount: 4096)
+    let b = try ShmRegion.create(key: key2, byteCount: 3 * 4096, persistent: true)
+    let again = try ShmRegion.attach(key: key1)
+    emit("totalAttached", ShmRegion.totalSize)
+    emit("detached", ShmRegion.detachAll())
+    emit("totalAfter", ShmRegion.totalSize)
+    emit("aAttached", a.isAttached)
+    emit("bAttached", b.isAttached)
+    emit("againAttached", again.isAttached)
+    emit("exists1", ShmRegion.exists(key: key1))
+    emit("exists2", ShmRegion.exists(key: key2))
+    emit("detachedAgain", ShmRegion.detachAll())
+}
+
+// MARK: LRU scripts (LRUIndexTests)
+
+/// lru-script KEY OP…  where OP is
+///   set:HASH:VALUE[:SHARE]  → set.HASH.offset=…
+///   del:HASH                → del.HASH=true|false
+///   get:HASH                → get.HASH=value|miss
+///   reload                  → reload=count
+///   count                   → count=…
+func lruScript(_ arguments: [String]) throws {
+    let cache = try ShmLRU.attach(key: try keyArgument(arguments, 0))
+    for op in arguments.dropFirst() {
+        let parts = op.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        func hash(_ i: Int) throws -> UInt32 {
+            guard i < parts.count, let value = UInt32(parts[i]) else { throw HelperFailure(message: "bad op \(op)") }
+            return value
+        }
+        switch parts[0] {
+        case "set":
+            guard parts.count >= 3 else { throw HelperFailure(message: "bad op \(op)") }
+            let share = parts.count > 3 ? UInt32(parts[3]) : nil
+            emit("set.\(try hash(1)).offset", try cache.set(try hash(1), parts[2], shareKey: share).offset)
+        case "del":
+            emit("del.\(try hash(1))", try cache.remove(try hash(1)))
+        case "get":
+            emit("get.\(try hash(1))", try cache.string(try hash(1)) ?? "miss")
+        case "reload":
+            emit("reload", try cache.reloadIndex())
+        case "count":
+            emit("count", cache.count)
+        default:
+            throw HelperFailure(message: "bad op \(op)")
+        }
+    }
+}
+
+/// lru-attach-rss KEY  → attaches the cache and prints how many kB of the segment
+/// this process has touched (Rss of its mapping in /proc/self/smaps) and the segment size.
+func lruAttachRSS(_ arguments: [String]) throws {
+    let cache = try ShmLRU.attach(key: try keyArgument(arguments, 0))
+    let base = cache.region.withUnsafeBytes { UInt(bitPattern: $0.baseAddress) }
+    emit("count", cache.count)
+    emit("segmentKB", cache.region.byteCount / 1024)
+    guard let file = fopen("/proc/self/smaps", "r") else { throw HelperFailure(message: "no /proc/self/smaps") }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 4096)
+    var inMapping = false
+    while fgets(&line, Int32(line.count), file) != nil {
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        if let dash = text.firstIndex(of: "-"), let start = UInt(text[..<dash], radix: 16) {
+            inMapping = start == base
+            continue
+        }
+        if inMapping, text.hasPrefix("Rss:") {
+            let digits = text.dropFirst(4).filter(\.isNumber)
+            emit("rssKB", digits)
+            return
+        }
+    }
+    throw HelperFailure(message: "mapping at 0x\(String(base, radix: 16)) not found in smaps")
+}
+
+// MARK: Seed facade (CompatTests)
+
+/// compat-worker KEY OP…  — the worker of the seed's example, through `Shm.*`:
+///   init        → Shm.get + Shm.initLRU(key, 250, 10000, false)  → init=count
+///   get:HASH    → get.HASH=value|nil, reason.HASH=…
+///   del:HASH    → del.HASH=true|false
+///   set:HASH:V[:SHARE] → set.HASH=offset|nil
+///   reload / reloadshare:S → reload=true|false
+func compatWorker(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    for op in arguments.dropFirst() {
+        let parts = op.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+        let hash = parts.count > 1 ? UInt32(parts[1]) ?? 0 : 0
+        switch parts[0] {
+        case "init":
+            _ = Shm.get(key)
+            emit("init", Shm.initLRU(key, 250, 10000, false).map { String($0) } ?? "nil")
+        case "get":
+            emit("get.\(hash)", Shm.get_el_hash(key, hash) ?? "nil")
+            emit("reason.\(hash)", Shm.get_last_reason(key))
+        case "del":
+            emit("del.\(hash)", Shm.del_key(key, hash))
+        case "set":
+            let offset = Shm.set(key, hash, parts[2])
+            if parts.count > 3, let offset, let share = UInt32(parts[3]) { _ = Shm.set_share_key(key, offset, share) }
+            emit("set.\(hash)", offset.map { String($0) } ?? "nil")
+        case "reload":
+            emit("reload", Shm.reload_hash_map(key))
+        default:
+            throw HelperFailure(message: "bad op \(op)")
+        }
+    }
 }

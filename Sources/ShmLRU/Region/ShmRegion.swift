@@ -172,7 +172,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         _ = attachment.detach()
         switch _shmStat(id: attachment.id) {
         case .success(let info):
-            if info.attach_count == 0, attachment.removeAtExit { _ = _shmRemove(id: attachment.id) }
+            if info.attach_count == 0, attachment.removeAtExit { _Registry.shared.removeCreated(id: attachment.id) }
             return Int(info.attach_count)
         case .failure(EINVAL), .failure(EIDRM):
             return 0  // removed and gone
@@ -185,7 +185,9 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     /// the memory goes when the last process detaches. This process stays attached.
     public func remove() throws(ShmError) {
         switch _shmRemove(id: id) {
-        case .success, .failure(EINVAL), .failure(EIDRM): return
+        case .success, .failure(EINVAL), .failure(EIDRM):
+            _Registry.shared.forgetCreated(id: id)
+            return
         case .failure(let code): throw ShmError.system("remove(key: \(key))", errno: code.code)
         }
     }
@@ -197,6 +199,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         switch _shmget(key: key.rawValue, size: 0, flags: 0) {
         case .success(let id):
             if case .failure(let code) = _shmRemove(id: id) { throw ShmError.system(operation, errno: code.code) }
+            _Registry.shared.forgetCreated(id: id)
         case .failure(let code): throw ShmError.system(operation, errno: code.code)
         }
     }
@@ -212,18 +215,10 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     }
 
     /// Detaches every region of this process; removes the segments it created
-    /// (unless persistent). Returns how many were detached.
+    /// (unless persistent), also those it detached earlier. Returns how many were detached.
     @discardableResult
     public static func detachAll() -> Int {
-        var count = 0
-        for attachment in _Registry.shared.all {
-            let id = attachment.id
-            if attachment.detach() {
-                count += 1
-                if attachment.removeAtExit { _ = _shmRemove(id: id) }
-            }
-        }
-        return count
+        _Registry.shared.detachAllAndRemoveCreated()
     }
 
     /// The bytes this process has attached, over all its regions (the seed's `getTotalSize`).

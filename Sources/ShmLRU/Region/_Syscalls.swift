@@ -88,7 +88,7 @@ func _listSegments() -> [_SegmentListing] {
     for line in text.split(separator: "\n").dropFirst() {
         let f = line.split(separator: " ", omittingEmptySubsequences: true)
         // key shmid perms size cpid lpid nattch uid gid cuid cgid ...
-        guard f.count >= 8, let key = Int32(f[0]), let id = Int32(f[1]), let perms = UInt32(f[2]),
+        guard f.count >= 8, let key = Int32(f[0]), let id = Int32(f[1]), let perms = UInt32(f[2], radix: 8),  // perms is octal
             let size = UInt64(f[3]), let cpid = Int32(f[4]), let lpid = Int32(f[5]), let nattch = UInt64(f[6]),
             let uid = UInt32(f[7])
         else { continue }
