@@ -458,7 +458,7 @@ struct ModelRun {
         {
             return fail("stats \(stats) vs model inserts \(model.inserts) updates \(model.updates) deletes \(model.deletes) evictions \(model.evictions) hits \(model.hits) misses \(model.misses)")
         }
-        if stats.inserts - stats.deletes - stats.evictions != UInt64(stats.count) { return fail("inserts - deletes - evictions != count: \(stats)") }
+        if stats.inserts &- stats.deletes &- stats.evictions != UInt64(stats.count) { return fail("inserts - deletes - evictions != count: \(stats)") }
         let s = cache._segment
         var slot = s.head
         var position = 0
