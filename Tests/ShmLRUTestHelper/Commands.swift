@@ -300,6 +300,15 @@ func compatWorker(_ arguments: [String]) throws {
             emit("set.\(hash)", offset.map { String($0) } ?? "nil")
         case "reload":
             emit("reload", Shm.reload_hash_map(key))
+        case "totals":
+            // Process-wide: create two segments, then detach everything.
+            emit("totalBefore", Shm.getTotalSize())
+            let a = Shm.create(4096)
+            let b = Shm.create(16, .float64)
+            emit("totalAttached", Shm.getTotalSize())
+            emit("detachAll", Shm.detachAll())
+            emit("totalAfter", Shm.getTotalSize())
+            emit("leftBehind", [a?.key, b?.key].compactMap { $0 }.filter { ShmRegion.exists(key: $0) }.count)
         default:
             throw HelperFailure(message: "bad op \(op)")
         }
