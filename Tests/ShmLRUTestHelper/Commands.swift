@@ -24,6 +24,7 @@ let coreCommands: [String: HelperCommand] = [
     "lru-script": lruScript,
     "lru-attach-rss": lruAttachRSS,
     "compat-worker": compatWorker,
+    "lru-corrupt-fuzz": lruCorruptFuzz,
 ]
 
 /// region-write-float KEY INDEX VALUE
@@ -313,4 +314,84 @@ func compatWorker(_ arguments: [String]) throws {
             throw HelperFailure(message: "bad op \(op)")
         }
     }
+}
+
+// MARK: Corrupted structure (LRUErrorTests)
+
+/// lru-corrupt-fuzz KEY SEED ROUNDS  → each round lays out a small cache in the
+/// segment KEY (created here, removed at exit), fills it, overwrites a few words
+/// of its list state, records or index with random values, runs random operations
+/// (each must succeed or throw a ShmError: a trap or a hang is the failure), then
+/// repairs and checks that verify() is clean. Prints rounds=…, errors=…, repaired=….
+func lruCorruptFuzz(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    var random = SplitMix64(seed: try intArgument(arguments, 1, "SEED", as: UInt64.self))
+    let rounds: Int = try intArgument(arguments, 2, "ROUNDS")
+    let region = try ShmRegion.create(key: key, byteCount: 1 << 16)
+    var errors = 0, repaired = 0
+    for round in 0..<rounds {
+        let kind: ShmLRU.IndexKind = round % 2 == 0 ? .shared : .processLocal
+        try region.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        let options = ShmLRU.Options(lockTimeout: .seconds(5))
+        let cache = try ShmLRU(initializing: region, recordSize: 32, capacity: 16, index: kind, options: options)
+        let fast = kind == .shared
+            ? try ShmLRU(attaching: region, options: .init(promotion: .atMostEvery(.microseconds(1)), lockTimeout: .seconds(5)))
+            : cache
+        var offsets: [Int] = []
+        for hash in 0..<UInt32(14) { offsets.append(try cache.set(hash, encodeValue(hash: hash, version: 1, length: 12 + Int(hash))).offset) }
+        try cache.remove(3)
+        try cache.remove(atOffset: offsets[7])
+        // Overwrite words of the list state (header line 2-3), the index, or the records.
+        let recordsStart = offsets[0]
+        let end = offsets[0] + 16 * (offsets[1] - offsets[0])
+        try region.withUnsafeMutableBytes { bytes in
+            for _ in 0..<Int.random(in: 1...4, using: &random) {
+                let position: Int
+                switch Int.random(in: 0..<3, using: &random) {
+                case 0: position = 128 + 4 * Int.random(in: 0..<18, using: &random)  // count … high-water, index seq
+                case 1: position = kind == .shared ? 512 + 4 * Int.random(in: 0..<32, using: &random) : recordsStart
+                default: position = recordsStart + 4 * Int.random(in: 0..<(end - recordsStart) / 4, using: &random)
+                }
+                let value: UInt32
+                switch Int.random(in: 0..<4, using: &random) {
+                case 0: value = 0
+                case 1: value = .max
+                case 2: value = UInt32.random(in: 0..<20, using: &random)
+                default: value = UInt32.random(in: 0...UInt32.max, using: &random)
+                }
+                bytes.storeBytes(of: value, toByteOffset: position, as: UInt32.self)
+            }
+        }
+        for _ in 0..<40 {
+            let hash = UInt32.random(in: 0..<20, using: &random)
+            let offset = offsets[Int.random(in: 0..<offsets.count, using: &random)]
+            do {
+                switch Int.random(in: 0..<12, using: &random) {
+                case 0, 1: try cache.set(hash, encodeValue(hash: hash, version: 2, length: 14))
+                case 2, 3:
+                    // Overwritten payload bytes cannot be told from data (no checksums):
+                    // the read must only return or throw.
+                    _ = try fast.bytes(hash)
+                case 4: try cache.remove(hash)
+                case 5: try cache.remove(atOffset: offset)
+                case 6: _ = try cache.bytes(atOffset: offset)
+                case 7: try cache.evict(lastUsedBefore: .now, limit: Int.random(in: 0...3, using: &random))
+                case 8: _ = try cache.verify()
+                case 9: _ = try cache.dumpJSON(backwards: Bool.random(using: &random))
+                case 10: try cache.reloadIndex()
+                default: try cache.setShareKey(hash, atOffset: offset)
+                }
+            } catch {
+                errors += 1  // a typed ShmError: every call here throws only that
+            }
+        }
+        try cache.repair()
+        let report = try cache.verify()
+        guard report.isClean else { throw HelperFailure(message: "round \(round): not clean after repair: \(report)") }
+        repaired += 1
+        _ = fast
+    }
+    emit("rounds", rounds)
+    emit("errors", errors)
+    emit("repaired", repaired)
 }
