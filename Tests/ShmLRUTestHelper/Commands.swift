@@ -331,7 +331,7 @@ func lruCorruptFuzz(_ arguments: [String]) throws {
     var errors = 0, repaired = 0
     for round in 0..<rounds {
         let kind: ShmLRU.IndexKind = round % 2 == 0 ? .shared : .processLocal
-        try region.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
+        _ = try region.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0) }
         let options = ShmLRU.Options(lockTimeout: .seconds(5))
         let cache = try ShmLRU(initializing: region, recordSize: 32, capacity: 16, index: kind, options: options)
         let fast = kind == .shared
