@@ -25,6 +25,7 @@ let coreCommands: [String: HelperCommand] = [
     "lru-attach-rss": lruAttachRSS,
     "compat-worker": compatWorker,
     "lru-corrupt-fuzz": lruCorruptFuzz,
+    "lru-hold-lock": lruHoldLock,
 ]
 
 /// region-write-float KEY INDEX VALUE
@@ -394,4 +395,17 @@ func lruCorruptFuzz(_ arguments: [String]) throws {
     emit("rounds", rounds)
     emit("errors", errors)
     emit("repaired", repaired)
+}
+
+/// lru-hold-lock KEY HASH  → takes the cache's lock (inside `withValue`), prints
+/// value=… and ready=1, and holds it until killed.
+func lruHoldLock(_ arguments: [String]) throws {
+    let cache = try ShmLRU.attach(key: try keyArgument(arguments, 0))
+    let hash: UInt32 = try intArgument(arguments, 1, "HASH", as: UInt32.self)
+    _ = try cache.withValue(hash) { value in
+        emit("value", String(decoding: value, as: UTF8.self))
+        emit("ready", 1)
+        waitForever()
+    }
+    throw HelperFailure(message: "hash \(hash) not found")
 }

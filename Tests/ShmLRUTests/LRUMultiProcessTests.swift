@@ -115,3 +115,48 @@ import Testing
         }
     }
 }
+
+/// The lock is process-shared and robust: a holder makes others time out (a typed
+/// error, not a hang); a holder killed with SIGKILL does not block anyone.
+@Suite struct LRULockTests {
+    @Test func aKilledLockHolderBlocksNoOne() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 8, options: .init(lockTimeout: .milliseconds(200)))
+            try cache.set(1, "one")
+            try cache.set(2, "two")
+            let fast = try ShmLRU.attach(key: key, options: .init(promotion: .atMostEvery(.seconds(600))))
+            let holder = try spawnHelper(["lru-hold-lock", key.description, "1"])
+            defer {
+                holder.kill(SIGKILL)
+                _ = holder.wait()
+            }
+            var ready = false
+            while let line = holder.readLine() {
+                if line == "ready=1" {
+                    ready = true
+                    break
+                }
+            }
+            try #require(ready)
+            // Held by a live process: a typed timeout, and nothing changed.
+            expectShmError(.lockTimeout) { try cache.set(3, "three") }
+            expectShmError(.lockTimeout) { _ = try cache.bytes(2) }
+            // Reads that take no lock still answer.
+            #expect(try fast.string(2) == "two")
+            #expect(cache.count == 2)
+            // The holder dies holding it: the next locker gets it (EOWNERDEAD), repairs, goes on.
+            holder.kill(SIGKILL)
+            #expect(holder.wait().status == 128 + SIGKILL)
+            try cache.set(3, "three")
+            #expect(cache.stats.recoveries == 1)
+            #expect(try cache.string(1) == "one")
+            #expect(try cache.string(2) == "two")
+            #expect(try cache.string(3) == "three")
+            #expect(try cache.verify().isClean)
+            // And it is an ordinary lock again.
+            let peer = try runHelper(["lru-script", key.description, "set:4:four", "get:1"])
+            #expect(peer.values["get.1"] == "one", "\(peer.errorOutput)")
+            #expect(cache.stats.recoveries == 1)
+        }
+    }
+}
