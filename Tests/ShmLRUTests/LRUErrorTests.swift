@@ -472,3 +472,23 @@ final class NSLockLite: @unchecked Sendable {
         return body()
     }
 }
+
+extension LRUErrorTests {
+    /// The lock is not recursive: calling the cache from inside `withValue` is a
+    /// typed error at once (EDEADLK), not a self-deadlock.
+    @Test func reentryFromWithValueIsAnError() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 8, capacity: 4, options: .init(lockTimeout: .seconds(30)))
+            try cache.set(1, "one")
+            var inner: ShmError? = nil
+            let length = try cache.withValue(1) { value -> Int in
+                inner = expectShmError(.systemCall) { try cache.set(2, "two") }
+                return value.count
+            }
+            #expect(length == 3)
+            #expect(inner?.errno == EDEADLK)
+            #expect(try cache.bytes(2) == nil)
+            #expect(try cache.verify().isClean)
+        }
+    }
+}
