@@ -160,3 +160,39 @@ import Testing
         }
     }
 }
+
+/// Last-use times come from one machine-wide clock: a record written by another
+/// process is stamped between this process's readings before and after.
+@Suite struct LRUTimestampTests {
+    @Test func timestampsAreComparableAcrossProcesses() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 8)
+            try cache.set(1, "mine, older")
+            let before = ShmInstant.now
+            let run = try runHelper(["lru-script", key.description, "set:2:theirs"])
+            #expect(run.status == 0, "\(run.errorOutput)")
+            let after = ShmInstant.now
+            try cache.set(3, "mine, newer")
+            let stamp = try #require(try cache.lastUsed(2))
+            #expect(before <= stamp && stamp <= after)
+            #expect(try cache.lastUsed(1)! <= before)
+            #expect(try cache.lastUsed(3)! >= after)
+            // A cutoff taken here evicts what the peer used before it, and nothing newer.
+            #expect(try cache.evict(lastUsedBefore: after) == [1, 2])
+            #expect(try cache.string(3) == "mine, newer")
+            // Ages: nothing is an hour old; everything is at least 0 old.
+            #expect(try cache.evict(olderThan: .seconds(3600)) == [])
+            #expect(try cache.evict(olderThan: .zero) == [3])
+        }
+    }
+
+    @Test func instantArithmetic() {
+        let t = ShmInstant(nanoseconds: 5_000)
+        #expect(t.advanced(by: .nanoseconds(10)).nanoseconds == 5_010)
+        #expect(t.advanced(by: .seconds(-1)).nanoseconds == 0, "clamped at the clock's start")
+        #expect(ShmInstant(nanoseconds: .max - 1).advanced(by: .seconds(1)).nanoseconds == .max, "clamped at its end")
+        #expect(t.advanced(by: .zero) == t)
+        #expect(ShmInstant(nanoseconds: 1) < t)
+        #expect(ShmInstant.now > ShmInstant(nanoseconds: 0))
+    }
+}
