@@ -13,8 +13,11 @@ import Testing
         /// `.onEveryRead` (exact LRU: order compared) or `.atMostEvery` (values and membership only).
         var exact: Bool
         var seed: UInt64
+        /// Small capacities reach the edges (one record: every insert evicts).
+        var capacity = 24
+        var hashRange: UInt32 = 40
         var testDescription: String {
-            "\(index) \(whenFull == .refuse ? "refuse" : "evict") \(exact ? "exact" : "atMostEvery") seed \(seed)"
+            "\(index) \(whenFull == .refuse ? "refuse" : "evict") \(exact ? "exact" : "atMostEvery") capacity \(capacity) seed \(seed)"
         }
     }
 
@@ -32,6 +35,9 @@ import Testing
         Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: false, seed: 9),
         Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: false, seed: 10),
         Config(index: .shared, whenFull: .refuse, exact: false, seed: 11),
+        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 12, capacity: 1, hashRange: 4),
+        Config(index: .processLocal, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 13, capacity: 2, hashRange: 5),
+        Config(index: .shared, whenFull: .refuse, exact: false, seed: 14, capacity: 1, hashRange: 3),
     ]
 
     @Test(arguments: configs)
@@ -82,9 +88,9 @@ struct ModelRun {
     let cache: ShmLRU
     var model = ReferenceLRU()
     var random: TestRandom
-    let capacity = 24
+    let capacity: Int
     let recordSize = 24
-    let hashRange: UInt32 = 40
+    let hashRange: UInt32
     var offsetPool: [Int] = []
     var knownOffsets = Set<Int>()
     var step = 0
@@ -95,6 +101,8 @@ struct ModelRun {
 
     init(key: ShmKey, config: Config) throws {
         self.config = config
+        capacity = config.capacity
+        hashRange = config.hashRange
         random = TestRandom(seed: config.seed)
         let options = ShmLRU.Options(
             whenFull: config.whenFull, promotion: config.exact ? .onEveryRead : .atMostEvery(.microseconds(20)))
