@@ -80,14 +80,3 @@ func decodeHammerValue(_ bytes: [UInt8], hash: UInt32) -> UInt32? {
     for i in 12..<bytes.count where bytes[i] != UInt8(truncatingIfNeeded: hash &+ version &+ UInt32(i)) { return nil }
     return version
 }
-
-/// Waits for `pid`-less conditions: polls `condition` every millisecond, at most
-/// `seconds` (a failure guard, not a synchronisation delay).
-func waitUntil(seconds: Int = 30, _ condition: () -> Bool) -> Bool {
-    let deadline = time(nil) + seconds
-    while !condition() {
-        if time(nil) >= deadline { return false }
-        usleep(1_000)
-    }
-    return true
-}

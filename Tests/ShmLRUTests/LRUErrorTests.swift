@@ -412,7 +412,7 @@ import Testing
         try withKey { key in
             let fuzz = try spawnHelper(["lru-corrupt-fuzz", key.description, String(seed), "150"])
             // A failure guard against a hang, not a timing assertion.
-            let guardTask = Thread.detachNewGuard(pid: fuzz.pid, seconds: 120)
+            let guardTask = HangGuard.start(pid: fuzz.pid, seconds: 120)
             let run = fuzz.wait()
             guardTask.cancel()
             #expect(run.status == 0, "seed \(seed): \(run.errorOutput.prefix(3000))")
@@ -423,15 +423,15 @@ import Testing
 }
 
 /// Kills a process that outlives a generous deadline (a hang guard).
-enum Thread {
+enum HangGuard {
     final class Guard: @unchecked Sendable {
         private var cancelled = false
-        private let lock = NSLockLite()
+        private let lock = HangGuardLock()
         func cancel() { lock.withLock { cancelled = true } }
         var isCancelled: Bool { lock.withLock { cancelled } }
     }
 
-    static func detachNewGuard(pid: pid_t, seconds: Int) -> Guard {
+    static func start(pid: pid_t, seconds: Int) -> Guard {
         let guardObject = Guard()
         var thread = pthread_t()
         let box = Unmanaged.passRetained(GuardBox(guardObject, pid, seconds)).toOpaque()
@@ -462,7 +462,7 @@ enum Thread {
 }
 
 /// A pthread mutex, for the guard flag.
-final class NSLockLite: @unchecked Sendable {
+final class HangGuardLock: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }
