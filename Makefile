@@ -1,6 +1,12 @@
 # ShmLRU — common tasks. `make test` is what CI runs.
 SWIFT ?= swift
-SEGMENTS = ipcs -m | awk 'NR > 3 && $$1 ~ /^0x/ { n++ } END { print n + 0 }'
+# The machine's segment ids (shmid), one a line.
+SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
+# Segments that were not there before (ids in $$before), that no process has
+# attached, and whose creator has exited: what the run left behind. Segments of
+# other programs running meanwhile (attached, or their creator alive) do not count.
+LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
+	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
 .PHONY: all build test example example-peers bench bench-quick stress fuzz sanitize clean
 
@@ -12,11 +18,11 @@ build:
 # Builds everything (the tests spawn the helper and example executables), runs the
 # suite, then fails if it left any shared-memory segment behind.
 test:
-	@before=$$($(SEGMENTS)); \
+	@before=$$($(SHM_IDS) | tr '\n' ' '); \
 	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build; status=$$?; \
-	after=$$($(SEGMENTS)); \
-	if [ "$$after" -gt "$$before" ]; then \
-		echo "make test: $$((after - before)) shared-memory segment(s) left behind:"; ipcs -m; exit 1; \
+	leaked=$$($(LEAKED)); \
+	if [ -n "$$leaked" ]; then \
+		echo "make test: shared-memory segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; \
 	fi; \
 	exit $$status
 

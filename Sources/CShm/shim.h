@@ -98,6 +98,9 @@ static inline int cshm_mutex_init(void *mutex) {
     if (rc != 0) return rc;
     rc = pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED);
     if (rc == 0) rc = pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    // Error-checking: a thread that locks it again gets EDEADLK at once instead of
+    // deadlocking itself (e.g. calling the cache from inside `withValue`).
+    if (rc == 0) rc = pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
     if (rc == 0) rc = pthread_mutex_init((pthread_mutex_t *)mutex, &attr);
     pthread_mutexattr_destroy(&attr);
     return rc;
@@ -121,6 +124,7 @@ static inline int cshm_mutex_unlock(void *mutex) { return pthread_mutex_unlock((
 static inline int cshm_mutex_consistent(void *mutex) { return pthread_mutex_consistent((pthread_mutex_t *)mutex); }
 static inline int cshm_eownerdead(void) { return EOWNERDEAD; }
 static inline int cshm_enotrecoverable(void) { return ENOTRECOVERABLE; }
+static inline int cshm_edeadlk(void) { return EDEADLK; }
 
 // MARK: - atomics on shared memory
 

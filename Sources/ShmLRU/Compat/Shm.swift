@@ -43,9 +43,34 @@ public enum Shm {
     static let state = Mutex<[ShmKey: Entry]>([:])
     static let lastCreateReason = Mutex<String>("OK")
 
-    private static func fail<T>(_ key: ShmKey, _ error: ShmError, _ result: T) -> T {
-        state.withLock { $0[key]?.lastReason = error.description }
+    /// Records the reason for `get_last_reason`: on the key's entry, or (for a key
+    /// this process has not attached) as the unkeyed reason, so it is never lost.
+    private static func fail<T>(_ key: ShmKey?, _ error: ShmError, _ result: T) -> T {
+        let reason = seedReason(error)
+        let stored = key.map { key in
+            state.withLock { entries -> Bool in
+                guard entries[key] != nil else { return false }
+                entries[key]!.lastReason = reason
+                return true
+            }
+        } ?? false
+        if !stored { lastCreateReason.withLock { $0 = reason } }
         return result
+    }
+
+    /// The seed's reason text where it had one ("out of free memory", "deleted",
+    /// "already deleted", "OUT OF BOUNDS"), then the typed error's description.
+    static func seedReason(_ error: ShmError) -> String {
+        let phrase: String
+        switch error.code {
+        case .full: phrase = "out of free memory"
+        case .alreadyDeleted: phrase = error.operation.hasPrefix("remove") ? "already deleted" : "deleted"
+        case .invalidOffset: phrase = "OUT OF BOUNDS"
+        case .valueTooLarge: phrase = "value too large"
+        case .notFound: phrase = "not found"
+        default: phrase = error.code.rawValue
+        }
+        return "\(phrase): \(error)"
     }
 
     // MARK: shm-typed-array
@@ -61,8 +86,7 @@ public enum Shm {
             state.withLock { $0[region.key] = Entry(region: region) }
             return region
         } catch {
-            lastCreateReason.withLock { $0 = error.description }
-            return nil
+            return fail(key, error, nil)
         }
     }
 

@@ -68,14 +68,14 @@ extension ShmLRU {
                 throw _corrupted("free-list head \(free) is not a free record")
             }
             s.freeHead = s.next(free)
-            s.freeCount -= 1
+            s.freeCount &-= 1  // wrapping: a peer that bypassed the lock must not make this trap
             s.setNext(free, _Layout.none)
             return free
         }
         let highWater = s.load(_Layout.H.highWater)
         guard Int(highWater) <= capacity else { throw _corrupted("high-water mark \(highWater) over capacity") }
         if Int(highWater) < capacity {
-            s.store(_Layout.H.highWater, highWater + 1)
+            s.store(_Layout.H.highWater, highWater &+ 1)
             return highWater
         }
         return nil
@@ -87,7 +87,7 @@ extension ShmLRU {
         s.setPrev(slot, _Layout.none)
         s.setNext(slot, s.freeHead)
         s.freeHead = slot
-        s.freeCount += 1
+        s.freeCount &+= 1
     }
 
     /// Removes a live record from the index, the LRU list, and marks it free.
@@ -99,7 +99,7 @@ extension ShmLRU {
         try _unlink(slot)
         s.markFree(slot)
         guard s.count > 0 else { throw _corrupted("count underflow") }
-        s.count -= 1
+        s.count &-= 1
         return hash
     }
 

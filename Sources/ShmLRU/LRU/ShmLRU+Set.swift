@@ -76,13 +76,13 @@ extension ShmLRU {
         s.setShareKey(slot, shareKey ?? 0)
         s.setStamp(slot, now)
         try _linkAtHead(slot)
-        s.count += 1
+        s.count &+= 1  // wrapping: counters in shared memory never trap (verify() checks them)
         do { try _indexInsert(hash, slot: slot) } catch {
             // Undo the insert so the structure stays whole, then report.
             try? _unlink(slot)
             s.markFree(slot)
             _pushFree(slot)
-            s.count -= 1
+            s.count &-= 1
             throw error
         }
         s.bumpStat(_Layout.H.statInserts)

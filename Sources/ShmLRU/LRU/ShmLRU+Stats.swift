@@ -23,7 +23,14 @@ extension ShmLRU {
         public var misses: UInt64
     }
 
+    /// The figures; once detached, only capacity, record size and this handle's hits and misses.
     public var stats: Stats {
+        guard region._attachment.isAttached else {  // the mapping is gone: never read it
+            return Stats(
+                capacity: capacity, recordSize: recordSize, count: 0, free: capacity, inserts: 0, updates: 0, deletes: 0,
+                evictions: 0, recoveries: 0, promotions: 0, hits: _hits.load(ordering: .relaxed),
+                misses: _misses.load(ordering: .relaxed))
+        }
         let s = _segment
         let count = min(Int(s.count), capacity)
         return Stats(

@@ -83,8 +83,11 @@ public final class ShmLRU: @unchecked Sendable {
     /// The largest value a record holds, in bytes.
     public var recordSize: Int { _segment.layout.recordSize }
     public var indexKind: IndexKind { _segment.layout.indexKind }
-    /// Live records now (read without the lock: a snapshot).
-    public var count: Int { min(Int(_segment.count), capacity) }
+    /// Live records now (read without the lock: a snapshot); 0 once detached.
+    public var count: Int {
+        guard region._attachment.isAttached else { return 0 }  // the mapping is gone: never read it
+        return min(Int(_segment.count), capacity)
+    }
     /// The segment's key.
     public var key: ShmKey { region.key }
 

@@ -25,6 +25,10 @@ struct _RobustMutex: @unchecked Sendable {
         case cshm_eownerdead(): return .previousOwnerDied
         case ETIMEDOUT:
             throw ShmError(.lockTimeout, "lock", detail: "held by another process for over \(timeoutNanoseconds / 1_000_000) ms")
+        case cshm_edeadlk():
+            throw ShmError(
+                .systemCall, "lock", errno: rc,
+                detail: "this thread holds the cache's lock already: do not call the cache from inside withValue")
         case cshm_enotrecoverable():
             throw ShmError(.corrupted, "lock", errno: rc, detail: "the lock was left unrecoverable")
         default:

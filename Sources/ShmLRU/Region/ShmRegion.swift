@@ -185,9 +185,10 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     /// Marks the segment for removal (`IPC_RMID`): its key is freed at once and
     /// the memory goes when the last process detaches. This process stays attached.
     public func remove() throws(ShmError) {
-        _Registry.shared.forgetCreated(id: id)
         switch _shmRemove(id: id) {
-        case .success, .failure(EINVAL), .failure(EIDRM): return
+        case .success, .failure(EINVAL), .failure(EIDRM):
+            _Registry.shared.forgetCreated(id: id)
+            return
         case .failure(let code): throw ShmError.system("remove(key: \(key))", errno: code.code)
         }
     }
@@ -198,8 +199,8 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         guard !key.isPrivate else { throw ShmError(.invalidArgument, operation) }
         switch _shmget(key: key.rawValue, size: 0, flags: 0) {
         case .success(let id):
-            _Registry.shared.forgetCreated(id: id)
             if case .failure(let code) = _shmRemove(id: id) { throw ShmError.system(operation, errno: code.code) }
+            _Registry.shared.forgetCreated(id: id)
         case .failure(let code): throw ShmError.system(operation, errno: code.code)
         }
     }
@@ -215,18 +216,10 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     }
 
     /// Detaches every region of this process; removes the segments it created
-    /// (unless persistent). Returns how many were detached.
+    /// (unless persistent), also those it detached earlier. Returns how many were detached.
     @discardableResult
     public static func detachAll() -> Int {
-        var count = 0
-        for attachment in _Registry.shared.all {
-            let id = attachment.id
-            if attachment.detach() {
-                count += 1
-                if attachment.removeAtExit { _Registry.shared.removeCreated(id: id) }
-            }
-        }
-        return count
+        _Registry.shared.detachAllAndRemoveCreated()
     }
 
     /// The bytes this process has attached, over all its regions (the seed's `getTotalSize`).

@@ -36,23 +36,27 @@ final class _Attachment: Sendable {
     }
 }
 
-/// Every live attachment of this process (for `detachAll`, `totalSize` and the exit handler).
+/// Every live attachment of this process (for `detachAll`, `totalSize` and the exit
+/// handler), and every segment it created that is still to be removed at exit.
+///
+/// The segments to remove are kept apart from the attachments: a creator may drop
+/// or detach its region (while a peer still uses the segment) long before it exits,
+/// and the segment must still go when it exits normally.
 final class _Registry: Sendable {
     static let shared = _Registry()
 
     private let attachments = Mutex<[ObjectIdentifier: _Attachment]>([:])
-    /// Segments this process created (not persistent) and has not removed yet: removed
-    /// at normal exit even if detached earlier, so an early detach cannot leak them.
-    private let created = Mutex<Set<Int32>>([])
+    /// Segments this process created (not persistent) and has not removed: id -> key.
+    private let created = Mutex<[Int32: ShmKey]>([:])
     private let exitHandlerInstalled = Atomic<Bool>(false)
 
     func add(_ attachment: _Attachment) {
         attachments.withLock { $0[ObjectIdentifier(attachment)] = attachment }
-        if attachment.removeAtExit { _ = created.withLock { $0.insert(attachment.id) } }
-        if attachment.removeAtExit,
-            exitHandlerInstalled.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged
-        {
-            atexit { _Registry.shared.cleanUpAtExit() }
+        if attachment.removeAtExit {
+            created.withLock { $0[attachment.id] = attachment.key }
+            if exitHandlerInstalled.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+                atexit { _Registry.shared.cleanUpAtExit() }
+            }
         }
     }
 
@@ -62,23 +66,28 @@ final class _Registry: Sendable {
 
     var all: [_Attachment] { attachments.withLock { Array($0.values) } }
 
-    /// Removes a segment this process created and forgets it.
+    /// Removes a segment this process created (`IPC_RMID`) if it is still the one
+    /// it created (same id and key: ids can be reused after a removal), and forgets it.
     func removeCreated(id: Int32) {
-        forgetCreated(id: id)
-        _ = _shmRemove(id: id)
-    }
-
-    /// Forgets a segment removed by other means (its id may be reused by the kernel).
-    func forgetCreated(id: Int32) {
-        _ = created.withLock { $0.remove(id) }
-    }
-
-    /// Detaches everything; removes the segments this process created (unless
-    /// persistent). Peers still attached keep their mapping until they detach.
-    func cleanUpAtExit() {
-        for attachment in all { _ = attachment.detach() }
-        for id in created.withLock({ ids in defer { ids.removeAll() }; return ids }) {
+        guard let key = created.withLock({ $0.removeValue(forKey: id) }) else { return }
+        if case .success(let info) = _shmStat(id: id), info.key == key.rawValue {
             _ = _shmRemove(id: id)
         }
     }
+
+    /// Forgets a created segment that was removed by other means.
+    func forgetCreated(id: Int32) { _ = created.withLock { $0.removeValue(forKey: id) } }
+
+    /// Detaches everything and removes every segment this process created (unless
+    /// persistent), including those it detached or dropped earlier. Returns how many
+    /// attachments were detached.
+    @discardableResult
+    func detachAllAndRemoveCreated() -> Int {
+        var count = 0
+        for attachment in all where attachment.detach() { count += 1 }
+        for id in created.withLock({ Array($0.keys) }) { removeCreated(id: id) }
+        return count
+    }
+
+    func cleanUpAtExit() { detachAllAndRemoveCreated() }
 }
