@@ -52,8 +52,9 @@ extension ShmStore {
         try _locks.release(.init(key), id: token.id, operation)
     }
 
-    /// Runs `body` holding the lock of `key` (the seed's `mutex`); releases it when
-    /// `body` returns or throws.
+    /// Runs `body` holding the lock of `key`; releases it when `body` returns or
+    /// throws. Blocks the calling thread while it waits: from async code use `mutex`.
+    @available(*, noasync, message: "blocks the thread while waiting: use mutex(_:timeout:_:)")
     public func withLock<R>(_ key: String, timeout: Duration? = nil, _ body: (LockToken) throws -> R) throws -> R {
         let token = try lock(key, timeout: timeout)
         let result: R
@@ -107,9 +108,9 @@ extension ShmStore {
         }
     }
 
-    /// Runs `body` holding the lock of `key`, waiting without blocking the
-    /// cooperative pool; releases it when `body` returns or throws.
-    public func withLock<R>(
+    /// Runs `body` holding the lock of `key` (the seed's `mutex`), waiting without
+    /// blocking the cooperative pool; releases it when `body` returns or throws.
+    public func mutex<R>(
         _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
         _ body: (LockToken) async throws -> R
     ) async throws -> R {
