@@ -144,7 +144,6 @@ final class _ListenerHub: @unchecked Sendable {
     /// The pump: sleeps on the log word, then hands new entries to the listeners.
     private func pump(from start: UInt64) {
         var cursor = start
-        let capacity = UInt64(segment.layout.logCapacity)
         var buffer = [UInt8](repeating: 0, count: segment.layout.recordSize)
         while !stopping.load(ordering: .acquiring) {
             let word = cshm_load_acquire_u32(segment.logWordPointer)
@@ -162,23 +161,33 @@ final class _ListenerHub: @unchecked Sendable {
                 cursor = head
                 continue
             }
-            var changes: [ShmStore.Change] = []
-            var missed = 0
-            if head - cursor > capacity {
-                missed += Int(head - capacity - cursor)
-                cursor = head - capacity
-            }
-            while cursor < head {
-                let sequence = cursor
-                let change = buffer.withUnsafeMutableBytes { raw -> ShmStore.Change? in
-                    guard let (kind, length) = segment.readChange(sequence, into: raw) else { return nil }
-                    return _ListenerHub.decode(kind: kind, payload: UnsafeRawBufferPointer(rebasing: raw[0..<length]), sequence: sequence)
-                }
-                if let change { changes.append(change) } else { missed += 1 }
-                cursor += 1
-            }
+            let (changes, missed) = read(from: cursor, to: head, buffer: &buffer)
+            cursor = head
             deliver(changes, missed: missed, before: changes.first?.sequence ?? head)
         }
+    }
+
+    /// Reads entries `cursor..<head` of the log: the changes still there, and how
+    /// many were lost (overwritten before they could be read).
+    func read(from start: UInt64, to head: UInt64, buffer: inout [UInt8]) -> (changes: [ShmStore.Change], missed: Int) {
+        var cursor = start
+        let capacity = UInt64(segment.layout.logCapacity)
+        var changes: [ShmStore.Change] = []
+        var missed = 0
+        if head - cursor > capacity {
+            missed += Int(head - capacity - cursor)
+            cursor = head - capacity
+        }
+        while cursor < head {
+            let sequence = cursor
+            let change = buffer.withUnsafeMutableBytes { raw -> ShmStore.Change? in
+                guard let (kind, length) = segment.readChange(sequence, into: raw) else { return nil }
+                return _ListenerHub.decode(kind: kind, payload: UnsafeRawBufferPointer(rebasing: raw[0..<length]), sequence: sequence)
+            }
+            if let change { changes.append(change) } else { missed += 1 }
+            cursor += 1
+        }
+        return (changes, missed)
     }
 
     private func deliver(_ changes: [ShmStore.Change], missed: Int, before sequence: UInt64) {
