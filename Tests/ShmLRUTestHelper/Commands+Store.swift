@@ -12,6 +12,7 @@ let storeCommands: [String: HelperCommand] = [
     "store-lock-append": storeLockAppend,
     "store-sequence": storeSequence,
     "store-listen": storeListen,
+    "store-figures": storeFigures,
 ]
 
 /// A value of a test TYPE: int, bool, string or bytes (hex).
@@ -148,3 +149,44 @@ func storeListen(_ arguments: [String]) throws {
         throw HelperFailure(message: "only \(result.lines.count) of \(count) changes arrived in 60 s")
     }
 }
+
+/// store-figures KEY N  → creates a store under KEY, times N of each operation in
+/// this process and prints ns per operation (figures for the README, not a test).
+func storeFigures(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    let count: Int = try intArgument(arguments, 1, "N")
+    let store = try ShmStore.create(key: key, configuration: .init(capacity: 10_000, recordSize: 256))
+    defer { try? store.remove() }
+    let names = (0..<1000).map { "user:\($0)" }
+    func time(_ label: String, _ body: (Int) throws -> Void) rethrows {
+        let start = ContinuousClock.now
+        for index in 0..<count { try body(index) }
+        let elapsed = ContinuousClock.now - start
+        let (seconds, attoseconds) = elapsed.components
+        let nanoseconds = Double(seconds) * 1e9 + Double(attoseconds) / 1e9
+        emit(label, Int(nanoseconds / Double(count)))
+    }
+    try time("set_codable_ns") { try store.set(names[$0 % 1000], $0) }
+    try time("get_codable_ns") { _ = try store.get(names[$0 % 1000], as: Int.self) }
+    let bytes = [UInt8](repeating: 7, count: 100)
+    try time("set_bytes_ns") { try store.set(names[$0 % 1000], bytes: bytes) }
+    try time("get_bytes_ns") { _ = try store.bytes(names[$0 % 1000]) }
+    try time("lock_unlock_ns") { try store.unlock(names[$0 % 1000], try store.lock(names[$0 % 1000])) }
+    // Listener wake-up: set here, received by this process's pump thread.
+    let changes = store.listen("watched")
+    let done = DispatchSemaphore(value: 0)
+    let received = ReceivedCounter()
+    Task {
+        for await _ in changes {
+            received.count += 1
+            done.signal()
+            if received.count == count { break }
+        }
+    }
+    try time("set_to_listener_ns") { index in
+        try store.set("watched", index)
+        done.wait()
+    }
+}
+
+private final class ReceivedCounter: @unchecked Sendable { var count = 0 }

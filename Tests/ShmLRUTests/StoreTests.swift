@@ -202,3 +202,19 @@ struct Person: Codable, Equatable {
         }
     }
 }
+
+extension StoreTests {
+    @Test func verifyChecksStoreRecords() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
+            try store.set("a", 1)
+            try store.set("b", 2)
+            #expect(try store.verify().isClean)
+            // A record written under the store's LRU by hash, not through the store, is reported.
+            try store.cache.set(12345, [1, 2, 3])
+            let report = try store.verify()
+            #expect(!report.isClean)
+            #expect(report.problems.contains { $0.contains("not a store record") })
+        }
+    }
+}

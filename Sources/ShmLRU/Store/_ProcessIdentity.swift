@@ -1,5 +1,6 @@
 import CShm
 import Glibc
+import Synchronization
 
 /// A process as the lock table records it: its PID and its start time (field 22
 /// of /proc/PID/stat, clock ticks since boot), so that a PID reused by a new
@@ -8,11 +9,16 @@ struct _ProcessIdentity: Equatable, Sendable {
     var pid: Int32
     var start: UInt64
 
-    /// This process (computed per call: cheap, and right after a fork).
+    /// This process (read from /proc once per PID, so it stays right after a fork).
     static var current: _ProcessIdentity {
         let pid = getpid()
-        return _ProcessIdentity(pid: pid, start: _processStartTime(pid) ?? 0)
+        if let known = _current.withLock({ $0 }), known.pid == pid { return known }
+        let identity = _ProcessIdentity(pid: pid, start: _processStartTime(pid) ?? 0)
+        _current.withLock { $0 = identity }
+        return identity
     }
+
+    private static let _current = Mutex<_ProcessIdentity?>(nil)
 
     /// True while the process runs (a zombie or a PID now used by another process counts as dead).
     var isAlive: Bool {
