@@ -1,0 +1,81 @@
+import CShm
+
+// Expiry. Each entry carries its expiry instant (CLOCK_MONOTONIC nanoseconds, the
+// one clock every process of the machine shares) and its max age (to renew it).
+// An expired entry is invisible to every read; it is reclaimed when an
+// operation meets it, when a set into a full store needs room, or by
+// `purgeExpired()`.
+
+extension ShmStore {
+    /// How long an entry lives after its set.
+    public enum Expiry: Sendable, Hashable {
+        /// The store's `maxAge` (no expiry if it has none).
+        case storeDefault
+        /// Never expires (it may still be evicted when the store is full).
+        case never
+        /// Expires this long after the set (must be positive).
+        case after(Duration)
+    }
+
+    /// What is left of an entry's life.
+    public enum TimeToLive: Sendable, Hashable {
+        case forever
+        case remaining(Duration)
+    }
+
+    /// The time `key` has left; nil if it is absent or expired. Not a use.
+    public func timeToLive(_ key: String) throws(ShmError) -> TimeToLive? {
+        guard let expiresAt = try _expiresAt(key) else { return nil }
+        if expiresAt == 0 { return .forever }
+        let now = cshm_monotonic_ns()
+        return .remaining(.nanoseconds(Int64(clamping: expiresAt > now ? expiresAt - now : 0)))
+    }
+
+    /// Removes every expired entry now (telling their listeners); returns how many.
+    @discardableResult
+    public func purgeExpired() throws(ShmError) -> Int {
+        try cache._withLock("ShmStore.purgeExpired(key: \(key))") { () throws(ShmError) -> Int in
+            let s = cache._segment
+            let now = cshm_monotonic_ns()
+            var slot = s.tail
+            var steps = 0
+            var reclaimed = 0
+            while slot != _Layout.none, steps < cache.capacity {
+                guard s.isSlot(slot) else { throw cache._corrupted("LRU link \(slot) out of range") }
+                let previous = s.prev(slot)
+                let payload = try cache._valueLocked(slot)
+                if let header = _PayloadHeader.read(payload), header.isExpired(now: now) {
+                    try _reclaimLocked(slot, payload: payload, header: header, kind: .expired)
+                    reclaimed += 1
+                }
+                slot = previous
+                steps += 1
+            }
+            return reclaimed
+        }
+    }
+
+    /// The expiry instant of a live `key` (0: never); nil if absent or expired.
+    func _expiresAt(_ key: String) throws(ShmError) -> UInt64? {
+        let operation = _operation("timeToLive", key)
+        let base = _hash(key)
+        return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> UInt64? in
+            try cache._withLock(operation) { () throws(ShmError) -> UInt64? in
+                try _locateLocked(keyBuffer, base: base, now: cshm_monotonic_ns(), reclaim: false).found?.header.expiresAt
+            }
+        }
+    }
+
+    /// The max age in nanoseconds an entry set with `expiry` gets (0: never).
+    func _maxAge(for expiry: Expiry, _ operation: @autoclosure () -> String) throws(ShmError) -> UInt64 {
+        switch expiry {
+        case .storeDefault: return _maxAgeNanoseconds
+        case .never: return 0
+        case .after(let duration):
+            guard duration > .zero else {
+                throw ShmError(.invalidArgument, operation(), detail: "an expiry must be positive, not \(duration)")
+            }
+            return UInt64(max(1, _nanoseconds(duration)))
+        }
+    }
+}

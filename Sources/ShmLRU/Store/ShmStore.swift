@@ -1,0 +1,351 @@
+import CShm
+import Glibc
+
+// ShmStore: cluster-shared-memory's keyed store, per-key locks, listen and TTL,
+// with no master process: every process works on shared memory directly.
+//
+// Design
+// ------
+// * Two segments. The store's key names a small *store segment* (magic
+//   "SHMSTOR1", layout in _StoreLayout.swift) holding the configuration, the
+//   per-key lock table, its waiter table and the change log. The values live in
+//   an ordinary ShmLRU segment (shared index) under a random free key recorded in
+//   the store segment's header. Why a companion segment and not a new section of
+//   the LRU segment: the LRU layout (LRU/_Layout.swift, `verify()`, attach
+//   validation, recovery) stays exactly as it is, every LRU tool keeps working on
+//   the data segment, and the lock table has a lock domain of its own (a process
+//   blocked on a per-key lock never holds the data lock). The cost is one more
+//   segment per store; `remove()` removes both, and a store created by a process
+//   that exits normally is removed with it, like any segment.
+// * Records. A value is stored in one LRU record whose payload is the store's
+//   24-byte header (key length, expiry, max age), the UTF-8 key, then the value.
+//   `max` is the LRU's capacity; a set into a full store first reclaims expired
+//   entries near the LRU tail, then evicts the least recently used (or throws
+//   `.full` with `whenFull: .refuse`).
+// * Hashing. The LRU hash of a key is FNV-1a 32 over its UTF-8 bytes (stable
+//   across processes; Swift's Hasher is seeded per process). The key is stored and
+//   compared on every lookup, so a collision never returns another key's value.
+//   Collisions are resolved by probing: a key may live under hash, hash+1, …,
+//   hash+probeLimit-1 (default 8); a lookup checks them all (there is no
+//   tombstone, so a removal never hides a key further on). When every probe hash
+//   is taken by other live keys, `set` throws `.keyCollision` and changes nothing.
+// * Values. Raw bytes (`set(_:bytes:)`, `bytes(_:)`) or any `Codable` value,
+//   encoded as JSON with FoundationEssentials' JSONEncoder: part of the toolchain
+//   (no package), much lighter than Foundation, and it encodes top-level
+//   fragments, so 0, false and "" round-trip (the seed loses them). Only
+//   ShmStore+Codable.swift imports it. A key plus value larger than a record is
+//   `.valueTooLarge` and changes nothing.
+// * Every operation on values runs under the data segment's robust mutex
+//   (`ShmLRU._withLock`), including the change-log append, so the log order is the
+//   order of the changes.
+// * Per-key locks (ShmLockTable.swift): a table of slots bound to keys, guarded
+//   by its own robust mutex; waiters queue with an arrival number and the earliest
+//   live waiter takes a released lock (FIFO). The holder is a process (PID + start
+//   time), so a token may be released from any thread. A waiter sleeps on the
+//   slot's futex word and wakes at least every 50 ms to check the holder is still
+//   alive; a dead holder's lock goes to the next waiter, who is told.
+// * Listen (ShmStore+Listen.swift): every change appends an entry (kind, key,
+//   new value) to a ring in the store segment and bumps a futex word. Each store
+//   handle runs at most one pump thread, started by the first `listen`, that
+//   sleeps on that word (no CPU while nothing changes), reads new entries and
+//   hands them to this process's listeners of their key. A listener that falls
+//   more than the ring's length behind is told how many changes it missed.
+// * TTL (ShmStore+TTL.swift): a store-wide default max age and a per-entry
+//   override; expiry instants are CLOCK_MONOTONIC nanoseconds (one clock for every
+//   process). An expired entry is invisible, and is reclaimed when met (get, set
+//   of its key or a key sharing its probes, a set into a full store, or
+//   `purgeExpired()`). A get renews the age only with `renewsAgeOnGet`.
+
+/// A keyed store of values shared by processes, on an LRU segment: `set`, `get`
+/// and `remove` by `String` key, per-key cross-process locks, change listeners,
+/// and expiry.
+///
+///     let store = try ShmStore.create(key: 0x5EED, configuration: .init(capacity: 10_000))
+///     try store.set("myObj", Person(name: "Tom", age: 10))
+///     // any process
+///     let peer = try ShmStore.attach(key: 0x5EED)
+///     try peer.withLock("myObj") { _ in
+///         var tom = try peer.get("myObj", as: Person.self)!
+///         tom.age += 1
+///         try peer.set("myObj", tom)
+///     }
+public final class ShmStore: @unchecked Sendable {
+    /// Fixed when the store is created; every process that attaches uses it.
+    public struct Configuration: Sendable, Hashable {
+        /// The most entries held (the seed's `max`): the LRU's capacity.
+        public var capacity: Int
+        /// Bytes per record: 24 + the key's UTF-8 length + the encoded value must fit.
+        public var recordSize: Int
+        /// The default time an entry lives after its set; nil: entries do not expire.
+        public var maxAge: Duration?
+        /// Whether a get restarts the entry's max age (the seed's default: it does not).
+        public var renewsAgeOnGet: Bool
+        /// A set of a new key into a full store evicts the least recently used entry, or throws `.full`.
+        public var whenFull: ShmLRU.FullPolicy
+        /// Keys that may be locked or waited for at once.
+        public var lockSlots: Int
+        /// Lock calls that may wait at once, over all keys and processes.
+        public var lockWaiters: Int
+        /// Changes the log keeps for listeners that fall behind.
+        public var changeLogCapacity: Int
+        /// How many hashes (hash, hash+1, …) a key may use when its own is taken (1...64).
+        public var probeLimit: Int
+
+        public init(
+            capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
+            whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
+            changeLogCapacity: Int = 256, probeLimit: Int = 8
+        ) {
+            self.capacity = capacity
+            self.recordSize = recordSize
+            self.maxAge = maxAge
+            self.renewsAgeOnGet = renewsAgeOnGet
+            self.whenFull = whenFull
+            self.lockSlots = lockSlots
+            self.lockWaiters = lockWaiters
+            self.changeLogCapacity = changeLogCapacity
+            self.probeLimit = probeLimit
+        }
+    }
+
+    /// The store segment's key (the name other processes attach by).
+    public var key: ShmKey { _storeRegion.key }
+    /// The LRU segment holding the values (for stats and `verify()`; change it only through the store).
+    public let cache: ShmLRU
+    /// The configuration the store was created with.
+    public let configuration: Configuration
+
+    let _storeRegion: ShmRegion
+    let _store: _StoreSegment
+    let _locks: _LockTable
+    let _maxAgeNanoseconds: UInt64
+    let _hash: @Sendable (String) -> UInt32
+    let _hub: _ListenerHub
+
+    /// Records in use, expired ones included until they are reclaimed.
+    public var count: Int { cache.count }
+    /// The largest key + value a record holds: `recordSize - 24`.
+    public var maxEntryBytes: Int { cache.recordSize - _StoreLayout.payloadHeaderSize }
+
+    private init(
+        storeRegion: ShmRegion, layout: _StoreLayout, cache: ShmLRU, configuration: Configuration,
+        hash: (@Sendable (String) -> UInt32)?
+    ) {
+        _storeRegion = storeRegion
+        let segment = _StoreSegment(base: storeRegion._attachment.base, layout: layout)
+        _store = segment
+        _locks = _LockTable(segment: segment, mutex: _RobustMutex(address: segment.mutex))
+        self.cache = cache
+        self.configuration = configuration
+        _maxAgeNanoseconds = configuration.maxAge.map { UInt64(max(0, _nanoseconds($0))) } ?? 0
+        _hash = hash ?? { _stableHash($0) }
+        _hub = _ListenerHub(segment: segment, region: storeRegion)
+    }
+
+    deinit { _hub.stop() }
+
+    // MARK: Create
+
+    /// Creates a store: its store segment under `key`, and an LRU data segment
+    /// under a free random key.
+    ///
+    /// - Throws: `.exists` for a taken key; `.invalidSize` for a capacity, record
+    ///   size or table size out of range; `.invalidArgument` for a max age that is
+    ///   not positive or a probe limit outside 1...64.
+    public static func create(
+        key: ShmKey, configuration: Configuration = Configuration(), permissions: UInt16 = 0o600,
+        persistent: Bool = false
+    ) throws(ShmError) -> ShmStore {
+        try _create(key: key, configuration: configuration, permissions: permissions, persistent: persistent, hash: nil)
+    }
+
+    /// `create` with a replaceable hash function (tests force collisions with it).
+    static func _create(
+        key: ShmKey, configuration: Configuration, permissions: UInt16, persistent: Bool,
+        hash: (@Sendable (String) -> UInt32)?
+    ) throws(ShmError) -> ShmStore {
+        let operation = "ShmStore.create(key: \(key))"
+        let c = configuration
+        guard let layout = _StoreLayout(
+            recordSize: c.recordSize, lockSlots: c.lockSlots, waiterSlots: c.lockWaiters, logCapacity: c.changeLogCapacity)
+        else {
+            throw ShmError(
+                .invalidSize, operation,
+                detail: "recordSize must be in \(_StoreLayout.payloadHeaderSize + 1)...\(_Layout.maxRecordSize); lockSlots, "
+                    + "lockWaiters and changeLogCapacity in 1...\(_StoreLayout.maxTableSlots)")
+        }
+        guard (1...64).contains(c.probeLimit) else {
+            throw ShmError(.invalidArgument, operation, detail: "probeLimit must be in 1...64, not \(c.probeLimit)")
+        }
+        if let maxAge = c.maxAge, maxAge <= .zero {
+            throw ShmError(.invalidArgument, operation, detail: "maxAge must be positive (nil: no expiry)")
+        }
+        guard c.capacity >= 1, c.capacity <= _Layout.maxCapacity else {
+            throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity)")
+        }
+        let region = try ShmRegion.create(key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
+        let cache: ShmLRU
+        do {
+            cache = try ShmLRU.create(
+                key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
+                persistent: persistent)
+        } catch {
+            try? region.remove()
+            _ = try? region.detach()
+            throw error
+        }
+        let s = _StoreSegment(base: region._attachment.base, layout: layout)
+        s.store(_StoreLayout.H.version, _StoreLayout.version)
+        s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
+        s.store(_StoreLayout.H.lruKey, cache.key.unsignedValue)
+        s.store(_StoreLayout.H.recordSize, UInt32(layout.recordSize))
+        s.store(_StoreLayout.H.lockSlots, UInt32(layout.lockSlots))
+        s.store(_StoreLayout.H.waiterSlots, UInt32(layout.waiterSlots))
+        s.store(_StoreLayout.H.logCapacity, UInt32(layout.logCapacity))
+        s.store(_StoreLayout.H.logStride, UInt32(layout.logStride))
+        s.store64(_StoreLayout.H.lockTableOffset, UInt64(layout.lockTableOffset))
+        s.store64(_StoreLayout.H.waiterTableOffset, UInt64(layout.waiterTableOffset))
+        s.store64(_StoreLayout.H.logOffset, UInt64(layout.logOffset))
+        s.store64(_StoreLayout.H.totalSize, UInt64(layout.totalSize))
+        s.store64(_StoreLayout.H.maxAge, c.maxAge.map { UInt64(_nanoseconds($0)) } ?? 0)
+        s.store(
+            _StoreLayout.H.flags,
+            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0))
+        s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
+        do {
+            try _RobustMutex.initialize(at: s.mutex)
+        } catch {
+            try? region.remove()
+            _ = try? region.detach()
+            try? cache.region.remove()
+            _ = try? cache.detach()
+            throw error
+        }
+        cshm_store_release_u64(s.u64(_StoreLayout.H.magic), _StoreLayout.magic)
+        return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
+    }
+
+    // MARK: Attach
+
+    /// Attaches the store whose store segment has this key.
+    ///
+    /// - Throws: `.notFound`; `.incompatibleSegment` for a segment that is not a
+    ///   ShmStore of this layout version; `.corrupted` for a header that does not
+    ///   add up, claims more than the segment holds, or names a data segment that
+    ///   is gone or does not match.
+    public static func attach(key: ShmKey, wait: Duration = .seconds(2)) throws(ShmError) -> ShmStore {
+        try _attach(key: key, wait: wait, hash: nil)
+    }
+
+    static func _attach(key: ShmKey, wait: Duration, hash: (@Sendable (String) -> UInt32)?) throws(ShmError) -> ShmStore {
+        let region = try ShmRegion.attach(key: key)
+        let (layout, configuration, lruKey) = try _validateHeader(of: region, wait: wait)
+        let operation = "ShmStore.attach(key: \(key))"
+        let cache: ShmLRU
+        do {
+            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize)
+        } catch {
+            throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
+        }
+        var c = configuration
+        c.capacity = cache.capacity
+        return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
+    }
+
+    static func _validateHeader(of region: ShmRegion, wait: Duration) throws(ShmError) -> (_StoreLayout, Configuration, ShmKey) {
+        let operation = "ShmStore.attach(key: \(region.key))"
+        guard !region.isReadOnly else { throw ShmError(.readOnly, operation, detail: "locks and listeners need a read-write attachment") }
+        guard region.byteCount >= _StoreLayout.headerSize else {
+            throw ShmError(.incompatibleSegment, operation, detail: "\(region.byteCount) bytes is smaller than a ShmStore header")
+        }
+        let base = region._attachment.base
+        let magicPointer = base.assumingMemoryBound(to: UInt64.self)
+        var magic = cshm_load_acquire_u64(magicPointer)
+        if magic == 0 {  // maybe still being created
+            let deadline = cshm_monotonic_ns() &+ UInt64(max(0, _nanoseconds(wait)))
+            while magic == 0, cshm_monotonic_ns() < deadline {
+                usleep(1_000)
+                magic = cshm_load_acquire_u64(magicPointer)
+            }
+        }
+        guard magic == _StoreLayout.magic else {
+            throw ShmError(
+                .incompatibleSegment, operation,
+                detail: magic == 0 ? "no ShmStore was created in this segment" : "not a ShmStore segment (magic 0x\(String(magic, radix: 16)))")
+        }
+        func field(_ offset: Int) -> UInt32 { cshm_load_relaxed_u32((base + offset).assumingMemoryBound(to: UInt32.self)) }
+        func field64(_ offset: Int) -> UInt64 { cshm_load_relaxed_u64((base + offset).assumingMemoryBound(to: UInt64.self)) }
+        let version = field(_StoreLayout.H.version)
+        guard version == _StoreLayout.version else {
+            throw ShmError(.incompatibleSegment, operation, detail: "store layout version \(version); this library reads \(_StoreLayout.version)")
+        }
+        guard Int(field(_StoreLayout.H.headerSize)) == _StoreLayout.headerSize,
+            let layout = _StoreLayout(
+                recordSize: Int(field(_StoreLayout.H.recordSize)), lockSlots: Int(field(_StoreLayout.H.lockSlots)),
+                waiterSlots: Int(field(_StoreLayout.H.waiterSlots)), logCapacity: Int(field(_StoreLayout.H.logCapacity)))
+        else {
+            throw ShmError(.corrupted, operation, detail: "store header sizes out of range")
+        }
+        guard Int(field(_StoreLayout.H.logStride)) == layout.logStride,
+            field64(_StoreLayout.H.lockTableOffset) == UInt64(layout.lockTableOffset),
+            field64(_StoreLayout.H.waiterTableOffset) == UInt64(layout.waiterTableOffset),
+            field64(_StoreLayout.H.logOffset) == UInt64(layout.logOffset),
+            field64(_StoreLayout.H.totalSize) == UInt64(layout.totalSize)
+        else {
+            throw ShmError(.corrupted, operation, detail: "store header offsets do not match its sizes")
+        }
+        guard layout.totalSize <= region.byteCount else {
+            throw ShmError(.corrupted, operation, detail: "header claims \(layout.totalSize) bytes; the segment has \(region.byteCount)")
+        }
+        let probeLimit = Int(field(_StoreLayout.H.probeLimit))
+        let maxAge = field64(_StoreLayout.H.maxAge)
+        let flags = field(_StoreLayout.H.flags)
+        guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0 else {
+            throw ShmError(.corrupted, operation, detail: "store options out of range")
+        }
+        let lruKey = ShmKey(field(_StoreLayout.H.lruKey))
+        guard !lruKey.isPrivate, lruKey != region.key else {
+            throw ShmError(.corrupted, operation, detail: "no data segment key")
+        }
+        let configuration = Configuration(
+            capacity: 0, recordSize: layout.recordSize, maxAge: maxAge == 0 ? nil : .nanoseconds(Int64(maxAge)),
+            renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
+            whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
+            lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
+            probeLimit: probeLimit)
+        return (layout, configuration, lruKey)
+    }
+
+    // MARK: Detach and remove
+
+    /// Stops this handle's listeners and detaches both segments.
+    public func detach() throws(ShmError) {
+        _hub.stop()
+        _ = try cache.detach()
+        _ = try _storeRegion.detach()
+    }
+
+    /// Marks both segments for removal: their keys are freed at once, the memory
+    /// goes when the last process detaches. This handle stays usable until then.
+    public func remove() throws(ShmError) {
+        try cache.region.remove()
+        try _storeRegion.remove()
+    }
+
+    /// Removes the store with this key (its store segment and its data segment).
+    /// - Throws: `.notFound`, or `.incompatibleSegment` if the key holds no store
+    ///   (nothing is removed then).
+    public static func remove(key: ShmKey) throws(ShmError) {
+        let region = try ShmRegion.attach(key: key)
+        defer { _ = try? region.detach() }
+        let lruKey = try _validateHeader(of: region, wait: .zero).2
+        if ShmRegion.exists(key: lruKey) { try ShmRegion.remove(key: lruKey) }
+        try region.remove()
+    }
+
+    // MARK: Internals
+
+    func _operation(_ name: String, _ key: String) -> String {
+        "ShmStore.\(name)(\"\(key.count > 64 ? String(key.prefix(64)) + "…" : key)\", key: \(self.key))"
+    }
+}

@@ -1,0 +1,243 @@
+import CShm
+
+// The ShmStore layouts: the store segment (found by the store's key) and the
+// store's record payload inside the ShmLRU data segment. This file is the only
+// place that knows a store offset; the ShmLRU data segment's own layout is in
+// LRU/_Layout.swift and is not changed by the store.
+//
+//  Store segment (key = the store's key)
+//  byte 0
+//  +--------------+--------------------------+------------------------+---------------------------+
+//  | header 512 B | lock table               | waiter table           | change log (ring)         |
+//  |              | lockSlots x 64 B         | waiterSlots x 32 B     | logCapacity x logStride   |
+//  +--------------+--------------------------+------------------------+---------------------------+
+//
+//  Header
+//   line 0-1 immutable after init: magic "SHMSTOR1", version, header size, the data
+//           segment's key, record size, lock slots, waiter slots, log capacity and
+//           stride, section offsets, total size, default max age (ns, 0 = none),
+//           flags (bit 0: a get renews the age; bit 1: refuse when
+//           full), probe limit
+//   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
+//   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
+//           futex word, bumped after every append), log waiters (UInt32)
+//   line 4-7 reserved (zero)
+//
+//  Lock slot (64 B), bound to one key while it is held or waited for:
+//   +0  state   UInt32  0 never used, 1 bound, 2 released (a tombstone for probing)
+//   +4  wake    UInt32  futex word: bumped on every release / hand-over
+//   +8  keyHash UInt64  FNV-1a 64 of the UTF-8 key (with keyLength: the identity)
+//   +16 keyLen  UInt32
+//   +20 flags   UInt32  bit 0: the previous holder died (told to the next taker)
+//   +24 pid     Int32   holder process (0: not held)
+//   +28 —
+//   +32 start   UInt64  holder's start time (/proc/PID/stat field 22): PID reuse guard
+//   +40 token   UInt64  the holder's token (0: not held)
+//   +48 arrival UInt64  next arrival number (FIFO order of waiters)
+//
+//  Waiter entry (32 B), one per blocked lock call:
+//   +0  slot+1  UInt32  (0: free)
+//   +4  pid     Int32
+//   +8  start   UInt64
+//   +16 arrival UInt64  its place in the slot's queue
+//
+//  Change-log entry (stride = 16 + recordSize, rounded up to 8). Entry s lives at
+//  s % logCapacity; written under the data segment's lock:
+//   +0  seq     UInt64  s + 1 once complete; 0 while being written
+//   +8  kind    UInt32  1 set, 2 removed, 3 expired, 4 evicted
+//   +12 length  UInt32  payload length (<= recordSize)
+//   +16 payload         a store record payload (below): header, key, value
+//
+//  Store record payload (inside an ShmLRU record of the data segment, and in a
+//  change-log entry):
+//   +0  keyLen    UInt32
+//   +4  flags     UInt32  (0; reserved)
+//   +8  expiresAt UInt64  CLOCK_MONOTONIC ns; 0 never
+//   +16 maxAge    UInt64  ns; the age a renewing get restores (0 never)
+//   +24 key bytes (UTF-8), then the value bytes
+//
+//  Every field read from either segment is checked before use: slot numbers
+//  against the table sizes, lengths against the record size, key lengths against
+//  the payload length.
+
+struct _StoreLayout: Equatable, Sendable {
+    static let magic: UInt64 = 0x3152_4F54_534D_4853  // "SHMSTOR1" little-endian
+    static let version: UInt32 = 1
+    static let headerSize = 512
+    static let lockSlotSize = 64
+    static let waiterSize = 32
+    static let logEntryHeaderSize = 16
+    static let payloadHeaderSize = 24
+    static let maxTableSlots = 1 << 20
+    static let maxLogCapacity = 1 << 20
+
+    enum H {
+        static let magic = 0  // UInt64
+        static let version = 8
+        static let headerSize = 12
+        static let lruKey = 16
+        static let recordSize = 20
+        static let lockSlots = 24
+        static let waiterSlots = 28
+        static let logCapacity = 32
+        static let logStride = 36
+        static let lockTableOffset = 40  // UInt64
+        static let waiterTableOffset = 48  // UInt64
+        static let logOffset = 56  // UInt64
+        static let totalSize = 64  // UInt64
+        static let maxAge = 72  // UInt64
+        static let flags = 80
+        static let probeLimit = 84
+        static let mutex = 128  // 64 bytes
+        static let logHead = 192  // UInt64
+        static let logWord = 200
+        static let logWaiters = 204
+    }
+
+    enum L {
+        static let state = 0
+        static let wake = 4
+        static let keyHash = 8
+        static let keyLength = 16
+        static let flags = 20
+        static let pid = 24
+        static let start = 32
+        static let token = 40
+        static let arrival = 48
+    }
+
+    enum W {
+        static let slot = 0
+        static let pid = 4
+        static let start = 8
+        static let arrival = 16
+    }
+
+    enum E {
+        static let seq = 0
+        static let kind = 8
+        static let length = 12
+        static let payload = 16
+    }
+
+    enum P {
+        static let keyLength = 0
+        static let flags = 4
+        static let expiresAt = 8
+        static let maxAge = 16
+        static let key = 24
+    }
+
+    static let flagRenewOnGet: UInt32 = 1
+    static let flagRefuseWhenFull: UInt32 = 2
+    static let knownFlags: UInt32 = 3
+    static let slotEmpty: UInt32 = 0
+    static let slotBound: UInt32 = 1
+    static let slotReleased: UInt32 = 2
+    static let lockFlagHolderDied: UInt32 = 1
+
+    let recordSize: Int
+    let lockSlots: Int
+    let waiterSlots: Int
+    let logCapacity: Int
+    let logStride: Int
+    let lockTableOffset: Int
+    let waiterTableOffset: Int
+    let logOffset: Int
+    let totalSize: Int
+
+    init?(recordSize: Int, lockSlots: Int, waiterSlots: Int, logCapacity: Int) {
+        guard recordSize > _StoreLayout.payloadHeaderSize, recordSize <= _Layout.maxRecordSize,
+            (1..._StoreLayout.maxTableSlots).contains(lockSlots), (1..._StoreLayout.maxTableSlots).contains(waiterSlots),
+            (1..._StoreLayout.maxLogCapacity).contains(logCapacity)
+        else { return nil }
+        self.recordSize = recordSize
+        self.lockSlots = lockSlots
+        self.waiterSlots = waiterSlots
+        self.logCapacity = logCapacity
+        logStride = (_StoreLayout.logEntryHeaderSize + recordSize + 7) & ~7
+        lockTableOffset = _StoreLayout.headerSize
+        waiterTableOffset = (lockTableOffset + lockSlots * _StoreLayout.lockSlotSize + 63) & ~63
+        logOffset = (waiterTableOffset + waiterSlots * _StoreLayout.waiterSize + 63) & ~63
+        let (log, overflow1) = logCapacity.multipliedReportingOverflow(by: logStride)
+        let (total, overflow2) = logOffset.addingReportingOverflow(log)
+        guard !overflow1, !overflow2 else { return nil }
+        totalSize = total
+    }
+
+    @inline(__always) func lockSlotOffset(_ slot: Int) -> Int { lockTableOffset &+ slot &* _StoreLayout.lockSlotSize }
+    @inline(__always) func waiterOffset(_ index: Int) -> Int { waiterTableOffset &+ index &* _StoreLayout.waiterSize }
+    @inline(__always) func logEntryOffset(_ sequence: UInt64) -> Int {
+        logOffset &+ Int(sequence % UInt64(logCapacity)) &* logStride
+    }
+}
+
+/// Typed access to the store segment. Values read come back raw: check them.
+struct _StoreSegment: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let layout: _StoreLayout
+
+    @inline(__always) func u32(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
+        (base + offset).assumingMemoryBound(to: UInt32.self)
+    }
+    @inline(__always) func u64(_ offset: Int) -> UnsafeMutablePointer<UInt64> {
+        (base + offset).assumingMemoryBound(to: UInt64.self)
+    }
+    @inline(__always) func load(_ offset: Int) -> UInt32 { cshm_load_relaxed_u32(u32(offset)) }
+    @inline(__always) func store(_ offset: Int, _ value: UInt32) { cshm_store_relaxed_u32(u32(offset), value) }
+    @inline(__always) func load64(_ offset: Int) -> UInt64 { cshm_load_relaxed_u64(u64(offset)) }
+    @inline(__always) func store64(_ offset: Int, _ value: UInt64) { cshm_store_relaxed_u64(u64(offset), value) }
+
+    var mutex: UnsafeMutableRawPointer { base + _StoreLayout.H.mutex }
+
+    // Lock slots
+    @inline(__always) func slot(_ slot: Int, _ field: Int) -> Int { layout.lockSlotOffset(slot) &+ field }
+    // Waiter entries
+    @inline(__always) func waiter(_ index: Int, _ field: Int) -> Int { layout.waiterOffset(index) &+ field }
+}
+
+/// The store's header at the start of a record payload, read with every field checked.
+struct _PayloadHeader {
+    var keyLength: Int
+    var expiresAt: UInt64
+    var maxAge: UInt64
+
+    /// Parses the header of a payload of `length` bytes; nil if it does not fit.
+    static func read(_ payload: UnsafeRawBufferPointer) -> _PayloadHeader? {
+        guard payload.count >= _StoreLayout.payloadHeaderSize, let base = payload.baseAddress else { return nil }
+        let keyLength = Int(base.loadUnaligned(fromByteOffset: _StoreLayout.P.keyLength, as: UInt32.self))
+        guard keyLength <= payload.count - _StoreLayout.payloadHeaderSize else { return nil }
+        return _PayloadHeader(
+            keyLength: keyLength,
+            expiresAt: base.loadUnaligned(fromByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self),
+            maxAge: base.loadUnaligned(fromByteOffset: _StoreLayout.P.maxAge, as: UInt64.self))
+    }
+
+    /// The key bytes of a payload whose header is `self`.
+    func key(in payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: payload[_StoreLayout.P.key..<_StoreLayout.P.key + keyLength])
+    }
+    func value(in payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: payload[(_StoreLayout.P.key + keyLength)...])
+    }
+    func isExpired(now: UInt64) -> Bool { expiresAt != 0 && expiresAt <= now }
+}
+
+/// Builds a store record payload: header, key, value.
+func _makePayload(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64) -> [UInt8] {
+    let count = _StoreLayout.payloadHeaderSize + key.count + value.count
+    return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+        let raw = UnsafeMutableRawBufferPointer(buffer)
+        raw.storeBytes(of: UInt32(key.count), toByteOffset: _StoreLayout.P.keyLength, as: UInt32.self)
+        raw.storeBytes(of: 0, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
+        raw.storeBytes(of: expiresAt, toByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self)
+        raw.storeBytes(of: maxAge, toByteOffset: _StoreLayout.P.maxAge, as: UInt64.self)
+        if key.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: raw[_StoreLayout.P.key..<_StoreLayout.P.key + key.count]).copyMemory(from: key)
+        }
+        if value.count > 0 {
+            UnsafeMutableRawBufferPointer(rebasing: raw[(_StoreLayout.P.key + key.count)...]).copyMemory(from: value)
+        }
+        initialized = count
+    }
+}
