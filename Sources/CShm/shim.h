@@ -117,6 +117,25 @@ static inline int cshm_mutex_lock(void *mutex, int64_t timeout_ns) {
     if (deadline.tv_nsec >= 1000000000) { deadline.tv_sec += 1; deadline.tv_nsec -= 1000000000; }
     return pthread_mutex_timedlock(m, &deadline);
 }
+/// The mutex's kind word (glibc's `__data.__kind`). A corrupt or hostile segment
+/// can name a priority-inheriting or -protecting kind there, on which glibc's
+/// lock asserts (aborts the process): the lock checks it before every use.
+static inline int cshm_mutex_kind(const void *mutex) {
+#ifdef __GLIBC__
+    return __atomic_load_n(&((const pthread_mutex_t *)mutex)->__data.__kind, __ATOMIC_RELAXED);
+#else
+    (void)mutex;
+    return 0;
+#endif
+}
+/// The kind word of a freshly initialized robust, process-shared mutex.
+static inline int cshm_mutex_expected_kind(void) {
+    pthread_mutex_t fresh;
+    if (cshm_mutex_init(&fresh) != 0) return -1;
+    int kind = cshm_mutex_kind(&fresh);
+    pthread_mutex_destroy(&fresh);
+    return kind;
+}
 static inline int cshm_mutex_unlock(void *mutex) { return pthread_mutex_unlock((pthread_mutex_t *)mutex); }
 static inline int cshm_mutex_consistent(void *mutex) { return pthread_mutex_consistent((pthread_mutex_t *)mutex); }
 static inline int cshm_eownerdead(void) { return EOWNERDEAD; }
