@@ -55,17 +55,17 @@ fuzz:
 	$(SWIFT)c $(FUZZ_FLAGS) $$(find Sources/ShmLRU -name '*.swift' | sort) Fuzz/FuzzEntry.swift -o $(FUZZ_DIR)/shmlru-fuzz
 	@# seeds: each image untouched, and each with lock-free reads
 	@for i in 000 001 002 003 040 041 100 140; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
-	$(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
+	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}
 
 # make sanitize: the whole test suite under AddressSanitizer, then ThreadSanitizer.
-# TSan reads Sources/CShm/tsan-suppressions.txt (see there).
+# TSan reads Tests/tsan-suppressions.txt (only the seqlock's intentional racy copy).
 sanitize:
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
 	$(SWIFT) test --skip-build --scratch-path .build-asan
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
-	TSAN_OPTIONS="suppressions=$(CURDIR)/Sources/CShm/tsan-suppressions.txt halt_on_error=0" \
+	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0" \
 		$(SWIFT) test --skip-build --scratch-path .build-tsan
 
 clean:

@@ -165,7 +165,14 @@ static inline void cshm_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ
 
 /// Copies bytes that a peer may be writing at the same time.  The seqlock around
 /// the copy decides whether the bytes are kept; this only keeps the compiler
-/// from assuming they are stable.
+/// from assuming they are stable.  The race is intended: ThreadSanitizer is told
+/// so by name (Tests/tsan-suppressions.txt), so keep this a separate, uninlined
+/// frame under the sanitizer.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+__attribute__((noinline))
+#endif
+#endif
 static inline void cshm_racy_copy(void *dst, const volatile void *src, size_t n) {
     memcpy(dst, (const void *)src, n);
 }
