@@ -60,10 +60,12 @@ fuzz:
 	exit $${PIPESTATUS[0]}
 
 # make sanitize: the whole test suite under AddressSanitizer, then ThreadSanitizer.
-# TSan reads Tests/tsan-suppressions.txt (only the seqlock's intentional racy copy).
+# LSan reads Tests/lsan-suppressions.txt (XCTest's runner only); TSan reads
+# Tests/tsan-suppressions.txt (only the seqlock's intentional racy copy).
 sanitize:
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
-	$(SWIFT) test --skip-build --scratch-path .build-asan
+	LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/lsan-suppressions.txt" \
+		$(SWIFT) test --skip-build --scratch-path .build-asan
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0" \
 		$(SWIFT) test --skip-build --scratch-path .build-tsan
