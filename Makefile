@@ -34,7 +34,7 @@ bench-quick:
 
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,
-# and 200k seeded-mutator inputs, on the debug build.
+# and 50k seeded-mutator inputs, on the debug build.
 stress:
 	@before=$$($(SEGMENTS)); \
 	$(SWIFT) build --build-tests && \
