@@ -120,6 +120,25 @@ static inline int cshm_mutex_lock(void *mutex, int64_t timeout_ns) {
     if (deadline.tv_nsec >= 1000000000) { deadline.tv_sec += 1; deadline.tv_nsec -= 1000000000; }
     return pthread_mutex_timedlock(m, &deadline);
 }
+/// The mutex's kind word (glibc's `__data.__kind`). A corrupt or hostile segment
+/// can name a priority-inheriting or -protecting kind there, on which glibc's
+/// lock asserts (aborts the process): the lock checks it before every use.
+static inline int cshm_mutex_kind(const void *mutex) {
+#ifdef __GLIBC__
+    return __atomic_load_n(&((const pthread_mutex_t *)mutex)->__data.__kind, __ATOMIC_RELAXED);
+#else
+    (void)mutex;
+    return 0;
+#endif
+}
+/// The kind word of a freshly initialized robust, process-shared mutex.
+static inline int cshm_mutex_expected_kind(void) {
+    pthread_mutex_t fresh;
+    if (cshm_mutex_init(&fresh) != 0) return -1;
+    int kind = cshm_mutex_kind(&fresh);
+    pthread_mutex_destroy(&fresh);
+    return kind;
+}
 static inline int cshm_mutex_unlock(void *mutex) { return pthread_mutex_unlock((pthread_mutex_t *)mutex); }
 static inline int cshm_mutex_consistent(void *mutex) { return pthread_mutex_consistent((pthread_mutex_t *)mutex); }
 static inline int cshm_eownerdead(void) { return EOWNERDEAD; }
@@ -150,7 +169,14 @@ static inline void cshm_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ
 
 /// Copies bytes that a peer may be writing at the same time.  The seqlock around
 /// the copy decides whether the bytes are kept; this only keeps the compiler
-/// from assuming they are stable.
+/// from assuming they are stable.  The race is intended: ThreadSanitizer is told
+/// so by name (Tests/tsan-suppressions.txt), so keep this a separate, uninlined
+/// frame under the sanitizer.
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+__attribute__((noinline))
+#endif
+#endif
 static inline void cshm_racy_copy(void *dst, const volatile void *src, size_t n) {
     memcpy(dst, (const void *)src, n);
 }

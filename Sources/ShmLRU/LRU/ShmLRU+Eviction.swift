@@ -20,6 +20,7 @@ extension ShmLRU {
                 guard let victim = try _evictTail() else { break }
                 _pushFree(victim.slot)
                 evicted.append(victim.hash)
+                _fault(.evictBatch)
             }
             if !evicted.isEmpty { s.publishChange() }
             return evicted

@@ -46,6 +46,7 @@ final class _LocalIndex: @unchecked Sendable {
         }
         let highWater = min(Int(segment.load(_Layout.H.highWater)), segment.layout.capacity)
         for index in 0..<highWater {
+            if index == highWater / 2, let faults = segment.faults { faults.reach(.reloadPartial) }
             let slot = UInt32(index)
             let meta = segment.meta(slot)
             guard segment.isLive(meta: meta) else { continue }
@@ -86,6 +87,7 @@ extension ShmLRU {
             // Odd while entries move: a lock-free reader that misses meanwhile retries.
             cshm_store_relaxed_u32(seq, cshm_load_relaxed_u32(seq) | 1)
             cshm_fence_release()
+            _fault(.indexShifting)
             shared.remove(at: position)
             cshm_store_release_u32(seq, cshm_load_relaxed_u32(seq) &+ 1)
         } else {

@@ -23,6 +23,7 @@ extension ShmLRU {
             guard s.next(prev) == slot else { throw _corrupted("record \(prev).next is not \(slot)") }
             s.setNext(prev, next)
         }
+        _fault(.listUnlinking)
         if next == _Layout.none {
             guard s.tail == slot else { throw _corrupted("record \(slot) has no next but is not the tail") }
             s.tail = prev
@@ -87,7 +88,7 @@ extension ShmLRU {
         s.setPrev(slot, _Layout.none)
         s.setNext(slot, s.freeHead)
         s.freeHead = slot
-        s.freeCount &+= 1
+        s.freeCount &+= 1  // wraps rather than traps on a corrupt count (verify() reports it)
     }
 
     /// Removes a live record from the index, the LRU list, and marks it free.
@@ -96,6 +97,7 @@ extension ShmLRU {
         let s = _segment
         let hash = s.hash(slot)
         _indexRemove(hash: hash, slot: slot, knownPosition: indexPosition)
+        _fault(.detachUnindexed)
         try _unlink(slot)
         s.markFree(slot)
         guard s.count > 0 else { throw _corrupted("count underflow") }

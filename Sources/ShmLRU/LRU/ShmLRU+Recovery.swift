@@ -33,8 +33,10 @@ extension ShmLRU {
             let sequence = cshm_load_relaxed_u32(seqPointer)
             let meta = s.meta(slot)
             if sequence & 1 != 0 || !s.isLive(meta: meta) || s.length(meta: meta) > recordSize || meta >> 24 > _Layout.stateLive {
-                if sequence & 1 != 0 { cshm_store_release_u32(seqPointer, sequence &+ 1) }
-                if meta != _Layout.stateFree << 24 { s.markFree(slot) }
+                // markFree writes the state inside the seqlock and leaves the sequence
+                // even; an odd one stays odd until the record reads free, so a repair
+                // cut here never exposes a torn payload as live.
+                if sequence & 1 != 0 || meta != _Layout.stateFree << 24 { s.markFree(slot) }
                 freeSlots.append(slot)
             } else {
                 live.append((s.stamp(slot), slot))
@@ -46,6 +48,7 @@ extension ShmLRU {
         _sharedIndex?.removeAll()
         _localIndex?.table.removeAll()
         _localIndex?.entryCount = 0
+        _fault(.repairCleared)
         var kept: [UInt32] = []
         kept.reserveCapacity(live.count)
         for (_, slot) in live {
@@ -61,7 +64,8 @@ extension ShmLRU {
             kept.append(slot)
         }
         var previous = _Layout.none
-        for slot in kept {
+        for (position, slot) in kept.enumerated() {
+            if position == kept.count / 2 { _fault(.repairRelinking) }
             s.setPrev(slot, previous)
             s.setNext(slot, _Layout.none)
             if previous != _Layout.none { s.setNext(previous, slot) }
@@ -70,6 +74,7 @@ extension ShmLRU {
         s.head = kept.first ?? _Layout.none
         s.tail = kept.last ?? _Layout.none
         s.count = UInt32(kept.count)
+        _fault(.repairFreeing)
 
         freeSlots.sort(by: >)
         s.freeHead = _Layout.none

@@ -37,6 +37,7 @@ extension ShmLRU {
 
     func _removeLocked(_ slot: UInt32, indexPosition: Int?) throws(ShmError) {
         _ = try _detachRecord(slot, indexPosition: indexPosition)
+        _fault(.deleteFreed)
         _pushFree(slot)
         _segment.bumpStat(_Layout.H.statDeletes)
         _segment.publishChange()

@@ -64,6 +64,7 @@ extension ShmLRU {
         let slot: UInt32
         if let free = try _allocate() {
             slot = free
+            _fault(.setAllocated)
         } else {
             guard options.whenFull == .evictLeastRecentlyUsed else {
                 throw ShmError(.full, "set(\(hash), key: \(key))", detail: "all \(capacity) records are in use")
@@ -71,12 +72,15 @@ extension ShmLRU {
             guard let victim = try _evictTail() else { throw _corrupted("no free record and an empty LRU list") }
             slot = victim.slot
             evicted = victim.hash
+            _fault(.setEvicted)
         }
         s.writeRecord(slot, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(slot, shareKey ?? 0)
         s.setStamp(slot, now)
+        _fault(.setWritten)
         try _linkAtHead(slot)
-        s.count &+= 1  // wrapping: counters in shared memory never trap (verify() checks them)
+        _fault(.setLinked)
+        s.count &+= 1  // wraps rather than traps on a corrupt count (verify() reports it)
         do { try _indexInsert(hash, slot: slot) } catch {
             // Undo the insert so the structure stays whole, then report.
             try? _unlink(slot)

@@ -94,7 +94,7 @@ public final class ShmLRU: @unchecked Sendable {
     private init(region: ShmRegion, layout: _Layout, options: Options) throws(ShmError) {
         self.region = region
         self.options = options
-        let segment = _Segment(base: region._attachment.base, layout: layout)
+        let segment = _Segment(base: region._attachment.base, layout: layout, faults: _FaultInjection.fromEnvironment)
         _segment = segment
         _mutex = _RobustMutex(address: segment.mutex)
         _lockTimeoutNanoseconds = options.lockTimeout.map { _nanoseconds($0) } ?? -1
@@ -279,6 +279,9 @@ public final class ShmLRU: @unchecked Sendable {
         guard layout.totalSize <= region.byteCount else {
             throw ShmError(
                 .corrupted, operation, detail: "header claims \(layout.totalSize) bytes; the segment has \(region.byteCount)")
+        }
+        guard _RobustMutex(address: base + _Layout.H.mutex).hasExpectedKind else {
+            throw ShmError(.corrupted, operation, detail: "the segment's lock is not a robust process-shared mutex")
         }
         if let expectedRecordSize, expectedRecordSize != recordSize {
             throw ShmError(

@@ -8,6 +8,18 @@ import Glibc
 /// `markConsistent()` before unlocking.
 struct _RobustMutex: @unchecked Sendable {
     let address: UnsafeMutableRawPointer
+    /// What a robust, process-shared mutex holds in its kind word on this libc.
+    static let expectedKind: Int32 = cshm_mutex_expected_kind()
+    let expectedKind: Int32
+
+    init(address: UnsafeMutableRawPointer) {
+        self.address = address
+        expectedKind = _RobustMutex.expectedKind
+    }
+
+    /// False if the segment's bytes do not hold a robust, process-shared mutex
+    /// (glibc aborts on some foreign kinds, so nothing may lock it).
+    var hasExpectedKind: Bool { cshm_mutex_kind(address) == expectedKind }
 
     enum Acquired { case clean, previousOwnerDied }
 
@@ -19,6 +31,9 @@ struct _RobustMutex: @unchecked Sendable {
 
     /// Takes the lock; `timeoutNanoseconds < 0` waits for ever.
     func lock(timeoutNanoseconds: Int64) throws(ShmError) -> Acquired {
+        guard hasExpectedKind else {
+            throw ShmError(.corrupted, "lock", detail: "the segment's lock is not a robust process-shared mutex")
+        }
         let rc = cshm_mutex_lock(address, timeoutNanoseconds)
         switch rc {
         case 0: return .clean

@@ -8,6 +8,8 @@ import CShm
 struct _Segment: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let layout: _Layout
+    /// Test-only kill points (`SHMLRU_FAULT_INJECTION`); nil in production.
+    var faults: _FaultInjection? = nil
 
     @inline(__always) func u32(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
         (base + offset).assumingMemoryBound(to: UInt32.self)
@@ -101,7 +103,14 @@ struct _Segment: @unchecked Sendable {
         let offset = layout.recordOffset(slot)
         store(offset &+ _Layout.R.hash, hash)
         if let source = value.baseAddress, value.count > 0 {
-            payload(slot).copyMemory(from: source, byteCount: value.count)
+            if let faults {  // tests: die with half the payload written
+                let half = value.count / 2
+                payload(slot).copyMemory(from: source, byteCount: half)
+                faults.reach(.recordTorn)
+                (payload(slot) + half).copyMemory(from: source + half, byteCount: value.count - half)
+            } else {
+                payload(slot).copyMemory(from: source, byteCount: value.count)
+            }
         }
         store(offset &+ _Layout.R.meta, state << 24 | UInt32(value.count))
         cshm_store_release_u32(seq, (start | 1) &+ 1)

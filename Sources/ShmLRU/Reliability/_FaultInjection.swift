@@ -1,0 +1,97 @@
+import CShm
+import Glibc
+import Synchronization
+
+/// Test-only fault injection: makes this process SIGKILL itself at a named point
+/// inside a structural change, so tests can prove that a holder killed anywhere
+/// leaves a cache the next locker repairs.
+///
+/// Armed only by the environment variable `SHMLRU_FAULT_INJECTION`, read once per
+/// process when the first cache handle is made:
+///
+///     SHMLRU_FAULT_INJECTION=<point>[,<point>…]@<n>
+///
+/// kills the process the n-th time (n >= 1) it reaches any listed point (`*`
+/// lists them all). Unset (production), every handle holds `nil` and each point
+/// costs one predictable branch on a field the handle already has in a register.
+package final class _FaultInjection: Sendable {
+    /// Where a process can be killed. Every point lies inside the segment's lock.
+    package enum Point: String, CaseIterable, Sendable {
+        /// set: a slot was taken off the free list (or the high-water mark), nothing written.
+        case setAllocated = "set.allocated"
+        /// set (full cache): the LRU tail was evicted, its slot not yet rewritten.
+        case setEvicted = "set.evicted"
+        /// Inside a record's seqlock: sequence odd, hash and half the payload written.
+        case recordTorn = "record.torn"
+        /// set: the record is written, not linked or indexed.
+        case setWritten = "set.written"
+        /// set: the record is at the head of the LRU list, not counted or indexed.
+        case setLinked = "set.linked"
+        /// Removing an index entry: index sequence odd, entries not yet shifted.
+        case indexShifting = "index.shifting"
+        /// delete / eviction: the index entry is gone, the record still linked.
+        case detachUnindexed = "detach.unindexed"
+        /// Unlinking: the neighbour towards the head is relinked, the one towards the tail not.
+        case listUnlinking = "list.unlinking"
+        /// delete: the record is marked free and unlinked, not yet on the free list.
+        case deleteFreed = "delete.freed"
+        /// evict(lastUsedBefore:): one victim freed, the batch not finished.
+        case evictBatch = "evict.batch"
+        /// A process-local index rebuild (attach, reloadIndex) half done.
+        case reloadPartial = "reload.partial"
+        /// Repair: the index is cleared, the lists not yet rebuilt.
+        case repairCleared = "repair.cleared"
+        /// Repair: the LRU list is half relinked.
+        case repairRelinking = "repair.relinking"
+        /// Repair: the LRU list is rebuilt, the free list not.
+        case repairFreeing = "repair.freeing"
+    }
+
+    package static let environmentVariable = "SHMLRU_FAULT_INJECTION"
+
+    /// The process's configuration, read once; nil when the variable is unset or malformed.
+    package static let fromEnvironment: _FaultInjection? = {
+        guard let raw = getenv(environmentVariable) else { return nil }
+        return _FaultInjection(spec: String(cString: raw))
+    }()
+
+    let points: Set<Point>
+    let killAt: Int
+    private let reached = Atomic<Int>(0)
+
+    /// Parses `<point>[,<point>…]@<n>`; nil if malformed.
+    package init?(spec: String) {
+        let parts = spec.split(separator: "@")
+        guard parts.count == 2, let n = Int(parts[1]), n >= 1 else { return nil }
+        var points = Set<Point>()
+        for name in parts[0].split(separator: ",") {
+            if name == "*" {
+                points.formUnion(Point.allCases)
+            } else if let point = Point(rawValue: String(name)) {
+                points.insert(point)
+            } else {
+                return nil
+            }
+        }
+        guard !points.isEmpty else { return nil }
+        self.points = points
+        killAt = n
+    }
+
+    /// Called at `point`; kills the process when its turn has come.
+    package func reach(_ point: Point) {
+        guard points.contains(point) else { return }
+        if reached.wrappingAdd(1, ordering: .relaxed).newValue == killAt {
+            _ = kill(getpid(), SIGKILL)
+            while true { pause() }  // SIGKILL is delivered before pause returns
+        }
+    }
+}
+
+extension ShmLRU {
+    /// A kill point for tests (see `_FaultInjection`): one branch when unarmed.
+    @inline(__always)
+    func _fault(_ point: _FaultInjection.Point) {
+        if let faults = _segment.faults { faults.reach(point) }
+    }
+}

@@ -1,0 +1,46 @@
+// `make fuzz`: the libFuzzer entry point. The Makefile compiles this file
+// together with the ShmLRU library's sources into one module (so it reaches the
+// package-internal `_CorruptionHarness`) with `-sanitize=fuzzer,address`.
+//
+// Every input goes through the real attach path: the harness copies one of its
+// valid cache images into a real SysV segment, corrupts it as the input says,
+// attaches, verifies, operates, repairs, and requires a clean verify() after the
+// repair. A finding aborts (libFuzzer saves the input); so does any crash, and
+// AddressSanitizer reports any access past the segment's real size (the slack
+// up to the page end is poisoned).
+import Glibc
+
+@_silgen_name("__asan_poison_memory_region")
+func _asanPoison(_ address: UnsafeRawPointer, _ size: Int)
+
+/// The segment's size: 8-aligned but not a page multiple, so there is slack to poison.
+let fuzzRegionBytes = 8_088
+
+nonisolated(unsafe) var fuzzHarness: _CorruptionHarness? = nil
+
+func makeFuzzHarness() -> _CorruptionHarness {
+    do {
+        let region = try ShmRegion.create(byteCount: fuzzRegionBytes)
+        try region.remove()  // gone when this process ends, however it ends
+        let pageEnd = (fuzzRegionBytes + 4_095) & ~4_095
+        _asanPoison(region._attachment.base + fuzzRegionBytes, pageEnd - fuzzRegionBytes)
+        let harness = try _CorruptionHarness(region: region)
+        print("shmlru-fuzz: segment of \(fuzzRegionBytes) bytes; images: \(harness.shapes.joined(separator: "; "))")
+        return harness
+    } catch {
+        fatalError("shmlru-fuzz: cannot set up: \(error)")
+    }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func shmlruFuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let harness = fuzzHarness ?? makeFuzzHarness()
+    fuzzHarness = harness
+    do {
+        try harness.run(UnsafeRawBufferPointer(start: data, count: size))
+    } catch {
+        print("shmlru-fuzz: FINDING: \(error)")
+        abort()
+    }
+    return 0
+}
