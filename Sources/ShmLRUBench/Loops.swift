@@ -13,6 +13,8 @@ struct LoopResult: Sendable {
 }
 
 /// Runs `workload` over `stream` on `store`. `version` numbers the values written.
+/// Never inlined, so that a profiler can count it alone (`--toggle-collect=*runLoop*`).
+@inline(never)
 func runLoop<S: BenchStore>(
     _ store: inout S, _ workload: Workload, _ stream: KeyStream, value: ValueBuffer, version: inout UInt64
 ) -> LoopResult {

@@ -67,8 +67,7 @@ extension ShmLRU {
     /// The live record with `hash` under the lock: (index position, slot).
     @inline(__always)
     func _find(_ hash: UInt32) -> (position: Int, slot: UInt32)? {
-        if let shared = _sharedIndex { return shared.find(hash) }
-        return _localIndex!.table.find(hash)
+        _probe.find(hash)  // the shared table, or this process's (its entries never move)
     }
 
     func _indexInsert(_ hash: UInt32, slot: UInt32) throws(ShmError) {

@@ -51,11 +51,10 @@ extension ShmLRU {
 
     func _setLocked(_ hash: UInt32, _ value: UnsafeRawBufferPointer, shareKey: UInt32?) throws(ShmError) -> SetResult {
         let s = _segment
-        let now = cshm_monotonic_ns()
         if let found = _find(hash) {
             s.writeRecord(found.slot, hash: hash, state: _Layout.stateLive, value: value)
             if let shareKey { s.setShareKey(found.slot, shareKey) }
-            try _promote(found.slot, now: now)
+            try _promoteLocked(found.slot)
             s.bumpStat(_Layout.H.statUpdates)
             s.publishChange()
             return SetResult(offset: s.layout.recordOffset(found.slot), updated: true, evictedHash: nil)
@@ -74,7 +73,7 @@ extension ShmLRU {
         }
         s.writeRecord(slot, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(slot, shareKey ?? 0)
-        s.setStamp(slot, now)
+        s.setStamp(slot, _promotionNanoseconds == 0 ? cshm_monotonic_ns() : cshm_monotonic_coarse_ns())
         try _linkAtHead(slot)
         s.count += 1
         do { try _indexInsert(hash, slot: slot) } catch {
