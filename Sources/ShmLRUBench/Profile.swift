@@ -7,6 +7,18 @@ import Glibc
 import ShmLRU
 
 func profileMain(_ arguments: [String]) throws -> Int32 {
+    if arguments.count >= 3, arguments[1] == "reload", let capacity = Int(arguments[2]) {
+        // `profile reload CAPACITY`: reloadIndex of a full process-local-index cache.
+        let local = try ShmLRU.create(recordSize: Spec.recordSize, capacity: capacity, index: .processLocal)
+        defer { try? local.region.remove() }
+        _ = try LRUStore.preload(local, capacity: capacity, value: ValueBuffer())
+        for _ in 0..<5 {
+            let t0 = cshm_monotonic_ns()
+            let count = try local.reloadIndex()
+            writeAll(1, "reloadIndex: \(count) records in \(fmt(Double(cshm_monotonic_ns() - t0) / 1e6, 2)) ms\n")
+        }
+        return 0
+    }
     guard arguments.count >= 5, let kind = StoreKind(rawValue: arguments[1]), let workload = Workload(rawValue: arguments[2]),
         let capacity = Int(arguments[3]), let ops = Int(arguments[4])
     else {

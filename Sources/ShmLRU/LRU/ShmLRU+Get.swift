@@ -6,11 +6,12 @@ import Synchronization
 // the record through the shared index and copies the value inside the record's
 // seqlock (sequence even and unchanged across the copy, hash and state checked
 // inside the same window), so it never returns a torn value or another key's.
-// If the record's stamp is an interval old, the read marks it used (one 8-byte
-// store into the record's header line, which it just read: no lock, no other
-// shared line); the record moves to the head when it reaches the LRU tail (the
-// eviction gives a marked record a second chance), as memcached's segmented LRU
-// does. A hit on a fresh record writes nothing shared.
+// The read marks the record used (one 8-byte store into the record's header
+// line, which it just read: no lock, no other shared line) on its first use after
+// it was linked at the head, then at most once per interval; the record moves to
+// the head when it reaches the LRU tail (the eviction gives a marked record a
+// second chance), as memcached's segmented LRU does. A hit on a record already
+// marked within the interval writes nothing shared.
 
 extension ShmLRU {
     enum _ReadOutcome {
@@ -208,18 +209,29 @@ extension ShmLRU {
         }
     }
 
-    /// Interval promotion: marks the record used if its last link or mark is an
-    /// interval old (a stamp ahead of the coarse clock is fresh).
+    /// Interval promotion: marks a used record. The first use after the record was
+    /// linked at the head marks it (that is what saves it at the tail); later uses
+    /// only refresh the mark's time, and at most once per interval. So a read
+    /// writes its record at most once per link and once per interval, and a hit
+    /// on a marked, fresh record writes nothing. `now` is the handle's clock
+    /// (`_clock`); a mark never moves a stamp backwards.
+    @inline(__always)
+    func _markUse(stamp: UInt64, now: UInt64) -> UInt64? {
+        if stamp & _Layout.stampUsed == 0 { return max(now, stamp) }
+        if now > stamp, now &- stamp >= _promotionNanoseconds { return now }
+        return nil
+    }
+
     @inline(__always)
     func _markIfStale(_ slot: UInt32, stamp: UInt64, now: UInt64) {
-        if now > stamp, now &- stamp >= _promotionNanoseconds { _segment.markUsed(slot, now: now) }
+        if let time = _markUse(stamp: stamp, now: now) { _segment.markUsed(slot, now: time) }
     }
 
     /// The same, for a record found by the lock-free read (no slot arithmetic).
     @inline(__always)
     func _markIfStale(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
-        if now > stamp, now &- stamp >= _promotionNanoseconds {
-            cshm_store_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), now | _Layout.stampUsed)
+        if let time = _markUse(stamp: stamp, now: now) {
+            cshm_store_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), time | _Layout.stampUsed)
         }
     }
 

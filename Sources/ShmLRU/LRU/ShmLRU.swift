@@ -41,12 +41,14 @@ public final class ShmLRU: @unchecked Sendable {
         /// Every read and update takes the lock and moves the record to the head
         /// (exact LRU; the seed's behaviour).
         case onEveryRead
-        /// Reads take no lock. A read or update counts as a use at most once per
-        /// interval: it marks the record (one store into the record's own header),
-        /// and the record moves to the head when it reaches the LRU tail instead of
+        /// Reads take no lock. A read or update marks its record used (one store
+        /// into the record's own header): the first use after the record was linked
+        /// at the head, then at most once per interval (refreshing the use's time).
+        /// A marked record that reaches the LRU tail moves to the head instead of
         /// being evicted (a second chance, as memcached's segmented LRU does). Other
-        /// reads write nothing shared. Stamps use the coarse monotonic clock (to
-        /// within a kernel tick). Needs the shared index. An interval of zero is exact LRU.
+        /// reads write nothing shared. Stamps use the coarse monotonic clock, read
+        /// once per 64 reads of a handle. Needs the shared index. An interval of
+        /// zero is exact LRU.
         case atMostEvery(Duration)
     }
 
@@ -86,14 +88,14 @@ public final class ShmLRU: @unchecked Sendable {
     let _promotionNanoseconds: UInt64
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
-    /// This handle's view of the coarse monotonic clock, for deciding whether a
-    /// use is an interval after the record's last link or mark: refreshed every
+    /// This handle's view of the coarse monotonic clock, for the time of a mark
+    /// and for whether a marked record's mark is an interval old: refreshed every
     /// `_clockRefreshReads` hits (and every as many locked reads and updates).
     /// Reading the clock on every hit would cost more than the hit: the vDSO read
     /// stalls the memory accesses in flight (measured: +150 to +230 ns per get at
-    /// 1M records in this VM). A hit judges staleness by this clock, which lags
-    /// the real one by at most 63 of this handle's hits (it only ever lags, so a
-    /// read marks late, never early).
+    /// 1M records in this VM). It lags the real clock by at most 63 of this
+    /// handle's hits; a lag only delays a refresh of a mark's time, never the
+    /// first mark after a link (which needs no clock).
     let _clock = Atomic<UInt64>(cshm_monotonic_coarse_ns())
     static let _clockRefreshReads: UInt64 = 64
     /// Locked reads and updates, counted for refreshing `_clock`.
