@@ -205,6 +205,10 @@ func runTogether(_ jobs: [WorkerJob]) throws(BenchFailure) -> [LoopResult] {
         if status != 0 { failure = failure ?? "a worker exited with status \(status)" }
     }
     if let failure { throw BenchFailure(description: failure) }
+    if getenv("BENCH_DEBUG") != nil {
+        let first = results.map(\.start).min() ?? 0
+        writeAll(2, "  workers \(jobs[0].store.rawValue) \(jobs[0].workload.rawValue): " + results.map { "start +\(fmt(Double($0.start - first) / 1e6, 2)) ms, \(fmt(Double($0.nanoseconds) / Double($0.ops), 1)) ns/op" }.joined(separator: "; ") + "\n")
+    }
     return results
 }
 
@@ -236,15 +240,17 @@ func closeOnExecPipe(_ fds: inout [Int32]) -> Bool {
     return true
 }
 
-/// Maps every page of a freshly attached segment into this process (an atomic
-/// add of 0 per page: a write fault that changes nothing), so that page faults
-/// are part of attaching, not of the timed loop. The parent's pages were mapped
-/// by its preload.
+/// Maps every page of a freshly attached segment into this process (a
+/// compare-and-swap of each page's first word with itself: a write fault that
+/// changes nothing, and that the optimiser cannot drop as it would drop an
+/// atomic add of 0), so that page faults are part of attaching, not of the timed
+/// loop. The parent's pages were mapped by its preload.
 func prefault(_ bytes: UnsafeMutableRawBufferPointer) {
     guard let base = bytes.baseAddress else { return }
     var offset = 0
     while offset + 4 <= bytes.count {
-        _ = cshm_fetch_add_u32((base + offset).assumingMemoryBound(to: UInt32.self), 0)
+        let word = (base + offset).assumingMemoryBound(to: UInt32.self)
+        _ = cshm_cas_u32(word, cshm_load_relaxed_u32(word), cshm_load_relaxed_u32(word))
         offset += 4096
     }
 }

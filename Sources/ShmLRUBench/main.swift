@@ -3,7 +3,9 @@
 // with `worker …` for the two-process cells.
 //
 // Environment: BENCH_JSON (default bench-results.json), BENCH_SVG (default
-// bench-results.svg), BENCH_INTERVAL_MS (interval promotion, default 1000).
+// bench-results.svg), BENCH_INTERVAL_MS (interval promotion, default 1000),
+// BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
+// `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift).
 import Glibc
 
 let arguments = Array(CommandLine.arguments.dropFirst())
