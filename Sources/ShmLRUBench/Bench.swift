@@ -24,8 +24,8 @@ struct BenchConfig: Sendable {
             quick: quick,
             capacities: [10_000, 1_000_000],
             runs: quick ? 3 : 5,
-            opsSmall: quick ? 200_000 : 1_000_000,
-            opsLarge: quick ? 200_000 : 2_000_000,
+            opsSmall: quick ? 150_000 : 1_000_000,
+            opsLarge: quick ? 150_000 : 1_000_000,
             intervalNanoseconds: interval * 1_000_000,
             jsonPath: env("BENCH_JSON") ?? "bench-results.json",
             svgPath: env("BENCH_SVG") ?? "bench-results.svg")

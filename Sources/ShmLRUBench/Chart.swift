@@ -60,7 +60,7 @@ struct Chart {
             out += line(left, y(tick), width - right, y(tick), stroke: tick == 1 ? "#333" : "#ddd", width: tick == 1 ? 1.5 : 1)
             out += text(left - 6, y(tick) + 4, fmt(tick, tick < 1 ? 2 : tick < 10 ? 1 : 0) + "×", size: 11, anchor: "end")
         }
-        out += text(width - right - 4, y(1) - 4, "floor = 1×", size: 11, anchor: "end", fill: "#333")
+        out += text(left + 6, y(1) - 4, "floor = 1×", size: 11, anchor: "start", fill: "#333")
         for (g, (workload, capacity)) in groups.enumerated() {
             let x0 = left + Double(g) * groupWidth
             let barWidth = (groupWidth - 24) / Double(bars.count)
@@ -88,7 +88,7 @@ struct Chart {
     }
 
     func svg() -> String {
-        let height = 2 * panelHeight + 250
+        let height = 2 * panelHeight + 270
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
         out += rect(0, 0, width, height, fill: "#ffffff")
         out += text(
@@ -120,7 +120,7 @@ struct Chart {
             top: 90 + panelHeight + 90, processes: 2,
             title: "Two processes at once: total throughput ÷ the floor's (higher is better)", ticks: twoTicks,
             scale: { $0 / twoMax }, floorNote: { "floor " + fmtRate($0.median) })
-        let footer = 2 * panelHeight + 235
+        let footer = 2 * panelHeight + 255
         out += text(
             left, footer,
             "Median of \(config.runs) runs per bar. Interval mode: a get promotes its record at most every "

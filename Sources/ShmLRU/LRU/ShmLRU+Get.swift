@@ -64,12 +64,13 @@ extension ShmLRU {
     @inline(never)
     func _getLocked(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
         try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
+            let now = _lockedNow()
             guard let found = _find(hash) else {
                 _countMiss()
                 return nil
             }
             let length = try _copyLocked(found.slot, into: buffer, "get(\(hash), into:)")
-            try _promoteLocked(found.slot)
+            try _promoteLocked(found.slot, now: now)
             _countHit()
             return length
         }
@@ -99,7 +100,7 @@ extension ShmLRU {
                 return nil
             }
             _countHit()
-            try _promoteLocked(found.slot)
+            try _promoteLocked(found.slot, now: _lockedNow())
             do { return try body(try _valueLocked(found.slot)) } catch {
                 bodyError = error
                 return nil
@@ -144,7 +145,7 @@ extension ShmLRU {
                 throw ShmError(.alreadyDeleted, "withValue(atOffset: \(offset), key: \(key))")
             }
             _countHit()
-            try _promoteLocked(slot)
+            try _promoteLocked(slot, now: _lockedNow())
             let value = try _valueLocked(slot)
             bodyResult = Result { try body(value) }
         }
@@ -198,16 +199,24 @@ extension ShmLRU {
 
     /// Promotes per the policy, under the lock: exact LRU moves the record to the
     /// head and stamps it; interval promotion marks it used if its stamp is stale.
+    /// - Parameter now: `_lockedNow()`, read when the lock was taken.
     @inline(__always)
-    func _promoteLocked(_ slot: UInt32) throws(ShmError) {
+    func _promoteLocked(_ slot: UInt32, now: UInt64) throws(ShmError) {
         if _promotionNanoseconds == 0 {
-            try _promote(slot, now: cshm_monotonic_ns())
+            try _promote(slot, now: now)
         } else {
             let ticks = _clockTicks.load(ordering: .relaxed) &+ 1
             _clockTicks.store(ticks, ordering: .relaxed)
             _markIfStale(slot, stamp: _segment.stamp(slot), now: _readClock(hits: ticks))
         }
     }
+
+    /// The clock for an exact-LRU stamp, read as soon as the lock is taken: the
+    /// precise clock's read waits for the memory accesses in flight (its `rdtsc`
+    /// is fenced), and right after the lock there are none. 0 in interval mode,
+    /// which uses the handle's clock instead.
+    @inline(__always)
+    func _lockedNow() -> UInt64 { _promotionNanoseconds == 0 ? cshm_monotonic_ns() : 0 }
 
     /// Interval promotion: marks a used record. The first use after the record was
     /// linked at the head marks it (that is what saves it at the tail); later uses

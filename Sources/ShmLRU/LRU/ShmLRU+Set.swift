@@ -51,14 +51,18 @@ extension ShmLRU {
 
     func _setLocked(_ hash: UInt32, _ value: UnsafeRawBufferPointer, shareKey: UInt32?) throws(ShmError) -> SetResult {
         let s = _segment
+        let exactNow = _lockedNow()
         if let found = _find(hash) {
             s.writeRecord(found.slot, hash: hash, state: _Layout.stateLive, value: value)
             if let shareKey { s.setShareKey(found.slot, shareKey) }
-            try _promoteLocked(found.slot)
+            try _promoteLocked(found.slot, now: exactNow)
             s.bumpStat(_Layout.H.statUpdates)
             s.publishChange()
             return SetResult(offset: s.layout.recordOffset(found.slot), updated: true, evictedHash: nil)
         }
+        // A new record's stamp: read now, while no memory access is in flight
+        // (the interval mode's coarse clock; exact LRU's precise one was read above).
+        let now = exactNow != 0 ? exactNow : cshm_monotonic_coarse_ns()
         var evicted: UInt32? = nil
         let slot: UInt32
         if let free = try _allocate() {
@@ -73,7 +77,7 @@ extension ShmLRU {
         }
         s.writeRecord(slot, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(slot, shareKey ?? 0)
-        s.setStamp(slot, _promotionNanoseconds == 0 ? cshm_monotonic_ns() : cshm_monotonic_coarse_ns())
+        s.setStamp(slot, now)
         try _linkAtHead(slot)
         s.count += 1
         do { try _indexInsert(hash, slot: slot) } catch {
