@@ -95,12 +95,18 @@ extension ShmLRU {
 
     /// Removes a live record from the index, the LRU list, and marks it free.
     /// Returns its hash. The slot is *not* put on the free list.
-    func _detachRecord(_ slot: UInt32, indexPosition: Int?) throws(ShmError) -> UInt32 {
+    ///
+    /// - Parameter reused: the caller rewrites the record at once, under the same
+    ///   lock (`writeRecord`, inside the record's seqlock): marking it free first
+    ///   would be a second seqlock write that no reader can tell from the first.
+    ///   Until then a reader that found the entry before its removal reads the old
+    ///   key's whole value, which is a read from before the eviction.
+    func _detachRecord(_ slot: UInt32, indexPosition: Int?, reused: Bool = false) throws(ShmError) -> UInt32 {
         let s = _segment
         let hash = s.hash(slot)
         _indexRemove(hash: hash, slot: slot, knownPosition: indexPosition)
         try _unlink(slot)
-        s.markFree(slot)
+        if !reused { s.markFree(slot) }
         guard s.count > 0 else { throw _corrupted("count underflow") }
         s.count -= 1
         return hash
@@ -109,7 +115,8 @@ extension ShmLRU {
     /// Evicts the least recently used record; returns its slot and hash. A tail
     /// marked used (interval promotion) gets a second chance instead: it moves to
     /// the head, unmarked, keeping the time of its use, and the next tail is tried.
-    func _evictTail() throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
+    /// - Parameter reused: see `_detachRecord(_:indexPosition:reused:)`.
+    func _evictTail(reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
         let s = _segment
         var chances = capacity  // each second chance unmarks a record: this bounds the walk
         while true {
@@ -120,7 +127,7 @@ extension ShmLRU {
                 chances -= 1
                 continue
             }
-            let hash = try _detachRecord(tail, indexPosition: nil)
+            let hash = try _detachRecord(tail, indexPosition: nil, reused: reused)
             s.bumpStat(_Layout.H.statEvictions)
             return (tail, hash)
         }

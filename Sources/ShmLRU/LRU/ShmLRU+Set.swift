@@ -71,7 +71,7 @@ extension ShmLRU {
             guard options.whenFull == .evictLeastRecentlyUsed else {
                 throw ShmError(.full, "set(\(hash), key: \(key))", detail: "all \(capacity) records are in use")
             }
-            guard let victim = try _evictTail() else { throw _corrupted("no free record and an empty LRU list") }
+            guard let victim = try _evictTail(reused: true) else { throw _corrupted("no free record and an empty LRU list") }
             slot = victim.slot
             evicted = victim.hash
         }
