@@ -41,8 +41,9 @@ struct Cell: Sendable {
     /// ns/op (one process) or total ops/s (two processes), one per run.
     var samples: [Double]
     var errors: Int
-    /// Interval-mode promotions (lock taken by a reader) per get, when measured.
-    var promotionsPerGet: Double?
+    /// Interval mode: records moved to the head at the LRU tail (marked used, so
+    /// given a second chance instead of being evicted), per operation.
+    var secondChancesPerOp: Double?
     var floorMedian: Double = 0
 
     var unit: String { processes == 1 ? "ns/op" : "ops/s" }
@@ -152,13 +153,13 @@ final class Bench {
                 var samples: [StoreKind: [Double]] = [:]
                 var errors: [StoreKind: Int] = [:]
                 let promotionsBefore = interval.stats.promotions
-                var gets = 0
+                var counted = 0
                 for run in 0..<config.runs {
                     let stream = KeyStream.make(
                         workload, capacity: capacity, ops: ops,
                         seed: streamSeed(workload: workload, capacity: capacity, run: run, process: 0), zipf: zipf,
                         insertBase: UInt64(run * ops))
-                    gets += workload == .getHit ? stream.count : workload == .mixed ? stream.isSet.lazy.filter { $0 == 0 }.count : 0
+                    counted += stream.count
                     for kind in StoreKind.allCases {
                         let result: LoopResult
                         switch kind {
@@ -172,13 +173,13 @@ final class Bench {
                     }
                 }
                 let promotions = interval.stats.promotions - promotionsBefore
-                addCells(workload, capacity, processes: 1, samples, errors, promotions: promotions, gets: gets)
+                addCells(workload, capacity, processes: 1, samples, errors, promotions: promotions, ops: counted)
 
                 // Two processes at once.
                 samples = [:]
                 errors = [:]
                 let twoBefore = interval.stats.promotions
-                gets = 0
+                counted = 0
                 for run in 0..<config.runs {
                     for kind in StoreKind.allCases {
                         let key: ShmKey =
@@ -198,9 +199,9 @@ final class Bench {
                         samples[kind, default: []].append(throughput(results))
                         errors[kind, default: 0] += results.reduce(0) { $0 + $1.errors }
                     }
-                    gets += workload == .getHit ? 2 * min(ops, Spec.maxStream) : workload == .mixed ? 2 * min(ops, Spec.maxStream) * 9 / 10 : 0
+                    counted += 2 * min(ops, Spec.maxStream)
                 }
-                addCells(workload, capacity, processes: 2, samples, errors, promotions: interval.stats.promotions - twoBefore, gets: gets)
+                addCells(workload, capacity, processes: 2, samples, errors, promotions: interval.stats.promotions - twoBefore, ops: counted)
                 let single = cells.filter { $0.workload == workload && $0.capacity == capacity && $0.processes == 1 }
                 let two = cells.filter { $0.workload == workload && $0.capacity == capacity && $0.processes == 2 }
                 progress(
@@ -231,13 +232,13 @@ final class Bench {
 
     func addCells(
         _ workload: Workload, _ capacity: Int, processes: Int, _ samples: [StoreKind: [Double]], _ errors: [StoreKind: Int],
-        promotions: UInt64, gets: Int
+        promotions: UInt64, ops: Int
     ) {
         var new = StoreKind.allCases.map { kind in
             Cell(
                 workload: workload, capacity: capacity, processes: processes, store: kind, samples: samples[kind] ?? [0],
                 errors: errors[kind] ?? 0,
-                promotionsPerGet: kind == .lruInterval && gets > 0 ? Double(promotions) / Double(gets) : nil)
+                secondChancesPerOp: kind == .lruInterval && ops > 0 ? Double(promotions) / Double(ops) : nil)
         }
         let floor = new[0].median
         for i in new.indices { new[i].floorMedian = floor }

@@ -123,8 +123,8 @@ struct Chart {
         let footer = 2 * panelHeight + 255
         out += text(
             left, footer,
-            "Median of \(config.runs) runs per bar. Interval mode: a get promotes its record at most every "
-                + "\(fmt(Double(config.intervalNanoseconds) / 1e9, 3)) s. Costs that grow (\(fmtCapacity(costs.capacity))): attach "
+            "Median of \(config.runs) runs per bar. Interval mode: reads mark (at most once per link and per "
+                + "\(fmt(Double(config.intervalNanoseconds) / 1e9, 3)) s). Costs that grow (\(fmtCapacity(costs.capacity))): attach "
                 + "\(fmt(costs.attachMedianMs, 3)) ms, reloadIndex \(fmt(costs.reloadMedianMs, 1)) ms, record header \(costs.recordHeaderBytes) B, "
                 + "index \(fmt(costs.sharedIndexBytesPerRecord, 1)) B/record.",
             size: 11, anchor: "start", fill: "#444")

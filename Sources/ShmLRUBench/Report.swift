@@ -46,7 +46,7 @@ struct Report {
     func table() -> String {
         var out = ""
         out += "\nShmLRU bench\(config.quick ? " (quick)" : ""): median of \(config.runs) runs, [min–max], and ×floor = ratio to the floor in the same run.\n"
-        out += "Interval mode promotes a record at most every \(fmt(Double(config.intervalNanoseconds) / 1e9, 3)) s. "
+        out += "Interval mode: a read marks its record (first use after a link, then at most every \(fmt(Double(config.intervalNanoseconds) / 1e9, 3)) s); marked tails get a second chance. "
         out += "One process: ns/op (lower is better). Two processes: total M ops/s (higher is better).\n\n"
         out += pad("workload", 18) + pad("cap", 5) + pad("procs", 6) + pad("store", 17) + pad("median", 9, right: true)
             + pad("min", 9, right: true) + pad("max", 9, right: true) + pad("×floor", 9, right: true) + "  target\n"
@@ -69,7 +69,7 @@ struct Report {
             {
                 line += "  " + target.text + (target.met(cell.ratio) ? " met" : " MISSED")
             }
-            if let promotions = cell.promotionsPerGet { line += "  (\(fmt(promotions * 100, 2))% of gets promoted)" }
+            if let chances = cell.secondChancesPerOp, chances > 0 { line += "  (second chances at the tail: \(fmt(chances, 3))/op)" }
             if cell.errors > 0 { line += "  WRONG VALUES: \(cell.errors)" }
             out += line + "\n"
         }
@@ -121,7 +121,7 @@ struct Report {
                 fields.append(
                     "\"target\": {\"ratio\": \(target.limit), \"at_most\": \(target.atMost), \"met\": \(target.met(cell.ratio))}")
             }
-            if let promotions = cell.promotionsPerGet { fields.append("\"promotions_per_get\": \(fmt(promotions, 6))") }
+            if let chances = cell.secondChancesPerOp { fields.append("\"second_chances_per_op\": \(fmt(chances, 6))") }
             items.append("    {" + fields.joined(separator: ", ") + "}")
         }
         return """
