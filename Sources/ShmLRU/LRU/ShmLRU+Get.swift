@@ -76,10 +76,8 @@ extension ShmLRU {
         }
     }
 
-    // Per-handle counters: process-local, so a read writes no shared line for them.
-    // A plain load and store rather than an atomic add (a locked instruction on
-    // every read): exact for one thread, approximate when threads share a handle.
-    /// The handle's clock for a lock-free hit (see `_clock`).
+    /// The handle's clock for a lock-free hit (see `_clock`): read for real once
+    /// per `_clockRefreshReads` hits.
     @inline(__always) func _readClock(hits: UInt64) -> UInt64 {
         if hits & (ShmLRU._clockRefreshReads - 1) != 0 { return _clock.load(ordering: .relaxed) }
         let now = cshm_monotonic_coarse_ns()
@@ -87,6 +85,10 @@ extension ShmLRU {
         return now
     }
 
+    // Per-handle counters: process-local, so a read writes no shared line for them.
+    // A plain load and store rather than an atomic add (a locked instruction on
+    // every read, which also drains the store buffer): exact for one thread,
+    // approximate when several threads share a handle.
     @inline(__always) func _countHit() { _hits.store(_hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
     @inline(__always) func _countMiss() { _misses.store(_misses.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
 

@@ -19,7 +19,9 @@ extension ShmLRU {
         /// (interval promotion's second chance), by every process.
         public var promotions: UInt64
         /// Reads that found / did not find their hash, in this process (per handle:
-        /// a shared counter would make every read write a shared cache line).
+        /// a shared counter would make every read write a shared cache line;
+        /// counted without a locked instruction, so approximate when several
+        /// threads use one handle at once).
         public var hits: UInt64
         public var misses: UInt64
     }
