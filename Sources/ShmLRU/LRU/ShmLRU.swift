@@ -320,6 +320,7 @@ public final class ShmLRU: @unchecked Sendable {
     /// Runs `body` under the segment's lock. A previous holder that died is
     /// repaired after first; a structure found inconsistent inside `body` is
     /// repaired and `body` retried once.
+    @inline(__always)  // the body closure then inlines too: no context, no thunk on every locked call
     func _withLock<R>(_ operation: @autoclosure () -> String, _ body: () throws(ShmError) -> R) throws(ShmError) -> R {
         try _checkAttached(operation())
         let acquired: _RobustMutex.Acquired
