@@ -146,6 +146,7 @@ extension ShmLRU {
         _probe.find(hash)  // the shared table, or this process's (its entries never move)
     }
 
+    @inline(__always)
     func _indexInsert(_ hash: UInt32, slot: UInt32) throws(ShmError) {
         if let shared = _sharedIndex {
             guard shared.insert(hash, slot: slot) else { throw _corrupted("shared index full") }
@@ -154,6 +155,7 @@ extension ShmLRU {
         }
     }
 
+    @inline(__always)
     func _indexRemove(hash: UInt32, slot: UInt32, knownPosition: Int?) {
         if let shared = _sharedIndex {
             guard let position = knownPosition ?? shared.position(of: hash, slot: slot) else { return }
