@@ -41,11 +41,16 @@ example-peers:
 	$$bin/CacheProducer --path $(PEERS_KEY_FILE) && $$bin/CacheConsumer --path $(PEERS_KEY_FILE)
 
 # --- performance (issue: make bench) ---
+# The fixed workload of ../shared/bench/WORKLOAD.md, release build: a table on stdout,
+# JSON in $$BENCH_JSON (default bench-results.json), an SVG chart in $$BENCH_SVG
+# (default bench-results.svg). bench-quick: fewer runs and operations (< 1 minute).
 bench:
-	@echo "make bench: not yet implemented"; exit 1
+	$(SWIFT) build -c release --product ShmLRUBench
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
 
 bench-quick:
-	@echo "make bench-quick: not yet implemented"; exit 1
+	$(SWIFT) build -c release --product ShmLRUBench
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
 
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,

@@ -1,1 +1,35 @@
-print("ShmLRUBench: not yet")
+// ShmLRUBench: `make bench` (the fixed workload of WORKLOAD.md, release build)
+// and `make bench-quick` (`--quick`: fewer runs and operations). Spawns itself
+// with `worker …` for the two-process cells.
+//
+// Environment: BENCH_JSON (default bench-results.json), BENCH_SVG (default
+// bench-results.svg), BENCH_INTERVAL_MS (interval promotion, default 1000),
+// BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
+// `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift).
+import Glibc
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+if arguments.first == "worker" {
+    guard let job = WorkerJob(arguments: arguments) else {
+        writeAll(2, "usage: ShmLRUBench worker STORE KEY CAPACITY WORKLOAD OPS SEED BASE STEP PHASE INTERVAL_NS\n")
+        exit(2)
+    }
+    exit(workerMain(job))
+}
+if arguments.first == "profile" {
+    do { exit(try profileMain(arguments)) } catch {
+        writeAll(2, "ShmLRUBench profile: \(error)\n")
+        exit(1)
+    }
+}
+let quick = arguments.contains("--quick")
+if arguments.contains(where: { $0 != "--quick" }) {
+    writeAll(2, "usage: ShmLRUBench [--quick]\n")
+    exit(2)
+}
+do {
+    try Bench(config: .fromEnvironment(quick: quick)).run()
+} catch {
+    writeAll(2, "ShmLRUBench: \(error)\n")
+    exit(1)
+}

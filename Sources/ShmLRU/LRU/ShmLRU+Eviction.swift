@@ -12,10 +12,15 @@ extension ShmLRU {
         return try _withLock("evict(key: \(key))") { () throws(ShmError) -> [UInt32] in
             var evicted: [UInt32] = []
             let s = _segment
+            var chances = capacity
             while evicted.count < limit {
                 let tail = s.tail
                 if tail == _Layout.none { break }
-                guard s.isSlot(tail) else { throw _corrupted("tail \(tail) out of range") }
+                guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw _corrupted("tail \(tail) is not a live record") }
+                if chances > 0, try _secondChance(tail) {  // used since linked: not a candidate
+                    chances -= 1
+                    continue
+                }
                 guard s.stamp(tail) < cutoff.nanoseconds else { break }
                 guard let victim = try _evictTail() else { break }
                 _pushFree(victim.slot)

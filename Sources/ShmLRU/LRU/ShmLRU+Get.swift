@@ -5,13 +5,18 @@ import Synchronization
 // record to the head. With `.atMostEvery(interval)` a read takes no lock: it finds
 // the record through the shared index and copies the value inside the record's
 // seqlock (sequence even and unchanged across the copy, hash and state checked
-// inside the same window), so it never returns a torn value or another key's; it
-// takes the lock only to promote a record whose last promotion is older than the
-// interval.
+// inside the same window), so it never returns a torn value or another key's.
+// The read marks the record used (one 8-byte store into the record's header
+// line, which it just read: no lock, no other shared line) on its first use after
+// it was linked at the head, then at most once per interval; the record moves to
+// the head when it reaches the LRU tail (the eviction gives a marked record a
+// second chance), as memcached's segmented LRU does. A hit on a record already
+// marked within the interval writes nothing shared.
 
 extension ShmLRU {
     enum _ReadOutcome {
-        case hit(length: Int, slot: UInt32, stamp: UInt64)
+        /// The value was copied; `record` is where it lives, `stamp` its stamp then.
+        case hit(length: Int, record: UnsafeMutableRawPointer, stamp: UInt64)
         case miss
         case tooSmall(length: Int)
         case contended
@@ -24,36 +29,68 @@ extension ShmLRU {
     /// Copies the value of `hash` into `buffer`; returns its length, or nil on a miss.
     /// - Throws: `.invalidArgument` if the value is longer than `buffer`.
     public func get(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
-        try _checkAttached("get(\(hash), key: \(key))")
+        guard _attachment.isAttached else { throw _getError(hash, .detached, length: 0, buffer: buffer) }
         if _promotionNanoseconds != 0 {
-            for _ in 0..<ShmLRU._optimisticAttempts {
+            var attempts = ShmLRU._optimisticAttempts
+            repeat {
                 switch _readOptimistic(hash, into: buffer) {
-                case .hit(let length, let slot, let stamp):
-                    _hits.wrappingAdd(1, ordering: .relaxed)
-                    let now = cshm_monotonic_coarse_ns()
-                    if now &- stamp >= _promotionNanoseconds, now > stamp { try _promoteIfStale(slot, hash: hash) }
+                case .hit(let length, let record, let stamp):
+                    let hits = _hits.load(ordering: .relaxed) &+ 1
+                    _hits.store(hits, ordering: .relaxed)
+                    _markIfStale(record, stamp: stamp, now: _readClock(hits: hits))
                     return length
                 case .miss:
-                    _misses.wrappingAdd(1, ordering: .relaxed)
+                    _countMiss()
                     return nil
                 case .tooSmall(let length):
-                    throw ShmError(.invalidArgument, "get(\(hash), into:)", detail: "value is \(length) bytes; buffer holds \(buffer.count)")
+                    throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
                 case .contended:
-                    continue
+                    attempts &-= 1
                 }
-            }
+            } while attempts > 0
         }
-        return try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
+        return try _getLocked(hash, into: buffer)
+    }
+
+    /// The errors of `get`, formatted off the hot path.
+    @inline(never)
+    func _getError(_ hash: UInt32, _ code: ShmError.Code, length: Int, buffer: UnsafeMutableRawBufferPointer) -> ShmError {
+        code == .detached
+            ? ShmError(.detached, "get(\(hash), key: \(key))")
+            : ShmError(code, "get(\(hash), into:)", detail: "value is \(length) bytes; buffer holds \(buffer.count)")
+    }
+
+    /// A read under the lock: exact LRU, or an optimistic read that kept colliding with writers.
+    @inline(never)
+    func _getLocked(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
+        try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
+            let now = _lockedNow()
             guard let found = _find(hash) else {
-                _misses.wrappingAdd(1, ordering: .relaxed)
+                _countMiss()
                 return nil
             }
             let length = try _copyLocked(found.slot, into: buffer, "get(\(hash), into:)")
-            try _promoteLocked(found.slot)
-            _hits.wrappingAdd(1, ordering: .relaxed)
+            try _promoteLocked(found.slot, now: now)
+            _countHit()
             return length
         }
     }
+
+    /// The handle's clock for a lock-free hit (see `_clock`): read for real once
+    /// per `_clockRefreshReads` hits.
+    @inline(__always) func _readClock(hits: UInt64) -> UInt64 {
+        if hits & (ShmLRU._clockRefreshReads - 1) != 0 { return _clock.load(ordering: .relaxed) }
+        let now = cshm_monotonic_coarse_ns()
+        _clock.store(now, ordering: .relaxed)
+        return now
+    }
+
+    // Per-handle counters: process-local, so a read writes no shared line for them.
+    // A plain load and store rather than an atomic add (a locked instruction on
+    // every read, which also drains the store buffer): exact for one thread,
+    // approximate when several threads share a handle.
+    @inline(__always) func _countHit() { _hits.store(_hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
+    @inline(__always) func _countMiss() { _misses.store(_misses.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
 
     /// Lends the value of `hash` to `body` without copying it; nil on a miss.
     /// The lock is held while `body` runs: keep it short, and do not call the cache from it.
@@ -61,11 +98,11 @@ extension ShmLRU {
         var bodyError: (any Error)? = nil
         let result = try _withLock("withValue(\(hash), key: \(key))") { () throws(ShmError) -> R? in
             guard let found = _find(hash) else {
-                _misses.wrappingAdd(1, ordering: .relaxed)
+                _countMiss()
                 return nil
             }
-            _hits.wrappingAdd(1, ordering: .relaxed)
-            try _promoteLocked(found.slot)
+            _countHit()
+            try _promoteLocked(found.slot, now: _lockedNow())
             do { return try body(try _valueLocked(found.slot)) } catch {
                 bodyError = error
                 return nil
@@ -109,8 +146,8 @@ extension ShmLRU {
             guard _segment.isLive(meta: _segment.meta(slot)) else {
                 throw ShmError(.alreadyDeleted, "withValue(atOffset: \(offset), key: \(key))")
             }
-            _hits.wrappingAdd(1, ordering: .relaxed)
-            try _promoteLocked(slot)
+            _countHit()
+            try _promoteLocked(slot, now: _lockedNow())
             let value = try _valueLocked(slot)
             bodyResult = Result { try body(value) }
         }
@@ -141,12 +178,14 @@ extension ShmLRU {
     // MARK: Internals
 
     /// The payload of a live record, under the lock, its length checked.
+    @inline(__always)
     func _valueLocked(_ slot: UInt32) throws(ShmError) -> UnsafeRawBufferPointer {
         let length = _segment.length(meta: _segment.meta(slot))
         guard length <= recordSize else { throw _corrupted("record \(slot) claims \(length) bytes") }
         return UnsafeRawBufferPointer(start: _segment.payload(slot), count: length)
     }
 
+    @inline(__always)
     func _copyLocked(_ slot: UInt32, into buffer: UnsafeMutableRawBufferPointer, _ operation: @autoclosure () -> String)
         throws(ShmError) -> Int
     {
@@ -160,64 +199,91 @@ extension ShmLRU {
         return value.count
     }
 
-    /// Promotes per the policy, under the lock.
-    func _promoteLocked(_ slot: UInt32) throws(ShmError) {
-        let now = cshm_monotonic_ns()
-        if _promotionNanoseconds == 0 || now &- _segment.stamp(slot) >= _promotionNanoseconds {
+    /// Promotes per the policy, under the lock: exact LRU moves the record to the
+    /// head and stamps it; interval promotion marks it used if its stamp is stale.
+    /// - Parameter now: `_lockedNow()`, read when the lock was taken.
+    @inline(__always)
+    func _promoteLocked(_ slot: UInt32, now: UInt64) throws(ShmError) {
+        if _promotionNanoseconds == 0 {
             try _promote(slot, now: now)
+        } else {
+            let ticks = _clockTicks.load(ordering: .relaxed) &+ 1
+            _clockTicks.store(ticks, ordering: .relaxed)
+            _markIfStale(slot, stamp: _segment.stamp(slot), now: _readClock(hits: ticks))
         }
     }
 
-    /// After an optimistic hit: take the lock and promote, if the record still holds `hash`.
-    func _promoteIfStale(_ slot: UInt32, hash: UInt32) throws(ShmError) {
-        try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) in
-            let s = _segment
-            guard s.hash(slot) == hash, s.isLive(meta: s.meta(slot)) else { return }
-            let now = cshm_monotonic_ns()
-            guard now &- s.stamp(slot) >= _promotionNanoseconds else { return }  // a peer promoted it meanwhile
-            try _promote(slot, now: now)
-            s.bumpStat(_Layout.H.statPromotions)
+    /// The clock for an exact-LRU stamp, read as soon as the lock is taken: the
+    /// precise clock's read waits for the memory accesses in flight (its `rdtsc`
+    /// is fenced), and right after the lock there are none. 0 in interval mode,
+    /// which uses the handle's clock instead.
+    @inline(__always)
+    func _lockedNow() -> UInt64 { _promotionNanoseconds == 0 ? cshm_monotonic_ns() : 0 }
+
+    /// Interval promotion: marks a used record. The first use after the record was
+    /// linked at the head marks it (that is what saves it at the tail); later uses
+    /// only refresh the mark's time, and at most once per interval. So a read
+    /// writes its record at most once per link and once per interval, and a hit
+    /// on a marked, fresh record writes nothing. `now` is the handle's clock
+    /// (`_clock`); a mark never moves a stamp backwards.
+    @inline(__always)
+    func _markUse(stamp: UInt64, now: UInt64) -> UInt64? {
+        if stamp & _Layout.stampUsed == 0 { return max(now, stamp) }
+        if now > stamp, now &- stamp >= _promotionNanoseconds { return now }
+        return nil
+    }
+
+    @inline(__always)
+    func _markIfStale(_ slot: UInt32, stamp: UInt64, now: UInt64) {
+        if let time = _markUse(stamp: stamp, now: now) { _segment.markUsed(slot, now: time) }
+    }
+
+    /// The same, for a record found by the lock-free read (no slot arithmetic).
+    @inline(__always)
+    func _markIfStale(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
+        if let time = _markUse(stamp: stamp, now: now) {
+            cshm_store_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), time | _Layout.stampUsed)
         }
     }
 
     /// One lock-free attempt through the shared index.
     @inline(__always)
     func _readOptimistic(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _ReadOutcome {
-        let table = _sharedIndex.unsafelyUnwrapped
-        let s = _segment
-        let indexSeq = cshm_load_acquire_u32(s.indexSeqPointer)
+        let p = _probe
+        let indexSeq = cshm_load_acquire_u32(p.indexSeq)
         if indexSeq & 1 != 0 { return .contended }
         let mixed = _mix32(hash)
-        let wanted = table.tag(mixed: mixed)
-        var position = table.home(mixed: mixed)
-        for _ in 0..<table.slots {
-            let entry = table.load(position)
+        let wanted = mixed & p.tagMask
+        var position = p.home(mixed: mixed)
+        var probes = p.slots
+        while probes != 0 {
+            let entry = cshm_load_acquire_u32(p.entries + position)
             if entry == 0 { break }
-            if table.entryTag(entry) == wanted {
-                let slot = table.entrySlot(entry)
-                if s.isSlot(slot) {
-                    let seqPointer = s.seqPointer(slot)
-                    let before = cshm_load_acquire_u32(seqPointer)
-                    if before & 1 != 0 { return .contended }
-                    let meta = s.meta(slot)
-                    if s.hash(slot) == hash, s.isLive(meta: meta) {
-                        let length = s.length(meta: meta)
-                        if length > recordSize { return .contended }  // torn header: the recheck below decides
-                        if length > buffer.count {
-                            cshm_fence_acquire()
-                            return cshm_load_relaxed_u32(seqPointer) == before ? .tooSmall(length: length) : .contended
-                        }
-                        if length > 0 { cshm_racy_copy(buffer.baseAddress, s.payload(slot), length) }
-                        let stamp = s.stamp(slot)
+            if entry &>> p.indexBits == wanted, let record = p.record(entry: entry) {
+                let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
+                let before = cshm_load_acquire_u32(seqPointer)
+                if before & 1 != 0 { return .contended }
+                let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
+                let recordHash = cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self))
+                if recordHash == hash, meta >> 24 == _Layout.stateLive {
+                    let length = Int(meta & _Layout.lengthMask)
+                    if length > p.recordSize { return .contended }  // torn header: the recheck decides
+                    if length > buffer.count {
                         cshm_fence_acquire()
-                        guard cshm_load_relaxed_u32(seqPointer) == before else { return .contended }
-                        return .hit(length: length, slot: slot, stamp: stamp)
+                        return cshm_load_relaxed_u32(seqPointer) == before ? .tooSmall(length: length) : .contended
                     }
+                    if length > 0 { cshm_racy_copy(buffer.baseAddress, record + _Layout.R.payload, length) }
+                    let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
+                    cshm_fence_acquire()
+                    guard cshm_load_relaxed_u32(seqPointer) == before else { return .contended }
+                    return .hit(length: length, record: record, stamp: stamp)
                 }
             }
-            position = table.advance(position)
+            position &+= 1
+            if position == p.slots { position = 0 }
+            probes &-= 1
         }
         cshm_fence_acquire()
-        return cshm_load_relaxed_u32(s.indexSeqPointer) == indexSeq ? .miss : .contended
+        return cshm_load_relaxed_u32(p.indexSeq) == indexSeq ? .miss : .contended
     }
 }

@@ -38,29 +38,106 @@ final class _LocalIndex: @unchecked Sendable {
     /// current map plus the live records carrying that share key. Scans slots in
     /// address order (no list walk), so a corrupt link cannot mislead it; where a
     /// hash appears twice the most recently used record wins.
+    ///
     func rebuild(shareKey: UInt32?) throws(ShmError) {
         let segment = table.segment
-        if shareKey == nil {
-            table.removeAll()
-            entryCount = 0
-        }
-        let highWater = min(Int(segment.load(_Layout.H.highWater)), segment.layout.capacity)
-        for index in 0..<highWater {
-            if index == highWater / 2, let faults = segment.faults { faults.reach(.reloadPartial) }
-            let slot = UInt32(index)
-            let meta = segment.meta(slot)
-            guard segment.isLive(meta: meta) else { continue }
-            if let shareKey, segment.shareKey(slot) != shareKey { continue }
-            let hash = segment.hash(slot)
-            if let existing = table.find(hash) {
-                guard existing.slot != slot, segment.stamp(slot) > segment.stamp(existing.slot) else { continue }
-                table.store(existing.position, table.tag(mixed: _mix32(hash)) << table.indexBits | (slot &+ 1))
-                continue
+        let layout = segment.layout
+        let highWater = min(Int(segment.load(_Layout.H.highWater)), layout.capacity)
+        defer { generationSeen = segment.generation }
+        if let shareKey {
+            for index in 0..<highWater {
+                let slot = UInt32(index)
+                guard segment.isLive(meta: segment.meta(slot)), segment.shareKey(slot) == shareKey else { continue }
+                let hash = segment.hash(slot)
+                let mixed = _mix32(hash)
+                guard place(slot, hash: hash, entry: table.tag(mixed: mixed) << table.indexBits | (slot &+ 1), home: table.home(mixed: mixed))
+                else { throw ShmError(.corrupted, "local index", detail: "table full") }
             }
-            guard table.insert(hash, slot: slot) else { throw ShmError(.corrupted, "local index", detail: "table full") }
-            entryCount += 1
+            return
         }
-        generationSeen = segment.generation
+        table.removeAll()
+        entryCount = 0
+        // One pass over the records' headers, in slot order. Each record's index
+        // position is asked for when the record is read and filled `lag` records
+        // later, so the table's cache misses overlap instead of following one
+        // another (a 1M-record rebuild was one miss per record); the headers are
+        // asked for `lag` records ahead too.
+        let lag = 16
+        let ring = UnsafeMutablePointer<UInt64>.allocate(capacity: lag)
+        defer { ring.deallocate() }
+        let first = UnsafeRawPointer(segment.base + layout.recordsOffset)
+        let stride = layout.stride
+        let tagMask = table.tagMask
+        let indexBits = table.indexBits & 31
+        let slotMask = table.slotMask
+        let slots = UInt64(table.slots)
+        let entries = table.entries
+        var pending = 0
+        var placed = 0
+        func fill(_ value: UInt64) throws(ShmError) {
+            let entry = UInt32(truncatingIfNeeded: value)
+            let home = Int(truncatingIfNeeded: value &>> 32)
+            if entries[home] == 0 {  // the common case: the home is empty
+                entries[home] = entry
+                placed &+= 1
+                return
+            }
+            let before = entryCount
+            guard place((entry & slotMask) &- 1, hash: nil, entry: entry, home: home) else {
+                throw ShmError(.corrupted, "local index", detail: "table full")
+            }
+            placed &+= entryCount &- before
+            entryCount = before
+        }
+        let faults = segment.faults
+        for index in 0..<highWater {
+            if index == highWater / 2, let faults { faults.reach(.reloadPartial) }
+            let record = first + index &* stride
+            if index &+ lag < highWater { cshm_prefetch(record + lag &* stride) }
+            let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
+            guard meta &>> 24 == _Layout.stateLive else { continue }
+            let mixed = _mix32(cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self)))
+            let entry = (mixed & tagMask) &<< indexBits | (UInt32(truncatingIfNeeded: index) &+ 1)
+            let home = (UInt64(mixed) &* slots) &>> 32
+            cshm_prefetch(entries + Int(truncatingIfNeeded: home))
+            let at = pending & (lag - 1)  // lag is a power of two
+            if pending >= lag { try fill(ring[at]) }
+            ring[at] = home &<< 32 | UInt64(entry)
+            pending &+= 1
+        }
+        for i in max(0, pending - lag)..<pending { try fill(ring[i & (lag - 1)]) }
+        entryCount &+= placed
+    }
+
+    /// Puts `entry` (naming the live record `slot`) in the table, probing from
+    /// `home`: at the first empty position, unless a live record with the same
+    /// hash is met on the way, in which case the more recently used of the two
+    /// keeps the position. False if the table is full. `hash` is read from the
+    /// record when nil (only needed when a tag matches).
+    @inline(__always)
+    private func place(_ slot: UInt32, hash: UInt32?, entry: UInt32, home: Int) -> Bool {
+        let segment = table.segment
+        let indexBits = table.indexBits & 31
+        let tag = entry &>> indexBits
+        var position = home
+        for _ in 0..<table.slots {
+            let existing = table.entries[position]
+            if existing == 0 {
+                table.entries[position] = entry
+                entryCount += 1
+                return true
+            }
+            if existing &>> indexBits == tag {
+                let other = table.entrySlot(existing)
+                let hash = hash ?? segment.hash(slot)
+                if segment.isSlot(other), segment.hash(other) == hash, segment.isLive(meta: segment.meta(other)) {
+                    if other != slot, segment.stamp(slot) > segment.stamp(other) { table.entries[position] = entry }
+                    return true
+                }
+            }
+            position = table.advance(position)
+        }
+        return false
     }
 }
 
@@ -68,10 +145,10 @@ extension ShmLRU {
     /// The live record with `hash` under the lock: (index position, slot).
     @inline(__always)
     func _find(_ hash: UInt32) -> (position: Int, slot: UInt32)? {
-        if let shared = _sharedIndex { return shared.find(hash) }
-        return _localIndex!.table.find(hash)
+        _probe.find(hash)  // the shared table, or this process's (its entries never move)
     }
 
+    @inline(__always)
     func _indexInsert(_ hash: UInt32, slot: UInt32) throws(ShmError) {
         if let shared = _sharedIndex {
             guard shared.insert(hash, slot: slot) else { throw _corrupted("shared index full") }
@@ -80,6 +157,7 @@ extension ShmLRU {
         }
     }
 
+    @inline(__always)
     func _indexRemove(hash: UInt32, slot: UInt32, knownPosition: Int?) {
         if let shared = _sharedIndex {
             guard let position = knownPosition ?? shared.position(of: hash, slot: slot) else { return }

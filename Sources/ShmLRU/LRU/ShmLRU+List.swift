@@ -5,10 +5,11 @@ import CShm
 // `.corrupted`, which `_withLock` answers with a rebuild.
 
 extension ShmLRU {
-    @inline(__always)
+    @inline(never)  // cold: keeps the error's formatting out of the hot paths
     func _corrupted(_ what: String) -> ShmError { ShmError(.corrupted, "key \(key)", detail: what) }
 
     /// Unlinks a live record from the LRU list.
+    @inline(__always)
     func _unlink(_ slot: UInt32) throws(ShmError) {
         let s = _segment
         let prev = s.prev(slot)
@@ -36,6 +37,7 @@ extension ShmLRU {
     }
 
     /// Links a record (not on any list) in as the most recently used.
+    @inline(__always)
     func _linkAtHead(_ slot: UInt32) throws(ShmError) {
         let s = _segment
         let oldHead = s.head
@@ -51,6 +53,7 @@ extension ShmLRU {
     }
 
     /// Makes a live record the most recently used and stamps it.
+    @inline(__always)
     func _promote(_ slot: UInt32, now: UInt64) throws(ShmError) {
         if _segment.head != slot {
             try _unlink(slot)
@@ -93,26 +96,54 @@ extension ShmLRU {
 
     /// Removes a live record from the index, the LRU list, and marks it free.
     /// Returns its hash. The slot is *not* put on the free list.
-    func _detachRecord(_ slot: UInt32, indexPosition: Int?) throws(ShmError) -> UInt32 {
+    ///
+    /// - Parameter reused: the caller rewrites the record at once, under the same
+    ///   lock (`writeRecord`, inside the record's seqlock): marking it free first
+    ///   would be a second seqlock write that no reader can tell from the first.
+    ///   Until then a reader that found the entry before its removal reads the old
+    ///   key's whole value, which is a read from before the eviction.
+    func _detachRecord(_ slot: UInt32, indexPosition: Int?, reused: Bool = false) throws(ShmError) -> UInt32 {
         let s = _segment
         let hash = s.hash(slot)
         _indexRemove(hash: hash, slot: slot, knownPosition: indexPosition)
         _fault(.detachUnindexed)
         try _unlink(slot)
-        s.markFree(slot)
+        if !reused { s.markFree(slot) }
         guard s.count > 0 else { throw _corrupted("count underflow") }
         s.count &-= 1
         return hash
     }
 
-    /// Evicts the least recently used record; returns its slot and hash.
-    func _evictTail() throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
+    /// Evicts the least recently used record; returns its slot and hash. A tail
+    /// marked used (interval promotion) gets a second chance instead: it moves to
+    /// the head, unmarked, keeping the time of its use, and the next tail is tried.
+    /// - Parameter reused: see `_detachRecord(_:indexPosition:reused:)`.
+    func _evictTail(reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
         let s = _segment
-        let tail = s.tail
-        if tail == _Layout.none { return nil }
-        guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw _corrupted("tail \(tail) is not a live record") }
-        let hash = try _detachRecord(tail, indexPosition: nil)
-        s.bumpStat(_Layout.H.statEvictions)
-        return (tail, hash)
+        var chances = capacity  // each second chance unmarks a record: this bounds the walk
+        while true {
+            let tail = s.tail
+            if tail == _Layout.none { return nil }
+            guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw _corrupted("tail \(tail) is not a live record") }
+            if chances > 0, try _secondChance(tail) {
+                chances -= 1
+                continue
+            }
+            let hash = try _detachRecord(tail, indexPosition: nil, reused: reused)
+            s.bumpStat(_Layout.H.statEvictions)
+            return (tail, hash)
+        }
+    }
+
+    /// If the live record `slot` is marked used, moves it to the head, unmarked,
+    /// and returns true (under the lock).
+    @inline(__always)
+    func _secondChance(_ slot: UInt32) throws(ShmError) -> Bool {
+        let s = _segment
+        let stamp = s.stamp(slot)
+        guard s.isMarkedUsed(stamp: stamp) else { return false }
+        try _promote(slot, now: stamp)  // clears the mark
+        s.bumpStat(_Layout.H.statPromotions)
+        return true
     }
 }

@@ -51,15 +51,18 @@ extension ShmLRU {
 
     func _setLocked(_ hash: UInt32, _ value: UnsafeRawBufferPointer, shareKey: UInt32?) throws(ShmError) -> SetResult {
         let s = _segment
-        let now = cshm_monotonic_ns()
+        let exactNow = _lockedNow()
         if let found = _find(hash) {
             s.writeRecord(found.slot, hash: hash, state: _Layout.stateLive, value: value)
             if let shareKey { s.setShareKey(found.slot, shareKey) }
-            try _promote(found.slot, now: now)
+            try _promoteLocked(found.slot, now: exactNow)
             s.bumpStat(_Layout.H.statUpdates)
             s.publishChange()
             return SetResult(offset: s.layout.recordOffset(found.slot), updated: true, evictedHash: nil)
         }
+        // A new record's stamp: read now, while no memory access is in flight
+        // (the interval mode's coarse clock; exact LRU's precise one was read above).
+        let now = exactNow != 0 ? exactNow : cshm_monotonic_coarse_ns()
         var evicted: UInt32? = nil
         let slot: UInt32
         if let free = try _allocate() {
@@ -69,7 +72,7 @@ extension ShmLRU {
             guard options.whenFull == .evictLeastRecentlyUsed else {
                 throw ShmError(.full, "set(\(hash), key: \(key))", detail: "all \(capacity) records are in use")
             }
-            guard let victim = try _evictTail() else { throw _corrupted("no free record and an empty LRU list") }
+            guard let victim = try _evictTail(reused: true) else { throw _corrupted("no free record and an empty LRU list") }
             slot = victim.slot
             evicted = victim.hash
             _fault(.setEvicted)

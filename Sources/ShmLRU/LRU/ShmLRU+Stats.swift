@@ -15,10 +15,13 @@ extension ShmLRU {
         public var evictions: UInt64
         /// Repairs after a lock holder died or an inconsistency was found.
         public var recoveries: UInt64
-        /// Promotions taken by interval-promoting readers.
+        /// Records moved to the head at the LRU tail because they were marked used
+        /// (interval promotion's second chance), by every process.
         public var promotions: UInt64
         /// Reads that found / did not find their hash, in this process (per handle:
-        /// a shared counter would make every read write a shared cache line).
+        /// a shared counter would make every read write a shared cache line;
+        /// counted without a locked instruction, so approximate when several
+        /// threads use one handle at once).
         public var hits: UInt64
         public var misses: UInt64
     }

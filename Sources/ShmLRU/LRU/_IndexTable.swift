@@ -56,6 +56,7 @@ struct _IndexTable: @unchecked Sendable {
     }
 
     /// The position of the entry that names `slot` under `hash`, live or not (under the lock).
+    @inline(__always)
     func position(of hash: UInt32, slot: UInt32) -> Int? {
         let mixed = _mix32(hash)
         let wanted = tag(mixed: mixed) << indexBits | (slot &+ 1)
@@ -70,6 +71,7 @@ struct _IndexTable: @unchecked Sendable {
     }
 
     /// Adds `hash -> slot`; the caller knows the hash is absent. False if the table is full.
+    @inline(__always)
     func insert(_ hash: UInt32, slot: UInt32) -> Bool {
         let mixed = _mix32(hash)
         let entry = tag(mixed: mixed) << indexBits | (slot &+ 1)
@@ -87,6 +89,7 @@ struct _IndexTable: @unchecked Sendable {
     /// Removes the entry at `position`, shifting later entries of the run back so
     /// that no lookup needs a tombstone. Entries are re-homed by their record's
     /// current hash.
+    @inline(__always)
     func remove(at position: Int) {
         var hole = position
         var probe = position

@@ -30,7 +30,10 @@
 //   +12 share  UInt32   share key (reload_hash_map_update)
 //   +16 seq    UInt32   seqlock: odd while the payload or hash is being written
 //   +20 meta   UInt32   value length (low 24 bits) | state << 24 (0 free, 1 live)
-//   +24 stamp  UInt64   last use, CLOCK_MONOTONIC nanoseconds (one clock for every process)
+//   +24 stamp  UInt64   last use, CLOCK_MONOTONIC nanoseconds (one clock for every process;
+//                       the coarse clock, to within a tick, for handles with interval promotion).
+//                       Bit 0 set: used since it was last linked at the head (interval
+//                       promotion marks it lock-free; eviction then gives it a second chance)
 //   +32 payload, recordSize bytes (values are binary; their length is in meta)
 //
 //  Index (shared kind): open addressing with linear probing over `indexSlots`
@@ -55,6 +58,8 @@ struct _Layout: Equatable, Sendable {
     static let stateFree: UInt32 = 0
     static let stateLive: UInt32 = 1
     static let lengthMask: UInt32 = 0x00FF_FFFF
+    /// Stamp bit 0: the record was used since it was last linked at the head.
+    static let stampUsed: UInt64 = 1
 
     // Header field offsets (bytes from the segment's start).
     enum H {

@@ -30,11 +30,19 @@ struct _RobustMutex: @unchecked Sendable {
     }
 
     /// Takes the lock; `timeoutNanoseconds < 0` waits for ever.
+    @inline(__always)
     func lock(timeoutNanoseconds: Int64) throws(ShmError) -> Acquired {
         guard hasExpectedKind else {
             throw ShmError(.corrupted, "lock", detail: "the segment's lock is not a robust process-shared mutex")
         }
         let rc = cshm_mutex_lock(address, timeoutNanoseconds)
+        if rc == 0 { return .clean }  // the common case, inline in every locked operation
+        return try acquired(rc, timeoutNanoseconds: timeoutNanoseconds)
+    }
+
+    /// The other outcomes of `lock`, out of line.
+    @inline(never)
+    private func acquired(_ rc: Int32, timeoutNanoseconds: Int64) throws(ShmError) -> Acquired {
         switch rc {
         case 0: return .clean
         case cshm_eownerdead(): return .previousOwnerDied
@@ -52,5 +60,5 @@ struct _RobustMutex: @unchecked Sendable {
     }
 
     func markConsistent() { _ = cshm_mutex_consistent(address) }
-    func unlock() { _ = cshm_mutex_unlock(address) }
+    @inline(__always) func unlock() { _ = cshm_mutex_unlock(address) }
 }

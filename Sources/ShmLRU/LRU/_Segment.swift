@@ -57,9 +57,20 @@ struct _Segment: @unchecked Sendable {
         store64(offset, load64(offset) &+ amount)  // under the lock
     }
 
-    /// Announces a change to listeners: bumps the change sequence and wakes futex waiters.
+    /// Announces a change to listeners, under the lock: bumps the change sequence
+    /// (a plain increment: only lock holders write it). `ShmLRU._withLock` wakes
+    /// the futex waiters after unlocking: the unlock's atomic exchange orders this
+    /// store before its load of the waiter count, so a listener that registered
+    /// after that load sees the new sequence and does not sleep (no lost wake-up),
+    /// and the set pays no second locked instruction.
+    @inline(__always)
     func publishChange() {
-        _ = cshm_fetch_add_u32(changeSeqPointer, 1)
+        cshm_store_release_u32(changeSeqPointer, cshm_load_relaxed_u32(changeSeqPointer) &+ 1)
+    }
+
+    /// Wakes the listeners waiting on the change sequence, if any (after unlocking).
+    @inline(__always)
+    func wakeChangeWaiters() {
         if cshm_load_acquire_u32(changeWaitersPointer) != 0 {
             _ = cshm_futex_wake(changeSeqPointer, Int32.max)
         }
@@ -84,9 +95,16 @@ struct _Segment: @unchecked Sendable {
     }
     @inline(__always) func meta(_ slot: UInt32) -> UInt32 { load(layout.recordOffset(slot) &+ _Layout.R.meta) }
     @inline(__always) func stamp(_ slot: UInt32) -> UInt64 { load64(layout.recordOffset(slot) &+ _Layout.R.stamp) }
+    /// Stamps a record linked at the head (under the lock): bit 0 clear.
     @inline(__always) func setStamp(_ slot: UInt32, _ value: UInt64) {
-        store64(layout.recordOffset(slot) &+ _Layout.R.stamp, value)
+        store64(layout.recordOffset(slot) &+ _Layout.R.stamp, value & ~_Layout.stampUsed)
     }
+    /// Marks a record used at `now` without moving it (interval promotion, no lock):
+    /// one 8-byte store into the record's header line, which the read just loaded.
+    @inline(__always) func markUsed(_ slot: UInt32, now: UInt64) {
+        store64(layout.recordOffset(slot) &+ _Layout.R.stamp, now | _Layout.stampUsed)
+    }
+    @inline(__always) func isMarkedUsed(stamp: UInt64) -> Bool { stamp & _Layout.stampUsed != 0 }
     @inline(__always) func payload(_ slot: UInt32) -> UnsafeMutableRawPointer {
         base + (layout.recordOffset(slot) &+ _Layout.R.payload)
     }

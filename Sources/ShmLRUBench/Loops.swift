@@ -1,0 +1,83 @@
+// The timed loops. One per workload, generic over the store (specialised by the
+// optimiser), reading pre-generated streams through unchecked buffers.
+import CShm
+
+/// What one timed loop did: its start and end on CLOCK_MONOTONIC (one clock for
+/// every process), how many operations, and how many went wrong.
+struct LoopResult: Sendable {
+    var start: UInt64
+    var end: UInt64
+    var ops: Int
+    var errors: Int
+    var nanoseconds: UInt64 { end &- start }
+}
+
+/// Runs `workload` over `stream` on `store`. `version` numbers the values written.
+/// Never inlined, so that a profiler can count it alone (`--toggle-collect=*runLoop*`).
+@inline(never)
+func runLoop<S: BenchStore>(
+    _ store: inout S, _ workload: Workload, _ stream: KeyStream, value: ValueBuffer, version: inout UInt64
+) -> LoopResult {
+    let buffer = UnsafeMutableRawPointer.allocate(byteCount: Spec.recordSize, alignment: 16)
+    defer { buffer.deallocate() }
+    var errors = 0
+    var start: UInt64 = 0
+    var end: UInt64 = 0
+    let count = stream.count
+    stream.indices.withUnsafeBufferPointer { indices in
+        stream.keys.withUnsafeBufferPointer { keys in
+            stream.isSet.withUnsafeBufferPointer { isSet in
+                let indices = indices.baseAddress!
+                let keys = keys.baseAddress!
+                switch workload {
+                case .getHit:
+                    start = cshm_monotonic_ns()
+                    for i in 0..<count {
+                        let key = keys[i]
+                        if !store.get(indices[i], key, into: buffer) || valueKey(buffer) != key { errors &+= 1 }
+                    }
+                    end = cshm_monotonic_ns()
+                case .setUpdate:
+                    var v = version
+                    start = cshm_monotonic_ns()
+                    for i in 0..<count {
+                        let key = keys[i]
+                        v &+= 1
+                        value.stamp(version: v, key: key)
+                        if !store.update(indices[i], key, value.pointer) { errors &+= 1 }
+                    }
+                    end = cshm_monotonic_ns()
+                    version = v
+                case .mixed:
+                    let isSet = isSet.baseAddress!
+                    var v = version
+                    start = cshm_monotonic_ns()
+                    for i in 0..<count {
+                        let key = keys[i]
+                        if isSet[i] != 0 {
+                            v &+= 1
+                            value.stamp(version: v, key: key)
+                            if !store.update(indices[i], key, value.pointer) { errors &+= 1 }
+                        } else {
+                            if !store.get(indices[i], key, into: buffer) || valueKey(buffer) != key { errors &+= 1 }
+                        }
+                    }
+                    end = cshm_monotonic_ns()
+                    version = v
+                case .insertEvict:
+                    var v = version
+                    start = cshm_monotonic_ns()
+                    for i in 0..<count {
+                        let key = keys[i]
+                        v &+= 1
+                        value.stamp(version: v, key: key)
+                        if !store.insert(indices[i], key, value.pointer) { errors &+= 1 }
+                    }
+                    end = cshm_monotonic_ns()
+                    version = v
+                }
+            }
+        }
+    }
+    return LoopResult(start: start, end: end, ops: count, errors: errors)
+}
