@@ -31,7 +31,7 @@ extension ShmLRU {
                 var fields = [
                     "\"offset\":\(s.layout.recordOffset(slot))", "\"hash\":\(s.hash(slot))",
                     "\"shareKey\":\(s.shareKey(slot))", "\"prevOffset\":\(offset(s.prev(slot)))",
-                    "\"nextOffset\":\(offset(s.next(slot)))", "\"lastUsedNs\":\(s.stamp(slot))", "\"length\":\(length)",
+                    "\"nextOffset\":\(offset(s.next(slot)))", "\"lastUsedNs\":\(s.lastUse(slot))", "\"length\":\(length)",
                 ]
                 if let text = String(validating: bytes, as: UTF8.self) {
                     fields.append("\"value\":" + _jsonString(text))

@@ -1,7 +1,9 @@
 extension ShmLRU {
     /// Evicts, from the least recently used end, every record last used before
     /// `cutoff`, at most `limit` of them (0 evicts none). Returns the evicted
-    /// hashes, least recently used first (the seed's `run_lru_eviction`).
+    /// hashes, least recently used first (the seed's `run_lru_eviction`). A read
+    /// counts as a use at the precision of the promotion policy: exactly with
+    /// `.onEveryRead`, within the interval with `.atMostEvery`.
     /// - Throws: `.invalidArgument` for a negative limit.
     @discardableResult
     public func evict(lastUsedBefore cutoff: ShmInstant, limit: Int = .max) throws(ShmError) -> [UInt32] {
@@ -12,19 +14,42 @@ extension ShmLRU {
         return try _withLock("evict(key: \(key))") { () throws(ShmError) -> [UInt32] in
             var evicted: [UInt32] = []
             let s = _segment
-            var chances = capacity
-            while evicted.count < limit {
-                let tail = s.tail
-                if tail == _Layout.none { break }
-                guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw _corrupted("tail \(tail) is not a live record") }
-                if chances > 0, try _secondChance(tail) {  // used since linked: not a candidate
-                    chances -= 1
-                    continue
+            // Exact LRU keeps the list in last-use order: walk from the tail and stop at
+            // the first record used at or after the cutoff. Interval promotion marks a
+            // used record where it stands (it moves only when it reaches the tail), so
+            // there every record is looked at and the candidates are taken oldest first.
+            var victims: [UInt32] = []
+            // (last use, marked, position from the tail): at equal times (the interval
+            // clock is coarse) a record marked used was used after an unmarked one.
+            var candidates: [(time: UInt64, marked: Bool, order: Int, slot: UInt32)] = []
+            var slot = s.tail
+            var steps = 0
+            while slot != _Layout.none {
+                guard s.isSlot(slot), s.isLive(meta: s.meta(slot)), steps < capacity else {
+                    throw _corrupted("LRU walk from the tail reaches \(slot) after \(steps) steps")
                 }
-                guard s.stamp(tail) < cutoff.nanoseconds else { break }
-                guard let victim = try _evictTail() else { break }
-                _pushFree(victim.slot)
-                evicted.append(victim.hash)
+                let time = s.lastUse(slot)
+                if _promotionNanoseconds == 0 {
+                    guard time < cutoff.nanoseconds, victims.count < limit else { break }
+                    victims.append(slot)
+                } else if time < cutoff.nanoseconds {
+                    candidates.append((time, s.isMarkedUsed(stamp: s.stamp(slot)), steps, slot))
+                }
+                steps += 1
+                slot = s.prev(slot)
+            }
+            if _promotionNanoseconds != 0 {
+                candidates.sort {
+                    if $0.time != $1.time { return $0.time < $1.time }
+                    if $0.marked != $1.marked { return !$0.marked }
+                    return $0.order < $1.order
+                }
+                victims = candidates.prefix(limit).map(\.slot)
+            }
+            for victim in victims {
+                evicted.append(try _detachRecord(victim, indexPosition: nil))
+                s.bumpStat(_Layout.H.statEvictions)
+                _pushFree(victim)
                 _fault(.evictBatch)
             }
             if !evicted.isEmpty { s.publishChange() }
@@ -41,7 +66,7 @@ extension ShmLRU {
     /// The last use of the record with `hash`, without counting this as a use; nil if absent.
     public func lastUsed(_ hash: UInt32) throws(ShmError) -> ShmInstant? {
         try _withLock("lastUsed(\(hash), key: \(key))") { () throws(ShmError) -> ShmInstant? in
-            _find(hash).map { ShmInstant(nanoseconds: _segment.stamp($0.slot)) }
+            _find(hash).map { ShmInstant(nanoseconds: _segment.lastUse($0.slot)) }
         }
     }
 }

@@ -131,7 +131,7 @@ final class _LocalIndex: @unchecked Sendable {
                 let other = table.entrySlot(existing)
                 let hash = hash ?? segment.hash(slot)
                 if segment.isSlot(other), segment.hash(other) == hash, segment.isLive(meta: segment.meta(other)) {
-                    if other != slot, segment.stamp(slot) > segment.stamp(other) { table.entries[position] = entry }
+                    if other != slot, segment.lastUse(slot) > segment.lastUse(other) { table.entries[position] = entry }
                     return true
                 }
             }

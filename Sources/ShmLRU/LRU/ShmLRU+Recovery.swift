@@ -39,7 +39,7 @@ extension ShmLRU {
                 if sequence & 1 != 0 || meta != _Layout.stateFree << 24 { s.markFree(slot) }
                 freeSlots.append(slot)
             } else {
-                live.append((s.stamp(slot), slot))
+                live.append((s.lastUse(slot), slot))
             }
         }
         live.sort { $0.stamp != $1.stamp ? $0.stamp > $1.stamp : $0.slot < $1.slot }
