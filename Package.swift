@@ -34,7 +34,12 @@ let package = Package(
         // `make bench`: the fixed workload of ../shared/bench/WORKLOAD.md (release build).
         .executableTarget(name: "ShmLRUBench", dependencies: ["ShmLRU", "CShm"], swiftSettings: strict),
         // Spawned by the tests as a separate process (posix_spawn): the other side of every multi-process test.
-        .executableTarget(name: "ShmLRUTestHelper", dependencies: ["ShmLRU", "CShm"], path: "Tests/ShmLRUTestHelper", swiftSettings: strict),
-        .testTarget(name: "ShmLRUTests", dependencies: ["ShmLRU", "CShm", "ShmLRUTestHelper"], swiftSettings: strict),
+        .executableTarget(
+            name: "ShmLRUTestHelper", dependencies: ["ShmLRU", "CShm", "ShmLRUTestSupport"], path: "Tests/ShmLRUTestHelper",
+            swiftSettings: strict),
+        // What the helper and the tests both need: a replayable generator and self-describing values.
+        .target(name: "ShmLRUTestSupport", path: "Tests/ShmLRUTestSupport", swiftSettings: strict),
+        .testTarget(
+            name: "ShmLRUTests", dependencies: ["ShmLRU", "CShm", "ShmLRUTestHelper", "ShmLRUTestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,6 +1,7 @@
 import CShm
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 
 /// Commands for fault injection, soak and corruption tests.
 let reliabilityCommands: [String: HelperCommand] = [

@@ -1,5 +1,6 @@
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 
 /// Every command, by name: each area keeps its own table in its own file.
 let helperCommands: [String: HelperCommand] = coreCommands

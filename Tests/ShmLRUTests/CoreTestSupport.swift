@@ -55,28 +55,3 @@ func kernelSegment(_ key: ShmKey) -> KernelSegment? {
     return nil
 }
 
-/// The test's copy of the helper's deterministic generator (SplitMix64).
-struct TestRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
-/// The test's copy of the helper's self-describing value check (`decodeValue`):
-/// (version, length) if the bytes are a whole value written for `hash`.
-func decodeHammerValue(_ bytes: [UInt8], hash: UInt32) -> UInt32? {
-    guard bytes.count >= 12 else { return nil }
-    func word(_ at: Int) -> UInt32 {
-        UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24
-    }
-    guard word(0) == hash, Int(word(8)) == bytes.count else { return nil }
-    let version = word(4)
-    for i in 12..<bytes.count where bytes[i] != UInt8(truncatingIfNeeded: hash &+ version &+ UInt32(i)) { return nil }
-    return version
-}

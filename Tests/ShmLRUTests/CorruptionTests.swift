@@ -1,6 +1,7 @@
 import CShm
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// Hostile and corrupt segments: random bytes, a wrong magic, wrong sizes, links
@@ -24,7 +25,7 @@ import Testing
         let inputs = relStress ? 50_000 : 4_000
         let seed = UInt64.random(in: 1...UInt64.max)
         try withHarness { harness, _ in
-            var random = RelSplitMix(seed: seed)
+            var random = SplitMix64(seed: seed)
             var rejected: [String: Int] = [:]
             var attachedClean = 0, attachedReported = 0
             for index in 0..<inputs {
@@ -166,7 +167,7 @@ import Testing
     {
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 8, index: kind)
-            for hash in UInt32(1)...6 { try cache.set(hash, relValue(hash: hash, version: 1, length: 16)) }
+            for hash in UInt32(1)...6 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 16)) }
             try cache.remove(6)
             try cache.region.withUnsafeMutableBytes { damage($0, RelLayout($0)) }
             let report = try cache.verify()
@@ -175,7 +176,7 @@ import Testing
             try cache.repair()
             #expect(try cache.verify().isClean)
             for hash in UInt32(1)...5 {
-                let version = try cache.bytes(hash).flatMap { relVersion($0, hash: hash) }
+                let version = try cache.bytes(hash).flatMap { decodeValue($0, hash: hash) }
                 #expect(version == (dropped.contains(hash) ? nil : 1), "hash \(hash) after repair: \(String(describing: version))")
             }
             _ = try cache.set(9, "after")
@@ -236,15 +237,3 @@ struct RelLayout {
     func recordOffset(_ slot: UInt32) -> Int { recordsOffset + Int(slot) * stride }
 }
 
-/// SplitMix64, so a failing seed replays.
-struct RelSplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

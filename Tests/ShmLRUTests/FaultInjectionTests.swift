@@ -1,6 +1,7 @@
 import CShm
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// A process SIGKILLed anywhere inside a structural change must not block the
@@ -50,7 +51,7 @@ import Testing
                     case .repair, .attach: 1...5
                     default: 1...4
                     }
-                for hash in prefill { try cache.set(hash, relValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+                for hash in prefill { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
                 if scenario == .repair || scenario == .attach { try cache.remove(5) }
                 let before = cache.stats.recoveries
 
@@ -87,7 +88,7 @@ import Testing
                 case .repair, .attach: allowed[5] = [nil]
                 }
                 for (hash, versions) in allowed {
-                    let version = try cache.bytes(hash).map { relVersion($0, hash: hash) ?? 0xDEAD }
+                    let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
                     #expect(versions.contains(version), "\(context): hash \(hash) holds \(String(describing: version)), allowed \(versions)")
                 }
                 _ = try relCheckAllValues(cache, hashes: 128, context)

@@ -1,5 +1,6 @@
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// Issue 3: every error path of the LRU gives a typed error and changes nothing;
@@ -218,7 +219,7 @@ import Testing
         // Random bytes.
         try withKey { key in
             let region = try ShmRegion.create(key: key, byteCount: 64 * 1024)
-            var random = TestRandom(seed: 42)
+            var random = SplitMix64(seed: 42)
             try region.withUnsafeMutableBytes { for i in 0..<$0.count { $0[i] = UInt8.random(in: 0...255, using: &random) } }
             attachExpecting(.incompatibleSegment, key, "random bytes")
         }
@@ -282,7 +283,7 @@ import Testing
     /// Random edits of the immutable header line: attach either works or throws a
     /// typed error; never a crash, never a wrong layout used.
     @Test func randomHeaderEditsGiveTypedErrors() throws {
-        var random = TestRandom(seed: 7)
+        var random = SplitMix64(seed: 7)
         var outcomes: [String: Int] = [:]
         for round in 0..<200 {
             let position = Int.random(in: 0..<64, using: &random)

@@ -1,5 +1,6 @@
 import Glibc
 @testable import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// Issue 3, model-based: random sequences of every operation against a plain
@@ -87,7 +88,7 @@ struct ModelRun {
     typealias Config = LRUModelTests.Config
     let cache: ShmLRU
     var model = ReferenceLRU()
-    var random: TestRandom
+    var random: SplitMix64
     let capacity: Int
     let recordSize = 24
     let hashRange: UInt32
@@ -103,7 +104,7 @@ struct ModelRun {
         self.config = config
         capacity = config.capacity
         hashRange = config.hashRange
-        random = TestRandom(seed: config.seed)
+        random = SplitMix64(seed: config.seed)
         let options = ShmLRU.Options(
             whenFull: config.whenFull, promotion: config.exact ? .onEveryRead : .atMostEvery(.microseconds(20)))
         cache = try ShmLRU.create(key: key, recordSize: recordSize, capacity: capacity, index: config.index, options: options)

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// Issue 3, across processes: several real processes hammer one segment at once;
@@ -21,7 +22,7 @@ import Testing
     /// The (hash, version, length) of every value `lru-hammer SEED` writes: the
     /// test's replay of the helper's generator (same draws, same order).
     static func writes(seed: UInt64, operations: Int, hashes: UInt32, recordSize: Int) -> Set<[UInt32]> {
-        var random = TestRandom(seed: seed)
+        var random = SplitMix64(seed: seed)
         var result = Set<[UInt32]>()
         for step in 0..<operations {
             let hash = UInt32.random(in: 0..<hashes, using: &random)
@@ -48,13 +49,13 @@ import Testing
                 children.append(try spawnHelper(arguments))
             }
             // This process reads meanwhile: every hit is a whole value for its hash.
-            var random = TestRandom(seed: 99)
+            var random = SplitMix64(seed: 99)
             var localHits = 0
             for _ in 0..<3_000 {
                 let hash = UInt32.random(in: 0..<Self.hashes, using: &random)
                 if config.index == .processLocal, Int.random(in: 0..<50, using: &random) == 0 { try cache.reloadIndex() }
                 if let bytes = try cache.bytes(hash) {
-                    #expect(decodeHammerValue(bytes, hash: hash) != nil, "torn or foreign value for \(hash)")
+                    #expect(decodeValue(bytes, hash: hash) != nil, "torn or foreign value for \(hash)")
                     localHits += 1
                 }
             }
@@ -99,7 +100,7 @@ import Testing
                 } else {
                     bytes = Array(try #require(record["value"] as? String).utf8)
                 }
-                let version = decodeHammerValue(bytes, hash: hash)
+                let version = decodeValue(bytes, hash: hash)
                 #expect(version != nil, "record for \(hash) is not a whole value for it")
                 if let version {
                     #expect(written.contains([hash, version, UInt32(bytes.count)]), "\(hash) v\(version) was never written")
@@ -109,7 +110,7 @@ import Testing
             // Reads through the index agree with the records.
             if config.index == .processLocal { try cache.reloadIndex() }
             for hash in 0..<Self.hashes {
-                if let bytes = try cache.bytes(hash) { #expect(decodeHammerValue(bytes, hash: hash) != nil) }
+                if let bytes = try cache.bytes(hash) { #expect(decodeValue(bytes, hash: hash) != nil) }
             }
             _ = localHits
         }

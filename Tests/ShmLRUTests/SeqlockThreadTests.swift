@@ -1,6 +1,7 @@
 import Dispatch
 import Synchronization
 import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// Lock-free readers and locked writers as threads of one process, on one
@@ -15,14 +16,14 @@ import Testing
             let hashes: UInt32 = 24  // more than the capacity: writers evict and reuse records under the readers
             let failures = Mutex<[String]>([])
             DispatchQueue.concurrentPerform(iterations: 4) { thread in
-                var random = RelSplitMix(seed: UInt64(thread) &+ 0xC0FFEE)
+                var random = SplitMix64(seed: UInt64(thread) &+ 0xC0FFEE)
                 for step in 0..<3_000 {
                     let hash = UInt32.random(in: 0..<hashes, using: &random)
                     do {
                         if thread < 2 {
-                            let value = relValue(hash: hash, version: UInt32(thread * 100_000 + step), length: Int.random(in: 12...96, using: &random))
+                            let value = encodeValue(hash: hash, version: UInt32(thread * 100_000 + step), length: Int.random(in: 12...96, using: &random))
                             try writer.set(hash, value)
-                        } else if let bytes = try reader.bytes(hash), relVersion(bytes, hash: hash) == nil {
+                        } else if let bytes = try reader.bytes(hash), decodeValue(bytes, hash: hash) == nil {
                             failures.withLock { $0.append("thread \(thread): torn or foreign value for \(hash)") }
                         }
                     } catch {
