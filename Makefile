@@ -17,10 +17,13 @@ build:
 	$(SWIFT) build
 
 # Builds everything (the tests spawn the helper and example executables), runs the
-# suite, then fails if it left any shared-memory segment behind.
+# suite, then fails if it left any shared-memory segment behind. Tests run one at a
+# time: Swift Testing runs synchronous tests on the cooperative pool (2 threads on
+# 2 cores), and the long process-spawning ones would otherwise starve the async
+# tests' tasks; the suite is CPU-bound, so it takes no longer.
 test:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
-	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build; status=$$?; \
+	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build --no-parallel; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then \
 		echo "make test: shared-memory segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; \
@@ -58,7 +61,7 @@ bench-quick:
 stress:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
 	$(SWIFT) build --build-tests && \
-	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --filter 'FaultInjectionTests|SoakTests|CorruptionTests'; status=$$?; \
+	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel --filter 'FaultInjectionTests|SoakTests|CorruptionTests'; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then echo "make stress: segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; fi; \
 	exit $$status
@@ -85,10 +88,10 @@ fuzz:
 sanitize:
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/lsan-suppressions.txt" \
-		$(SWIFT) test --skip-build --scratch-path .build-asan
+		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0" \
-		$(SWIFT) test --skip-build --scratch-path .build-tsan
+		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-tsan
 
 clean:
 	$(SWIFT) package clean
