@@ -128,6 +128,7 @@ struct _Segment: @unchecked Sendable {
 
     /// Rewrites a record's identity and value inside its seqlock (under the lock).
     /// Readers that overlap see an odd or changed sequence and retry.
+    @inline(__always)  // its callers hold the segment in registers: no stack copy of it per write
     func writeRecord(_ slot: UInt32, hash: UInt32, state: UInt32, value: UnsafeRawBufferPointer) {
         let seq = seqPointer(slot)
         let start = cshm_load_relaxed_u32(seq)
