@@ -90,7 +90,8 @@ extension ShmLRU {
     /// A read under the lock: exact LRU, or an optimistic read that kept colliding with writers.
     @inline(never)
     func _getLocked(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
-        try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
+        if _attachment.isAttached { _probe.warm(hash) }  // hints: see `_Probe.warm(_:)`; never on a gone mapping
+        return try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
             let now = _lockedNow()
             guard let found = _find(hash) else {
                 _countMiss()
