@@ -31,23 +31,50 @@ extension ShmLRU {
     public func get(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
         guard _attachment.isAttached else { throw _getError(hash, .detached, length: 0, buffer: buffer) }
         if _promotionNanoseconds != 0 {
-            var attempts = ShmLRU._optimisticAttempts
-            repeat {
-                switch _readOptimistic(hash, into: buffer) {
-                case .hit(let length, let record, let stamp):
-                    let hits = _hits.load(ordering: .relaxed) &+ 1
-                    _hits.store(hits, ordering: .relaxed)
-                    _markIfStale(record, stamp: stamp, now: _readClock(hits: hits))
-                    return length
-                case .miss:
-                    _countMiss()
-                    return nil
-                case .tooSmall(let length):
-                    throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
-                case .contended:
-                    attempts &-= 1
-                }
-            } while attempts > 0
+            // One attempt inline; the retries out of line, so that the hot path
+            // keeps the index geometry in registers instead of spilling it across
+            // a retry loop (measured: ~20 fewer instructions per hit).
+            switch _readOptimistic(hash, into: buffer) {
+            case .hit(let length, let record, let stamp):
+                _noteOptimisticHit(record, stamp: stamp)
+                return length
+            case .miss:
+                _countMiss()
+                return nil
+            case .tooSmall(let length):
+                throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
+            case .contended:
+                return try _getContended(hash, into: buffer)
+            }
+        }
+        return try _getLocked(hash, into: buffer)
+    }
+
+    /// A lock-free hit: counts it and marks the record per the policy.
+    @inline(__always)
+    func _noteOptimisticHit(_ record: UnsafeMutableRawPointer, stamp: UInt64) {
+        let hits = _hits.load(ordering: .relaxed) &+ 1
+        _hits.store(hits, ordering: .relaxed)
+        _markIfStale(record, stamp: stamp, now: _readClock(hits: hits))
+    }
+
+    /// The first optimistic attempt met a writer: the remaining attempts, then the lock.
+    @inline(never)
+    func _getContended(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
+        var attempts = ShmLRU._optimisticAttempts &- 1
+        while attempts > 0 {
+            switch _readOptimistic(hash, into: buffer) {
+            case .hit(let length, let record, let stamp):
+                _noteOptimisticHit(record, stamp: stamp)
+                return length
+            case .miss:
+                _countMiss()
+                return nil
+            case .tooSmall(let length):
+                throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
+            case .contended:
+                attempts &-= 1
+            }
         }
         return try _getLocked(hash, into: buffer)
     }
@@ -63,7 +90,8 @@ extension ShmLRU {
     /// A read under the lock: exact LRU, or an optimistic read that kept colliding with writers.
     @inline(never)
     func _getLocked(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
-        try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
+        if _attachment.isAttached { _probe.warm(hash) }  // hints: see `_Probe.warm(_:)`; never on a gone mapping
+        return try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
             let now = _lockedNow()
             guard let found = _find(hash) else {
                 _countMiss()

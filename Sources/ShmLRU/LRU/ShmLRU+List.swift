@@ -131,8 +131,34 @@ extension ShmLRU {
             }
             let hash = try _detachRecord(tail, indexPosition: nil, reused: reused)
             s.bumpStat(_Layout.H.statEvictions)
+            _prefetchNextVictim()
             return (tail, hash)
         }
+    }
+
+    /// Asks for the lines the next eviction touches, so that they arrive while
+    /// this operation finishes: the new tail's index entry and payload (which the
+    /// next insert finds and overwrites) and its neighbour towards the head (which
+    /// the unlink relinks). The new tail's own header line is in the cache: this
+    /// eviction's unlink just wrote it. Hints only (a prefetch never faults); the
+    /// slots are range-checked all the same, and the next eviction checks
+    /// everything it reads as usual.
+    @inline(__always)
+    func _prefetchNextVictim() {
+        let s = _segment
+        let next = s.tail
+        guard s.isSlot(next) else { return }
+        let prev = s.prev(next)
+        if s.isSlot(prev) { cshm_prefetch(s.record(prev)) }
+        cshm_prefetch(_probe.entries + _probe.home(mixed: _mix32(s.hash(next))))
+        let payload = s.payload(next)
+        var offset = 0
+        let end = min(recordSize, 256)  // the first lines: a hint, not a copy
+        while offset < end {
+            cshm_prefetch(payload + offset)
+            offset &+= 64
+        }
+        if end > 1 { cshm_prefetch(payload + (end &- 1)) }
     }
 
     /// If the live record `slot` is marked used, moves it to the head, unmarked,

@@ -27,6 +27,7 @@ extension ShmLRU {
             throw ShmError(
                 .valueTooLarge, "set(\(hash), key: \(key))", detail: "\(value.count) bytes; records hold \(recordSize)")
         }
+        if _attachment.isAttached { _probe.warm(hash) }  // hints: see `_Probe.warm(_:)`; never on a gone mapping
         return try _withLock("set(\(hash), key: \(key))") { () throws(ShmError) -> SetResult in
             try _setLocked(hash, value, shareKey: shareKey)
         }

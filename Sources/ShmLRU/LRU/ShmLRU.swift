@@ -117,7 +117,7 @@ public final class ShmLRU: @unchecked Sendable {
     private init(region: ShmRegion, layout: _Layout, options: Options) throws(ShmError) {
         self.region = region
         self.options = options
-        let segment = _Segment(base: region._attachment.base, layout: layout, faults: _FaultInjection.fromEnvironment)
+        let segment = _Segment(base: region._attachment.base, layout: layout, faultInjection: true)
         _segment = segment
         _attachment = region._attachment
         _mutex = _RobustMutex(address: segment.mutex)

@@ -65,6 +65,29 @@ struct _Probe: @unchecked Sendable {
         return nil
     }
 
+    /// Before the lock is taken: asks for the lines that a locked `find(hash)`
+    /// and the copy after it will read, so that their misses overlap the lock's
+    /// acquisition instead of lengthening the critical section (which every
+    /// other process waits for). Hints only: the home entry is read racily and
+    /// used for nothing but a prefetch address, after the same range check as a
+    /// real lookup; a prefetch never faults. The locked path checks everything again.
+    @inline(__always)
+    func warm(_ hash: UInt32) {
+        let mixed = _mix32(hash)
+        let entry = cshm_load_relaxed_u32(entries + home(mixed: mixed))
+        let slot = (entry & slotMask) &- 1
+        guard entry &>> indexBits == mixed & tagMask, Int(slot) < capacity else { return }
+        let record = records + Int(slot) &* stride
+        cshm_prefetch(record)
+        var offset = 64
+        let end = _Layout.R.payload &+ min(recordSize, 256)
+        while offset < end {
+            cshm_prefetch(record + offset)
+            offset &+= 64
+        }
+        cshm_prefetch(record + (end &- 1))
+    }
+
     @inline(__always) func home(mixed: UInt32) -> Int { Int(truncatingIfNeeded: (UInt64(mixed) &* UInt64(slots)) &>> 32) }
 
     /// The record an entry names, if the entry's slot is in range.
