@@ -38,21 +38,7 @@ struct _IndexTable: @unchecked Sendable {
 
     /// The position and slot of the live record with `hash` (under the lock).
     func find(_ hash: UInt32) -> (position: Int, slot: UInt32)? {
-        let mixed = _mix32(hash)
-        let wanted = tag(mixed: mixed)
-        var position = home(mixed: mixed)
-        for _ in 0..<slots {
-            let entry = load(position)
-            if entry == 0 { return nil }
-            if entryTag(entry) == wanted {
-                let slot = entrySlot(entry)
-                if segment.isSlot(slot), segment.hash(slot) == hash, segment.isLive(meta: segment.meta(slot)) {
-                    return (position, slot)
-                }
-            }
-            position = advance(position)
-        }
-        return nil
+        _Probe(table: self, segment: segment).find(hash)  // one search, shared with the read path
     }
 
     /// The position of the entry that names `slot` under `hash`, live or not (under the lock).

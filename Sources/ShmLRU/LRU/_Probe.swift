@@ -35,8 +35,8 @@ struct _Probe: @unchecked Sendable {
         indexSeq = segment.indexSeqPointer
     }
 
-    /// The position and slot of the live record with `hash` (under the lock; the
-    /// same search as `_IndexTable.find`, on the flattened geometry).
+    /// The position and slot of the live record with `hash` (under the lock). The
+    /// one implementation of the search: `_IndexTable.find` calls it too.
     @inline(__always)
     func find(_ hash: UInt32) -> (position: Int, slot: UInt32)? {
         let mixed = _mix32(hash)

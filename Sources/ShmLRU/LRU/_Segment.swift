@@ -5,7 +5,7 @@ import CShm
 /// Every accessor takes a slot that the caller has already checked with
 /// `isSlot(_:)`; values read *from* the segment (links, lengths) come back raw
 /// and must be checked again before they are used as slots or sizes.
-struct _Segment: @unchecked Sendable {
+struct _Segment: _RawFields, @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let layout: _Layout
     /// Test-only kill points (`SHMLRU_FAULT_INJECTION`); nil in production.
@@ -23,17 +23,6 @@ struct _Segment: @unchecked Sendable {
         self.layout = layout
         _faults = faultInjection ? _FaultInjection.fromEnvironment.map { Unmanaged.passUnretained($0) } : nil
     }
-
-    @inline(__always) func u32(_ offset: Int) -> UnsafeMutablePointer<UInt32> {
-        (base + offset).assumingMemoryBound(to: UInt32.self)
-    }
-    @inline(__always) func u64(_ offset: Int) -> UnsafeMutablePointer<UInt64> {
-        (base + offset).assumingMemoryBound(to: UInt64.self)
-    }
-    @inline(__always) func load(_ offset: Int) -> UInt32 { cshm_load_relaxed_u32(u32(offset)) }
-    @inline(__always) func store(_ offset: Int, _ value: UInt32) { cshm_store_relaxed_u32(u32(offset), value) }
-    @inline(__always) func load64(_ offset: Int) -> UInt64 { cshm_load_relaxed_u64(u64(offset)) }
-    @inline(__always) func store64(_ offset: Int, _ value: UInt64) { cshm_store_relaxed_u64(u64(offset), value) }
 
     // MARK: Header
 

@@ -35,23 +35,7 @@ extension ShmStore {
     @discardableResult
     public func purgeExpired() throws(ShmError) -> Int {
         try cache._withLock("ShmStore.purgeExpired(key: \(key))") { () throws(ShmError) -> Int in
-            let s = cache._segment
-            let now = cshm_monotonic_ns()
-            var slot = s.tail
-            var steps = 0
-            var reclaimed = 0
-            while slot != _Layout.none, steps < cache.capacity {
-                guard s.isSlot(slot) else { throw cache._corrupted("LRU link \(slot) out of range") }
-                let previous = s.prev(slot)
-                let payload = try cache._valueLocked(slot)
-                if let header = _PayloadHeader.read(payload), header.isExpired(now: now) {
-                    try _reclaimLocked(slot, payload: payload, header: header, kind: .expired)
-                    reclaimed += 1
-                }
-                slot = previous
-                steps += 1
-            }
-            return reclaimed
+            try _reclaimExpiredLocked(now: cshm_monotonic_ns(), lookingAt: cache.capacity)
         }
     }
 
@@ -77,5 +61,29 @@ extension ShmStore {
             }
             return UInt64(max(1, _nanoseconds(duration)))
         }
+    }
+}
+
+extension ShmStore {
+    /// Reclaims the expired entries among the `limit` least recently used, walking
+    /// from the tail (under the cache's lock); returns how many. Every link is
+    /// checked before it is followed, and the walk is bounded by `limit`.
+    func _reclaimExpiredLocked(now: UInt64, lookingAt limit: Int) throws(ShmError) -> Int {
+        let s = cache._segment
+        var slot = s.tail
+        var steps = 0
+        var reclaimed = 0
+        while slot != _Layout.none, steps < limit {
+            guard s.isSlot(slot) else { throw cache._corrupted("LRU link \(slot) out of range") }
+            let previous = s.prev(slot)
+            let payload = try cache._valueLocked(slot)
+            if let header = _PayloadHeader.read(payload), header.isExpired(now: now) {
+                try _reclaimLocked(slot, payload: payload, header: header, kind: .expired)
+                reclaimed += 1
+            }
+            slot = previous
+            steps += 1
+        }
+        return reclaimed
     }
 }

@@ -172,22 +172,8 @@ extension ShmStore {
     /// least recently used first; else the least recently used entry is evicted
     /// (or `.full` is thrown with `whenFull: .refuse`).
     func _makeRoomLocked(now: UInt64, _ operation: String) throws(ShmError) {
+        if try _reclaimExpiredLocked(now: now, lookingAt: 32) > 0 { return }
         let s = cache._segment
-        var slot = s.tail
-        var steps = 0
-        var reclaimed = 0
-        while slot != _Layout.none, steps < 32 {
-            guard s.isSlot(slot) else { throw cache._corrupted("LRU link \(slot) out of range") }
-            let previous = s.prev(slot)
-            let payload = try cache._valueLocked(slot)
-            if let header = _PayloadHeader.read(payload), header.isExpired(now: now) {
-                try _reclaimLocked(slot, payload: payload, header: header, kind: .expired)
-                reclaimed += 1
-            }
-            slot = previous
-            steps += 1
-        }
-        if reclaimed > 0 { return }
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
             throw ShmError(.full, operation, detail: "all \(cache.capacity) entries are live")
         }
