@@ -89,9 +89,13 @@ final class _LocalIndex: @unchecked Sendable {
             placed &+= entryCount &- before
             entryCount = before
         }
+        #if SHMLRU_TESTING
         let faults = segment.faults
+        #endif
         for index in 0..<highWater {
+            #if SHMLRU_TESTING
             if index == highWater / 2, let faults { faults.reach(.reloadPartial) }
+            #endif
             let record = first + index &* stride
             if index &+ lag < highWater { cshm_prefetch(record + lag &* stride) }
             let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))

@@ -31,10 +31,10 @@ extension ShmLRU {
         try _withLock("verify(key: \(key))") { () -> IntegrityReport in _verifyLocked() }
     }
 
-    /// Checks the structure in debug builds and traps on a problem (as
-    /// swift-collections' `_checkInvariants()` does); does nothing in release.
-    public func _checkInvariants() {
-        #if DEBUG
+    /// Checks the structure in test builds and traps on a problem (as
+    /// swift-collections' `_checkInvariants()` does); does nothing otherwise.
+    func _checkInvariants() {
+        #if SHMLRU_TESTING
         do {
             let report = try verify()
             precondition(report.isClean, "ShmLRU invariants violated: \(report)")

@@ -14,14 +14,18 @@ struct _Segment: _RawFields, @unchecked Sendable {
     /// retain and release through outlined value witnesses (measured: ~200
     /// instructions per insert-evict). Safe because the only instance is
     /// `_FaultInjection.fromEnvironment`, a static that lives as long as the process.
+    #if SHMLRU_TESTING
     private let _faults: Unmanaged<_FaultInjection>?
     var faults: _FaultInjection? { _faults?.takeUnretainedValue() }
+    #endif
 
     /// - Parameter faultInjection: arm the process's kill points, if the environment sets any.
     init(base: UnsafeMutableRawPointer, layout: _Layout, faultInjection: Bool = false) {
         self.base = base
         self.layout = layout
+        #if SHMLRU_TESTING
         _faults = faultInjection ? _FaultInjection.fromEnvironment.map { Unmanaged.passUnretained($0) } : nil
+        #endif
     }
 
     // MARK: Header

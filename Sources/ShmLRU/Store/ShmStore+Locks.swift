@@ -144,5 +144,5 @@ extension ShmStore {
 
 /// The monotonic instant `duration` from now (negative durations: now).
 func _deadline(after duration: Duration) -> UInt64 {
-    _saturatingAdd(cshm_monotonic_ns(), UInt64(max(0, _nanoseconds(duration))))
+    _saturatingAdd(_monotonicNanoseconds(), UInt64(max(0, _nanoseconds(duration))))
 }

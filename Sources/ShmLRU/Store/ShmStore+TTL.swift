@@ -27,7 +27,7 @@ extension ShmStore {
     public func timeToLive(_ key: String) throws(ShmError) -> TimeToLive? {
         guard let expiresAt = try _expiresAt(key) else { return nil }
         if expiresAt == 0 { return .forever }
-        let now = cshm_monotonic_ns()
+        let now = _monotonicNanoseconds()
         return .remaining(.nanoseconds(Int64(clamping: expiresAt > now ? expiresAt - now : 0)))
     }
 
@@ -35,7 +35,7 @@ extension ShmStore {
     @discardableResult
     public func purgeExpired() throws(ShmError) -> Int {
         try cache._withLock("ShmStore.purgeExpired(key: \(key))") { () throws(ShmError) -> Int in
-            try _reclaimExpiredLocked(now: cshm_monotonic_ns(), lookingAt: cache.capacity)
+            try _reclaimExpiredLocked(now: _monotonicNanoseconds(), lookingAt: cache.capacity)
         }
     }
 
@@ -45,7 +45,7 @@ extension ShmStore {
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> UInt64? in
             try cache._withLock(operation) { () throws(ShmError) -> UInt64? in
-                try _locateLocked(keyBuffer, base: base, now: cshm_monotonic_ns(), reclaim: false).found?.header.expiresAt
+                try _locateLocked(keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found?.header.expiresAt
             }
         }
     }

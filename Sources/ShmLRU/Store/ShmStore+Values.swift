@@ -33,7 +33,7 @@ extension ShmStore {
         let base = _hash(key)
         try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) in
             try cache._withLock(operation) { () throws(ShmError) in
-                let now = cshm_monotonic_ns()
+                let now = _monotonicNanoseconds()
                 let expiresAt = maxAge == 0 ? 0 : _saturatingAdd(now, maxAge)
                 let payload = _makePayload(key: keyBuffer, value: value, expiresAt: expiresAt, maxAge: maxAge)
                 let (found, free) = try _locateLocked(keyBuffer, base: base, now: now, reclaim: true)
@@ -69,7 +69,7 @@ extension ShmStore {
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> [UInt8]? in
             try cache._withLock(operation) { () throws(ShmError) -> [UInt8]? in
-                let now = cshm_monotonic_ns()
+                let now = _monotonicNanoseconds()
                 guard let found = try _locateLocked(keyBuffer, base: base, now: now, reclaim: true).found else { return nil }
                 let value = Array(found.header.value(in: found.payload))
                 try cache._promote(found.slot, now: now)
@@ -88,7 +88,7 @@ extension ShmStore {
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> Bool in
             try cache._withLock(operation) { () throws(ShmError) -> Bool in
-                let now = cshm_monotonic_ns()
+                let now = _monotonicNanoseconds()
                 guard let found = try _locateLocked(keyBuffer, base: base, now: now, reclaim: true).found else { return false }
                 try _reclaimLocked(found.slot, payload: found.payload, header: found.header, kind: .removed)
                 return true
@@ -103,7 +103,7 @@ extension ShmStore {
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> Bool in
             try cache._withLock(operation) { () throws(ShmError) -> Bool in
-                try _locateLocked(keyBuffer, base: base, now: cshm_monotonic_ns(), reclaim: false).found != nil
+                try _locateLocked(keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found != nil
             }
         }
     }
@@ -112,7 +112,7 @@ extension ShmStore {
     public func keys() throws(ShmError) -> [String] {
         try cache._withLock("ShmStore.keys(key: \(key))") { () throws(ShmError) -> [String] in
             let s = cache._segment
-            let now = cshm_monotonic_ns()
+            let now = _monotonicNanoseconds()
             var result: [String] = []
             var slot = s.head
             var steps = 0
