@@ -165,13 +165,11 @@ extension ShmLRU {
     func _indexRemove(hash: UInt32, slot: UInt32, knownPosition: Int?) {
         if let shared = _sharedIndex {
             guard let position = knownPosition ?? shared.position(of: hash, slot: slot) else { return }
-            let seq = _segment.indexSeqPointer
             // Odd while entries move: a lock-free reader that misses meanwhile retries.
-            cshm_store_relaxed_u32(seq, cshm_load_relaxed_u32(seq) | 1)
-            cshm_fence_release()
-            _fault(.indexShifting)
-            shared.remove(at: position)
-            cshm_store_release_u32(seq, cshm_load_relaxed_u32(seq) &+ 1)
+            _seqlockWrite(_segment.indexSeqPointer) {
+                _fault(.indexShifting)
+                shared.remove(at: position)
+            }
         } else {
             _localIndex!.remove(hash: hash, slot: slot)
         }
