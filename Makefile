@@ -9,7 +9,7 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers bench bench-quick stress fuzz sanitize clean
+.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv stress fuzz sanitize clean
 
 all: build
 
@@ -47,13 +47,29 @@ example-peers:
 # The fixed workload of ../shared/bench/WORKLOAD.md, release build: a table on stdout,
 # JSON in $$BENCH_JSON (default bench-results.json), an SVG chart in $$BENCH_SVG
 # (default bench-results.svg). bench-quick: fewer runs and operations (< 1 minute).
+# Then the eviction policies' section (Sources/ShmLRUBench/PolicyBench.swift): miss
+# ratios on synthetic traces, next to libCacheSim's when `make bench-venv` was run,
+# and each policy's hit throughput. bench-policies runs that section alone.
 bench:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies --quick
+
+bench-policies:
+	$(SWIFT) build -c release --product ShmLRUBench
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
+
+# The bench's optional reference: libCacheSim (PyPI) in a venv of its own. Neither
+# the library nor `make test` needs Python.
+BENCH_VENV ?= .bench-venv
+bench-venv:
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet libcachesim
 
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,
@@ -95,4 +111,4 @@ sanitize:
 
 clean:
 	$(SWIFT) package clean
-	rm -rf .build .build-fuzz .build-asan .build-tsan bench-results.json bench-results.svg
+	rm -rf .build .build-fuzz .build-asan .build-tsan .bench-venv bench-results.json bench-results.svg

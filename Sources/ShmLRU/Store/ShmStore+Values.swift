@@ -170,15 +170,14 @@ extension ShmStore {
 
     /// Frees a record for a new key in a full store: expired entries among the 32
     /// least recently used first; else the least recently used entry is evicted
-    /// (or `.full` is thrown with `whenFull: .refuse`).
+    /// (or `.full` is thrown with `whenFull: .refuse`), as the eviction policy chooses.
     func _makeRoomLocked(now: UInt64, _ operation: String) throws(ShmError) {
         if try _reclaimExpiredLocked(now: now, lookingAt: 32) > 0 { return }
         let s = cache._segment
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
             throw ShmError(.full, operation, detail: "all \(cache.capacity) entries are live")
         }
-        let tail = s.tail
-        guard tail != _Layout.none, s.isSlot(tail) else { throw cache._corrupted("full, but no tail") }
+        guard let tail = try cache._selectVictim(), s.isSlot(tail) else { throw cache._corrupted("full, but no victim") }
         let payload = try cache._valueLocked(tail)
         if let header = _PayloadHeader.read(payload) {
             _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
