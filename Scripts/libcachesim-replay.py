@@ -13,7 +13,16 @@ import sys
 import libcachesim as lcs
 
 
-def miss_ratio(cache, keys):
+def miss_ratio_by_reader(cache, path):
+    """libCacheSim's own binary reader: one little-endian UInt32 object id per request, size 1."""
+    params = lcs.ReaderInitParam(binary_fmt_str="<I", ignore_obj_size=True)
+    params.obj_id_field = 1
+    reader = lcs.TraceReader(path, lcs.TraceType.BIN_TRACE, params)
+    return cache.process_trace(reader)[0]
+
+
+def miss_ratio_by_requests(cache, keys):
+    """The same, one request at a time (slower; for a binding without the reader)."""
     request = lcs.Request()
     request.obj_size = 1
     misses = 0
@@ -23,6 +32,13 @@ def miss_ratio(cache, keys):
         if not get(request):
             misses += 1
     return misses / len(keys) if keys else 0.0
+
+
+def miss_ratio(make_cache, path, keys):
+    try:
+        return miss_ratio_by_reader(make_cache(), path)
+    except Exception:  # noqa: BLE001 - any binding without the reader
+        return miss_ratio_by_requests(make_cache(), keys)
 
 
 def main(arguments):
@@ -38,8 +54,8 @@ def main(arguments):
             traces[path] = keys
         keys = traces[path]
         capacity = int(capacity)
-        lru = miss_ratio(lcs.LRU(cache_size=capacity), keys)
-        s3fifo = miss_ratio(lcs.S3FIFO(cache_size=capacity), keys)
+        lru = miss_ratio(lambda: lcs.LRU(cache_size=capacity), path, keys)
+        s3fifo = miss_ratio(lambda: lcs.S3FIFO(cache_size=capacity), path, keys)
         print(f"{name} {capacity} {lru:.5f} {s3fifo:.5f}", flush=True)
 
 
