@@ -92,8 +92,8 @@ FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -g -module-name ShmLR
 fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus
 	$(SWIFT)c $(FUZZ_FLAGS) $$(find Sources/ShmLRU -name '*.swift' | sort) Tests/Fuzz/FuzzEntry.swift -o $(FUZZ_DIR)/shmlru-fuzz
-	@# seeds: each image untouched, and each with lock-free reads
-	@for i in 000 001 002 003 040 041 100 140; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
+	@# seeds: each image untouched, and each with lock-free reads (bit 0x80: the SIEVE and S3-FIFO images)
+	@for i in 000 001 002 003 040 041 100 140 200 201 202 240 241 242; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
 	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}

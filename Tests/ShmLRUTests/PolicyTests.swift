@@ -134,4 +134,24 @@ import Testing
             try peer.detach()
         }
     }
+
+    @Test(arguments: [ShmLRU.EvictionPolicy.sieve, .s3fifo])
+    func expiredEntriesAreReclaimedFromEitherQueue(policy: ShmLRU.EvictionPolicy) throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 40, recordSize: 96, policy: policy))
+            defer { try? store.detach() }
+            for i in 0..<60 { try store.set("long\(i)", bytes: [1], expiry: .never) }  // S3-FIFO: both queues hold some
+            for i in 0..<30 { _ = try store.bytes("long\(i % 5)") }
+            for i in 0..<10 { try store.set("short\(i)", bytes: [2], expiry: .after(.milliseconds(20))) }
+            let live = try (0..<10).filter { try store.contains("short\($0)") }.count  // the policy may have evicted some
+            #expect(live > 0)
+            usleep(60_000)
+            #expect(try store.purgeExpired() == live)
+            #expect(store.count == 40 - live)
+            #expect(try store.verify().isClean)
+            for i in 0..<100 { try store.set("more\(i)", bytes: [3], expiry: .never) }
+            #expect(store.count == 40)
+            #expect(try store.verify().isClean)
+        }
+    }
 }

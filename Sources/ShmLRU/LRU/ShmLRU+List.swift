@@ -125,6 +125,11 @@ extension ShmLRU {
     /// - Parameter reused: see `_detachRecord(_:indexPosition:reused:)`.
     func _evictTail(reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
         guard let victim = try _selectVictim() else { return nil }
+        return try _evictSelected(victim, reused: reused)
+    }
+
+    /// Evicts `victim`, which `_selectVictim()` returned under this same lock.
+    func _evictSelected(_ victim: UInt32, reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32) {
         _noteEviction(victim)
         let hash = try _detachRecord(victim, indexPosition: nil, reused: reused)
         _segment.bumpStat(_Layout.H.statEvictions)

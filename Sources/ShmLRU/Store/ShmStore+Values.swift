@@ -182,7 +182,7 @@ extension ShmStore {
         if let header = _PayloadHeader.read(payload) {
             _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
         }
-        guard let victim = try cache._evictTail() else { throw cache._corrupted("full, but nothing to evict") }
+        let victim = try cache._evictSelected(tail)
         cache._pushFree(victim.slot)
         s.publishChange()
     }
