@@ -9,7 +9,7 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers bench bench-quick stress fuzz sanitize clean
+.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv stress fuzz sanitize clean
 
 all: build
 
@@ -47,13 +47,29 @@ example-peers:
 # The fixed workload of ../shared/bench/WORKLOAD.md, release build: a table on stdout,
 # JSON in $$BENCH_JSON (default bench-results.json), an SVG chart in $$BENCH_SVG
 # (default bench-results.svg). bench-quick: fewer runs and operations (< 1 minute).
+# Then the eviction policies' section (Sources/ShmLRUBench/PolicyBench.swift): miss
+# ratios on synthetic traces, next to libCacheSim's when `make bench-venv` was run,
+# and each policy's hit throughput. bench-policies runs that section alone.
 bench:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies --quick
+
+bench-policies:
+	$(SWIFT) build -c release --product ShmLRUBench
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
+
+# The bench's optional reference: libCacheSim (PyPI) in a venv of its own. Neither
+# the library nor `make test` needs Python.
+BENCH_VENV ?= .bench-venv
+bench-venv:
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet libcachesim
 
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,
@@ -76,8 +92,8 @@ FUZZ_FLAGS = -sanitize=fuzzer,address -D SHMLRU_TESTING -parse-as-library -O -g 
 fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus
 	$(SWIFT)c $(FUZZ_FLAGS) $$(find Sources/ShmLRU -name '*.swift' | sort) Tests/Fuzz/FuzzEntry.swift -o $(FUZZ_DIR)/shmlru-fuzz
-	@# seeds: each image untouched, and each with lock-free reads
-	@for i in 000 001 002 003 040 041 100 140; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
+	@# seeds: each image untouched, and each with lock-free reads (bit 0x80: the SIEVE and S3-FIFO images)
+	@for i in 000 001 002 003 040 041 100 140 200 201 202 240 241 242; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
 	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}
@@ -95,4 +111,4 @@ sanitize:
 
 clean:
 	$(SWIFT) package clean
-	rm -rf .build .build-fuzz .build-asan .build-tsan bench-results.json bench-results.svg
+	rm -rf .build .build-fuzz .build-asan .build-tsan .bench-venv bench-results.json bench-results.svg

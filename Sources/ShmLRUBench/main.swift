@@ -16,6 +16,8 @@ if arguments.first == "worker" {
     }
     exit(workerMain(job))
 }
+if arguments.first == "replay" { exit(replayMain(arguments)) }  // Replay.swift
+if arguments.first == "policies" { exit(policyBenchMain(arguments)) }  // PolicyBench.swift
 if arguments.first == "profile" {
     do { exit(try profileMain(arguments)) } catch {
         writeAll(2, "ShmLRUBench profile: \(error)\n")

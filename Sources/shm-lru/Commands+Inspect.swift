@@ -74,6 +74,7 @@ struct StatCommand: ParsableCommand {
                     ["records", "\(stats.count) of \(stats.capacity) (\(stats.free) free)"],
                     ["record size", "\(stats.recordSize) bytes"],
                     ["index", cache.indexKind.rawValue],
+                    ["policy", cache.policy.rawValue],
                     ["age", formatSeconds(age)],
                     ["inserts", String(stats.inserts)],
                     ["updates", String(stats.updates)],

@@ -144,6 +144,7 @@ private func makeForeignSegment(_ key: ShmKey) throws -> (ShmRegion, [UInt8]) {
             #expect(stat["records"] == "4 of 4 (0 free)")
             #expect(stat["record size"] == "32 bytes")
             #expect(stat["index"] == "shared")
+            #expect(stat["policy"] == "lru")
             #expect(stat["attached"] == "1 process(es) besides this one")  // this test
             #expect(stat["inserts"] == "5")
             #expect(stat["updates"] == "1")
@@ -217,6 +218,14 @@ private func makeForeignSegment(_ key: ShmKey) throws -> (ShmRegion, [UInt8]) {
             #expect(run.errorOutput.contains("a segment with key \(key) already exists"))
             run = try cli("rm", key.description)
             #expect(run.output == "removed \(key)\n")
+            #expect(!ShmRegion.exists(key: key))
+            run = try cli("create", key.description, "--record-size", "100", "--capacity", "10", "--policy", "s3fifo")
+            #expect(run.status == 0, "\(run.errorOutput)")
+            #expect(fields(try cli("stat", key.description).output)["policy"] == "s3fifo")
+            let peer = try ShmLRU.attach(key: key)
+            #expect(peer.policy == .s3fifo)
+            _ = try peer.detach()
+            run = try cli("rm", key.description)
             #expect(!ShmRegion.exists(key: key))
         }
     }
@@ -299,6 +308,7 @@ private func makeForeignSegment(_ key: ShmKey) throws -> (ShmRegion, [UInt8]) {
         ["evict", "0x10", "--older-than", "nan"], ["evict", "0x10", "--older-than", "1", "--max", "-2"],
         ["create", "0x10", "--record-size", "0", "--capacity", "1"],
         ["create", "0x10", "--record-size", "1", "--capacity", "1", "--index", "tree"], ["frobnicate"],
+        ["create", "0x10", "--record-size", "1", "--capacity", "1", "--policy", "mru"],
         ["list", "extra"],
     ])
     func badArgumentsExit64(_ arguments: [String]) throws {

@@ -92,6 +92,7 @@ import Testing
                 bytes.storeBytes(of: UInt32(bits), toByteOffset: 44, as: UInt32.self)
                 bytes.storeBytes(of: UInt64(recordsOffset), toByteOffset: 48, as: UInt64.self)
                 bytes.storeBytes(of: UInt64(total), toByteOffset: 56, as: UInt64.self)
+                bytes.storeBytes(of: UInt64(recordsOffset), toByteOffset: 392, as: UInt64.self)  // ghost offset (none under LRU)
             }
             #expect(cache.region.byteCount < total)
             do throws(ShmError) { _ = try ShmLRU.attach(key: key); Issue.record("attached a header claiming \(total) bytes") } catch {

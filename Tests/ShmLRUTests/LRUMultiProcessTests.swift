@@ -12,7 +12,9 @@ import Testing
         var index: ShmLRU.IndexKind
         /// 0: exact LRU (every read locks); else the promotion interval in ms (lock-free reads).
         var intervalMs: Int
-        var testDescription: String { "\(index) \(intervalMs == 0 ? "onEveryRead" : "atMostEvery(\(intervalMs) ms)")" }
+        /// The segment's eviction policy (the helpers attach with the segment's).
+        var policy: ShmLRU.EvictionPolicy = .lru
+        var testDescription: String { "\(policy) \(index) \(intervalMs == 0 ? "onEveryRead" : "atMostEvery(\(intervalMs) ms)")" }
     }
 
     static let processes = 4
@@ -36,11 +38,14 @@ import Testing
 
     @Test(arguments: [
         Config(index: .shared, intervalMs: 0), Config(index: .shared, intervalMs: 1), Config(index: .processLocal, intervalMs: 0),
+        Config(index: .shared, intervalMs: 0, policy: .sieve), Config(index: .shared, intervalMs: 1, policy: .s3fifo),
+        Config(index: .processLocal, intervalMs: 0, policy: .s3fifo),
     ])
     func hammeringProcessesNeverCorruptTheCache(_ config: Config) throws {
         try withKey { key in
             let recordSize = 48
-            let cache = try ShmLRU.create(key: key, recordSize: recordSize, capacity: 64, index: config.index)
+            let cache = try ShmLRU.create(
+                key: key, recordSize: recordSize, capacity: 64, index: config.index, options: ShmLRU.Options(policy: config.policy))
             let seeds = (0..<Self.processes).map { UInt64(1_000 + $0) + UInt64(config.intervalMs) * 100 }
             var children: [SpawnedProcess] = []
             for seed in seeds {

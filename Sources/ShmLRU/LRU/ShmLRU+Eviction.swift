@@ -16,8 +16,9 @@ extension ShmLRU {
             let s = _segment
             // Exact LRU keeps the list in last-use order: walk from the tail and stop at
             // the first record used at or after the cutoff. Interval promotion marks a
-            // used record where it stands (it moves only when it reaches the tail), so
-            // there every record is looked at and the candidates are taken oldest first.
+            // used record where it stands (it moves only when it reaches the tail), and
+            // SIEVE and S3-FIFO never move a record on a use, so there every record is
+            // looked at and the candidates are taken oldest first.
             var victims: [UInt32] = []
             // (last use, marked, position from the tail): at equal times (the interval
             // clock is coarse) a record marked used was used after an unmarked one.
@@ -27,16 +28,16 @@ extension ShmLRU {
                 let index = slot.index
                 guard s.isLive(meta: s.meta(index)) else { throw _corrupted("LRU walk from the tail reaches free record \(index)") }
                 let time = s.lastUse(index)
-                if _promotionNanoseconds == 0 {
+                if _exactLRU {
                     guard time < cutoff.nanoseconds, victims.count < limit else { return false }
                     victims.append(index)
                 } else if time < cutoff.nanoseconds {
-                    candidates.append((time, s.isMarkedUsed(stamp: s.stamp(index)), steps, index))
+                    candidates.append((time, s.stamp(index) & _Layout.stampFrequency != 0, steps, index))
                 }
                 steps += 1
                 return true
             }
-            if _promotionNanoseconds != 0 {
+            if !_exactLRU {
                 candidates.sort {
                     if $0.time != $1.time { return $0.time < $1.time }
                     if $0.marked != $1.marked { return !$0.marked }

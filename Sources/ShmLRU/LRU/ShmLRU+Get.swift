@@ -232,7 +232,7 @@ extension ShmLRU {
     /// - Parameter now: `_lockedNow()`, read when the lock was taken.
     @inline(__always)
     func _promoteLocked(_ slot: UInt32, now: UInt64) throws(ShmError) {
-        if _promotionNanoseconds == 0 {
+        if _exactLRU {
             try _promote(slot, now: now)
         } else {
             let ticks = _clockTicks.load(ordering: .relaxed) &+ 1
@@ -263,12 +263,14 @@ extension ShmLRU {
 
     @inline(__always)
     func _markIfStale(_ slot: UInt32, stamp: UInt64, now: UInt64) {
+        if _isS3FIFO { return _s3Touch(_segment.u64(_segment.layout.recordOffset(slot) &+ _Layout.R.stamp), stamp: stamp, now: now) }
         if let time = _markUse(stamp: stamp, now: now) { _segment.markUsed(slot, now: time) }
     }
 
     /// The same, for a record found by the lock-free read (no slot arithmetic).
     @inline(__always)
     func _markIfStale(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
+        if _isS3FIFO { return _s3Touch((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), stamp: stamp, now: now) }
         if let time = _markUse(stamp: stamp, now: now) {
             cshm_store_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), time | _Layout.stampUsed)
         }

@@ -17,6 +17,7 @@ extension ShmLRU {
         guard prev == _Layout.none || s.isSlot(prev), next == _Layout.none || s.isSlot(next) else {
             throw _corrupted("record \(slot) links out of range (prev \(prev), next \(next))")
         }
+        try _noteUnlink(slot, prev: prev)
         if prev == _Layout.none {
             guard s.head == slot else { throw _corrupted("record \(slot) has no prev but is not the head") }
             s.head = next
@@ -53,8 +54,13 @@ extension ShmLRU {
     }
 
     /// Makes a live record the most recently used and stamps it.
+    /// Under SIEVE and S3-FIFO a record never moves on a use: it is marked instead.
     @inline(__always)
     func _promote(_ slot: UInt32, now: UInt64) throws(ShmError) {
+        if _segment.layout.policy != .lru {
+            _markIfStale(slot, stamp: _segment.stamp(slot), now: now)
+            return
+        }
         if _segment.head != slot {
             try _unlink(slot)
             try _linkAtHead(slot)
@@ -114,31 +120,21 @@ extension ShmLRU {
         return hash
     }
 
-    /// Evicts the least recently used record; returns its slot and hash. A tail
-    /// marked used (interval promotion) gets a second chance instead: it moves to
-    /// the head, unmarked, keeping the time of its use, and the next tail is tried.
-    /// - Parameters:
-    ///   - reused: see `_detachRecord(_:indexPosition:reused:)`.
-    ///   - willEvict: called with the victim before it is detached (its value still readable).
-    func _evictTail(reused: Bool = false, willEvict: ((UInt32) throws(ShmError) -> Void)? = nil) throws(ShmError)
-        -> (slot: UInt32, hash: UInt32)?
-    {
-        let s = _segment
-        var chances = capacity  // each second chance unmarks a record: this bounds the walk
-        while true {
-            let tail = s.tail
-            if tail == _Layout.none { return nil }
-            guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw _corrupted("tail \(tail) is not a live record") }
-            if chances > 0, try _secondChance(tail) {
-                chances -= 1
-                continue
-            }
-            if let willEvict { try willEvict(tail) }
-            let hash = try _detachRecord(tail, indexPosition: nil, reused: reused)
-            s.bumpStat(_Layout.H.statEvictions)
-            _prefetchNextVictim()
-            return (tail, hash)
-        }
+    /// Evicts the record the policy chooses (`_selectVictim()`: for LRU the least
+    /// recently used, after second chances for marked tails); returns its slot and hash.
+    /// - Parameter reused: see `_detachRecord(_:indexPosition:reused:)`.
+    func _evictTail(reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
+        guard let victim = try _selectVictim() else { return nil }
+        return try _evictSelected(victim, reused: reused)
+    }
+
+    /// Evicts `victim`, which `_selectVictim()` returned under this same lock.
+    func _evictSelected(_ victim: UInt32, reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32) {
+        _noteEviction(victim)
+        let hash = try _detachRecord(victim, indexPosition: nil, reused: reused)
+        _segment.bumpStat(_Layout.H.statEvictions)
+        if _segment.layout.policy == .lru { _prefetchNextVictim() }
+        return (victim, hash)
     }
 
     /// Asks for the lines the next eviction touches, so that they arrive while
@@ -173,7 +169,10 @@ extension ShmLRU {
         let s = _segment
         let stamp = s.stamp(slot)
         guard s.isMarkedUsed(stamp: stamp) else { return false }
-        try _promote(slot, now: stamp)  // clears the mark
+        try _unlink(slot)
+        _fault(.policyMoving)
+        try _linkAtHead(slot)
+        s.setStamp(slot, stamp)  // clears the mark
         s.bumpStat(_Layout.H.statPromotions)
         return true
     }

@@ -71,17 +71,18 @@ extension ShmLRU {
         /// Deletes a live record (index, list, free list) and announces the change.
         func remove(_ slot: _Slot) throws(ShmError) { try cache._removeLocked(slot.index, indexPosition: nil) }
 
-        /// Evicts the least recently used record (a marked one gets its second
-        /// chance first) and frees it; returns what it held. Nil when empty.
-        /// `willEvict` sees the victim first, while its value is still there.
-        func evictLeastRecentlyUsed(willEvict: (_Slot) throws(ShmError) -> Void) throws(ShmError) -> (slot: _Slot, hash: UInt32)? {
-            let victim = try withoutActuallyEscaping(willEvict) { (willEvict) throws(ShmError) in
-                try cache._evictTail(willEvict: { (index) throws(ShmError) in try willEvict(_Slot(checked: index)) })
-            }
-            guard let victim else { return nil }
-            cache._pushFree(victim.slot)
+        /// Evicts the record the cache's eviction policy chooses (LRU's tail after
+        /// second chances, SIEVE's hand, S3-FIFO's queues) and frees it; returns
+        /// what it held. Nil when empty. `willEvict` sees the victim first, while
+        /// its value is still there.
+        func evict(willEvict: (_Slot) throws(ShmError) -> Void) throws(ShmError) -> (slot: _Slot, hash: UInt32)? {
+            guard let chosen = try cache._selectVictim() else { return nil }
+            guard let victim = slot(chosen) else { throw corrupted("eviction chose record \(chosen), out of range") }
+            try willEvict(victim)
+            let evicted = try cache._evictSelected(chosen)
+            cache._pushFree(evicted.slot)
             segment.publishChange()
-            return (_Slot(checked: victim.slot), victim.hash)
+            return (victim, evicted.hash)
         }
 
         /// Rewrites part of a live record's payload inside its seqlock, so that a

@@ -8,8 +8,10 @@ extension ShmLRU {
     /// Deterministic: a record whose write was cut (odd sequence), whose state or
     /// length is invalid, is dropped; of two live records with one hash the more
     /// recently used wins; live records are relinked by last use (most recent
-    /// first), free ones pushed so that the lowest slot is reused first. Every
-    /// fully written entry stays.
+    /// first; under S3-FIFO the small queue's records, by their stamp's queue bit,
+    /// before the main queue's), free ones pushed so that the lowest slot is reused
+    /// first; the SIEVE hand restarts at the tail. The ghost is left as it is: any
+    /// content is a valid hint. Every fully written entry stays.
     func _rebuildLocked() {
         // Inside the index seqlock: a lock-free reader that misses meanwhile retries.
         _seqlockWrite(_segment.indexSeqPointer) { _rebuildStructureLocked() }
@@ -46,6 +48,12 @@ extension ShmLRU {
             }
         }
         live.sort { $0.stamp != $1.stamp ? $0.stamp > $1.stamp : $0.slot < $1.slot }
+        // S3-FIFO: the small queue first (its records' stamps say so), then the main queue.
+        let s3fifo = s.layout.policy == .s3fifo
+        if s3fifo {
+            let small = live.filter { s.stamp($0.slot) & _Layout.stampSmall != 0 }
+            live = small + live.filter { s.stamp($0.slot) & _Layout.stampSmall == 0 }
+        }
 
         // Index first (deduplicating), then the lists.
         _sharedIndex?.removeAll()
@@ -77,6 +85,10 @@ extension ShmLRU {
         s.head = kept.first ?? _Layout.none
         s.tail = kept.last ?? _Layout.none
         s.count = UInt32(kept.count)
+        let smallKept = s3fifo ? kept.prefix { s.stamp($0) & _Layout.stampSmall != 0 } : []
+        s.smallCount = UInt32(smallKept.count)
+        s.smallTail = smallKept.last ?? _Layout.none
+        s.sieveHand = _Layout.none  // the next SIEVE eviction starts at the tail
         _fault(.repairFreeing)
 
         freeSlots.sort(by: >)

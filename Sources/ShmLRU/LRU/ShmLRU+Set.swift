@@ -80,9 +80,7 @@ extension ShmLRU {
         }
         s.writeRecord(slot, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(slot, shareKey ?? 0)
-        s.setStamp(slot, now)
-        _fault(.setWritten)
-        try _linkAtHead(slot)
+        try _linkNew(slot, hash: hash, now: now)  // stamps, then links per the policy
         _fault(.setLinked)
         s.count &+= 1  // wraps rather than traps on a corrupt count (verify() reports it)
         do { try _indexInsert(hash, slot: slot) } catch {

@@ -16,7 +16,8 @@ extension ShmLRU {
         /// Repairs after a lock holder died or an inconsistency was found.
         public var recoveries: UInt64
         /// Records moved to the head at the LRU tail because they were marked used
-        /// (interval promotion's second chance), by every process.
+        /// (interval promotion's second chance), or (S3-FIFO) moved from the small
+        /// queue to the main queue or to the main queue's head, by every process.
         public var promotions: UInt64
         /// Reads that found / did not find their hash, in this process (per handle:
         /// a shared counter would make every read write a shared cache line;

@@ -59,11 +59,19 @@ public final class ShmLRU: @unchecked Sendable {
         public var lockTimeout: Duration?
         /// How long `attach` waits for a cache that is still being initialized.
         public var attachWait: Duration
+        /// The eviction policy. `create` records it in the segment (nil: `.lru`);
+        /// `attach` with nil takes the segment's, and with another policy than the
+        /// segment's throws `.incompatibleSegment`. Under `.sieve` and `.s3fifo`
+        /// reads never take the lock (with the shared index), whatever `promotion`
+        /// says; `.atMostEvery(interval)` then only sets how often a hit refreshes
+        /// its record's last-use time (default: once a second).
+        public var policy: EvictionPolicy?
 
         public init(
             whenFull: FullPolicy = .evictLeastRecentlyUsed, promotion: Promotion = .onEveryRead,
-            lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2)
+            lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2), policy: EvictionPolicy? = nil
         ) {
+            self.policy = policy
             self.whenFull = whenFull
             self.promotion = promotion
             self.lockTimeout = lockTimeout
@@ -84,8 +92,13 @@ public final class ShmLRU: @unchecked Sendable {
     /// The lock-free read's view of the shared index and the records.
     let _probe: _Probe
     let _lockTimeoutNanoseconds: Int64
-    /// Nanoseconds between promotions of a record; 0 for exact LRU.
+    /// Nanoseconds between promotions of a record; 0 for exact LRU. Non-zero:
+    /// reads are lock-free.
     let _promotionNanoseconds: UInt64
+    /// Exact LRU: a use moves the record to the head, under the lock.
+    let _exactLRU: Bool
+    /// S3-FIFO: a use bumps the record's frequency (see `_s3Touch`).
+    let _isS3FIFO: Bool
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
     /// This handle's view of the coarse monotonic clock, for the time of a mark
@@ -132,17 +145,21 @@ public final class ShmLRU: @unchecked Sendable {
             _localIndex = _LocalIndex(segment: segment)
         }
         _probe = _Probe(table: _sharedIndex ?? _localIndex!.table, segment: segment)
+        _isS3FIFO = layout.policy == .s3fifo
         switch options.promotion {
         case .onEveryRead:
-            _promotionNanoseconds = 0
+            // SIEVE and S3-FIFO read without the lock whenever the index is shared.
+            _promotionNanoseconds = layout.policy != .lru && layout.indexKind == .shared ? 1_000_000_000 : 0
         case .atMostEvery(let interval):
             guard layout.indexKind == .shared else {
                 throw ShmError(
                     .invalidArgument, "ShmLRU(options:)",
                     detail: "promotion intervals need the shared index; a process-local index reads under the lock")
             }
-            _promotionNanoseconds = UInt64(max(0, _nanoseconds(interval)))
+            let nanoseconds = UInt64(max(0, _nanoseconds(interval)))
+            _promotionNanoseconds = layout.policy != .lru ? max(1, nanoseconds) : nanoseconds
         }
+        _exactLRU = layout.policy == .lru && _promotionNanoseconds == 0
     }
 
     // MARK: Create
@@ -157,7 +174,8 @@ public final class ShmLRU: @unchecked Sendable {
         permissions: UInt16 = 0o600, persistent: Bool = false, options: Options = Options()
     ) throws(ShmError) -> ShmLRU {
         let operation = "ShmLRU.create(key: \(key.map(\.description) ?? "random"), recordSize: \(recordSize), capacity: \(capacity))"
-        guard let layout = _Layout(recordSize: recordSize, capacity: capacity, indexKind: index) else {
+        guard let layout = _Layout(recordSize: recordSize, capacity: capacity, indexKind: index, policy: options.policy ?? .lru)
+        else {
             throw ShmError(
                 .invalidSize, operation,
                 detail: "recordSize must be in 1...\(_Layout.maxRecordSize), capacity in 1...\(_Layout.maxCapacity)")
@@ -185,10 +203,11 @@ public final class ShmLRU: @unchecked Sendable {
         let operation = "ShmLRU(initializing: \(region.key), recordSize: \(recordSize))"
         guard region.isAttached else { throw ShmError(.detached, operation) }
         guard !region.isReadOnly else { throw ShmError(.readOnly, operation) }
-        let fitting = _Layout.capacity(fitting: region.byteCount, recordSize: recordSize, indexKind: index)
+        let policy = options.policy ?? .lru
+        let fitting = _Layout.capacity(fitting: region.byteCount, recordSize: recordSize, indexKind: index, policy: policy)
         let wanted = capacity ?? fitting
         guard wanted >= 1, wanted <= fitting,
-            let layout = _Layout(recordSize: recordSize, capacity: wanted, indexKind: index)
+            let layout = _Layout(recordSize: recordSize, capacity: wanted, indexKind: index, policy: policy)
         else {
             throw ShmError(
                 .invalidSize, operation,
@@ -217,9 +236,16 @@ public final class ShmLRU: @unchecked Sendable {
         segment.store(_Layout.H.indexBits, UInt32(layout.indexBits))
         segment.store64(_Layout.H.recordsOffset, UInt64(layout.recordsOffset))
         segment.store64(_Layout.H.segmentSize, UInt64(layout.totalSize))
+        segment.store(_Layout.H.policy, layout.policy.code)
+        segment.store(_Layout.H.ghostSlots, UInt32(layout.ghostSlots))
+        segment.store64(_Layout.H.ghostOffset, UInt64(layout.ghostOffset))
+        segment.store(_Layout.H.smallTarget, UInt32(layout.smallTarget))
+        segment.store(_Layout.H.ghostLength, UInt32(layout.ghostLength))
         segment.freeHead = _Layout.none
         segment.head = _Layout.none
         segment.tail = _Layout.none
+        segment.sieveHand = _Layout.none
+        segment.smallTail = _Layout.none
         segment.store64(_Layout.H.createdAt, _monotonicNanoseconds())
         try _RobustMutex.initialize(at: segment.mutex)
         // Publish: the magic goes last, with release ordering, so an attacher that
@@ -244,6 +270,11 @@ public final class ShmLRU: @unchecked Sendable {
     /// Attaches the cache that an initializer laid out in `region`.
     public convenience init(attaching region: ShmRegion, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) {
         let layout = try ShmLRU._validateHeader(of: region, expectedRecordSize: recordSize, wait: options.attachWait)
+        if let wanted = options.policy, wanted != layout.policy {
+            throw ShmError(
+                .incompatibleSegment, "ShmLRU.attach(key: \(region.key))",
+                detail: "the cache evicts by \(layout.policy.rawValue), not \(wanted.rawValue) (pass policy: nil to take the segment's)")
+        }
         try self.init(region: region, layout: layout, options: options)
         if let local = _localIndex {
             try _withLock("attach(key: \(region.key))") { () throws(ShmError) in try local.rebuild(shareKey: nil) }
@@ -288,7 +319,9 @@ public final class ShmLRU: @unchecked Sendable {
         let capacity = Int(field(_Layout.H.capacity))
         let kindRaw = field(_Layout.H.indexKind)
         guard Int(field(_Layout.H.headerSize)) == _Layout.headerSize, kindRaw <= 1,
-            let layout = _Layout(recordSize: recordSize, capacity: capacity, indexKind: kindRaw == 1 ? .shared : .processLocal)
+            let policy = EvictionPolicy(code: field(_Layout.H.policy)),
+            let layout = _Layout(
+                recordSize: recordSize, capacity: capacity, indexKind: kindRaw == 1 ? .shared : .processLocal, policy: policy)
         else {
             throw ShmError(.corrupted, operation, detail: "header sizes out of range (record \(recordSize), capacity \(capacity))")
         }
@@ -297,7 +330,11 @@ public final class ShmLRU: @unchecked Sendable {
             Int(field(_Layout.H.indexSlots)) == layout.indexSlots,
             Int(field(_Layout.H.indexBits)) == layout.indexBits,
             field64(_Layout.H.recordsOffset) == UInt64(layout.recordsOffset),
-            field64(_Layout.H.segmentSize) == UInt64(layout.totalSize)
+            field64(_Layout.H.segmentSize) == UInt64(layout.totalSize),
+            Int(field(_Layout.H.ghostSlots)) == layout.ghostSlots,
+            field64(_Layout.H.ghostOffset) == UInt64(layout.ghostOffset),
+            Int(field(_Layout.H.smallTarget)) == layout.smallTarget,
+            Int(field(_Layout.H.ghostLength)) == layout.ghostLength
         else {
             throw ShmError(.corrupted, operation, detail: "header offsets do not match its record size and capacity")
         }

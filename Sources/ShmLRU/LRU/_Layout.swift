@@ -1,11 +1,13 @@
 // The ShmLRU segment layout. This file is the only place that knows an offset.
 //
 //  byte 0                                                           segment end
-//  +--------------+-------------------------+-----------------------------------+
-//  | header 512 B | index: UInt32 x slots   | records: capacity x stride        |
-//  +--------------+-------------------------+-----------------------------------+
-//                 ^ indexOffset (0 bytes    ^ recordsOffset (64-aligned)
-//                   for a process-local index)
+//  +--------------+-------------------------+---------------------+-----------------------------+
+//  | header 512 B | index: UInt32 x slots   | ghost: UInt64 x     | records: capacity x stride  |
+//  |              |                         |   ghostSlots        |                             |
+//  +--------------+-------------------------+---------------------+-----------------------------+
+//                 ^ indexOffset (0 bytes    ^ ghostOffset         ^ recordsOffset (64-aligned)
+//                   for a process-local       (64-aligned; 0 bytes
+//                   index)                     unless the policy is S3-FIFO)
 //
 //  Header (each line of 64 bytes has one writer pattern, to keep false sharing off
 //  the read path):
@@ -17,11 +19,17 @@
 //            free count, generation (bumped by recovery), change sequence and its
 //            waiter count (futex words for listeners), creation time, high-water
 //            mark (slots at or above it were never used: init touches no record)
+//            Then the policies' list state (see "Eviction policies" below): the SIEVE
+//            hand, the S3-FIFO small queue's last record and size, the ghost clock,
+//            and whether S3-FIFO has evicted yet
 //   line 3   index sequence: odd while the index is being reshaped (a reader that
 //            misses while it moved retries)
 //   line 4-5 statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
 //            promotions
-//   line 6-7 reserved (zero)
+//   line 6   immutable after init: eviction policy (0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO),
+//            ghost offset and slots, the S3-FIFO small queue's target size and the
+//            ghost FIFO's length
+//   line 7   reserved (zero)
 //
 //  Record (stride = 32 + recordSize rounded up to 8):
 //   +0  prev   UInt32   LRU neighbour towards the head (slot index; none = 0xFFFFFFFF)
@@ -33,7 +41,12 @@
 //   +24 stamp  UInt64   last use, CLOCK_MONOTONIC nanoseconds (one clock for every process;
 //                       the coarse clock, to within a tick, for handles with interval promotion).
 //                       Bit 0 set: used since it was last linked at the head (interval
-//                       promotion marks it lock-free; eviction then gives it a second chance)
+//                       promotion marks it lock-free; eviction then gives it a second chance).
+//                       SIEVE: bit 0 is the visited bit. S3-FIFO: bits 0-1 are the 2-bit
+//                       frequency (saturating at 3; a hit adds one with a single
+//                       compare-and-swap of this word, never a retry), bit 2 is set while
+//                       the record is in the small queue (written under the lock only; the
+//                       hits' compare-and-swap keeps it), the time is stamp & ~7
 //   +32 payload, recordSize bytes (values are binary; their length is in meta)
 //
 //  Index (shared kind): open addressing with linear probing over `indexSlots`
@@ -42,6 +55,40 @@
 //  without touching a record. Home = (mix(hash) * indexSlots) >> 32. Deletion shifts
 //  entries back (no tombstones), inside an odd index sequence.
 //
+//  Eviction policies (header line 6; every handle uses the segment's):
+//   LRU    one list, head = most recently used. Exact (every read relinks, under the
+//          lock) or CLOCK (`.atMostEvery`: reads mark bit 0, the tail's marked records
+//          move to the head instead of being evicted).
+//   SIEVE  (Zhang et al., NSDI '24) the same list as a FIFO: new records at the head,
+//          never moved. Hits set bit 0 (lock-free). The hand (header) walks from the
+//          tail towards the head, clearing bits, and evicts the first unmarked record;
+//          past the head it wraps to the tail. Removing the hand's record moves the
+//          hand to its neighbour towards the head (none: the tail next time).
+//   S3-FIFO (Yang et al., SOSP '23) two FIFOs in the one list, the small queue first:
+//
+//            head                        smallTail                             tail
+//             | small queue (stamp bit 2) |  main queue (bit 2 clear)           |
+//             [s]->[s]->  ...   ->[s] ----->[m]->[m]->  ...              ->[m]
+//             ^ new records              ^ records from the ghost, and records
+//                                          promoted from the small queue
+//
+//          A new record joins the small queue, or the main queue if its hash is in the
+//          ghost. Eviction takes from the main queue when it holds more than its share
+//          (capacity - small target) or the small queue is empty, else from the small
+//          queue. The small queue's last record moves to the main queue if its
+//          frequency is >= 2, else is evicted and its hash joins the ghost; the main
+//          queue's last record with frequency f >= 1 moves to the main queue's head
+//          with min(f, 3) - 1, else is evicted.
+//
+//  Ghost (S3-FIFO only): a FIFO of the hashes of the last `ghostLength` records
+//  evicted from the small queue, kept as a 4-way set-associative table of UInt64
+//  entries `hash << 32 | tick`, where tick is the ghost clock (header) after the
+//  insertion, never 0 (0 = empty). An entry is in the FIFO while clock - tick <
+//  ghostLength (wrapping arithmetic): inserting ages the oldest out without touching
+//  it. Bucket = (mix(hash) & (ghostSlots / 4 - 1)) * 4: computed, never read, so no
+//  byte of the ghost can send an access out of range; any content is only a hint.
+//  An insertion into a full bucket replaces its oldest entry; a hit removes the entry.
+//
 //  Every value read from the segment is checked before use: slots against the
 //  capacity, lengths against the record size, list walks against the capacity.
 
@@ -49,7 +96,7 @@
 /// and nothing else. Attaching recomputes them and compares with the header.
 struct _Layout: Equatable, Sendable {
     static let magic: UInt64 = 0x3130_5552_4C4D_4853  // "SHMLRU01" little-endian
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2  // 2: eviction policy, SIEVE hand, S3-FIFO queues and ghost
     static let headerSize = 512
     static let recordHeaderSize = 32
     static let maxRecordSize = (1 << 24) - 1
@@ -60,6 +107,10 @@ struct _Layout: Equatable, Sendable {
     static let lengthMask: UInt32 = 0x00FF_FFFF
     /// Stamp bit 0: the record was used since it was last linked at the head.
     static let stampUsed: UInt64 = 1
+    /// S3-FIFO stamp bits: the 2-bit frequency and the small-queue bit.
+    static let stampFrequency: UInt64 = 3
+    static let stampSmall: UInt64 = 4
+    static let ghostWays = 4
 
     // Header field offsets (bytes from the segment's start).
     enum H {
@@ -87,6 +138,11 @@ struct _Layout: Equatable, Sendable {
         static let changeWaiters = 156
         static let createdAt = 160  // UInt64
         static let highWater = 168  // slots below it have been used at least once
+        static let sieveHand = 172  // SIEVE: the next record the hand looks at (none: the tail)
+        static let smallTail = 176  // S3-FIFO: the small queue's last record (none: empty)
+        static let smallCount = 180  // S3-FIFO: records in the small queue
+        static let ghostClock = 184  // S3-FIFO: ghost insertions, wrapping
+        static let s3Evicted = 188  // S3-FIFO: 1 once it has evicted (until then a full small queue admits to main)
         static let indexSeq = 192
         static let statInserts = 256  // UInt64 each
         static let statUpdates = 264
@@ -94,7 +150,12 @@ struct _Layout: Equatable, Sendable {
         static let statEvictions = 280
         static let statRecoveries = 288
         static let statPromotions = 296
-        static let reserved = 384  // up to headerSize: free for later layout versions
+        static let policy = 384  // 0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO
+        static let ghostSlots = 388  // UInt32 entries of 8 bytes; 0 unless S3-FIFO
+        static let ghostOffset = 392  // UInt64
+        static let smallTarget = 400  // S3-FIFO: the small queue's share of the capacity
+        static let ghostLength = 404  // S3-FIFO: hashes the ghost FIFO remembers
+        static let reserved = 448  // up to headerSize: free for later layout versions
     }
 
     // Record field offsets (bytes from the record's start).
@@ -116,11 +177,17 @@ struct _Layout: Equatable, Sendable {
     let indexOffset: Int
     let indexSlots: Int
     let indexBits: Int
+    let policy: ShmLRU.EvictionPolicy
+    let ghostOffset: Int
+    let ghostSlots: Int
+    /// S3-FIFO: the small queue's target (10 % of the capacity) and the ghost's length (90 %).
+    let smallTarget: Int
+    let ghostLength: Int
     let recordsOffset: Int
     let totalSize: Int
 
     /// The layout for these parameters, or nil if they are out of range or overflow.
-    init?(recordSize: Int, capacity: Int, indexKind: ShmLRU.IndexKind) {
+    init?(recordSize: Int, capacity: Int, indexKind: ShmLRU.IndexKind, policy: ShmLRU.EvictionPolicy = .lru) {
         guard recordSize >= 1, recordSize <= _Layout.maxRecordSize, capacity >= 1, capacity <= _Layout.maxCapacity
         else { return nil }
         self.recordSize = recordSize
@@ -136,8 +203,21 @@ struct _Layout: Equatable, Sendable {
             indexOffset = 0
             indexSlots = 0
         }
+        self.policy = policy
         let indexEnd = _Layout.headerSize + indexSlots * 4
-        recordsOffset = (indexEnd + 63) & ~63
+        ghostOffset = (indexEnd + 63) & ~63
+        if policy == .s3fifo {
+            smallTarget = capacity / 10
+            ghostLength = capacity * 9 / 10
+            var slots = 8
+            while slots < 2 * ghostLength { slots <<= 1 }  // at most half full
+            ghostSlots = slots
+        } else {
+            smallTarget = 0
+            ghostLength = 0
+            ghostSlots = 0
+        }
+        recordsOffset = ghostOffset + ghostSlots * 8
         let (records, overflow1) = capacity.multipliedReportingOverflow(by: stride)
         let (total, overflow2) = recordsOffset.addingReportingOverflow(records)
         guard !overflow1, !overflow2 else { return nil }
@@ -145,16 +225,22 @@ struct _Layout: Equatable, Sendable {
     }
 
     /// The largest capacity whose layout fits `byteCount` bytes (0 if none).
-    static func capacity(fitting byteCount: Int, recordSize: Int, indexKind: ShmLRU.IndexKind) -> Int {
-        guard let one = _Layout(recordSize: recordSize, capacity: 1, indexKind: indexKind), byteCount >= one.totalSize
+    static func capacity(
+        fitting byteCount: Int, recordSize: Int, indexKind: ShmLRU.IndexKind, policy: ShmLRU.EvictionPolicy = .lru
+    ) -> Int {
+        guard let one = _Layout(recordSize: recordSize, capacity: 1, indexKind: indexKind, policy: policy),
+            byteCount >= one.totalSize
         else { return 0 }
-        let perRecord = one.stride + (indexKind == .shared ? 8 : 0)
+        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (policy == .s3fifo ? 16 : 0)
         var guess = min(maxCapacity, max(1, (byteCount - headerSize) / perRecord))
-        while guess > 1, (_Layout(recordSize: recordSize, capacity: guess, indexKind: indexKind)?.totalSize ?? .max) > byteCount {
+        while guess > 1,
+            (_Layout(recordSize: recordSize, capacity: guess, indexKind: indexKind, policy: policy)?.totalSize ?? .max) > byteCount
+        {
             guess -= 1
         }
         while guess < maxCapacity,
-            let next = _Layout(recordSize: recordSize, capacity: guess + 1, indexKind: indexKind), next.totalSize <= byteCount
+            let next = _Layout(recordSize: recordSize, capacity: guess + 1, indexKind: indexKind, policy: policy),
+            next.totalSize <= byteCount
         {
             guess += 1
         }
@@ -172,6 +258,9 @@ struct _Layout: Equatable, Sendable {
         let slot = delta / stride
         return slot < capacity ? UInt32(slot) : nil
     }
+
+    /// The mask of a stamp's time bits under this layout's policy.
+    var stampTimeMask: UInt64 { policy == .s3fifo ? ~UInt64(7) : ~_Layout.stampUsed }
 
     var tagMask: UInt32 { indexBits >= 32 ? 0 : UInt32.max >> UInt32(indexBits) }
     var slotMask: UInt32 { indexBits >= 32 ? .max : (1 << UInt32(indexBits)) - 1 }

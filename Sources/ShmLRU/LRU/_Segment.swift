@@ -111,8 +111,8 @@ struct _Segment: _RawFields, @unchecked Sendable {
         store64(layout.recordOffset(slot) &+ _Layout.R.stamp, now | _Layout.stampUsed)
     }
     @inline(__always) func isMarkedUsed(stamp: UInt64) -> Bool { stamp & _Layout.stampUsed != 0 }
-    /// A record's last use, in CLOCK_MONOTONIC nanoseconds: its stamp without the mark bit.
-    @inline(__always) func lastUse(_ slot: UInt32) -> UInt64 { stamp(slot) & ~_Layout.stampUsed }
+    /// A record's last use, in CLOCK_MONOTONIC nanoseconds: its stamp without the policy's bits.
+    @inline(__always) func lastUse(_ slot: UInt32) -> UInt64 { stamp(slot) & layout.stampTimeMask }
     @inline(__always) func payload(_ slot: UInt32) -> UnsafeMutableRawPointer {
         base + (layout.recordOffset(slot) &+ _Layout.R.payload)
     }

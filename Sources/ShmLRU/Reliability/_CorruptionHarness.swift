@@ -44,14 +44,17 @@ package final class _CorruptionHarness {
         let size = region.byteCount
         var images: [[UInt8]] = []
         var shapes: [String] = []
-        let plans: [(recordSize: Int, index: ShmLRU.IndexKind, fill: Double, slack: Int)] = [
-            (24, .shared, 0.8, 5), (24, .processLocal, 0.8, 3), (40, .shared, 1.5, 0), (8, .shared, 0.5, 40),
+        let plans: [(recordSize: Int, index: ShmLRU.IndexKind, fill: Double, slack: Int, policy: ShmLRU.EvictionPolicy)] = [
+            (24, .shared, 0.8, 5, .lru), (24, .processLocal, 0.8, 3, .lru), (40, .shared, 1.5, 0, .lru), (8, .shared, 0.5, 40, .lru),
+            (24, .shared, 1.5, 0, .sieve), (16, .shared, 2.5, 0, .s3fifo), (24, .processLocal, 1.5, 2, .s3fifo),
         ]
         for plan in plans {
             base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
-            let fitting = _Layout.capacity(fitting: size, recordSize: plan.recordSize, indexKind: plan.index)
+            let fitting = _Layout.capacity(fitting: size, recordSize: plan.recordSize, indexKind: plan.index, policy: plan.policy)
             let capacity = max(1, fitting - plan.slack)
-            let cache = try ShmLRU(initializing: region, recordSize: plan.recordSize, capacity: capacity, index: plan.index)
+            let cache = try ShmLRU(
+                initializing: region, recordSize: plan.recordSize, capacity: capacity, index: plan.index,
+                options: ShmLRU.Options(policy: plan.policy))
             let inserts = Int(Double(capacity) * plan.fill)
             for hash in 0..<UInt32(inserts) {
                 let length = Int(hash) % (plan.recordSize + 1)
@@ -60,7 +63,7 @@ package final class _CorruptionHarness {
                 if hash % 7 == 6 { _ = try cache.bytes(hash / 2) }
             }
             images.append(Array(UnsafeRawBufferPointer(start: base, count: size)))
-            shapes.append("\(plan.index) record \(plan.recordSize) B x \(capacity), \(cache.count) live")
+            shapes.append("\(plan.policy) \(plan.index) record \(plan.recordSize) B x \(capacity), \(cache.count) live")
         }
         self.images = images
         self.shapes = shapes
@@ -83,7 +86,7 @@ package final class _CorruptionHarness {
     package func run(_ input: UnsafeRawBufferPointer) throws(Finding) -> Outcome {
         var reader = _InputReader(input)
         let selector = reader.byte()
-        let image = images[Int(selector & 3) % images.count]
+        let image = images[(Int(selector & 3) | (selector & 0x80 != 0 ? 4 : 0)) % images.count]
         let base = region._attachment.base
         let size = region.byteCount
         image.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: size) }
@@ -144,7 +147,8 @@ package final class _CorruptionHarness {
             let recordSize = Int(bytes.load(fromByteOffset: _Layout.H.recordSize, as: UInt32.self))
             let capacity = Int(bytes.load(fromByteOffset: _Layout.H.capacity, as: UInt32.self))
             let kind: ShmLRU.IndexKind = bytes.load(fromByteOffset: _Layout.H.indexKind, as: UInt32.self) == 1 ? .shared : .processLocal
-            return _Layout(recordSize: recordSize, capacity: capacity, indexKind: kind)!
+            let policy = ShmLRU.EvictionPolicy(code: bytes.load(fromByteOffset: _Layout.H.policy, as: UInt32.self))!
+            return _Layout(recordSize: recordSize, capacity: capacity, indexKind: kind, policy: policy)!
         }
     }
 
@@ -171,14 +175,21 @@ package final class _CorruptionHarness {
         case 1:  // a record link
             put(record + (place & 1 == 0 ? _Layout.R.prev : _Layout.R.next), value)
         case 2:  // a list head or count
-            let fields = [_Layout.H.lruHead, _Layout.H.lruTail, _Layout.H.freeHead, _Layout.H.count, _Layout.H.freeCount, _Layout.H.highWater]
+            let fields = [
+                _Layout.H.lruHead, _Layout.H.lruTail, _Layout.H.freeHead, _Layout.H.count, _Layout.H.freeCount, _Layout.H.highWater,
+                _Layout.H.sieveHand, _Layout.H.smallTail, _Layout.H.smallCount, _Layout.H.ghostClock,
+            ]
             put(fields[place % fields.count], value)
         case 3:  // a record's state and length, hash or sequence
             let fields = [_Layout.R.meta, _Layout.R.hash, _Layout.R.seq, _Layout.R.share]
             let field = fields[Int(raw & 3)]
             put(record + field, field == _Layout.R.meta ? (raw >> 8 & 3) << 24 | (raw >> 10 & 0x3F_FFFF) % UInt32(layout.recordSize + 40) : value)
-        case 4:  // an index entry
-            if layout.indexSlots > 0 { put(layout.indexOffset + (place % layout.indexSlots) * 4, raw) }
+        case 4:  // an index entry, or half of a ghost entry
+            if layout.ghostSlots > 0, place & 1 != 0 {
+                put(layout.ghostOffset + (place / 2 % (2 * layout.ghostSlots)) * 4, place & 2 != 0 ? raw : value)
+            } else if layout.indexSlots > 0 {
+                put(layout.indexOffset + (place % layout.indexSlots) * 4, raw)
+            }
         case 5:  // a record's stamp
             put(record + _Layout.R.stamp + (place & 1) * 4, raw)
         case 6:  // a link cycle: record -> another, and back

@@ -40,6 +40,12 @@ package final class _FaultInjection: Sendable {
         case deleteFreed = "delete.freed"
         /// evict(lastUsedBefore:): one victim freed, the batch not finished.
         case evictBatch = "evict.batch"
+        /// Eviction (CLOCK second chance, S3-FIFO): a record is unlinked from its queue, not yet relinked.
+        case policyMoving = "policy.moving"
+        /// SIEVE eviction: the hand cleared a visited bit and moved on, nothing evicted yet.
+        case sieveHand = "sieve.hand"
+        /// S3-FIFO eviction: a hash is written into the ghost, the victim not yet detached.
+        case ghostInserted = "ghost.inserted"
         /// A process-local index rebuild (attach, reloadIndex) half done.
         case reloadPartial = "reload.partial"
         /// Repair: the index is cleared, the lists not yet rebuilt.

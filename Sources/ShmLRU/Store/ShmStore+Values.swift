@@ -167,14 +167,14 @@ extension ShmStore {
     }
 
     /// Frees a record for a new key in a full store: expired entries among the 32
-    /// least recently used first; else the least recently used entry is evicted
-    /// (or `.full` is thrown with `whenFull: .refuse`).
+    /// least recently used first; else the entry the eviction policy chooses is
+    /// evicted (or `.full` is thrown with `whenFull: .refuse`).
     func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String) throws(ShmError) {
         if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
             throw ShmError(.full, operation, detail: "all \(cache.capacity) entries are live")
         }
-        let victim = try lru.evictLeastRecentlyUsed { (victim) throws(ShmError) in
+        let victim = try lru.evict { (victim) throws(ShmError) in
             // Its key goes to the log while its record still holds it.
             let payload = try lru.value(victim)
             if let header = _PayloadHeader.read(payload) {

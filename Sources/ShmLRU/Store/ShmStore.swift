@@ -90,12 +90,16 @@ public final class ShmStore: @unchecked Sendable {
         public var changeLogCapacity: Int
         /// How many hashes (hash, hash+1, …) a key may use when its own is taken (1...64).
         public var probeLimit: Int
+        /// How a full store chooses the entry to evict (recorded in the data segment;
+        /// attach takes the segment's). See `ShmLRU.EvictionPolicy`.
+        public var policy: ShmLRU.EvictionPolicy
 
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
-            changeLogCapacity: Int = 256, probeLimit: Int = 8
+            changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .lru
         ) {
+            self.policy = policy
             self.capacity = capacity
             self.recordSize = recordSize
             self.maxAge = maxAge
@@ -188,7 +192,7 @@ public final class ShmStore: @unchecked Sendable {
         do {
             cache = try ShmLRU.create(
                 key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
-                persistent: persistent)
+                persistent: persistent, options: ShmLRU.Options(policy: c.policy))
         } catch {
             try? region.remove()
             _ = try? region.detach()
@@ -249,6 +253,7 @@ public final class ShmStore: @unchecked Sendable {
         }
         var c = configuration
         c.capacity = cache.capacity
+        c.policy = cache.policy
         return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
     }
 

@@ -1,0 +1,291 @@
+import Glibc
+@testable import ShmLRU
+import ShmLRUTestSupport
+import Testing
+
+/// Issue 15, model-based: SIEVE and S3-FIFO replayed against reference
+/// implementations written here (plain arrays, newest first), over random gets
+/// (a miss sets, as a cache's user does), sets, updates and removes. Both
+/// policies are deterministic in one process, so every decision must match: each
+/// get's hit or miss, each insert's evicted hash, the count and the eviction
+/// counter; `verify()` runs on the real structure along the way.
+@Suite struct PolicyModelTests {
+    struct Config: Sendable, CustomTestStringConvertible {
+        var policy: ShmLRU.EvictionPolicy
+        var index: ShmLRU.IndexKind = .shared
+        var capacity: Int
+        var hashRange: UInt32
+        var operations: Int
+        var seed: UInt64
+        var testDescription: String { "\(policy) \(index) capacity \(capacity) keys \(hashRange) ops \(operations) seed \(seed)" }
+    }
+
+    static let configs: [Config] = [
+        Config(policy: .sieve, capacity: 50, hashRange: 120, operations: 1_000_000, seed: 1),
+        Config(policy: .s3fifo, capacity: 50, hashRange: 120, operations: 1_000_000, seed: 2),
+        // Edges: a small queue of 0 (capacity / 10), one record, a process-local index (locked reads).
+        Config(policy: .s3fifo, capacity: 7, hashRange: 20, operations: 100_000, seed: 3),
+        Config(policy: .sieve, capacity: 1, hashRange: 4, operations: 50_000, seed: 4),
+        Config(policy: .s3fifo, capacity: 1, hashRange: 4, operations: 50_000, seed: 5),
+        Config(policy: .sieve, index: .processLocal, capacity: 20, hashRange: 50, operations: 100_000, seed: 6),
+        Config(policy: .s3fifo, index: .processLocal, capacity: 30, hashRange: 90, operations: 100_000, seed: 7),
+    ]
+
+    @Test(arguments: configs)
+    func decisionsMatchTheReference(_ config: Config) throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(
+                key: key, recordSize: 8, capacity: config.capacity, index: config.index,
+                options: ShmLRU.Options(policy: config.policy))
+            defer { _ = try? cache.detach() }
+            #expect(cache.policy == config.policy)
+            var reference: any ReferencePolicy =
+                config.policy == .sieve ? ReferenceSIEVE(capacity: config.capacity) : ReferenceS3FIFO(capacity: config.capacity)
+            var rng = SplitMix64(seed: config.seed)
+            var evictions = 0
+            var hits = 0
+            for step in 0..<config.operations {
+                let hash = UInt32(rng.next() % UInt64(config.hashRange))
+                let roll = rng.next() % 100
+                var mismatch: String? = nil
+                if roll < 75 {  // get, and set on a miss
+                    let value = try cache.bytes(hash)
+                    let expected = reference.get(hash)
+                    if (value != nil) != expected { mismatch = "get(\(hash)): cache \(value != nil ? "hit" : "miss"), reference \(expected ? "hit" : "miss")" }
+                    if let value, value != bytes(of: hash) { mismatch = "get(\(hash)) returned another value" }
+                    if value == nil {
+                        let result = try cache.set(hash, bytes(of: hash))
+                        let evicted = reference.insert(hash)
+                        if result.evictedHash != evicted { mismatch = "set(\(hash)) evicted \(String(describing: result.evictedHash)), reference \(String(describing: evicted))" }
+                        if evicted != nil { evictions += 1 }
+                    } else {
+                        hits += 1
+                    }
+                } else if roll < 95 {  // set: an update counts as a use
+                    let result = try cache.set(hash, bytes(of: hash))
+                    if reference.contains(hash) {
+                        reference.touch(hash)
+                        if !result.updated { mismatch = "set(\(hash)) inserted; the reference holds it" }
+                    } else {
+                        let evicted = reference.insert(hash)
+                        if result.updated || result.evictedHash != evicted {
+                            mismatch = "set(\(hash)) evicted \(String(describing: result.evictedHash)), reference \(String(describing: evicted))"
+                        }
+                        if evicted != nil { evictions += 1 }
+                    }
+                } else {
+                    let removed = try cache.remove(hash)
+                    if removed != reference.remove(hash) { mismatch = "remove(\(hash)): cache \(removed), reference \(!removed)" }
+                }
+                if cache.count != reference.count { mismatch = (mismatch ?? "") + " count \(cache.count), reference \(reference.count)" }
+                if mismatch == nil, step % 50_000 == 0 || step == config.operations - 1 {
+                    let report = try cache.verify()
+                    if !report.isClean { mismatch = "verify(): \(report)" }
+                }
+                if let mismatch {
+                    Issue.record("\(config.testDescription): step \(step): \(mismatch)")
+                    return
+                }
+            }
+            #expect(cache.stats.evictions == UInt64(evictions))
+            // The run exercised what it claims to: evictions, hits, and (S3-FIFO) promotions out of the small queue.
+            #expect(evictions > config.operations / 20)
+            #expect(hits > config.operations / 20)
+            if config.policy == .s3fifo, config.capacity >= 10 { #expect(cache.stats.promotions > 100) }
+        }
+    }
+
+    func bytes(of hash: UInt32) -> [UInt8] { withUnsafeBytes(of: hash.littleEndian) { Array($0) } }
+}
+
+/// What the model test asks of a reference policy.
+protocol ReferencePolicy {
+    var count: Int { get }
+    func contains(_ hash: UInt32) -> Bool
+    /// A read: true on a hit (which counts as a use).
+    mutating func get(_ hash: UInt32) -> Bool
+    /// An update of a present hash: a use.
+    mutating func touch(_ hash: UInt32)
+    /// Inserts an absent hash, evicting first when full; returns the evicted hash.
+    mutating func insert(_ hash: UInt32) -> UInt32?
+    mutating func remove(_ hash: UInt32) -> Bool
+}
+
+/// SIEVE as the paper describes it: a FIFO (index 0 newest), a visited bit per
+/// object, and a hand that walks from the oldest towards the newest, clearing
+/// visited bits, evicts the first unvisited object and stays where it was.
+struct ReferenceSIEVE: ReferencePolicy {
+    let capacity: Int
+    var queue: [UInt32] = []
+    var visited: [UInt32: Bool] = [:]
+    /// Index into `queue`; nil: start at the oldest.
+    var hand: Int? = nil
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    var count: Int { queue.count }
+    func contains(_ hash: UInt32) -> Bool { visited[hash] != nil }
+
+    mutating func get(_ hash: UInt32) -> Bool {
+        guard contains(hash) else { return false }
+        visited[hash] = true
+        return true
+    }
+    mutating func touch(_ hash: UInt32) { visited[hash] = true }
+
+    mutating func insert(_ hash: UInt32) -> UInt32? {
+        var evicted: UInt32? = nil
+        if queue.count == capacity {
+            var i = hand ?? queue.count - 1
+            while visited[queue[i]]! {
+                visited[queue[i]] = false
+                i = i == 0 ? queue.count - 1 : i - 1
+            }
+            evicted = queue.remove(at: i)
+            visited[evicted!] = nil
+            hand = i == 0 ? nil : i - 1
+        }
+        queue.insert(hash, at: 0)
+        visited[hash] = false
+        if let h = hand { hand = h + 1 }
+        return evicted
+    }
+
+    mutating func remove(_ hash: UInt32) -> Bool {
+        guard let i = queue.firstIndex(of: hash) else { return false }
+        queue.remove(at: i)
+        visited[hash] = nil
+        if let h = hand {
+            if h == i { hand = i == 0 ? nil : i - 1 } else if h > i { hand = h - 1 }
+        }
+        return true
+    }
+}
+
+/// S3-FIFO as the SOSP '23 paper and libCacheSim describe it: a small FIFO
+/// (capacity / 10), a main FIFO, a 2-bit frequency, and a ghost FIFO of the
+/// hashes evicted from the small queue (capacity * 9 / 10 of them). Until the
+/// first eviction a full small queue admits to the main queue. The ghost is the
+/// layout's bucketed FIFO (4-way buckets, entries age out after `ghostLength`
+/// insertions), replicated here with its own copy of the hash mix.
+struct ReferenceS3FIFO: ReferencePolicy {
+    let capacity: Int
+    let smallTarget: Int
+    let ghostLength: Int
+    var small: [UInt32] = []
+    var main: [UInt32] = []
+    var frequency: [UInt32: Int] = [:]
+    var evictedOnce = false
+    // Ghost: buckets of 4 (hash, tick); tick 0 = empty.
+    var ghost: [(hash: UInt32, tick: UInt32)]
+    var ghostClock: UInt32 = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        smallTarget = capacity / 10
+        ghostLength = capacity * 9 / 10
+        var slots = 8
+        while slots < 2 * ghostLength { slots <<= 1 }
+        ghost = Array(repeating: (0, 0), count: slots)
+    }
+
+    var count: Int { small.count + main.count }
+    func contains(_ hash: UInt32) -> Bool { frequency[hash] != nil }
+
+    mutating func get(_ hash: UInt32) -> Bool {
+        guard contains(hash) else { return false }
+        touch(hash)
+        return true
+    }
+    mutating func touch(_ hash: UInt32) { frequency[hash] = min(frequency[hash]! + 1, 3) }
+
+    mutating func insert(_ hash: UInt32) -> UInt32? {
+        var evicted: UInt32? = nil
+        if count == capacity { evicted = evict() }
+        let toMain = ghostTake(hash) || (!evictedOnce && small.count >= smallTarget)
+        if toMain { main.insert(hash, at: 0) } else { small.insert(hash, at: 0) }
+        frequency[hash] = 0
+        return evicted
+    }
+
+    mutating func evict() -> UInt32 {
+        evictedOnce = true
+        while true {
+            if main.count > capacity - smallTarget || small.isEmpty {
+                while true {
+                    let last = main.removeLast()
+                    let f = frequency[last]!
+                    if f >= 1 {
+                        frequency[last] = min(f, 3) - 1
+                        main.insert(last, at: 0)
+                    } else {
+                        frequency[last] = nil
+                        return last
+                    }
+                }
+            }
+            while let last = small.last {
+                small.removeLast()
+                if frequency[last]! >= 2 {
+                    frequency[last] = 0
+                    main.insert(last, at: 0)
+                } else {
+                    frequency[last] = nil
+                    ghostInsert(last)
+                    return last
+                }
+            }
+        }
+    }
+
+    mutating func remove(_ hash: UInt32) -> Bool {
+        guard contains(hash) else { return false }
+        if let i = small.firstIndex(of: hash) { small.remove(at: i) } else { main.remove(at: main.firstIndex(of: hash)!) }
+        frequency[hash] = nil
+        return true
+    }
+
+    static func mix(_ value: UInt32) -> UInt32 {
+        var h = value
+        h ^= h >> 16
+        h &*= 0x85eb_ca6b
+        h ^= h >> 13
+        h &*= 0xc2b2_ae35
+        h ^= h >> 16
+        return h
+    }
+
+    func bucket(_ hash: UInt32) -> Int { Int(Self.mix(hash) & UInt32(ghost.count / 4 - 1)) * 4 }
+
+    mutating func ghostTake(_ hash: UInt32) -> Bool {
+        guard ghostLength > 0 else { return false }
+        let b = bucket(hash)
+        for way in b..<b + 4 where ghost[way].hash == hash && ghost[way].tick != 0 && Int(ghostClock &- ghost[way].tick) < ghostLength {
+            ghost[way] = (0, 0)
+            return true
+        }
+        return false
+    }
+
+    mutating func ghostInsert(_ hash: UInt32) {
+        guard ghostLength > 0 else { return }
+        ghostClock &+= 1
+        let b = bucket(hash)
+        var chosen = (b..<b + 4).first { ghost[$0].hash == hash }
+        if chosen == nil {
+            var oldest: UInt32 = 0
+            for way in b..<b + 4 {
+                let age = ghostClock &- ghost[way].tick
+                if ghost[way].tick == 0 || Int(age) >= ghostLength {
+                    chosen = way
+                    break
+                }
+                if chosen == nil || age > oldest {
+                    chosen = way
+                    oldest = age
+                }
+            }
+        }
+        ghost[chosen!] = (hash, ghostClock)
+    }
+}
