@@ -4,9 +4,13 @@ import Synchronization
 extension ShmLRU {
     /// A snapshot of the cache's figures.
     public struct Stats: Sendable, Hashable, Codable {
+        /// Records the cache holds.
         public var capacity: Int
+        /// The largest value, in bytes.
         public var recordSize: Int
+        /// Live records.
         public var count: Int
+        /// Records not in use (`capacity - count`).
         public var free: Int
         /// Records inserted, updated in place, deleted and evicted, by every process.
         public var inserts: UInt64
@@ -24,6 +28,12 @@ extension ShmLRU {
         /// threads use one handle at once).
         public var hits: UInt64
         public var misses: UInt64
+        /// Hits and misses of every process that used the cache (wrapping
+        /// counters in the segment): each handle adds its own counts when it next
+        /// takes the lock, so lock-free hits appear after that handle's next
+        /// locked operation (a set, a remove, a promotion).
+        public var totalHits: UInt64 = 0
+        public var totalMisses: UInt64 = 0
     }
 
     /// The figures; once detached, only capacity, record size and this handle's hits and misses.
@@ -41,6 +51,7 @@ extension ShmLRU {
             inserts: s.load64(_Layout.H.statInserts), updates: s.load64(_Layout.H.statUpdates),
             deletes: s.load64(_Layout.H.statDeletes), evictions: s.load64(_Layout.H.statEvictions),
             recoveries: s.load64(_Layout.H.statRecoveries), promotions: s.load64(_Layout.H.statPromotions),
-            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed))
+            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed),
+            totalHits: s.load64(_Layout.H.statHits), totalMisses: s.load64(_Layout.H.statMisses))
     }
 }

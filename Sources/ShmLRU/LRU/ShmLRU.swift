@@ -88,6 +88,9 @@ public final class ShmLRU: @unchecked Sendable {
     let _promotionNanoseconds: UInt64
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
+    /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
+    let _hitsPublished = Atomic<UInt64>(0)
+    let _missesPublished = Atomic<UInt64>(0)
     /// This handle's view of the coarse monotonic clock, for the time of a mark
     /// and for whether a marked record's mark is an interval old: refreshed every
     /// `_clockRefreshReads` hits (and every as many locked reads and updates).
@@ -237,13 +240,21 @@ public final class ShmLRU: @unchecked Sendable {
     ///   ShmLRU cache of this layout version, or another record size; `.corrupted`
     ///   for a header that does not add up or claims more than the segment holds.
     public static func attach(key: ShmKey, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) -> ShmLRU {
-        let region = try ShmRegion.attach(key: key)
+        let region: ShmRegion
+        do { region = try ShmRegion.attach(key: key) } catch {
+            ShmEvents._emitIfRefused(error, key: key)
+            throw error
+        }
         return try ShmLRU(attaching: region, recordSize: recordSize, options: options)
     }
 
     /// Attaches the cache that an initializer laid out in `region`.
     public convenience init(attaching region: ShmRegion, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) {
-        let layout = try ShmLRU._validateHeader(of: region, expectedRecordSize: recordSize, wait: options.attachWait)
+        let layout: _Layout
+        do { layout = try ShmLRU._validateHeader(of: region, expectedRecordSize: recordSize, wait: options.attachWait) } catch {
+            ShmEvents._emitIfRefused(error, key: region.key)
+            throw error
+        }
         try self.init(region: region, layout: layout, options: options)
         if let local = _localIndex {
             try _withLock("attach(key: \(region.key))") { () throws(ShmError) in try local.rebuild(shareKey: nil) }
@@ -334,7 +345,7 @@ public final class ShmLRU: @unchecked Sendable {
         try _checkAttached(operation())
         let acquired: _RobustMutex.Acquired
         do { acquired = try _mutex.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
-            throw ShmError(error.code, operation(), errno: error.errno, detail: error.detail)
+            throw _lockFailed(error, operation())
         }
         defer {
             _mutex.unlock()
@@ -343,7 +354,9 @@ public final class ShmLRU: @unchecked Sendable {
         if acquired == .previousOwnerDied {
             _rebuildLocked()
             _mutex.markConsistent()
+            ShmEvents._emit(ShmEvent(.recoveredFromDeadHolder, key: key, operation: operation()))
         }
+        _publishReadCounts()
         if let local = _localIndex, local.generationSeen != _segment.generation {
             try? local.rebuild(shareKey: nil)
         }
@@ -351,6 +364,7 @@ public final class ShmLRU: @unchecked Sendable {
             return try body()
         } catch where error.code == .corrupted {
             _rebuildLocked()
+            ShmEvents._emit(ShmEvent(.repairedInconsistency, key: key, operation: operation(), detail: error.detail))
             return try body()
         }
     }

@@ -20,7 +20,8 @@
 //   line 3   index sequence: odd while the index is being reshaped (a reader that
 //            misses while it moved retries)
 //   line 4-5 statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
-//            promotions
+//            promotions, hits, misses (hits and misses: each handle adds its own
+//            counts when it next takes the lock; wrapping)
 //   line 6-7 reserved (zero)
 //
 //  Record (stride = 32 + recordSize rounded up to 8):
@@ -94,6 +95,8 @@ struct _Layout: Equatable, Sendable {
         static let statEvictions = 280
         static let statRecoveries = 288
         static let statPromotions = 296
+        static let statHits = 304
+        static let statMisses = 312
         static let reserved = 384  // up to headerSize: free for later layout versions
     }
 

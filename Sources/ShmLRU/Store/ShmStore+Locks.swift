@@ -38,6 +38,9 @@ extension ShmStore {
         guard let grant = try _locks.acquire(.init(key), tryOnly: true, deadline: nil, isCancelled: { false }, operation) else {
             return nil
         }
+        if grant.previousHolderDied {
+            ShmEvents._emit(ShmEvent(.keyLockHolderDied, key: self.key, operation: operation, detail: "its holder died holding it"))
+        }
         return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
@@ -126,14 +129,30 @@ extension ShmStore {
 
     // MARK: Internals
 
+    @inline(never)
+    func _emitLockEvent(_ kind: ShmEvent.Kind, _ operation: String, since start: UInt64, detail: String?) {
+        let waited = Duration.nanoseconds(Int64(clamping: cshm_monotonic_ns() &- min(start, cshm_monotonic_ns())))
+        ShmEvents._emit(ShmEvent(kind, key: self.key, operation: operation, detail: detail, waited: waited))
+    }
+
     func _lock(_ key: String, timeout: Duration?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
         try _lock(key, deadline: timeout.map { _deadline(after: $0) }, isCancelled: isCancelled)
     }
 
     func _lock(_ key: String, deadline: UInt64?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
         let operation = _operation("lock", key)
-        guard let grant = try _locks.acquire(.init(key), tryOnly: false, deadline: deadline, isCancelled: isCancelled, operation)
-        else { throw ShmError(.lockTimeout, operation) }
+        if let token = try tryLock(key) { return token }  // free: no wait, no event
+        let start = cshm_monotonic_ns()
+        let grant: (id: UInt64, previousHolderDied: Bool)?
+        do { grant = try _locks.acquire(.init(key), tryOnly: false, deadline: deadline, isCancelled: isCancelled, operation) } catch {
+            if error.code == .lockTimeout { _emitLockEvent(.lockTimeout, operation, since: start, detail: error.detail) }
+            throw error
+        }
+        guard let grant else { throw ShmError(.lockTimeout, operation) }
+        _emitLockEvent(.keyLockWaited, operation, since: start, detail: nil)
+        if grant.previousHolderDied {
+            ShmEvents._emit(ShmEvent(.keyLockHolderDied, key: self.key, operation: operation, detail: "its holder died holding it"))
+        }
         return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 

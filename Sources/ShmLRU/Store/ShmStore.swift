@@ -238,8 +238,16 @@ public final class ShmStore: @unchecked Sendable {
     }
 
     static func _attach(key: ShmKey, wait: Duration, hash: (@Sendable (String) -> UInt32)?) throws(ShmError) -> ShmStore {
-        let region = try ShmRegion.attach(key: key)
-        let (layout, configuration, lruKey) = try _validateHeader(of: region, wait: wait)
+        let region: ShmRegion
+        let header: (_StoreLayout, Configuration, ShmKey)
+        do {
+            region = try ShmRegion.attach(key: key)
+            header = try _validateHeader(of: region, wait: wait)
+        } catch {
+            ShmEvents._emitIfRefused(error, key: key)
+            throw error
+        }
+        let (layout, configuration, lruKey) = header
         let operation = "ShmStore.attach(key: \(key))"
         let cache: ShmLRU
         do {
@@ -252,9 +260,12 @@ public final class ShmStore: @unchecked Sendable {
         return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
     }
 
-    static func _validateHeader(of region: ShmRegion, wait: Duration) throws(ShmError) -> (_StoreLayout, Configuration, ShmKey) {
+    /// `readOnlyAllowed` is for `probe(key:)`, which only reads the header.
+    static func _validateHeader(
+        of region: ShmRegion, wait: Duration, readOnlyAllowed: Bool = false
+    ) throws(ShmError) -> (_StoreLayout, Configuration, ShmKey) {
         let operation = "ShmStore.attach(key: \(region.key))"
-        guard !region.isReadOnly else { throw ShmError(.readOnly, operation, detail: "locks and listeners need a read-write attachment") }
+        guard readOnlyAllowed || !region.isReadOnly else { throw ShmError(.readOnly, operation, detail: "locks and listeners need a read-write attachment") }
         guard region.byteCount >= _StoreLayout.headerSize else {
             throw ShmError(.incompatibleSegment, operation, detail: "\(region.byteCount) bytes is smaller than a ShmStore header")
         }
