@@ -72,3 +72,9 @@ let package = Package(
             swiftSettings: strict),
     ]
 )
+
+// `make docs` sets SHMLRU_DOCS=1 (with its own scratch path, .build-docs) to add the
+// DocC plugin for that build alone: the package's dependency graph never has it.
+if Context.environment["SHMLRU_DOCS"] == "1" {
+    package.dependencies.append(.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"))
+}

@@ -34,6 +34,14 @@ func fail(_ message: String, status: Int32) -> Never {
     exit(status)
 }
 
+// A supervisor may start us with signals blocked (a mask is inherited): unblock
+// the two that stop us, or SIGTERM would stay pending for ever.
+var stopSignals = sigset_t()
+sigemptyset(&stopSignals)
+sigaddset(&stopSignals, SIGTERM)
+sigaddset(&stopSignals, SIGINT)
+pthread_sigmask(SIG_UNBLOCK, &stopSignals, nil)
+
 var key = ShmKey(0x5EED)
 var withService = true
 var arguments = CommandLine.arguments.dropFirst()

@@ -63,7 +63,7 @@ private struct Point: Codable, Equatable {
             #expect(try store.bytes("raw") == [0, 0xFF, 0x10])
             run = try cli("store", "set", k, "short", "lived", "--ttl", "0.05")
             #expect(run.status == 0, "\(run.errorOutput)")
-            #expect(await eventually { try store.bytes("short") == nil })
+            #expect(try await eventually { try store.bytes("short") == nil })
             run = try cli("store", "set", k, "raw", "0f0", "--hex")
             #expect(run.status == 64)
             run = try cli("store", "set", k, "big", String(repeating: "x", count: 200))
@@ -97,8 +97,8 @@ private struct Point: Codable, Equatable {
         }
     }
 
-    @Test func listenPrintsChangesUntilCountOrTimeout() async throws {
-        try await withStoreKey { key in
+    @Test func listenPrintsChangesUntilCountOrTimeout() throws {
+        try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 16, recordSize: 128))
             let listener = try SpawnedProcess(
                 productsDirectory() + "/shm-lru", ["store", "listen", key.description, "job", "--count", "3", "--timeout", "60"])

@@ -27,9 +27,12 @@ private func recordingEvents<R>(of keys: Set<ShmKey>, _ body: () throws -> R) re
     return (result, seen.withLock { $0 })
 }
 
-/// A cache whose lock another process holds (inside `withValue`) until `release` kills it.
-private func withPeerHoldingTheLock(_ key: ShmKey, _ body: (_ kill: () -> Void) throws -> Void) throws {
-    let holder = try spawnHelper(["lru-hold-lock", key.description, "1"])
+/// A cache whose lock another process holds (inside `withValue` of `hash`, which
+/// must be in the cache) until `kill` kills it.
+private func withPeerHoldingTheLock(
+    _ key: ShmKey, hash: UInt32 = 1, _ body: (_ kill: () -> Void) throws -> Void
+) throws {
+    let holder = try spawnHelper(["lru-hold-lock", key.description, String(hash)])
     var killed = false
     let kill = {
         guard !killed else { return }
@@ -38,8 +41,30 @@ private func withPeerHoldingTheLock(_ key: ShmKey, _ body: (_ kill: () -> Void) 
         _ = holder.wait()
     }
     defer { kill() }
-    while let line = holder.readLine(), line != "ready=1" {}
+    var ready = false
+    while let line = holder.readLine() {
+        if line == "ready=1" {
+            ready = true
+            break
+        }
+    }
+    try #require(ready, "the helper did not take the lock")
     try body(kill)
+}
+
+/// Whether process `pid` (a child not yet waited for) exits, becoming a zombie, within `timeout`.
+private func exits(_ pid: pid_t, within timeout: Duration) -> Bool {
+    let clock = ContinuousClock()
+    let deadline = clock.now.advanced(by: timeout)
+    while clock.now < deadline {
+        var info = siginfo_t()
+        // WNOWAIT: leave the child to SpawnedProcess.wait().
+        if waitid(P_PID, id_t(pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0, info._sifields._sigchld.si_pid == pid {
+            return true
+        }
+        usleep(10_000)
+    }
+    return false
 }
 
 /// Another program's segment: random bytes.
@@ -177,7 +202,7 @@ private func makeForeignSegment(_ key: ShmKey) throws -> ShmRegion {
 
             // A lock timeout and a recovery after a dead holder.
             let impatient = try ShmLRU.attach(key: key, options: .init(lockTimeout: .milliseconds(100)))
-            try withPeerHoldingTheLock(key) { kill in
+            try withPeerHoldingTheLock(key, hash: 4) { kill in
                 _ = try? impatient.set(9, "nine")
                 kill()
                 try cache.set(9, "nine")
@@ -196,9 +221,9 @@ private func makeForeignSegment(_ key: ShmKey) throws -> ShmRegion {
             let reporter = ShmLRUMetricsReporter(store: store, factory: metrics)
             defer { reporter.stop() }
             let dims = [("segment", key.description), ("kind", "store")]
-            let token = try store.lock("job")
+            let token = try #require(try store.tryLock("job"))
             let waiter = Task { try await store.lock("job", timeout: .seconds(30)) }
-            #expect(await eventually { try store.lockState("job").waiters == 1 })
+            #expect(try await eventually { try store.lockState("job").waiters == 1 })
             try store.unlock("job", token)
             let second = try await waiter.value
             try store.unlock("job", second)
@@ -254,6 +279,8 @@ private func makeForeignSegment(_ key: ShmKey) throws -> ShmRegion {
             let data = try #require(dataKey)
             #expect(ShmRegion.exists(key: key) && ShmRegion.exists(key: data))
             server.kill(SIGTERM)
+            // A failure guard, not a measurement: a server that ignores SIGTERM is killed after a minute.
+            if !exits(server.pid, within: .seconds(60)) { server.kill(SIGKILL) }
             let run = server.wait()
             if withService {
                 #expect(run.status == 0, "\(run.errorOutput)")

@@ -3,7 +3,7 @@ import CShm
 extension ShmLRU {
     /// What a `set` did.
     public struct SetResult: Sendable, Hashable {
-        /// The record's byte offset in the segment (the seed's return value): valid
+        /// The record's byte offset in the segment (shm-typed-lru's return value): valid
         /// for `value(atOffset:)`, `remove(atOffset:)` and `setShareKey(_:atOffset:)`
         /// while the record lives.
         public var offset: Int
@@ -98,7 +98,7 @@ extension ShmLRU {
         return SetResult(offset: s.layout.recordOffset(slot), updated: false, evictedHash: evicted)
     }
 
-    /// Tags the live record at `offset` with `shareKey` (the seed's `set_share_key`).
+    /// Tags the live record at `offset` with `shareKey` (shm-typed-lru's `set_share_key`).
     /// - Throws: `.invalidOffset`, `.alreadyDeleted`.
     public func setShareKey(_ shareKey: UInt32, atOffset offset: Int) throws(ShmError) {
         let slot = try _slot(atOffset: offset, "setShareKey(\(shareKey), atOffset: \(offset))")

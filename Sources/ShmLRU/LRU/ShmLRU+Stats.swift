@@ -14,8 +14,11 @@ extension ShmLRU {
         public var free: Int
         /// Records inserted, updated in place, deleted and evicted, by every process.
         public var inserts: UInt64
+        /// Records updated in place, by every process.
         public var updates: UInt64
+        /// Records deleted, by every process.
         public var deletes: UInt64
+        /// Records evicted (when full, or by age), by every process.
         public var evictions: UInt64
         /// Repairs after a lock holder died or an inconsistency was found.
         public var recoveries: UInt64
@@ -27,12 +30,14 @@ extension ShmLRU {
         /// counted without a locked instruction, so approximate when several
         /// threads use one handle at once).
         public var hits: UInt64
+        /// Reads that did not find their hash, in this process (per handle).
         public var misses: UInt64
         /// Hits and misses of every process that used the cache (wrapping
         /// counters in the segment): each handle adds its own counts when it next
         /// takes the lock, so lock-free hits appear after that handle's next
         /// locked operation (a set, a remove, a promotion).
         public var totalHits: UInt64 = 0
+        /// Misses of every process (see `totalHits`).
         public var totalMisses: UInt64 = 0
     }
 

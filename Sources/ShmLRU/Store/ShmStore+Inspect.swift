@@ -22,7 +22,9 @@ extension ShmStore {
         public var recordSize: Int
         /// Lock slots, waiter entries and change-log entries of the store segment.
         public var lockSlots: Int
+        /// Waiter entries of the store segment.
         public var lockWaiters: Int
+        /// Change-log entries of the store segment.
         public var changeLogCapacity: Int
         /// The default max age of an entry; nil: entries do not expire.
         public var maxAge: Duration?
@@ -61,6 +63,7 @@ extension ShmStore {
         public var key: String?
         /// FNV-1a 64 of the key's UTF-8 bytes, and their count: the lock's identity.
         public var keyHash: UInt64
+        /// The key's length in UTF-8 bytes.
         public var keyLength: Int
         /// The holder's process id; nil when free (or the holder died and nobody took it yet).
         public var holder: Int32?

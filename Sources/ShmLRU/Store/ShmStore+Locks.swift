@@ -1,7 +1,7 @@
 import CShm
 import Glibc
 
-// Per-key cross-process locks (the seed's getLock / releaseLock / mutex). Locks
+// Per-key cross-process locks (cluster-shared-memory's getLock / releaseLock / mutex). Locks
 // are advisory: set, get and remove do not take them. See ShmLockTable.swift.
 
 extension ShmStore {
@@ -15,6 +15,7 @@ extension ShmStore {
         /// for this grant: what it protected may be half-updated.
         public let previousHolderDied: Bool
 
+        /// `LockToken("key", 0x…)`, noting a previous holder that died.
         public var description: String {
             "LockToken(\"\(key)\", 0x\(String(id, radix: 16))\(previousHolderDied ? ", previous holder died" : ""))"
         }
@@ -111,7 +112,7 @@ extension ShmStore {
         }
     }
 
-    /// Runs `body` holding the lock of `key` (the seed's `mutex`), waiting without
+    /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`), waiting without
     /// blocking the cooperative pool; releases it when `body` returns or throws.
     public func mutex<R>(
         _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
