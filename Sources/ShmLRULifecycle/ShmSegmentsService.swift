@@ -21,8 +21,11 @@ import ShmLRU
 public struct ShmSegmentsService: Service {
     /// One handle the service releases.
     public enum Handle: Sendable {
+        /// A cache: detached; removed if this process created it.
         case cache(ShmLRU)
+        /// A store: detached; both its segments removed if this process created it.
         case store(ShmStore)
+        /// A plain region: detached; removed if this process created it.
         case region(ShmRegion)
     }
 
