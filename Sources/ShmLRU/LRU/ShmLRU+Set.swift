@@ -17,8 +17,11 @@ extension ShmLRU {
     /// becomes the most recently used; a new one takes a free record, or evicts
     /// the least recently used when the cache is full (unless `whenFull` is `.refuse`).
     ///
-    /// - Parameter shareKey: tags the record (see `reloadIndex(shareKey:)`); nil
-    ///   keeps an updated record's tag (0 for a new one).
+    /// - Parameters:
+    ///   - hash: the record's key.
+    ///   - value: the bytes, at most `recordSize` of them.
+    ///   - shareKey: tags the record (see `reloadIndex(shareKey:)`); nil
+    ///     keeps an updated record's tag (0 for a new one).
     /// - Throws: `.valueTooLarge` (nothing written) when `value` exceeds
     ///   `recordSize`; `.full` when full and refusing; `.lockTimeout`.
     @discardableResult

@@ -241,7 +241,10 @@ public final class ShmLRU: @unchecked Sendable {
 
     /// Attaches the cache in the segment with this key (shm-typed-lru's `initLRU(…, false)`).
     ///
-    /// - Parameter recordSize: if given, the cache must have this record size.
+    /// - Parameters:
+    ///   - key: the segment's key.
+    ///   - recordSize: if given, the cache must have this record size.
+    ///   - options: this handle's behaviour (when full, promotion, timeouts).
     /// - Throws: `.notFound`; `.incompatibleSegment` for a segment that is not a
     ///   ShmLRU cache of this layout version, or another record size; `.corrupted`
     ///   for a header that does not add up or claims more than the segment holds.

@@ -63,6 +63,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     ///
     /// - Parameters:
     ///   - key: the key to create it under; `nil` picks a free random key.
+    ///   - byteCount: the segment's size in bytes.
     ///   - permissions: the mode bits; 0600 (this user only) unless asked.
     ///   - persistent: keep the segment when this process exits.
     /// - Throws: `.exists` if the key is taken, `.invalidSize` for 0 or more than

@@ -26,7 +26,9 @@ extension ShmStore {
     /// the next waiter, whose token says so. Not reentrant: a second `lock` of the
     /// same key from the same process waits for the first to be released.
     ///
-    /// - Parameter timeout: the longest wait; nil waits for ever.
+    /// - Parameters:
+    ///   - key: the key whose lock to take (it need not hold a value).
+    ///   - timeout: the longest wait; nil waits for ever.
     /// - Throws: `.lockTimeout`; `.full` when the lock table has no free slot or
     ///   waiter entry.
     public func lock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
