@@ -71,7 +71,7 @@ stress:
 # compiled as one module. FUZZ_RUNS inputs (default 1M); a crash or finding fails.
 FUZZ_DIR = .build-fuzz
 FUZZ_RUNS ?= 1000000
-FUZZ_FLAGS = -sanitize=fuzzer,address -parse-as-library -O -g -module-name ShmLRU -package-name ShmLRU \
+FUZZ_FLAGS = -sanitize=fuzzer,address -D SHMLRU_TESTING -parse-as-library -O -g -module-name ShmLRU -package-name ShmLRU \
 	-swift-version 6 -enable-upcoming-feature MemberImportVisibility -I Sources/CShm
 fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus

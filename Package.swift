@@ -30,7 +30,11 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CShm", path: "Sources/CShm"),
-        .target(name: "ShmLRU", dependencies: ["CShm"], swiftSettings: strict),
+        // SHMLRU_TESTING compiles the kill points, the corruption harness and
+        // _checkInvariants into debug (test) builds only: a release build has none.
+        .target(
+            name: "ShmLRU", dependencies: ["CShm"],
+            swiftSettings: strict + [.define("SHMLRU_TESTING", .when(configuration: .debug))]),
         .executableTarget(
             name: "shm-lru",
             dependencies: ["ShmLRU", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -1,74 +1,33 @@
 // CShm: the few C entry points ShmLRU needs that Swift cannot call directly.
 //
-// Everything here is `static inline`, so no .c file is compiled: SysV shared
-// memory (shmget/shmat/shmdt/shmctl), the futex syscall (variadic `syscall`
-// is not importable), process-shared robust pthread mutexes, and C11-style
-// atomics on raw shared memory (Swift's own atomics only cover memory Swift
-// allocates).  Every function is prefixed `cshm_`.
+// Everything here is `static inline`, so no .c file is compiled. It holds only
+// what Swift does not call directly; everything else (shmget/shmat/shmdt/shmctl,
+// ftok, errno, clocks, kill) is called from Swift through the thin wrappers in
+// Region/_Syscalls.swift and Support/_Clock.swift, as swift-system does:
+// - the futex syscall (the variadic `syscall` is not importable);
+// - process-shared robust pthread mutex attributes and the glibc kind word;
+// - acquire/release/relaxed atomics on raw shared memory. Swift could do these
+//   too (`Synchronization.Atomic` bound over the segment's memory, or
+//   swift-atomics' `UnsafeAtomic(at:)`, a package the core must not depend on);
+//   these one-line C11 builtins compile to the same single instructions, and we
+//   keep them because every shared word's ordering is then spelled out at its use;
+// - the seqlock's intentionally racy copy (a separate frame ThreadSanitizer is
+//   told about by name) and a prefetch hint.
+// Every function is prefixed `cshm_`.
 #ifndef CSHM_SHIM_H
 #define CSHM_SHIM_H
 
 #include <errno.h>
 #include <linux/futex.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include <sys/ipc.h>
-#include <sys/shm.h>
-#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
-
-// MARK: - SysV shared memory
-
-static inline int cshm_errno(void) { return errno; }
-static inline void cshm_set_errno(int value) { errno = value; }
-
-static inline int cshm_shmget(int32_t key, size_t size, int flags) {
-    return shmget((key_t)key, size, flags);
-}
-static inline void *cshm_shmat(int shmid, int read_only) {
-    return shmat(shmid, NULL, read_only ? SHM_RDONLY : 0);
-}
-static inline int cshm_shmat_failed(const void *address) {
-    return address == (void *)-1;
-}
-static inline int cshm_shmdt(const void *address) { return shmdt(address); }
-static inline int cshm_shm_remove(int shmid) { return shmctl(shmid, IPC_RMID, NULL); }
-
-/// The kernel's view of a segment (`IPC_STAT`), reduced to what Swift needs.
-typedef struct {
-    int32_t key;
-    uint32_t mode;
-    uint64_t size;
-    uint64_t attach_count;
-    int32_t creator_pid;
-    int32_t last_pid;
-    uint32_t owner_uid;
-} cshm_segment_info;
-
-static inline int cshm_shm_stat(int shmid, cshm_segment_info *out) {
-    struct shmid_ds ds;
-    if (shmctl(shmid, IPC_STAT, &ds) != 0) return -1;
-    out->key = (int32_t)ds.shm_perm.__key;
-    out->mode = (uint32_t)ds.shm_perm.mode & 0777u;
-    out->size = (uint64_t)ds.shm_segsz;
-    out->attach_count = (uint64_t)ds.shm_nattch;
-    out->creator_pid = (int32_t)ds.shm_cpid;
-    out->last_pid = (int32_t)ds.shm_lpid;
-    out->owner_uid = (uint32_t)ds.shm_perm.uid;
-    return 0;
-}
-
-static inline int32_t cshm_ftok(const char *path, int id) { return (int32_t)ftok(path, id); }
-
-static inline int cshm_ipc_creat(void) { return IPC_CREAT; }
-static inline int cshm_ipc_excl(void) { return IPC_EXCL; }
 
 // MARK: - futex (shared, not private: waiters live in other processes)
 
@@ -141,9 +100,6 @@ static inline int cshm_mutex_expected_kind(void) {
 }
 static inline int cshm_mutex_unlock(void *mutex) { return pthread_mutex_unlock((pthread_mutex_t *)mutex); }
 static inline int cshm_mutex_consistent(void *mutex) { return pthread_mutex_consistent((pthread_mutex_t *)mutex); }
-static inline int cshm_eownerdead(void) { return EOWNERDEAD; }
-static inline int cshm_enotrecoverable(void) { return ENOTRECOVERABLE; }
-static inline int cshm_edeadlk(void) { return EDEADLK; }
 
 // MARK: - atomics on shared memory
 
@@ -183,23 +139,5 @@ static inline void cshm_racy_copy(void *dst, const volatile void *src, size_t n)
 
 /// Asks for the cache line at `p` ahead of its use (a hint: never faults).
 static inline void cshm_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
-
-// MARK: - clocks and processes
-
-/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the machine.
-static inline uint64_t cshm_monotonic_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-static inline uint64_t cshm_monotonic_coarse_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-static inline int cshm_process_alive(int32_t pid) {
-    if (pid <= 0) return 0;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
-}
 
 #endif

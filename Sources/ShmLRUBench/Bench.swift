@@ -99,7 +99,7 @@ final class Bench {
     func progress(_ text: String) { writeAll(2, text + "\n") }
 
     func run() throws {
-        let started = cshm_monotonic_ns()
+        let started = _monotonicNanoseconds()
         progress(
             "ShmLRUBench\(config.quick ? " (quick)" : ""): capacities \(config.capacities.map(String.init).joined(separator: ", ")), "
                 + "\(config.runs) runs per cell, interval promotion every \(config.intervalNanoseconds / 1_000_000) ms")
@@ -107,7 +107,7 @@ final class Bench {
             try runCapacity(capacity)
         }
         try measureReload(capacity: config.capacities.max()!)
-        let seconds = Double(cshm_monotonic_ns() - started) / 1e9
+        let seconds = Double(_monotonicNanoseconds() - started) / 1e9
         let report = Report(config: config, cells: cells, costs: costs, seconds: seconds)
         print(report.table())
         try report.writeJSON()
@@ -215,9 +215,9 @@ final class Bench {
         if capacity == config.capacities.max()! {
             var times: [Double] = []
             for _ in 0..<21 {
-                let t0 = cshm_monotonic_ns()
+                let t0 = _monotonicNanoseconds()
                 let peer = try ShmLRU.attach(key: exact.key, recordSize: Spec.recordSize)
-                let t1 = cshm_monotonic_ns()
+                let t1 = _monotonicNanoseconds()
                 _ = try peer.detach()
                 times.append(Double(t1 - t0) / 1e6)
             }
@@ -268,18 +268,18 @@ final class Bench {
         costs.sharedIndexBytesPerRecord = (costs.sharedIndexBytesPerRecord - Double(localFirstRecord)) / Double(capacity)
         var times: [Double] = []
         for _ in 0..<(config.quick ? 3 : 5) {
-            let t0 = cshm_monotonic_ns()
+            let t0 = _monotonicNanoseconds()
             let count = try local.reloadIndex()
-            let t1 = cshm_monotonic_ns()
+            let t1 = _monotonicNanoseconds()
             guard count == capacity else { throw BenchFailure(description: "reloadIndex found \(count) records") }
             times.append(Double(t1 - t0) / 1e6)
         }
         times.sort()
         costs.reloadMedianMs = times[times.count / 2]
         costs.reloadMinMs = times[0]
-        let t0 = cshm_monotonic_ns()
+        let t0 = _monotonicNanoseconds()
         let peer = try ShmLRU.attach(key: local.key, recordSize: Spec.recordSize)
-        costs.localAttachMs = Double(cshm_monotonic_ns() - t0) / 1e6
+        costs.localAttachMs = Double(_monotonicNanoseconds() - t0) / 1e6
         _ = try peer.detach()
     }
 }

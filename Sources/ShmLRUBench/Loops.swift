@@ -1,6 +1,7 @@
 // The timed loops. One per workload, generic over the store (specialised by the
 // optimiser), reading pre-generated streams through unchecked buffers.
 import CShm
+import ShmLRU
 
 /// What one timed loop did: its start and end on CLOCK_MONOTONIC (one clock for
 /// every process), how many operations, and how many went wrong.
@@ -31,27 +32,27 @@ func runLoop<S: BenchStore>(
                 let keys = keys.baseAddress!
                 switch workload {
                 case .getHit:
-                    start = cshm_monotonic_ns()
+                    start = _monotonicNanoseconds()
                     for i in 0..<count {
                         let key = keys[i]
                         if !store.get(indices[i], key, into: buffer) || valueKey(buffer) != key { errors &+= 1 }
                     }
-                    end = cshm_monotonic_ns()
+                    end = _monotonicNanoseconds()
                 case .setUpdate:
                     var v = version
-                    start = cshm_monotonic_ns()
+                    start = _monotonicNanoseconds()
                     for i in 0..<count {
                         let key = keys[i]
                         v &+= 1
                         value.stamp(version: v, key: key)
                         if !store.update(indices[i], key, value.pointer) { errors &+= 1 }
                     }
-                    end = cshm_monotonic_ns()
+                    end = _monotonicNanoseconds()
                     version = v
                 case .mixed:
                     let isSet = isSet.baseAddress!
                     var v = version
-                    start = cshm_monotonic_ns()
+                    start = _monotonicNanoseconds()
                     for i in 0..<count {
                         let key = keys[i]
                         if isSet[i] != 0 {
@@ -62,18 +63,18 @@ func runLoop<S: BenchStore>(
                             if !store.get(indices[i], key, into: buffer) || valueKey(buffer) != key { errors &+= 1 }
                         }
                     }
-                    end = cshm_monotonic_ns()
+                    end = _monotonicNanoseconds()
                     version = v
                 case .insertEvict:
                     var v = version
-                    start = cshm_monotonic_ns()
+                    start = _monotonicNanoseconds()
                     for i in 0..<count {
                         let key = keys[i]
                         v &+= 1
                         value.stamp(version: v, key: key)
                         if !store.insert(indices[i], key, value.pointer) { errors &+= 1 }
                     }
-                    end = cshm_monotonic_ns()
+                    end = _monotonicNanoseconds()
                     version = v
                 }
             }

@@ -13,9 +13,9 @@ func profileMain(_ arguments: [String]) throws -> Int32 {
         defer { try? local.region.remove() }
         _ = try LRUStore.preload(local, capacity: capacity, value: ValueBuffer())
         for _ in 0..<5 {
-            let t0 = cshm_monotonic_ns()
+            let t0 = _monotonicNanoseconds()
             let count = try local.reloadIndex()
-            writeAll(1, "reloadIndex: \(count) records in \(fmt(Double(cshm_monotonic_ns() - t0) / 1e6, 2)) ms\n")
+            writeAll(1, "reloadIndex: \(count) records in \(fmt(Double(_monotonicNanoseconds() - t0) / 1e6, 2)) ms\n")
         }
         return 0
     }

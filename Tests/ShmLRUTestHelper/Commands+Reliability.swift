@@ -39,9 +39,9 @@ private struct Control {
     var stopRequested: Bool { withWords { cshm_load_acquire_u32($0) != 0 } }
     func arriveAndWait(parties: UInt32, timeoutSeconds: UInt64) throws {
         withWords { _ = cshm_fetch_add_u32($0 + 1, 1) }
-        let deadline = cshm_monotonic_ns() + timeoutSeconds * 1_000_000_000
+        let deadline = _monotonicNanoseconds() + timeoutSeconds * 1_000_000_000
         while withWords({ cshm_load_acquire_u32($0 + 1) }) < parties {
-            guard cshm_monotonic_ns() < deadline else { throw HelperFailure(message: "barrier timed out") }
+            guard _monotonicNanoseconds() < deadline else { throw HelperFailure(message: "barrier timed out") }
             usleep(1_000)
         }
     }
@@ -55,7 +55,7 @@ private struct Control {
     }
 }
 
-private func now() -> UInt64 { cshm_monotonic_ns() }
+private func now() -> UInt64 { _monotonicNanoseconds() }
 
 /// Checks a value read for `hash`: whole, for that hash (see `encodeValue`).
 private func checkValue(_ bytes: [UInt8], hash: UInt32, _ context: String) throws -> UInt32 {

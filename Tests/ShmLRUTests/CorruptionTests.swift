@@ -113,9 +113,9 @@ import Testing
     /// Security default: segments are 0600 unless asked.
     @Test func segmentsAreOwnerOnlyUnlessAsked() throws {
         func mode(_ region: ShmRegion) -> UInt32 {
-            var info = cshm_segment_info()
-            #expect(cshm_shm_stat(region.id, &info) == 0)
-            return info.mode
+            var ds = shmid_ds()
+            #expect(shmctl(region.id, IPC_STAT, &ds) == 0)
+            return UInt32(ds.shm_perm.mode) & 0o777
         }
         try withKey { key in
             let region = try ShmLRU.create(key: key, recordSize: 8, capacity: 4).region

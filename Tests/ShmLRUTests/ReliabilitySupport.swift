@@ -42,7 +42,7 @@ func relWithKeys<R>(_ body: (ShmKey, ShmKey) throws -> R) throws -> R {
     try withKey { first in try withKey { second in try body(first, second) } }
 }
 
-func relNow() -> UInt64 { cshm_monotonic_ns() }
+func relNow() -> UInt64 { _monotonicNanoseconds() }
 
 /// Prints a figure for the report (visible in `swift test` output).
 func relReport(_ text: String) { print("[reliability] \(text)") }

@@ -11,7 +11,7 @@ public struct ShmInstant: Comparable, Hashable, Sendable, CustomStringConvertibl
     public init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }
 
     /// The current instant of `CLOCK_MONOTONIC`.
-    public static var now: ShmInstant { ShmInstant(nanoseconds: cshm_monotonic_ns()) }
+    public static var now: ShmInstant { ShmInstant(nanoseconds: _monotonicNanoseconds()) }
 
     /// This instant moved by `duration` (clamped at the clock's ends).
     public func advanced(by duration: Duration) -> ShmInstant {

@@ -10,20 +10,17 @@ extension ShmLRU {
     /// `value` is the UTF-8 text when the bytes are valid UTF-8, else null with
     /// `valueHex`. `complete` is false when the walk stopped at a broken link.
     public func dumpJSON(backwards: Bool = false) throws(ShmError) -> String {
-        try _withLock("dumpJSON(key: \(key))") { () -> String in
+        try _withLockedHandle("dumpJSON(key: \(key))") { (lru) -> String in
             let s = _segment
             var seen = [Bool](repeating: false, count: capacity)
             var records: [String] = []
-            var complete = true
-            var slot = backwards ? s.tail : s.head
             func offset(_ link: UInt32) -> String {
                 s.isSlot(link) ? String(s.layout.recordOffset(link)) : "null"
             }
-            while slot != _Layout.none {
-                guard s.isSlot(slot), !seen[Int(slot)] else {
-                    complete = false
-                    break
-                }
+            // Stops at a broken link or a revisited record (complete: false).
+            let end = lru.walk(from: backwards ? .leastRecent : .mostRecent) { (record) -> Bool in
+                let slot = record.index
+                guard !seen[Int(slot)] else { return false }
                 seen[Int(slot)] = true
                 let meta = s.meta(slot)
                 let length = min(s.length(meta: meta), recordSize)
@@ -40,8 +37,9 @@ extension ShmLRU {
                     fields.append("\"valueHex\":\"" + bytes.map { _hexByte($0) }.joined() + "\"")
                 }
                 records.append("{" + fields.joined(separator: ",") + "}")
-                slot = backwards ? s.prev(slot) : s.next(slot)
+                return true
             }
+            let complete = end == .completed
             return "{\"key\":\"\(key)\",\"capacity\":\(capacity),\"recordSize\":\(recordSize),\"count\":\(records.count),"
                 + "\"indexKind\":\"\(indexKind.rawValue)\",\"order\":\"\(backwards ? "leastRecentFirst" : "mostRecentFirst")\","
                 + "\"complete\":\(complete),\"records\":[" + records.joined(separator: ",") + "]}"

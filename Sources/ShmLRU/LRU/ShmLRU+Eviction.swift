@@ -11,7 +11,7 @@ extension ShmLRU {
             throw ShmError(.invalidArgument, "evict(lastUsedBefore:limit: \(limit))", detail: "limit must not be negative")
         }
         if limit == 0 { return [] }
-        return try _withLock("evict(key: \(key))") { () throws(ShmError) -> [UInt32] in
+        return try _withLockedHandle("evict(key: \(key))") { (lru) throws(ShmError) -> [UInt32] in
             var evicted: [UInt32] = []
             let s = _segment
             // Exact LRU keeps the list in last-use order: walk from the tail and stop at
@@ -22,21 +22,19 @@ extension ShmLRU {
             // (last use, marked, position from the tail): at equal times (the interval
             // clock is coarse) a record marked used was used after an unmarked one.
             var candidates: [(time: UInt64, marked: Bool, order: Int, slot: UInt32)] = []
-            var slot = s.tail
             var steps = 0
-            while slot != _Layout.none {
-                guard s.isSlot(slot), s.isLive(meta: s.meta(slot)), steps < capacity else {
-                    throw _corrupted("LRU walk from the tail reaches \(slot) after \(steps) steps")
-                }
-                let time = s.lastUse(slot)
+            try lru.walkThrowing(from: .leastRecent) { (slot) throws(ShmError) -> Bool in
+                let index = slot.index
+                guard s.isLive(meta: s.meta(index)) else { throw _corrupted("LRU walk from the tail reaches free record \(index)") }
+                let time = s.lastUse(index)
                 if _promotionNanoseconds == 0 {
-                    guard time < cutoff.nanoseconds, victims.count < limit else { break }
-                    victims.append(slot)
+                    guard time < cutoff.nanoseconds, victims.count < limit else { return false }
+                    victims.append(index)
                 } else if time < cutoff.nanoseconds {
-                    candidates.append((time, s.isMarkedUsed(stamp: s.stamp(slot)), steps, slot))
+                    candidates.append((time, s.isMarkedUsed(stamp: s.stamp(index)), steps, index))
                 }
                 steps += 1
-                slot = s.prev(slot)
+                return true
             }
             if _promotionNanoseconds != 0 {
                 candidates.sort {

@@ -108,7 +108,7 @@ extension ShmLRU {
     /// per `_clockRefreshReads` hits.
     @inline(__always) func _readClock(hits: UInt64) -> UInt64 {
         if hits & (ShmLRU._clockRefreshReads - 1) != 0 { return _clock.load(ordering: .relaxed) }
-        let now = cshm_monotonic_coarse_ns()
+        let now = _coarseMonotonicNanoseconds()
         _clock.store(now, ordering: .relaxed)
         return now
     }
@@ -246,7 +246,7 @@ extension ShmLRU {
     /// is fenced), and right after the lock there are none. 0 in interval mode,
     /// which uses the handle's clock instead.
     @inline(__always)
-    func _lockedNow() -> UInt64 { _promotionNanoseconds == 0 ? cshm_monotonic_ns() : 0 }
+    func _lockedNow() -> UInt64 { _promotionNanoseconds == 0 ? _monotonicNanoseconds() : 0 }
 
     /// Interval promotion: marks a used record. The first use after the record was
     /// linked at the head marks it (that is what saves it at the tail); later uses

@@ -89,9 +89,13 @@ final class _LocalIndex: @unchecked Sendable {
             placed &+= entryCount &- before
             entryCount = before
         }
+        #if SHMLRU_TESTING
         let faults = segment.faults
+        #endif
         for index in 0..<highWater {
+            #if SHMLRU_TESTING
             if index == highWater / 2, let faults { faults.reach(.reloadPartial) }
+            #endif
             let record = first + index &* stride
             if index &+ lag < highWater { cshm_prefetch(record + lag &* stride) }
             let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
@@ -161,13 +165,11 @@ extension ShmLRU {
     func _indexRemove(hash: UInt32, slot: UInt32, knownPosition: Int?) {
         if let shared = _sharedIndex {
             guard let position = knownPosition ?? shared.position(of: hash, slot: slot) else { return }
-            let seq = _segment.indexSeqPointer
             // Odd while entries move: a lock-free reader that misses meanwhile retries.
-            cshm_store_relaxed_u32(seq, cshm_load_relaxed_u32(seq) | 1)
-            cshm_fence_release()
-            _fault(.indexShifting)
-            shared.remove(at: position)
-            cshm_store_release_u32(seq, cshm_load_relaxed_u32(seq) &+ 1)
+            _seqlockWrite(_segment.indexSeqPointer) {
+                _fault(.indexShifting)
+                shared.remove(at: position)
+            }
         } else {
             _localIndex!.remove(hash: hash, slot: slot)
         }

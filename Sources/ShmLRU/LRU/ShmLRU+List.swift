@@ -117,8 +117,12 @@ extension ShmLRU {
     /// Evicts the least recently used record; returns its slot and hash. A tail
     /// marked used (interval promotion) gets a second chance instead: it moves to
     /// the head, unmarked, keeping the time of its use, and the next tail is tried.
-    /// - Parameter reused: see `_detachRecord(_:indexPosition:reused:)`.
-    func _evictTail(reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32)? {
+    /// - Parameters:
+    ///   - reused: see `_detachRecord(_:indexPosition:reused:)`.
+    ///   - willEvict: called with the victim before it is detached (its value still readable).
+    func _evictTail(reused: Bool = false, willEvict: ((UInt32) throws(ShmError) -> Void)? = nil) throws(ShmError)
+        -> (slot: UInt32, hash: UInt32)?
+    {
         let s = _segment
         var chances = capacity  // each second chance unmarks a record: this bounds the walk
         while true {
@@ -129,6 +133,7 @@ extension ShmLRU {
                 chances -= 1
                 continue
             }
+            if let willEvict { try willEvict(tail) }
             let hash = try _detachRecord(tail, indexPosition: nil, reused: reused)
             s.bumpStat(_Layout.H.statEvictions)
             _prefetchNextVictim()

@@ -11,11 +11,14 @@ extension ShmLRU {
     /// first), free ones pushed so that the lowest slot is reused first. Every
     /// fully written entry stays.
     func _rebuildLocked() {
+        // Inside the index seqlock: a lock-free reader that misses meanwhile retries.
+        _seqlockWrite(_segment.indexSeqPointer) { _rebuildStructureLocked() }
+        _segment.publishChange()
+    }
+
+    private func _rebuildStructureLocked() {
         let s = _segment
         let capacity = capacity
-        let seq = s.indexSeqPointer
-        cshm_store_relaxed_u32(seq, cshm_load_relaxed_u32(seq) | 1)
-        cshm_fence_release()
 
         var highWater = Int(s.load(_Layout.H.highWater))
         if highWater > capacity { highWater = capacity }
@@ -85,8 +88,6 @@ extension ShmLRU {
         s.bumpStat(_Layout.H.statRecoveries)
         s.generation = s.generation &+ 1
         _localIndex?.generationSeen = s.generation
-        cshm_store_release_u32(seq, cshm_load_relaxed_u32(seq) &+ 1)
-        s.publishChange()
     }
 
     /// Rebuilds the cache's structure from its records (see `verify()` to check it first).

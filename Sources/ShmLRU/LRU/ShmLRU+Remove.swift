@@ -27,10 +27,10 @@ extension ShmLRU {
 
     /// Removes every record.
     public func removeAll() throws(ShmError) {
-        try _withLock("removeAll(key: \(key))") { () throws(ShmError) in
-            while let head = Optional(_segment.head), head != _Layout.none {
-                guard _segment.isSlot(head) else { throw _corrupted("head \(head) out of range") }
-                try _removeLocked(head, indexPosition: nil)
+        try _withLockedHandle("removeAll(key: \(key))") { (lru) throws(ShmError) in
+            try lru.walkThrowing(from: .mostRecent) { (slot) throws(ShmError) -> Bool in
+                try lru.remove(slot)
+                return true
             }
         }
     }

@@ -66,7 +66,7 @@ extension ShmLRU {
         }
         // A new record's stamp: read now, while no memory access is in flight
         // (the interval mode's coarse clock; exact LRU's precise one was read above).
-        let now = exactNow != 0 ? exactNow : cshm_monotonic_coarse_ns()
+        let now = exactNow != 0 ? exactNow : _coarseMonotonicNanoseconds()
         var evicted: UInt32? = nil
         let slot: UInt32
         if let free = try _allocate() {

@@ -34,10 +34,10 @@ extension ShmLRU {
         try _withLock("verify(key: \(key))") { () -> IntegrityReport in _verifyLocked() }
     }
 
-    /// Checks the structure in debug builds and traps on a problem (as
-    /// swift-collections' `_checkInvariants()` does); does nothing in release.
-    public func _checkInvariants() {
-        #if DEBUG
+    /// Checks the structure in test builds and traps on a problem (as
+    /// swift-collections' `_checkInvariants()` does); does nothing otherwise.
+    func _checkInvariants() {
+        #if SHMLRU_TESTING
         do {
             let report = try verify()
             precondition(report.isClean, "ShmLRU invariants violated: \(report)")
@@ -57,18 +57,15 @@ extension ShmLRU {
         if highWater > capacity { report.add("high-water mark \(highWater) exceeds capacity \(capacity)") }
 
         // Forward walk.
+        let lru = _LockedHandle(cache: self)
         var hashes = Set<UInt32>()
         var previous = _Layout.none
-        var slot = s.head
         var forward = 0
-        while slot != _Layout.none {
-            guard s.isSlot(slot) else {
-                report.add("LRU link \(previous) -> \(slot) out of range")
-                break
-            }
+        let forwardEnd = lru.walk(from: .mostRecent) { (record) -> Bool in
+            let slot = record.index
             guard seen[Int(slot)] == 0 else {
                 report.add("LRU list revisits record \(slot): a cycle")
-                break
+                return false
             }
             seen[Int(slot)] = 1
             forward += 1
@@ -81,8 +78,9 @@ extension ShmLRU {
                 report.add("hash \(s.hash(slot)) is live twice")
             }
             previous = slot
-            slot = s.next(slot)
+            return true
         }
+        if case .broken(let what) = forwardEnd { report.add(what) }
         report.liveRecords = forward
         if s.tail != previous { report.add("tail is \(s.tail), the forward walk ends at \(previous)") }
         if Int(s.count) != forward { report.add("count is \(s.count), the LRU list holds \(forward)") }
@@ -90,20 +88,22 @@ extension ShmLRU {
         // Backward walk.
         var backward = 0
         var next = _Layout.none
-        slot = s.tail
-        while slot != _Layout.none, backward <= capacity {
-            guard s.isSlot(slot), seen[Int(slot)] == 1 else {
+        let backwardEnd = lru.walk(from: .leastRecent) { (record) -> Bool in
+            let slot = record.index
+            guard seen[Int(slot)] == 1 else {
                 report.add("backward walk reaches \(slot), not on the forward list")
-                break
+                return false
             }
             if s.next(slot) != next { report.add("record \(slot).next is \(s.next(slot)), expected \(next)") }
             backward += 1
             next = slot
-            slot = s.prev(slot)
+            return true
         }
+        if case .broken(let what) = backwardEnd { report.add("backward walk: " + what) }
         if backward != forward { report.add("backward walk counts \(backward), forward \(forward)") }
 
         // Free list.
+        var slot: UInt32
         var free = 0
         slot = s.freeHead
         while slot != _Layout.none {

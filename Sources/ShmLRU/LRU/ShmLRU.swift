@@ -104,7 +104,7 @@ public final class ShmLRU: @unchecked Sendable {
     /// 1M records in this VM). It lags the real clock by at most 63 of this
     /// handle's hits; a lag only delays a refresh of a mark's time, never the
     /// first mark after a link (which needs no clock).
-    let _clock = Atomic<UInt64>(cshm_monotonic_coarse_ns())
+    let _clock = Atomic<UInt64>(_coarseMonotonicNanoseconds())
     static let _clockRefreshReads: UInt64 = 64
     /// Locked reads and updates, counted for refreshing `_clock`.
     let _clockTicks = Atomic<UInt64>(0)
@@ -229,7 +229,7 @@ public final class ShmLRU: @unchecked Sendable {
         segment.freeHead = _Layout.none
         segment.head = _Layout.none
         segment.tail = _Layout.none
-        segment.store64(_Layout.H.createdAt, cshm_monotonic_ns())
+        segment.store64(_Layout.H.createdAt, _monotonicNanoseconds())
         try _RobustMutex.initialize(at: segment.mutex)
         // Publish: the magic goes last, with release ordering, so an attacher that
         // sees it sees a complete header.
@@ -287,8 +287,8 @@ public final class ShmLRU: @unchecked Sendable {
         let magicPointer = base.assumingMemoryBound(to: UInt64.self)
         var magic = cshm_load_acquire_u64(magicPointer)
         if magic == 0 {  // maybe still being initialized by its creator
-            let deadline = cshm_monotonic_ns() &+ UInt64(max(0, _nanoseconds(wait)))
-            while magic == 0, cshm_monotonic_ns() < deadline {
+            let deadline = _monotonicNanoseconds() &+ UInt64(max(0, _nanoseconds(wait)))
+            while magic == 0, _monotonicNanoseconds() < deadline {
                 usleep(1_000)
                 magic = cshm_load_acquire_u64(magicPointer)
             }

@@ -45,14 +45,14 @@ struct _RobustMutex: @unchecked Sendable {
     private func acquired(_ rc: Int32, timeoutNanoseconds: Int64) throws(ShmError) -> Acquired {
         switch rc {
         case 0: return .clean
-        case cshm_eownerdead(): return .previousOwnerDied
+        case EOWNERDEAD: return .previousOwnerDied
         case ETIMEDOUT:
             throw ShmError(.lockTimeout, "lock", detail: "held by another process for over \(timeoutNanoseconds / 1_000_000) ms")
-        case cshm_edeadlk():
+        case EDEADLK:
             throw ShmError(
                 .systemCall, "lock", errno: rc,
                 detail: "this thread holds the cache's lock already: do not call the cache from inside withValue")
-        case cshm_enotrecoverable():
+        case ENOTRECOVERABLE:
             throw ShmError(.corrupted, "lock", errno: rc, detail: "the lock was left unrecoverable")
         default:
             throw ShmError(.systemCall, "pthread_mutex_lock", errno: rc)

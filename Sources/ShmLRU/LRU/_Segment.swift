@@ -14,14 +14,18 @@ struct _Segment: _RawFields, @unchecked Sendable {
     /// retain and release through outlined value witnesses (measured: ~200
     /// instructions per insert-evict). Safe because the only instance is
     /// `_FaultInjection.fromEnvironment`, a static that lives as long as the process.
+    #if SHMLRU_TESTING
     private let _faults: Unmanaged<_FaultInjection>?
     var faults: _FaultInjection? { _faults?.takeUnretainedValue() }
+    #endif
 
     /// - Parameter faultInjection: arm the process's kill points, if the environment sets any.
     init(base: UnsafeMutableRawPointer, layout: _Layout, faultInjection: Bool = false) {
         self.base = base
         self.layout = layout
+        #if SHMLRU_TESTING
         _faults = faultInjection ? _FaultInjection.fromEnvironment.map { Unmanaged.passUnretained($0) } : nil
+        #endif
     }
 
     // MARK: Header
@@ -119,34 +123,33 @@ struct _Segment: _RawFields, @unchecked Sendable {
     /// Readers that overlap see an odd or changed sequence and retry.
     @inline(__always)  // its callers hold the segment in registers: no stack copy of it per write
     func writeRecord(_ slot: UInt32, hash: UInt32, state: UInt32, value: UnsafeRawBufferPointer) {
-        let seq = seqPointer(slot)
-        let start = cshm_load_relaxed_u32(seq)
-        cshm_store_relaxed_u32(seq, start | 1)
-        cshm_fence_release()
-        let offset = layout.recordOffset(slot)
-        store(offset &+ _Layout.R.hash, hash)
-        if let source = value.baseAddress, value.count > 0 {
-            if let faults {  // tests: die with half the payload written
-                let half = value.count / 2
-                payload(slot).copyMemory(from: source, byteCount: half)
-                faults.reach(.recordTorn)
-                (payload(slot) + half).copyMemory(from: source + half, byteCount: value.count - half)
-            } else {
+        withSeqlockWrite(slot) {
+            let offset = layout.recordOffset(slot)
+            store(offset &+ _Layout.R.hash, hash)
+            if let source = value.baseAddress, value.count > 0 {
+                #if SHMLRU_TESTING
+                if let faults {  // tests: die with half the payload written
+                    let half = value.count / 2
+                    payload(slot).copyMemory(from: source, byteCount: half)
+                    faults.reach(.recordTorn)
+                    (payload(slot) + half).copyMemory(from: source + half, byteCount: value.count - half)
+                } else {
+                    payload(slot).copyMemory(from: source, byteCount: value.count)
+                }
+                #else
                 payload(slot).copyMemory(from: source, byteCount: value.count)
+                #endif
             }
+            store(offset &+ _Layout.R.meta, state << 24 | UInt32(value.count))
         }
-        store(offset &+ _Layout.R.meta, state << 24 | UInt32(value.count))
-        cshm_store_release_u32(seq, (start | 1) &+ 1)
     }
 
     /// Marks a record free (under the lock), inside its seqlock.
     func markFree(_ slot: UInt32) {
-        let seq = seqPointer(slot)
-        let start = cshm_load_relaxed_u32(seq)
-        cshm_store_relaxed_u32(seq, start | 1)
-        cshm_fence_release()
-        let offset = layout.recordOffset(slot)
-        store(offset &+ _Layout.R.meta, _Layout.stateFree << 24)
-        cshm_store_release_u32(seq, (start | 1) &+ 1)
+        withSeqlockWrite(slot) { store(layout.recordOffset(slot) &+ _Layout.R.meta, _Layout.stateFree << 24) }
     }
+
+    /// Runs `body`, which writes the record, inside the record's seqlock (under the lock).
+    @inline(__always)
+    func withSeqlockWrite<R>(_ slot: UInt32, _ body: () -> R) -> R { _seqlockWrite(seqPointer(slot), body) }
 }

@@ -78,7 +78,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         guard permissions <= 0o777 else {
             throw ShmError(.invalidArgument, operation, detail: "permissions must be within 0o777")
         }
-        let flags = cshm_ipc_creat() | cshm_ipc_excl() | Int32(permissions)
+        let flags = IPC_CREAT | IPC_EXCL | Int32(permissions)
         if let key {
             guard !key.isPrivate else {
                 throw ShmError(.invalidArgument, operation, detail: "key 0 (IPC_PRIVATE) cannot be found again")
@@ -139,7 +139,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         id: Int32, key: ShmKey, readOnly: Bool, removeAtExit: Bool, created: Bool
     ) throws(ShmError) -> ShmRegion {
         let operation = "shmat(id: \(id), key: \(key))"
-        let info: cshm_segment_info
+        let info: _SegmentStatus
         switch _shmStat(id: id) {
         case .success(let value): info = value
         case .failure(let code):
@@ -175,8 +175,8 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         _ = attachment.detach()
         switch _shmStat(id: attachment.id) {
         case .success(let info):
-            if info.attach_count == 0, attachment.removeAtExit { _Registry.shared.removeCreated(id: attachment.id) }
-            return Int(info.attach_count)
+            if info.attachCount == 0, attachment.removeAtExit { _Registry.shared.removeCreated(id: attachment.id) }
+            return Int(info.attachCount)
         case .failure(EINVAL), .failure(EIDRM):
             return 0  // removed and gone
         case .failure(let code):
@@ -211,7 +211,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     public var attachCount: Int {
         get throws(ShmError) {
             switch _shmStat(id: id) {
-            case .success(let info): return Int(info.attach_count)
+            case .success(let info): return Int(info.attachCount)
             case .failure(let code): throw ShmError.system("attachCount(key: \(key))", errno: code.code)
             }
         }

@@ -17,17 +17,19 @@ func _retryingOnEINTR<T>(_ body: () -> T, failed: (T) -> Bool) -> Result<T, _Err
     while true {
         let value = body()
         if !failed(value) { return .success(value) }
-        let code = cshm_errno()
+        let code = errno
         if code != EINTR { return .failure(_Errno(code)) }
     }
 }
 
 func _shmget(key: Int32, size: Int, flags: Int32) -> Result<Int32, _Errno> {
-    _retryingOnEINTR({ cshm_shmget(key, size, flags) }, failed: { $0 < 0 })
+    _retryingOnEINTR({ shmget(key_t(key), size, flags) }, failed: { $0 < 0 })
 }
 
 func _shmat(id: Int32, readOnly: Bool) -> Result<UnsafeMutableRawPointer, _Errno> {
-    switch _retryingOnEINTR({ cshm_shmat(id, readOnly ? 1 : 0) }, failed: { cshm_shmat_failed($0) != 0 }) {
+    // shmat reports failure as (void *)-1, not NULL.
+    let failedAddress = UnsafeMutableRawPointer(bitPattern: -1)
+    switch _retryingOnEINTR({ shmat(id, nil, readOnly ? SHM_RDONLY : 0) }, failed: { $0 == failedAddress }) {
     case .success(let address?): return .success(address)
     case .success(nil): return .failure(_Errno(EINVAL))
     case .failure(let code): return .failure(code)
@@ -35,20 +37,37 @@ func _shmat(id: Int32, readOnly: Bool) -> Result<UnsafeMutableRawPointer, _Errno
 }
 
 func _shmdt(_ address: UnsafeRawPointer) -> Result<Void, _Errno> {
-    _retryingOnEINTR({ cshm_shmdt(address) }, failed: { $0 != 0 }).map { _ in () }
+    _retryingOnEINTR({ shmdt(address) }, failed: { $0 != 0 }).map { _ in () }
 }
 
 func _shmRemove(id: Int32) -> Result<Void, _Errno> {
-    _retryingOnEINTR({ cshm_shm_remove(id) }, failed: { $0 != 0 }).map { _ in () }
+    _retryingOnEINTR({ shmctl(id, IPC_RMID, nil) }, failed: { $0 != 0 }).map { _ in () }
 }
 
-func _shmStat(id: Int32) -> Result<cshm_segment_info, _Errno> {
-    var info = cshm_segment_info()
-    return _retryingOnEINTR({ cshm_shm_stat(id, &info) }, failed: { $0 != 0 }).map { _ in info }
+/// The kernel's view of a segment (`IPC_STAT`), reduced to what the library needs.
+struct _SegmentStatus: Sendable {
+    var key: Int32
+    /// Permission bits (0o777).
+    var mode: UInt32
+    var size: UInt64
+    var attachCount: UInt64
+    var creatorPID: Int32
+    var lastPID: Int32
+    var ownerUID: UInt32
+}
+
+func _shmStat(id: Int32) -> Result<_SegmentStatus, _Errno> {
+    var ds = shmid_ds()
+    return _retryingOnEINTR({ shmctl(id, IPC_STAT, &ds) }, failed: { $0 != 0 }).map { _ in
+        _SegmentStatus(
+            key: Int32(ds.shm_perm.__key), mode: UInt32(ds.shm_perm.mode) & 0o777, size: UInt64(ds.shm_segsz),
+            attachCount: UInt64(ds.shm_nattch), creatorPID: Int32(ds.shm_cpid), lastPID: Int32(ds.shm_lpid),
+            ownerUID: UInt32(ds.shm_perm.uid))
+    }
 }
 
 func _ftok(path: String, id: Int32) -> Result<Int32, _Errno> {
-    _retryingOnEINTR({ cshm_ftok(path, id) }, failed: { $0 == -1 })
+    _retryingOnEINTR({ Int32(ftok(path, id)) }, failed: { $0 == -1 })
 }
 
 /// Formats a SysV key as the kernel tools do (`ipcs -m`).

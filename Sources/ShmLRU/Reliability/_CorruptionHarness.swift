@@ -1,5 +1,8 @@
 import CShm
 
+// Test-only: compiled into test builds (SHMLRU_TESTING: debug builds, `make fuzz`), never into a release.
+#if SHMLRU_TESTING
+
 /// Feeds hostile segments through the real attach path: the seeded-mutator test
 /// (`make test`) and the libFuzzer target (`make fuzz`) both drive it.
 ///
@@ -247,3 +250,4 @@ package struct _InputReader {
         position += count
     }
 }
+#endif  // SHMLRU_TESTING

@@ -6,8 +6,11 @@ import Synchronization
 /// inside a structural change, so tests can prove that a holder killed anywhere
 /// leaves a cache the next locker repairs.
 ///
-/// Armed only by the environment variable `SHMLRU_FAULT_INJECTION`, read once per
-/// process when the first cache handle is made:
+/// Compiled only into test builds (the `SHMLRU_TESTING` condition, set for debug
+/// builds by Package.swift and by `make fuzz`): in a release build every kill
+/// point is an empty inline function and the environment is never read.
+/// In a test build it is armed by the environment variable `SHMLRU_FAULT_INJECTION`,
+/// read once per process when the first cache handle is made:
 ///
 ///     SHMLRU_FAULT_INJECTION=<point>[,<point>…]@<n>
 ///
@@ -49,6 +52,8 @@ package final class _FaultInjection: Sendable {
 
     package static let environmentVariable = "SHMLRU_FAULT_INJECTION"
 
+    #if SHMLRU_TESTING
+
     /// The process's configuration, read once; nil when the variable is unset or malformed.
     package static let fromEnvironment: _FaultInjection? = {
         guard let raw = getenv(environmentVariable) else { return nil }
@@ -86,12 +91,16 @@ package final class _FaultInjection: Sendable {
             while true { pause() }  // SIGKILL is delivered before pause returns
         }
     }
+    #endif
 }
 
 extension ShmLRU {
-    /// A kill point for tests (see `_FaultInjection`): one branch when unarmed.
+    /// A kill point for tests (see `_FaultInjection`): one branch when unarmed,
+    /// nothing at all in a release build.
     @inline(__always)
     func _fault(_ point: _FaultInjection.Point) {
+        #if SHMLRU_TESTING
         if let faults = _segment.faults { faults.reach(point) }
+        #endif
     }
 }

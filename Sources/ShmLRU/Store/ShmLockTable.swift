@@ -72,7 +72,7 @@ struct _LockTable: @unchecked Sendable {
         var waiter: Int? = nil
         do throws(ShmError) {
             while true {
-                let now = cshm_monotonic_ns()
+                let now = _monotonicNanoseconds()
                 let passed = deadline.map { now >= $0 } ?? false
                 let step = try locked(operation()) { () throws(ShmError) -> Step in
                     try attemptLocked(identity, me: me, waiter: &waiter, tryOnly: tryOnly, deadlinePassed: passed, cancelled: isCancelled(), operation())

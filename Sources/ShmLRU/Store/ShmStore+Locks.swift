@@ -134,7 +134,8 @@ extension ShmStore {
 
     @inline(never)
     func _emitLockEvent(_ kind: ShmEvent.Kind, _ operation: String, since start: UInt64, detail: String?) {
-        let waited = Duration.nanoseconds(Int64(clamping: cshm_monotonic_ns() &- min(start, cshm_monotonic_ns())))
+        let now = _monotonicNanoseconds()
+        let waited = Duration.nanoseconds(Int64(clamping: now &- min(start, now)))
         ShmEvents._emit(ShmEvent(kind, key: self.key, operation: operation, detail: detail, waited: waited))
     }
 
@@ -145,7 +146,7 @@ extension ShmStore {
     func _lock(_ key: String, deadline: UInt64?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
         let operation = _operation("lock", key)
         if let token = try tryLock(key) { return token }  // free: no wait, no event
-        let start = cshm_monotonic_ns()
+        let start = _monotonicNanoseconds()
         let grant: (id: UInt64, previousHolderDied: Bool)?
         do { grant = try _locks.acquire(.init(key), tryOnly: false, deadline: deadline, isCancelled: isCancelled, operation) } catch {
             if error.code == .lockTimeout { _emitLockEvent(.lockTimeout, operation, since: start, detail: error.detail) }
@@ -166,5 +167,5 @@ extension ShmStore {
 
 /// The monotonic instant `duration` from now (negative durations: now).
 func _deadline(after duration: Duration) -> UInt64 {
-    _saturatingAdd(cshm_monotonic_ns(), UInt64(max(0, _nanoseconds(duration))))
+    _saturatingAdd(_monotonicNanoseconds(), UInt64(max(0, _nanoseconds(duration))))
 }

@@ -29,15 +29,15 @@ extension ShmStore {
     public func timeToLive(_ key: String) throws(ShmError) -> TimeToLive? {
         guard let expiresAt = try _expiresAt(key) else { return nil }
         if expiresAt == 0 { return .forever }
-        let now = cshm_monotonic_ns()
+        let now = _monotonicNanoseconds()
         return .remaining(.nanoseconds(Int64(clamping: expiresAt > now ? expiresAt - now : 0)))
     }
 
     /// Removes every expired entry now (telling their listeners); returns how many.
     @discardableResult
     public func purgeExpired() throws(ShmError) -> Int {
-        try cache._withLock("ShmStore.purgeExpired(key: \(key))") { () throws(ShmError) -> Int in
-            try _reclaimExpiredLocked(now: cshm_monotonic_ns(), lookingAt: cache.capacity)
+        try cache._withLockedHandle("ShmStore.purgeExpired(key: \(key))") { (lru) throws(ShmError) -> Int in
+            try _reclaimExpiredLocked(lru, now: _monotonicNanoseconds(), lookingAt: lru.capacity)
         }
     }
 
@@ -46,8 +46,8 @@ extension ShmStore {
         let operation = _operation("timeToLive", key)
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> UInt64? in
-            try cache._withLock(operation) { () throws(ShmError) -> UInt64? in
-                try _locateLocked(keyBuffer, base: base, now: cshm_monotonic_ns(), reclaim: false).found?.header.expiresAt
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> UInt64? in
+                try _locateLocked(lru, keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found?.header.expiresAt
             }
         }
     }
@@ -70,21 +70,15 @@ extension ShmStore {
     /// Reclaims the expired entries among the `limit` least recently used, walking
     /// from the tail (under the cache's lock); returns how many. Every link is
     /// checked before it is followed, and the walk is bounded by `limit`.
-    func _reclaimExpiredLocked(now: UInt64, lookingAt limit: Int) throws(ShmError) -> Int {
-        let s = cache._segment
-        var slot = s.tail
-        var steps = 0
+    func _reclaimExpiredLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, lookingAt limit: Int) throws(ShmError) -> Int {
         var reclaimed = 0
-        while slot != _Layout.none, steps < limit {
-            guard s.isSlot(slot) else { throw cache._corrupted("LRU link \(slot) out of range") }
-            let previous = s.prev(slot)
-            let payload = try cache._valueLocked(slot)
+        try lru.walkThrowing(from: .leastRecent, limit: limit) { (slot) throws(ShmError) -> Bool in
+            let payload = try lru.value(slot)
             if let header = _PayloadHeader.read(payload), header.isExpired(now: now) {
-                try _reclaimLocked(slot, payload: payload, header: header, kind: .expired)
+                try _reclaimLocked(lru, slot, payload: payload, header: header, kind: .expired)
                 reclaimed += 1
             }
-            slot = previous
-            steps += 1
+            return true
         }
         return reclaimed
     }

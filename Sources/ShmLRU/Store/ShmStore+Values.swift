@@ -7,7 +7,7 @@ extension ShmStore {
     /// Where a key was found, under the data lock.
     struct _Located {
         var hash: UInt32
-        var slot: UInt32
+        var slot: ShmLRU._Slot
         var header: _PayloadHeader
         var payload: UnsafeRawBufferPointer
     }
@@ -35,11 +35,11 @@ extension ShmStore {
         }
         let base = _hash(key)
         try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) in
-            try cache._withLock(operation) { () throws(ShmError) in
-                let now = cshm_monotonic_ns()
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) in
+                let now = _monotonicNanoseconds()
                 let expiresAt = maxAge == 0 ? 0 : _saturatingAdd(now, maxAge)
                 let payload = _makePayload(key: keyBuffer, value: value, expiresAt: expiresAt, maxAge: maxAge)
-                let (found, free) = try _locateLocked(keyBuffer, base: base, now: now, reclaim: true)
+                let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
                 let hash: UInt32
                 if let found {
                     hash = found.hash
@@ -50,10 +50,10 @@ extension ShmStore {
                             detail: "hashes \(base)...\(base &+ UInt32(configuration.probeLimit - 1)) are all taken by other keys")
                     }
                     hash = free
-                    if Int(cache._segment.count) >= cache.capacity { try _makeRoomLocked(now: now, operation) }
+                    if lru.isFull { try _makeRoomLocked(lru, now: now, operation) }
                 }
                 try _withBytes(payload) { (payloadBuffer) throws(ShmError) in
-                    _ = try cache._setLocked(hash, payloadBuffer, shareKey: nil)
+                    try lru.set(hash, payloadBuffer)
                     _store.appendChange(.set, payload: payloadBuffer)
                 }
             }
@@ -71,13 +71,13 @@ extension ShmStore {
         let operation = _operation("get", key)
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> [UInt8]? in
-            try cache._withLock(operation) { () throws(ShmError) -> [UInt8]? in
-                let now = cshm_monotonic_ns()
-                guard let found = try _locateLocked(keyBuffer, base: base, now: now, reclaim: true).found else { return nil }
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> [UInt8]? in
+                let now = _monotonicNanoseconds()
+                guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else { return nil }
                 let value = Array(found.header.value(in: found.payload))
-                try cache._promote(found.slot, now: now)
+                try lru.promote(found.slot, now: now)
                 if configuration.renewsAgeOnGet, found.header.maxAge != 0 {
-                    _setExpiryLocked(found.slot, _saturatingAdd(now, found.header.maxAge))
+                    _setExpiryLocked(lru, found.slot, _saturatingAdd(now, found.header.maxAge))
                 }
                 return value
             }
@@ -90,10 +90,10 @@ extension ShmStore {
         let operation = _operation("remove", key)
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> Bool in
-            try cache._withLock(operation) { () throws(ShmError) -> Bool in
-                let now = cshm_monotonic_ns()
-                guard let found = try _locateLocked(keyBuffer, base: base, now: now, reclaim: true).found else { return false }
-                try _reclaimLocked(found.slot, payload: found.payload, header: found.header, kind: .removed)
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
+                let now = _monotonicNanoseconds()
+                guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else { return false }
+                try _reclaimLocked(lru, found.slot, payload: found.payload, header: found.header, kind: .removed)
                 return true
             }
         }
@@ -105,28 +105,23 @@ extension ShmStore {
         let operation = _operation("contains", key)
         let base = _hash(key)
         return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> Bool in
-            try cache._withLock(operation) { () throws(ShmError) -> Bool in
-                try _locateLocked(keyBuffer, base: base, now: cshm_monotonic_ns(), reclaim: false).found != nil
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
+                try _locateLocked(lru, keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found != nil
             }
         }
     }
 
     /// The keys of the live (unexpired) entries, most recently used first.
     public func keys() throws(ShmError) -> [String] {
-        try cache._withLock("ShmStore.keys(key: \(key))") { () throws(ShmError) -> [String] in
-            let s = cache._segment
-            let now = cshm_monotonic_ns()
+        try cache._withLockedHandle("ShmStore.keys(key: \(key))") { (lru) throws(ShmError) -> [String] in
+            let now = _monotonicNanoseconds()
             var result: [String] = []
-            var slot = s.head
-            var steps = 0
-            while slot != _Layout.none, steps < cache.capacity {
-                guard s.isSlot(slot) else { throw cache._corrupted("LRU link \(slot) out of range") }
-                let payload = try cache._valueLocked(slot)
+            try lru.walkThrowing(from: .mostRecent) { (slot) throws(ShmError) -> Bool in
+                let payload = try lru.value(slot)
                 if let header = _PayloadHeader.read(payload), !header.isExpired(now: now) {
                     result.append(String(decoding: header.key(in: payload), as: UTF8.self))
                 }
-                slot = s.next(slot)
-                steps += 1
+                return true
             }
             return result
         }
@@ -137,17 +132,17 @@ extension ShmStore {
     /// Looks for `key` under its probe hashes. Returns where it is, and the first
     /// probe hash that is free (for a set). With `reclaim`, expired entries met on
     /// the way are removed (and reported as expired).
-    func _locateLocked(_ key: UnsafeRawBufferPointer, base: UInt32, now: UInt64, reclaim: Bool) throws(ShmError)
-        -> (found: _Located?, free: UInt32?)
-    {
+    func _locateLocked(
+        _ lru: ShmLRU._LockedHandle, _ key: UnsafeRawBufferPointer, base: UInt32, now: UInt64, reclaim: Bool
+    ) throws(ShmError) -> (found: _Located?, free: UInt32?) {
         var free: UInt32? = nil
         for probe in 0..<configuration.probeLimit {
             let hash = base &+ UInt32(probe)
-            guard let hit = cache._find(hash) else {
+            guard let slot = lru.find(hash) else {
                 if free == nil { free = hash }
                 continue
             }
-            let payload = try cache._valueLocked(hit.slot)
+            let payload = try lru.value(slot)
             guard let header = _PayloadHeader.read(payload) else { continue }  // not a store record: leave it alone
             let matches = header.key(in: payload).elementsEqual(key)
             if header.isExpired(now: now) {
@@ -155,51 +150,48 @@ extension ShmStore {
                     if matches { return (nil, nil) }
                     continue
                 }
-                try _reclaimLocked(hit.slot, payload: payload, header: header, kind: .expired)
+                try _reclaimLocked(lru, slot, payload: payload, header: header, kind: .expired)
                 if free == nil { free = hash }
                 if matches { return (nil, free) }
                 continue
             }
-            if matches { return (_Located(hash: hash, slot: hit.slot, header: header, payload: payload), free) }
+            if matches { return (_Located(hash: hash, slot: slot, header: header, payload: payload), free) }
         }
         return (nil, free)
     }
 
     /// Removes a record and logs why (removed, expired).
-    func _reclaimLocked(_ slot: UInt32, payload: UnsafeRawBufferPointer, header: _PayloadHeader, kind: _ChangeKind) throws(ShmError) {
+    func _reclaimLocked(
+        _ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, payload: UnsafeRawBufferPointer, header: _PayloadHeader,
+        kind: _ChangeKind
+    ) throws(ShmError) {
         _store.appendChange(kind, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
-        try cache._removeLocked(slot, indexPosition: nil)
+        try lru.remove(slot)
     }
 
     /// Frees a record for a new key in a full store: expired entries among the 32
     /// least recently used first; else the least recently used entry is evicted
     /// (or `.full` is thrown with `whenFull: .refuse`).
-    func _makeRoomLocked(now: UInt64, _ operation: String) throws(ShmError) {
-        if try _reclaimExpiredLocked(now: now, lookingAt: 32) > 0 { return }
-        let s = cache._segment
+    func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String) throws(ShmError) {
+        if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
             throw ShmError(.full, operation, detail: "all \(cache.capacity) entries are live")
         }
-        let tail = s.tail
-        guard tail != _Layout.none, s.isSlot(tail) else { throw cache._corrupted("full, but no tail") }
-        let payload = try cache._valueLocked(tail)
-        if let header = _PayloadHeader.read(payload) {
-            _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
+        let victim = try lru.evictLeastRecentlyUsed { (victim) throws(ShmError) in
+            // Its key goes to the log while its record still holds it.
+            let payload = try lru.value(victim)
+            if let header = _PayloadHeader.read(payload) {
+                _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
+            }
         }
-        guard let victim = try cache._evictTail() else { throw cache._corrupted("full, but nothing to evict") }
-        cache._pushFree(victim.slot)
-        s.publishChange()
+        guard victim != nil else { throw lru.corrupted("full, but nothing to evict") }
     }
 
     /// Rewrites a live record's expiry inside its seqlock.
-    func _setExpiryLocked(_ slot: UInt32, _ expiresAt: UInt64) {
-        let s = cache._segment
-        let seq = s.seqPointer(slot)
-        let start = cshm_load_relaxed_u32(seq)
-        cshm_store_relaxed_u32(seq, start | 1)
-        cshm_fence_release()
-        cshm_store_relaxed_u64((s.payload(slot) + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self), expiresAt)
-        cshm_store_release_u32(seq, (start | 1) &+ 1)
+    func _setExpiryLocked(_ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, _ expiresAt: UInt64) {
+        lru.rewritePayload(slot) { payload in
+            cshm_store_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self), expiresAt)
+        }
     }
 }
 

@@ -6,30 +6,24 @@ extension ShmStore {
     /// key's probe hashes, and that no key is stored twice; and that the lock
     /// table's bound slots and waiter entries are in range. Changes nothing.
     public func verify() throws(ShmError) -> ShmLRU.IntegrityReport {
-        var report = try cache._withLock("ShmStore.verify(key: \(key))") { () throws(ShmError) -> ShmLRU.IntegrityReport in
-            var report = cache._verifyLocked()
-            let s = cache._segment
+        var report = try cache._withLockedHandle("ShmStore.verify(key: \(key))") { (lru) -> ShmLRU.IntegrityReport in
+            var report = lru.verify()
             var keys = Set<[UInt8]>()
-            var slot = s.head
-            var steps = 0
-            while slot != _Layout.none, s.isSlot(slot), steps < cache.capacity {
-                let length = s.length(meta: s.meta(slot))
-                if length <= cache.recordSize {
-                    let payload = UnsafeRawBufferPointer(start: s.payload(slot), count: length)
-                    if let header = _PayloadHeader.read(payload) {
-                        let keyBytes = Array(header.key(in: payload))
-                        let base = _hash(String(decoding: keyBytes, as: UTF8.self))
-                        let distance = s.hash(slot) &- base
-                        if distance >= UInt32(configuration.probeLimit) {
-                            report.add("record \(slot) is under hash \(s.hash(slot)), not one of its key's probe hashes")
-                        }
-                        if !keys.insert(keyBytes).inserted { report.add("record \(slot): a key stored twice") }
-                    } else {
-                        report.add("record \(slot) is not a store record (\(length) bytes)")
+            // The cache's own checks report a broken list; this walk only reads what it can reach.
+            lru.walk(from: .mostRecent) { (slot) -> Bool in
+                guard let payload = try? lru.value(slot) else { return true }  // reported by the cache's checks
+                if let header = _PayloadHeader.read(payload) {
+                    let keyBytes = Array(header.key(in: payload))
+                    let base = _hash(String(decoding: keyBytes, as: UTF8.self))
+                    let distance = lru.hash(slot) &- base
+                    if distance >= UInt32(configuration.probeLimit) {
+                        report.add("record \(slot.index) is under hash \(lru.hash(slot)), not one of its key's probe hashes")
                     }
+                    if !keys.insert(keyBytes).inserted { report.add("record \(slot.index): a key stored twice") }
+                } else {
+                    report.add("record \(slot.index) is not a store record (\(payload.count) bytes)")
                 }
-                slot = s.next(slot)
-                steps += 1
+                return true
             }
             return report
         }

@@ -274,8 +274,8 @@ public final class ShmStore: @unchecked Sendable {
         let magicPointer = base.assumingMemoryBound(to: UInt64.self)
         var magic = cshm_load_acquire_u64(magicPointer)
         if magic == 0 {  // maybe still being created
-            let deadline = cshm_monotonic_ns() &+ UInt64(max(0, _nanoseconds(wait)))
-            while magic == 0, cshm_monotonic_ns() < deadline {
+            let deadline = _monotonicNanoseconds() &+ UInt64(max(0, _nanoseconds(wait)))
+            while magic == 0, _monotonicNanoseconds() < deadline {
                 usleep(1_000)
                 magic = cshm_load_acquire_u64(magicPointer)
             }

@@ -25,7 +25,7 @@ struct _ProcessIdentity: Equatable, Sendable {
         guard pid > 0 else { return false }
         guard let status = _processStatus(pid) else {
             // No /proc entry: fall back on kill(0), which cannot see PID reuse.
-            return cshm_process_alive(pid) != 0
+            return kill(pid, 0) == 0 || errno == EPERM
         }
         if status.state == UInt8(ascii: "Z") || status.state == UInt8(ascii: "X") || status.state == UInt8(ascii: "x") {
             return false

@@ -1,0 +1,138 @@
+import CShm
+
+// The one door into a cache's structure for code that holds its lock: ShmStore,
+// and the cache's own eviction, dump, verify and bulk removal. In the manner of
+// swift-collections' `Deque._UnsafeHandle`: a narrow view, lent only inside
+// `_withLockedHandle`, over slots that can only be made through a bounds check.
+
+extension ShmLRU {
+    /// A record's slot, known to be below the capacity. Made only by
+    /// `_LockedHandle.slot(_:)` (a bounds check) or by the handle's own lookups
+    /// and walks, so code given one never indexes past the records.
+    struct _Slot: Hashable, Sendable {
+        let index: UInt32
+        fileprivate init(checked index: UInt32) { self.index = index }
+    }
+
+    /// Which end of the LRU list a walk starts from.
+    enum _ListEnd { case mostRecent, leastRecent }
+
+    /// How a walk ended.
+    enum _WalkEnd: Equatable {
+        /// It reached the other end of the list.
+        case completed
+        /// The body asked to stop, or the limit was reached.
+        case stopped
+        /// A link out of range, or more steps than the cache has records (a cycle).
+        case broken(String)
+    }
+
+    /// What code holding the segment's lock may do with the cache. Lent by
+    /// `_withLockedHandle`; never store it or let it escape the closure (it
+    /// holds the cache unowned, and its lock ends with the closure).
+    struct _LockedHandle {
+        unowned(unsafe) let cache: ShmLRU
+
+        @inline(__always) var segment: _Segment { cache._segment }
+        /// Records in the cache.
+        var capacity: Int { cache.capacity }
+        /// The largest value a record holds.
+        var recordSize: Int { cache.recordSize }
+        /// Live records, as the header counts them.
+        var count: Int { Int(cache._segment.count) }
+        var isFull: Bool { count >= capacity }
+
+        /// The slot with this index, or nil when it is out of range.
+        @inline(__always)
+        func slot(_ index: UInt32) -> _Slot? { segment.isSlot(index) ? _Slot(checked: index) : nil }
+
+        /// The record holding `hash`, if any.
+        @inline(__always)
+        func find(_ hash: UInt32) -> _Slot? { cache._find(hash).map { _Slot(checked: $0.slot) } }
+
+        /// The hash a live record is stored under.
+        func hash(_ slot: _Slot) -> UInt32 { segment.hash(slot.index) }
+
+        /// The value of a live record, its length checked against the record size.
+        /// Valid until the record changes (inside this lock).
+        @inline(__always)
+        func value(_ slot: _Slot) throws(ShmError) -> UnsafeRawBufferPointer { try cache._valueLocked(slot.index) }
+
+        /// Stores a value under `hash` (an update in place, or a new record, evicting
+        /// the least recently used when full and the cache evicts).
+        @discardableResult
+        func set(_ hash: UInt32, _ value: UnsafeRawBufferPointer) throws(ShmError) -> SetResult {
+            try cache._setLocked(hash, value, shareKey: nil)
+        }
+
+        /// Counts a use of the record per the cache's promotion policy.
+        func promote(_ slot: _Slot, now: UInt64) throws(ShmError) { try cache._promote(slot.index, now: now) }
+
+        /// Deletes a live record (index, list, free list) and announces the change.
+        func remove(_ slot: _Slot) throws(ShmError) { try cache._removeLocked(slot.index, indexPosition: nil) }
+
+        /// Evicts the least recently used record (a marked one gets its second
+        /// chance first) and frees it; returns what it held. Nil when empty.
+        /// `willEvict` sees the victim first, while its value is still there.
+        func evictLeastRecentlyUsed(willEvict: (_Slot) throws(ShmError) -> Void) throws(ShmError) -> (slot: _Slot, hash: UInt32)? {
+            let victim = try withoutActuallyEscaping(willEvict) { (willEvict) throws(ShmError) in
+                try cache._evictTail(willEvict: { (index) throws(ShmError) in try willEvict(_Slot(checked: index)) })
+            }
+            guard let victim else { return nil }
+            cache._pushFree(victim.slot)
+            segment.publishChange()
+            return (_Slot(checked: victim.slot), victim.hash)
+        }
+
+        /// Rewrites part of a live record's payload inside its seqlock, so that a
+        /// lock-free reader never sees it half written.
+        func rewritePayload(_ slot: _Slot, _ body: (UnsafeMutableRawPointer) -> Void) {
+            segment.withSeqlockWrite(slot.index) { body(segment.payload(slot.index)) }
+        }
+
+        /// The error for a structure found broken (the lock's caller rebuilds on it).
+        func corrupted(_ what: String) -> ShmError { cache._corrupted(what) }
+
+        /// The cache's own integrity checks (see `ShmLRU.verify()`).
+        func verify() -> IntegrityReport { cache._verifyLocked() }
+
+        /// Visits live records from one end of the LRU list, at most `limit` of
+        /// them, while `body` returns true. Every link is range-checked before it
+        /// is followed, and a walk longer than the capacity is a cycle. The next
+        /// link is read before `body` runs, so `body` may remove the record it is
+        /// given (and no other).
+        @discardableResult
+        func walk<E: Error>(from end: _ListEnd, limit: Int = .max, _ body: (_Slot) throws(E) -> Bool) throws(E) -> _WalkEnd {
+            let s = segment
+            var index = end == .mostRecent ? s.head : s.tail
+            var from = _Layout.none
+            var steps = 0
+            while index != _Layout.none {
+                guard steps < limit else { return .stopped }
+                guard s.isSlot(index) else { return .broken("LRU link \(from) -> \(index) out of range") }
+                guard steps < capacity else { return .broken("LRU walk longer than the capacity \(capacity): a cycle") }
+                let next = end == .mostRecent ? s.next(index) : s.prev(index)
+                if try !body(_Slot(checked: index)) { return .stopped }
+                steps += 1
+                from = index
+                index = next
+            }
+            return .completed
+        }
+
+        /// `walk`, with a broken list thrown as `.corrupted` (the lock's caller
+        /// rebuilds the structure and runs the operation again).
+        func walkThrowing(from end: _ListEnd, limit: Int = .max, _ body: (_Slot) throws(ShmError) -> Bool) throws(ShmError) {
+            if case .broken(let what) = try walk(from: end, limit: limit, body) { throw corrupted(what) }
+        }
+    }
+
+    /// Runs `body` holding the segment's lock, with the locked handle: the only
+    /// way code outside the cache's core (ShmStore) changes or reads its structure.
+    @inline(__always)
+    func _withLockedHandle<R>(_ operation: @autoclosure () -> String, _ body: (_LockedHandle) throws(ShmError) -> R)
+        throws(ShmError) -> R
+    {
+        try _withLock(operation()) { () throws(ShmError) -> R in try body(_LockedHandle(cache: self)) }
+    }
+}
