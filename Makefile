@@ -9,7 +9,7 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv stress fuzz sanitize clean
+.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv stress fuzz sanitize docs clean
 
 all: build
 
@@ -30,7 +30,7 @@ test:
 	fi; \
 	exit $$status
 
-# The seed's example: a master and real worker processes sharing regions and an LRU.
+# shm-typed-lru's example (test/example.js): a master and real worker processes sharing regions and an LRU.
 example:
 	$(SWIFT) build --product MasterWorker
 	$$($(SWIFT) build --show-bin-path)/MasterWorker
@@ -109,6 +109,18 @@ sanitize:
 	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0" \
 		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-tsan
 
+# make docs: the DocC catalog (Sources/ShmLRU/ShmLRU.docc) and every public symbol's
+# documentation, built by swift-docc-plugin, which SHMLRU_DOCS=1 adds to the package
+# for this build only (scratch path .build-docs). Fails on any DocC warning. The
+# archive: .build-docs/ShmLRU.doccarchive (`docc preview` serves it).
+DOCS_DIR = .build-docs
+docs:
+	mkdir -p $(DOCS_DIR)
+	SHMLRU_DOCS=1 $(SWIFT) package --scratch-path $(DOCS_DIR) --allow-writing-to-directory $(DOCS_DIR) \
+		generate-documentation --target ShmLRU --output-path $(DOCS_DIR)/ShmLRU.doccarchive 2>&1 | tee $(DOCS_DIR)/docs.log; \
+	status=$${PIPESTATUS[0]}; [ $$status -eq 0 ] || exit $$status; \
+	if grep -q 'warning:' $(DOCS_DIR)/docs.log; then echo "make docs: DocC warnings (above)"; exit 1; fi
+
 clean:
 	$(SWIFT) package clean
-	rm -rf .build .build-fuzz .build-asan .build-tsan .bench-venv bench-results.json bench-results.svg
+	rm -rf .build .build-fuzz .build-asan .build-tsan .build-docs .bench-venv bench-results.json bench-results.svg

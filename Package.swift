@@ -15,10 +15,18 @@ let package = Package(
         .executable(name: "CacheProducer", targets: ["CacheProducer"]),
         .executable(name: "CacheConsumer", targets: ["CacheConsumer"]),
         .executable(name: "ShmLRUBench", targets: ["ShmLRUBench"]),
+        // Optional integrations: each its own product, so the core depends on the toolchain alone.
+        .library(name: "ShmLRUMetrics", targets: ["ShmLRUMetrics"]),
+        .library(name: "ShmLRULogging", targets: ["ShmLRULogging"]),
+        .library(name: "ShmLRULifecycle", targets: ["ShmLRULifecycle"]),
     ],
     dependencies: [
         // Only the command-line tool uses it; the library depends on the toolchain alone.
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // Only the optional integration products use these.
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         .systemLibrary(name: "CShm", path: "Sources/CShm"),
@@ -44,7 +52,34 @@ let package = Package(
             swiftSettings: strict),
         // What the helper and the tests both need: a replayable generator and self-describing values.
         .target(name: "ShmLRUTestSupport", path: "Tests/ShmLRUTestSupport", swiftSettings: strict),
+        // swift-metrics reporter, swift-log hook, ServiceLifecycle service (Sources/ShmLRUMetrics …).
+        .target(name: "ShmLRUMetrics", dependencies: ["ShmLRU", .product(name: "Metrics", package: "swift-metrics")], swiftSettings: strict),
+        .target(name: "ShmLRULogging", dependencies: ["ShmLRU", .product(name: "Logging", package: "swift-log")], swiftSettings: strict),
+        .target(
+            name: "ShmLRULifecycle",
+            dependencies: ["ShmLRU", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")], swiftSettings: strict),
+        // A server process that SIGTERM stops cleanly (spawned by the lifecycle test).
+        .executableTarget(
+            name: "GracefulShutdown",
+            dependencies: [
+                "ShmLRU", "ShmLRULifecycle", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/GracefulShutdown", swiftSettings: strict),
         .testTarget(
-            name: "ShmLRUTests", dependencies: ["ShmLRU", "CShm", "ShmLRUTestHelper", "ShmLRUTestSupport"], swiftSettings: strict),
+            name: "ShmLRUTests",
+            dependencies: [
+                "ShmLRU", "CShm", "ShmLRUTestHelper", "ShmLRUTestSupport", "ShmLRUMetrics", "ShmLRULogging", "ShmLRULifecycle",
+                "GracefulShutdown", .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryLogging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
     ]
 )
+
+// `make docs` sets SHMLRU_DOCS=1 (with its own scratch path, .build-docs) to add the
+// DocC plugin for that build alone: the package's dependency graph never has it.
+if Context.environment["SHMLRU_DOCS"] == "1" {
+    package.dependencies.append(.package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"))
+}

@@ -99,7 +99,7 @@ func runWorker(_ arguments: [String]) -> Int32 {
 
         case "exit":
             if let arr {
-                // As the seed's worker does: detach one region explicitly.
+                // As shm-typed-lru's worker does: detach one region explicitly.
                 let left = Shm.detach(arr.region.key)
                 say(me, "detach(arr) -> \(left) attachment(s) left")
             }
@@ -116,7 +116,7 @@ func runWorker(_ arguments: [String]) -> Int32 {
     }
 }
 
-/// Reads each hash of a comma-separated list, prints it as the seed did, and
+/// Reads each hash of a comma-separated list, prints it as shm-typed-lru did, and
 /// returns the reply fields `HASH=HEXVALUE` (or `HASH=-` for a miss).
 private func readHashes(_ me: String, _ key: ShmKey, _ list: String, label: String) -> String {
     var fields: [String] = []

@@ -1,4 +1,4 @@
-// The seed's test/example.js (shm-typed-lru), done properly in Swift.
+// shm-typed-lru's test/example.js, done properly in Swift.
 //
 // The master creates a byte region, a Float region and an LRU of 250-byte
 // records, exercises the LRU (set and read by hash and by offset, delete, fill,

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import ShmLRU
 
 // list, stat, dump, verify: the read-mostly subcommands.
@@ -6,35 +7,65 @@ import ShmLRU
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list",
-        abstract: "List the ShmLRU caches on this machine.",
+        abstract: "List the ShmLRU caches and ShmStore stores on this machine.",
         discussion: """
             Reads each segment's header read-only (no lock, no write) and shows those that \
-            carry a valid ShmLRU header: key, shmid, size, live records, capacity, record \
-            size, index kind and how many processes are attached. Segments of other \
+            carry a valid ShmLRU or ShmStore header: key, shmid, size, live records, \
+            capacity, record size, index kind, how many processes are attached, the \
+            creator's PID and the kind. A store's data segment is listed under it ("data \
+            of KEY"). "stale" marks a segment nobody is attached to whose creator has \
+            exited: left behind (remove it with `shm-lru rm KEY`). Segments of other \
             programs, and those this user may not read, are skipped unless --all is given.
             """)
 
-    @Flag(help: "Also list segments that are not ShmLRU caches, with the reason.")
+    @Flag(help: "Also list segments that are neither caches nor stores, with the reason.")
     var all = false
 
     func run() throws {
         try reporting {
-            var rows = [["KEY", "ID", "BYTES", "RECORDS", "CAPACITY", "RECORD", "INDEX", "ATTACHED"] + (all ? ["STATUS"] : [])]
-            for info in ShmRegion.list() {
+            let segments = ShmRegion.list()
+            let byKey = Dictionary(segments.map { ($0.key, $0) }, uniquingKeysWith: { first, _ in first })
+            var stores: [ShmKey: ShmStore.SegmentSummary] = [:]
+            for info in segments where !info.key.isPrivate {
+                if let store = try? ShmStore.probe(key: info.key) { stores[info.key] = store }
+            }
+            let dataKeys = Dictionary(stores.values.map { ($0.dataKey, $0.key) }, uniquingKeysWith: { first, _ in first })
+
+            var rows = [
+                ["KEY", "ID", "BYTES", "RECORDS", "CAPACITY", "RECORD", "INDEX", "ATTACHED", "CREATOR", "KIND"]
+                    + (all ? ["STATUS"] : [])
+            ]
+            func cacheRow(_ summary: ShmLRU.SegmentSummary, _ info: ShmRegion.SegmentInfo?, kind: String) -> [String] {
+                let stale = info.map { isStale($0) } ?? false
+                return [
+                    summary.key.description, String(summary.id), String(summary.byteCount), String(summary.count),
+                    String(summary.capacity), String(summary.recordSize), summary.indexKind.rawValue,
+                    String(summary.attachCount), info.map { String($0.creatorPID) } ?? "-", kind + (stale ? ", stale" : ""),
+                ] + (all ? ["ShmLRU"] : [])
+            }
+            for info in segments {
                 let other = { (status: String) -> [String] in
                     [info.key.description, String(info.id), String(info.byteCount), "-", "-", "-", "-",
-                     String(info.attachCount), status]
+                     String(info.attachCount), String(info.creatorPID), "-", status]
                 }
                 if info.key.isPrivate {
                     if all { rows.append(other("private, or marked for removal")) }
                     continue
                 }
-                do throws(ShmError) {
-                    let summary = try ShmLRU.probe(key: info.key)
+                if dataKeys[info.key] != nil { continue }  // listed under its store
+                if let store = stores[info.key] {
+                    let data = try? ShmLRU.probe(key: store.dataKey)
                     rows.append(
-                        [summary.key.description, String(summary.id), String(summary.byteCount), String(summary.count),
-                         String(summary.capacity), String(summary.recordSize), summary.indexKind.rawValue,
-                         String(summary.attachCount)] + (all ? ["ShmLRU"] : []))
+                        [store.key.description, String(store.id), String(store.byteCount),
+                         data.map { String($0.count) } ?? "-", data.map { String($0.capacity) } ?? "-",
+                         String(store.recordSize), "-", String(store.attachCount), String(info.creatorPID),
+                         "store" + (isStale(info) ? ", stale" : "") + (data == nil ? ", data segment missing" : "")]
+                            + (all ? ["ShmStore"] : []))
+                    if let data { rows.append(cacheRow(data, byKey[store.dataKey], kind: "data of \(store.key)")) }
+                    continue
+                }
+                do throws(ShmError) {
+                    rows.append(cacheRow(try ShmLRU.probe(key: info.key), info, kind: "cache"))
                 } catch {
                     guard all else { continue }
                     switch error.code {
@@ -51,40 +82,88 @@ struct ListCommand: ParsableCommand {
     }
 }
 
+/// Nobody is attached and the creator has exited: the segment was left behind.
+func isStale(_ info: ShmRegion.SegmentInfo) -> Bool {
+    guard info.attachCount == 0 else { return false }
+    return kill(info.creatorPID, 0) != 0 && errno == ESRCH
+}
+
 struct StatCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "stat", abstract: "Show a cache's size, fill and counters.")
+        commandName: "stat",
+        abstract: "Show a cache's (or a store's) size, fill, counters and policy.",
+        discussion: """
+            For a store, its configuration first, then the figures of its data segment. \
+            Hits and misses count every process's reads: each process adds its counts \
+            to the segment when it next takes the cache's lock.
+            """)
 
     @Argument(help: "The segment's key (decimal or 0x-hex).", transform: parseKey)
     var key: ShmKey
 
     func run() throws {
         try reporting {
+            var rows: [[String]] = []
+            var cacheKey = key
+            do throws(ShmError) {
+                let store = try ShmStore.probe(key: key)
+                cacheKey = store.dataKey
+                rows += [
+                    ["store", key.description],
+                    ["store id", String(store.id)],
+                    ["store bytes", String(store.byteCount)],
+                    ["store attached", "\(store.attachCount) process(es) besides this one"],
+                    ["lock slots", String(store.lockSlots)],
+                    ["lock waiters", String(store.lockWaiters)],
+                    ["change log", "\(store.changeLogCapacity) entries"],
+                    ["max age", store.maxAge.map { formatSeconds(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) } ?? "none"],
+                ]
+            } catch where error.code == .incompatibleSegment {
+                // not a store: a cache, or another program's segment (reported below)
+            } catch {
+                throw describe(error, key: key)
+            }
             let summary: ShmLRU.SegmentSummary
-            do throws(ShmError) { summary = try ShmLRU.probe(key: key) } catch { throw describe(error, key: key) }
-            let cache = try openCache(key)
+            do throws(ShmError) { summary = try ShmLRU.probe(key: cacheKey) } catch { throw describe(error, key: cacheKey) }
+            let cache = try openCache(cacheKey)
+            defer { _ = try? cache.detach() }
             let stats = cache.stats
             let age = Double(ShmInstant.now.nanoseconds &- summary.createdAt.nanoseconds) / 1e9
-            print(
-                table([
-                    ["key", key.description],
-                    ["id", String(summary.id)],
-                    ["bytes", String(summary.byteCount)],
-                    ["attached", "\(summary.attachCount) process(es) besides this one"],
-                    ["records", "\(stats.count) of \(stats.capacity) (\(stats.free) free)"],
-                    ["record size", "\(stats.recordSize) bytes"],
-                    ["index", cache.indexKind.rawValue],
-                    ["policy", cache.policy.rawValue],
-                    ["age", formatSeconds(age)],
-                    ["inserts", String(stats.inserts)],
-                    ["updates", String(stats.updates)],
-                    ["deletes", String(stats.deletes)],
-                    ["evictions", String(stats.evictions)],
-                    ["recoveries", String(stats.recoveries)],
-                    ["promotions", String(stats.promotions)],
-                ]))
+            let lookups = stats.totalHits &+ stats.totalMisses
+            rows += [
+                ["key", cacheKey.description],
+                ["id", String(summary.id)],
+                ["bytes", String(summary.byteCount)],
+                ["attached", "\(summary.attachCount) process(es) besides this one"],
+                ["records", "\(stats.count) of \(stats.capacity) (\(stats.free) free)"],
+                ["record size", "\(stats.recordSize) bytes"],
+                ["index", cache.indexKind.rawValue],
+                ["policy", cache.policy.rawValue],
+                ["age", formatSeconds(age)],
+                ["hits", String(stats.totalHits)],
+                ["misses", String(stats.totalMisses)],
+                ["hit ratio", lookups == 0 ? "-" : String(format3(Double(stats.totalHits) / Double(lookups)))],
+                ["inserts", String(stats.inserts)],
+                ["updates", String(stats.updates)],
+                ["deletes", String(stats.deletes)],
+                ["evictions", String(stats.evictions)],
+                ["recoveries", String(stats.recoveries)],
+                ["promotions", String(stats.promotions)],
+            ]
+            print(table(rows))
         }
     }
+}
+
+/// The eviction policy the segment records. Layout version 1 records none: every
+/// cache evicts its least recently used record (exact LRU, or CLOCK-like for
+/// handles that promote at an interval).
+
+/// `0.123`.
+func format3(_ value: Double) -> String {
+    let thousandths = Int((value * 1000).rounded())
+    let fraction = String(thousandths % 1000)
+    return "\(thousandths / 1000)." + String(repeating: "0", count: 3 - fraction.count) + fraction
 }
 
 /// `12.3 s`, with one decimal.

@@ -1,7 +1,15 @@
 import ArgumentParser
 import ShmLRU
 
-// create, rm: a cache's segment comes and goes.
+// create, rm: a cache's segment comes and goes (rm: a store's two segments too).
+
+/// The store whose data segment has this key, if any (read-only probes).
+func storeOwning(dataKey: ShmKey) -> ShmKey? {
+    for info in ShmRegion.list() where !info.key.isPrivate && info.key != dataKey {
+        if let store = try? ShmStore.probe(key: info.key), store.dataKey == dataKey { return store.key }
+    }
+    return nil
+}
 
 struct CreateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -54,21 +62,36 @@ struct CreateCommand: ParsableCommand {
 struct RemoveCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rm",
-        abstract: "Remove a cache's segment.",
+        abstract: "Remove a cache's segment, or a store's two segments.",
         discussion: """
             Marks the segment for removal (IPC_RMID): its key is free at once, and its \
-            memory goes when the last attached process detaches. Refuses a segment that \
-            is not a ShmLRU cache unless --force is given.
+            memory goes when the last attached process detaches. For a store, removes its \
+            store segment and its data segment. Refuses a segment that is neither a cache \
+            nor a store unless --force is given, and a store's data segment (remove the \
+            store) unless --force is given.
             """)
 
     @Argument(help: "The segment's key (decimal or 0x-hex).", transform: parseKey)
     var key: ShmKey
 
-    @Flag(help: "Remove the segment even if it is not a ShmLRU cache.")
+    @Flag(help: "Remove the segment even if it is not a ShmLRU cache or store, or is a store's data segment.")
     var force = false
 
     func run() throws {
         try reporting {
+            if let store = try? ShmStore.probe(key: key) {
+                do throws(ShmError) { try ShmStore.remove(key: key) } catch { throw describe(error, key: key) }
+                print(
+                    "removed store \(key) and its data segment \(store.dataKey)"
+                        + (store.attachCount > 0
+                            ? " (\(store.attachCount) process(es) still attached: the memory goes when they detach)" : ""))
+                return
+            }
+            if !force, let owner = storeOwning(dataKey: key) {
+                throw ToolFailure(
+                    "segment \(key) is the data segment of store \(owner); remove the store (`shm-lru rm \(owner)`) or use --force",
+                    exitCode: Exit.failure)
+            }
             var attached = 0
             do throws(ShmError) {
                 attached = try ShmLRU.probe(key: key).attachCount

@@ -24,6 +24,7 @@ public enum Shm {
         case int16 = "Int16Array", uint16 = "Uint16Array", int32 = "Int32Array", uint32 = "Uint32Array"
         case float32 = "Float32Array", float64 = "Float64Array"
 
+        /// The size of one element of this type, in bytes.
         public var elementSize: Int {
             switch self {
             case .buffer, .int8, .uint8, .uint8Clamped: 1

@@ -9,8 +9,11 @@ import Glibc
 public struct ShmError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The kind of failure. Compare with `==`; new codes may be added.
     public struct Code: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+        /// The code's name, e.g. `notFound`.
         public var rawValue: String
+        /// A code with this name.
         public init(rawValue: String) { self.rawValue = rawValue }
+        /// The code's name.
         public var description: String { rawValue }
 
         // Regions
@@ -48,6 +51,7 @@ public struct ShmError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let lockTimeout = Code(rawValue: "lockTimeout")
     }
 
+    /// What went wrong.
     public var code: Code
     /// What was attempted, e.g. `shmget(key: 0x2a, size: 4096, IPC_CREAT|IPC_EXCL)`.
     public var operation: String
@@ -56,6 +60,7 @@ public struct ShmError: Error, Hashable, Sendable, CustomStringConvertible {
     /// Extra detail for a person.
     public var detail: String?
 
+    /// An error of `operation` with its code, and the `errno` and detail when known.
     public init(_ code: Code, _ operation: String, errno: Int32? = nil, detail: String? = nil) {
         self.code = code
         self.operation = operation
@@ -63,6 +68,7 @@ public struct ShmError: Error, Hashable, Sendable, CustomStringConvertible {
         self.detail = detail
     }
 
+    /// `operation: code`, then the errno's text and the detail when known.
     public var description: String {
         var text = "\(operation): \(code.rawValue)"
         if let errno {

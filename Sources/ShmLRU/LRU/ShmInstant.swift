@@ -7,8 +7,10 @@ public struct ShmInstant: Comparable, Hashable, Sendable, CustomStringConvertibl
     /// Nanoseconds since the machine booted.
     public var nanoseconds: UInt64
 
+    /// The instant `nanoseconds` after the clock's origin (the machine's boot).
     public init(nanoseconds: UInt64) { self.nanoseconds = nanoseconds }
 
+    /// The current instant of `CLOCK_MONOTONIC`.
     public static var now: ShmInstant { ShmInstant(nanoseconds: _monotonicNanoseconds()) }
 
     /// This instant moved by `duration` (clamped at the clock's ends).
@@ -22,6 +24,8 @@ public struct ShmInstant: Comparable, Hashable, Sendable, CustomStringConvertibl
         return ShmInstant(nanoseconds: nanoseconds > magnitude ? nanoseconds - magnitude : 0)
     }
 
+    /// Whether `lhs` comes before `rhs`.
     public static func < (lhs: ShmInstant, rhs: ShmInstant) -> Bool { lhs.nanoseconds < rhs.nanoseconds }
+    /// `ShmInstant(N ns)`.
     public var description: String { "ShmInstant(\(nanoseconds) ns)" }
 }

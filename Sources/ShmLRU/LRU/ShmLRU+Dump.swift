@@ -1,5 +1,5 @@
 extension ShmLRU {
-    /// The LRU list as JSON (the seed's `debug_dump_list`, but valid JSON):
+    /// The LRU list as JSON (shm-typed-lru's `debug_dump_list`, but valid JSON):
     /// most recently used first, or least recently used first with `backwards`.
     ///
     ///     {"key":"0x5eed","capacity":10,"recordSize":250,"count":1,"indexKind":"shared",

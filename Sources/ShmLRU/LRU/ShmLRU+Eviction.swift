@@ -1,7 +1,7 @@
 extension ShmLRU {
     /// Evicts, from the least recently used end, every record last used before
     /// `cutoff`, at most `limit` of them (0 evicts none). Returns the evicted
-    /// hashes, least recently used first (the seed's `run_lru_eviction`). A read
+    /// hashes, least recently used first (shm-typed-lru's `run_lru_eviction`). A read
     /// counts as a use at the precision of the promotion policy: exactly with
     /// `.onEveryRead`, within the interval with `.atMostEvery`.
     /// - Throws: `.invalidArgument` for a negative limit.

@@ -164,8 +164,8 @@ extension ShmLRU {
 
     // MARK: By offset
 
-    /// Lends the value of the live record at `offset` (the seed's `get_el`) to `body`.
-    /// - Throws: `.invalidOffset`, `.alreadyDeleted` (the seed returned the old value
+    /// Lends the value of the live record at `offset` (shm-typed-lru's `get_el`) to `body`.
+    /// - Throws: `.invalidOffset`, `.alreadyDeleted` (shm-typed-lru returned the old value
     ///   prefixed with "DELETED"), then whatever `body` throws.
     public func withValue<R>(atOffset offset: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let slot = try _slot(atOffset: offset, "withValue(atOffset: \(offset))")

@@ -1,6 +1,6 @@
 import CShm
 
-/// A process-local hash -> slot map (the seed's per-process map), for caches
+/// A process-local hash -> slot map (shm-typed-lru's per-process map), for caches
 /// created with `IndexKind.processLocal`. Touched only under the segment's lock.
 final class _LocalIndex: @unchecked Sendable {
     let table: _IndexTable
@@ -175,7 +175,7 @@ extension ShmLRU {
         }
     }
 
-    /// Rebuilds this process's map from the segment (the seed's `reload_hash_map`).
+    /// Rebuilds this process's map from the segment (shm-typed-lru's `reload_hash_map`).
     /// With the shared index there is nothing to rebuild: every process sees every
     /// change at once. Returns the number of live records.
     @discardableResult
@@ -186,8 +186,8 @@ extension ShmLRU {
         }
     }
 
-    /// Adds to this process's map the live records tagged with `shareKey` (the
-    /// seed's `reload_hash_map_update`). A no-op with the shared index.
+    /// Adds to this process's map the live records tagged with `shareKey`
+    /// (shm-typed-lru's `reload_hash_map_update`). A no-op with the shared index.
     @discardableResult
     public func reloadIndex(shareKey: UInt32) throws(ShmError) -> Int {
         try _withLock("reloadIndex(key: \(key), shareKey: \(shareKey))") { () throws(ShmError) -> Int in

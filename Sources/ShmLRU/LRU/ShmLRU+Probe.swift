@@ -3,6 +3,7 @@ import CShm
 extension ShmLRU {
     /// What a cache's header says, read by `probe(key:)`.
     public struct SegmentSummary: Sendable, Hashable {
+        /// The segment's key.
         public var key: ShmKey
         /// The kernel's id (`shmid`).
         public var id: Int32
@@ -10,10 +11,13 @@ extension ShmLRU {
         public var byteCount: Int
         /// Attachments by every process, not counting the probe's own.
         public var attachCount: Int
+        /// The largest value, in bytes.
         public var recordSize: Int
+        /// Records the cache holds.
         public var capacity: Int
         /// Live records (read without the lock: a snapshot).
         public var count: Int
+        /// Where the hash index lives.
         public var indexKind: IndexKind
         /// When the cache was laid out.
         public var createdAt: ShmInstant

@@ -1,5 +1,5 @@
 extension ShmLRU {
-    /// Deletes the record with `hash` (the seed's `del_key`). Returns false if absent.
+    /// Deletes the record with `hash` (shm-typed-lru's `del_key`). Returns false if absent.
     @discardableResult
     public func remove(_ hash: UInt32) throws(ShmError) -> Bool {
         try _withLock("remove(\(hash), key: \(key))") { () throws(ShmError) -> Bool in
@@ -9,7 +9,7 @@ extension ShmLRU {
         }
     }
 
-    /// Deletes the record at `offset` (the seed's `del_el`) and returns its hash.
+    /// Deletes the record at `offset` (shm-typed-lru's `del_el`) and returns its hash.
     /// - Throws: `.invalidOffset` for an offset that is not a record's start,
     ///   `.alreadyDeleted` for a record that is not live.
     @discardableResult

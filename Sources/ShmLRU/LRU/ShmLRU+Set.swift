@@ -3,7 +3,7 @@ import CShm
 extension ShmLRU {
     /// What a `set` did.
     public struct SetResult: Sendable, Hashable {
-        /// The record's byte offset in the segment (the seed's return value): valid
+        /// The record's byte offset in the segment (shm-typed-lru's return value): valid
         /// for `value(atOffset:)`, `remove(atOffset:)` and `setShareKey(_:atOffset:)`
         /// while the record lives.
         public var offset: Int
@@ -17,8 +17,11 @@ extension ShmLRU {
     /// becomes the most recently used; a new one takes a free record, or evicts
     /// the least recently used when the cache is full (unless `whenFull` is `.refuse`).
     ///
-    /// - Parameter shareKey: tags the record (see `reloadIndex(shareKey:)`); nil
-    ///   keeps an updated record's tag (0 for a new one).
+    /// - Parameters:
+    ///   - hash: the record's key.
+    ///   - value: the bytes, at most `recordSize` of them.
+    ///   - shareKey: tags the record (see `reloadIndex(shareKey:)`); nil
+    ///     keeps an updated record's tag (0 for a new one).
     /// - Throws: `.valueTooLarge` (nothing written) when `value` exceeds
     ///   `recordSize`; `.full` when full and refusing; `.lockTimeout`.
     @discardableResult
@@ -96,7 +99,7 @@ extension ShmLRU {
         return SetResult(offset: s.layout.recordOffset(slot), updated: false, evictedHash: evicted)
     }
 
-    /// Tags the live record at `offset` with `shareKey` (the seed's `set_share_key`).
+    /// Tags the live record at `offset` with `shareKey` (shm-typed-lru's `set_share_key`).
     /// - Throws: `.invalidOffset`, `.alreadyDeleted`.
     public func setShareKey(_ shareKey: UInt32, atOffset offset: Int) throws(ShmError) {
         let slot = try _slot(atOffset: offset, "setShareKey(\(shareKey), atOffset: \(offset))")

@@ -4,14 +4,21 @@ import Synchronization
 extension ShmLRU {
     /// A snapshot of the cache's figures.
     public struct Stats: Sendable, Hashable, Codable {
+        /// Records the cache holds.
         public var capacity: Int
+        /// The largest value, in bytes.
         public var recordSize: Int
+        /// Live records.
         public var count: Int
+        /// Records not in use (`capacity - count`).
         public var free: Int
         /// Records inserted, updated in place, deleted and evicted, by every process.
         public var inserts: UInt64
+        /// Records updated in place, by every process.
         public var updates: UInt64
+        /// Records deleted, by every process.
         public var deletes: UInt64
+        /// Records evicted (when full, or by age), by every process.
         public var evictions: UInt64
         /// Repairs after a lock holder died or an inconsistency was found.
         public var recoveries: UInt64
@@ -24,7 +31,15 @@ extension ShmLRU {
         /// counted without a locked instruction, so approximate when several
         /// threads use one handle at once).
         public var hits: UInt64
+        /// Reads that did not find their hash, in this process (per handle).
         public var misses: UInt64
+        /// Hits and misses of every process that used the cache (wrapping
+        /// counters in the segment): each handle adds its own counts when it next
+        /// takes the lock, so lock-free hits appear after that handle's next
+        /// locked operation (a set, a remove, a promotion).
+        public var totalHits: UInt64 = 0
+        /// Misses of every process (see `totalHits`).
+        public var totalMisses: UInt64 = 0
     }
 
     /// The figures; once detached, only capacity, record size and this handle's hits and misses.
@@ -42,6 +57,7 @@ extension ShmLRU {
             inserts: s.load64(_Layout.H.statInserts), updates: s.load64(_Layout.H.statUpdates),
             deletes: s.load64(_Layout.H.statDeletes), evictions: s.load64(_Layout.H.statEvictions),
             recoveries: s.load64(_Layout.H.statRecoveries), promotions: s.load64(_Layout.H.statPromotions),
-            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed))
+            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed),
+            totalHits: s.load64(_Layout.H.statHits), totalMisses: s.load64(_Layout.H.statMisses))
     }
 }

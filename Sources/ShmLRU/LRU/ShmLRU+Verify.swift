@@ -7,15 +7,18 @@ extension ShmLRU {
         public var problems: [String] = []
         /// Records reached from the LRU head, and from the free-list head.
         public var liveRecords = 0
+        /// Records found on the free list.
         public var freeRecords = 0
         /// Entries in the shared index (0 for a process-local index).
         public var indexEntries = 0
+        /// True when no problem was found.
         public var isClean: Bool { problems.isEmpty }
 
         mutating func add(_ problem: String) {
             if problems.count < 100 { problems.append(problem) }
         }
 
+        /// `clean: …` with the counts, or the problems, one a line.
         public var description: String {
             isClean
                 ? "clean: \(liveRecords) live, \(freeRecords) on the free list, \(indexEntries) index entries"

@@ -4,7 +4,7 @@ import Synchronization
 /// An LRU cache of fixed-size records inside a SysV shared-memory segment,
 /// shared by every process that attaches it.
 ///
-/// One process creates it (the seed's "initializer"); others attach by key. Every
+/// One process creates it (shm-typed-lru's "initializer"); others attach by key. Every
 /// structural change happens under a process-shared robust mutex in the segment,
 /// so processes may use one cache at once; a process killed while holding the
 /// lock does not block the others (the next locker repairs the structure).
@@ -23,7 +23,7 @@ public final class ShmLRU: @unchecked Sendable {
     public enum IndexKind: String, Sendable, CaseIterable, Codable {
         /// In the segment: a peer's set or delete is visible at once, attach scans nothing.
         case shared
-        /// In each process (the seed's design): after peer writes, call `reloadIndex()`.
+        /// In each process (shm-typed-lru's design): after peer writes, call `reloadIndex()`.
         /// A stale map never returns another key's value; it reports a miss.
         case processLocal
     }
@@ -32,14 +32,14 @@ public final class ShmLRU: @unchecked Sendable {
     public enum FullPolicy: Sendable, Hashable {
         /// Evict the least recently used record and report its hash (the default).
         case evictLeastRecentlyUsed
-        /// Throw `.full` and change nothing (the seed's behaviour).
+        /// Throw `.full` and change nothing (shm-typed-lru's behaviour).
         case refuse
     }
 
     /// When a read (or an update) moves its record to the head of the LRU list.
     public enum Promotion: Sendable, Hashable {
         /// Every read and update takes the lock and moves the record to the head
-        /// (exact LRU; the seed's behaviour).
+        /// (exact LRU; shm-typed-lru's behaviour).
         case onEveryRead
         /// Reads take no lock. A read or update marks its record used (one store
         /// into the record's own header): the first use after the record was linked
@@ -52,8 +52,11 @@ public final class ShmLRU: @unchecked Sendable {
         case atMostEvery(Duration)
     }
 
+    /// How this handle behaves: when full, when it promotes, how long it waits for the lock and for a cache being created. Per handle: not stored in the segment.
     public struct Options: Sendable, Hashable {
+        /// What a set of a new hash does when no record is free.
         public var whenFull: FullPolicy
+        /// When a read moves its record to the head of the LRU list.
         public var promotion: Promotion
         /// How long to wait for the segment's lock before throwing `.lockTimeout`; nil waits for ever.
         public var lockTimeout: Duration?
@@ -67,6 +70,7 @@ public final class ShmLRU: @unchecked Sendable {
         /// its record's last-use time (default: once a second).
         public var policy: EvictionPolicy?
 
+        /// Options; the defaults evict when full, promote on every read (exact LRU), wait up to 10 s for the lock and 2 s for a cache being created.
         public init(
             whenFull: FullPolicy = .evictLeastRecentlyUsed, promotion: Promotion = .onEveryRead,
             lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2), policy: EvictionPolicy? = nil
@@ -81,6 +85,7 @@ public final class ShmLRU: @unchecked Sendable {
 
     /// The region holding the cache. Detaching it ends this handle.
     public let region: ShmRegion
+    /// The options this handle was opened with.
     public let options: Options
 
     let _segment: _Segment
@@ -101,6 +106,9 @@ public final class ShmLRU: @unchecked Sendable {
     let _isS3FIFO: Bool
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
+    /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
+    let _hitsPublished = Atomic<UInt64>(0)
+    let _missesPublished = Atomic<UInt64>(0)
     /// This handle's view of the coarse monotonic clock, for the time of a mark
     /// and for whether a marked record's mark is an interval old: refreshed every
     /// `_clockRefreshReads` hits (and every as many locked reads and updates).
@@ -118,6 +126,7 @@ public final class ShmLRU: @unchecked Sendable {
     public var capacity: Int { _segment.layout.capacity }
     /// The largest value a record holds, in bytes.
     public var recordSize: Int { _segment.layout.recordSize }
+    /// Where the hash index lives (fixed at creation).
     public var indexKind: IndexKind { _segment.layout.indexKind }
     /// Live records now (read without the lock: a snapshot); 0 once detached.
     public var count: Int {
@@ -191,7 +200,7 @@ public final class ShmLRU: @unchecked Sendable {
         }
     }
 
-    /// Lays out an empty cache in an existing region (the seed's `initLRU(…, true)`).
+    /// Lays out an empty cache in an existing region (shm-typed-lru's `initLRU(…, true)`).
     /// `capacity` defaults to as many records as fit.
     ///
     /// - Throws: `.exists` if the region already holds a ShmLRU cache,
@@ -256,20 +265,31 @@ public final class ShmLRU: @unchecked Sendable {
 
     // MARK: Attach
 
-    /// Attaches the cache in the segment with this key (the seed's `initLRU(…, false)`).
+    /// Attaches the cache in the segment with this key (shm-typed-lru's `initLRU(…, false)`).
     ///
-    /// - Parameter recordSize: if given, the cache must have this record size.
+    /// - Parameters:
+    ///   - key: the segment's key.
+    ///   - recordSize: if given, the cache must have this record size.
+    ///   - options: this handle's behaviour (when full, promotion, timeouts).
     /// - Throws: `.notFound`; `.incompatibleSegment` for a segment that is not a
     ///   ShmLRU cache of this layout version, or another record size; `.corrupted`
     ///   for a header that does not add up or claims more than the segment holds.
     public static func attach(key: ShmKey, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) -> ShmLRU {
-        let region = try ShmRegion.attach(key: key)
+        let region: ShmRegion
+        do { region = try ShmRegion.attach(key: key) } catch {
+            ShmEvents._emitIfRefused(error, key: key)
+            throw error
+        }
         return try ShmLRU(attaching: region, recordSize: recordSize, options: options)
     }
 
     /// Attaches the cache that an initializer laid out in `region`.
     public convenience init(attaching region: ShmRegion, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) {
-        let layout = try ShmLRU._validateHeader(of: region, expectedRecordSize: recordSize, wait: options.attachWait)
+        let layout: _Layout
+        do { layout = try ShmLRU._validateHeader(of: region, expectedRecordSize: recordSize, wait: options.attachWait) } catch {
+            ShmEvents._emitIfRefused(error, key: region.key)
+            throw error
+        }
         if let wanted = options.policy, wanted != layout.policy {
             throw ShmError(
                 .incompatibleSegment, "ShmLRU.attach(key: \(region.key))",
@@ -371,7 +391,7 @@ public final class ShmLRU: @unchecked Sendable {
         try _checkAttached(operation())
         let acquired: _RobustMutex.Acquired
         do { acquired = try _mutex.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
-            throw ShmError(error.code, operation(), errno: error.errno, detail: error.detail)
+            throw _lockFailed(error, operation())
         }
         defer {
             _mutex.unlock()
@@ -380,7 +400,9 @@ public final class ShmLRU: @unchecked Sendable {
         if acquired == .previousOwnerDied {
             _rebuildLocked()
             _mutex.markConsistent()
+            ShmEvents._emit(ShmEvent(.recoveredFromDeadHolder, key: key, operation: operation()))
         }
+        _publishReadCounts()
         if let local = _localIndex, local.generationSeen != _segment.generation {
             try? local.rebuild(shareKey: nil)
         }
@@ -388,6 +410,7 @@ public final class ShmLRU: @unchecked Sendable {
             return try body()
         } catch where error.code == .corrupted {
             _rebuildLocked()
+            ShmEvents._emit(ShmEvent(.repairedInconsistency, key: key, operation: operation(), detail: error.detail))
             return try body()
         }
     }

@@ -25,7 +25,8 @@
 //   line 3   index sequence: odd while the index is being reshaped (a reader that
 //            misses while it moved retries)
 //   line 4-5 statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
-//            promotions
+//            promotions, hits, misses (hits and misses: each handle adds its own
+//            counts when it next takes the lock; wrapping)
 //   line 6   immutable after init: eviction policy (0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO),
 //            ghost offset and slots, the S3-FIFO small queue's target size and the
 //            ghost FIFO's length
@@ -150,6 +151,8 @@ struct _Layout: Equatable, Sendable {
         static let statEvictions = 280
         static let statRecoveries = 288
         static let statPromotions = 296
+        static let statHits = 304
+        static let statMisses = 312
         static let policy = 384  // 0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO
         static let ghostSlots = 388  // UInt32 entries of 8 bytes; 0 unless S3-FIFO
         static let ghostOffset = 392  // UInt64

@@ -12,9 +12,11 @@ public struct ShmKey: RawRepresentable, Hashable, Sendable, Comparable, Expressi
     /// The `key_t` value handed to `shmget`.
     public var rawValue: Int32
 
+    /// The key with this `key_t` value.
     public init(rawValue: Int32) { self.rawValue = rawValue }
     /// A key from its unsigned spelling, as `ipcs` prints it (`0x0000002a`).
     public init(_ value: UInt32) { self.rawValue = Int32(bitPattern: value) }
+    /// A key written as a literal, e.g. `0x5EED`.
     public init(integerLiteral value: UInt32) { self.init(value) }
 
     /// `ftok(path, id)`: the same path (which must exist) and id give the same key
@@ -51,7 +53,9 @@ public struct ShmKey: RawRepresentable, Hashable, Sendable, Comparable, Expressi
     /// `IPC_PRIVATE` (0) cannot be found again by key, so ShmLRU refuses it.
     public var isPrivate: Bool { rawValue == 0 }
 
+    /// The key in hex, `0x0000beef`, as `ipcs -m` prints it.
     public var description: String { _hexKey(rawValue) }
 
+    /// Orders keys by their unsigned value.
     public static func < (lhs: ShmKey, rhs: ShmKey) -> Bool { lhs.unsignedValue < rhs.unsignedValue }
 }

@@ -8,14 +8,17 @@ extension ShmRegion {
         public var key: ShmKey
         /// The kernel's id (`shmid`).
         public var id: Int32
+        /// The segment's size in bytes.
         public var byteCount: Int
         /// The mode bits (0o600 …).
         public var permissions: UInt16
         /// Attachments, from every process.
         public var attachCount: Int
+        /// The process that created the segment (it may have exited).
         public var creatorPID: Int32
         /// The last process that attached or detached.
         public var lastPID: Int32
+        /// The owner's user id.
         public var ownerUID: UInt32
     }
 

@@ -63,12 +63,16 @@ extension ShmRegion {
 /// to a read-only or detached region; `element(at:)` and `setElement(_:at:)`
 /// throw instead.
 public struct ShmArray<Element: ShmElement>: RandomAccessCollection, Sendable {
+    /// The region the array views.
     public let region: ShmRegion
+    /// Zero.
     public var startIndex: Int { 0 }
+    /// The element count; 0 once the region is detached.
     public var endIndex: Int { region.isAttached ? region.count(of: Element.self) : 0 }
 
     init(region: ShmRegion) { self.region = region }
 
+    /// The element at `position` (a plain load: no lock, no ordering with other processes).
     public subscript(position: Int) -> Element {
         get {
             precondition(position >= 0 && position < endIndex, "ShmArray index \(position) out of range 0..<\(endIndex)")

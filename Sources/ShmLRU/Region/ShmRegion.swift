@@ -28,7 +28,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     public var key: ShmKey { _attachment.key }
     /// The kernel's id for the segment (`shmid`).
     public var id: Int32 { _attachment.id }
-    /// The segment's size in bytes, as the kernel reports it (the seed's `getSegmentSize`).
+    /// The segment's size in bytes, as the kernel reports it (shm-typed-array's `getSegmentSize`).
     public var byteCount: Int { _attachment.byteCount }
     /// Attached with `SHM_RDONLY`: every mutable view throws `.readOnly`.
     public var isReadOnly: Bool { _attachment.isReadOnly }
@@ -39,6 +39,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
 
     deinit { _ = _attachment.detach() }
 
+    /// `ShmRegion(key, id, bytes)`.
     public var description: String {
         "ShmRegion(key: \(key), id: \(id), bytes: \(byteCount)\(isReadOnly ? ", read-only" : ""))"
     }
@@ -51,7 +52,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         return limit > UInt64(Int.max) ? Int.max : Int(limit)
     }
 
-    /// The largest element count accepted for `T` (the seed's `LengthMax`).
+    /// The largest element count accepted for `T` (shm-typed-array's `LengthMax`).
     public static func maxCount<T: ShmElement>(of type: T.Type) -> Int {
         maxByteCount / MemoryLayout<T>.stride
     }
@@ -62,6 +63,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     ///
     /// - Parameters:
     ///   - key: the key to create it under; `nil` picks a free random key.
+    ///   - byteCount: the segment's size in bytes.
     ///   - permissions: the mode bits; 0600 (this user only) unless asked.
     ///   - persistent: keep the segment when this process exits.
     /// - Throws: `.exists` if the key is taken, `.invalidSize` for 0 or more than
@@ -222,7 +224,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         _Registry.shared.detachAllAndRemoveCreated()
     }
 
-    /// The bytes this process has attached, over all its regions (the seed's `getTotalSize`).
+    /// The bytes this process has attached, over all its regions (shm-typed-array's `getTotalSize`).
     public static var totalSize: Int {
         _Registry.shared.all.reduce(0) { $0 + ($1.isAttached ? $1.byteCount : 0) }
     }

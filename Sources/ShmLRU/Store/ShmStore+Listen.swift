@@ -12,6 +12,7 @@ import Synchronization
 extension ShmStore {
     /// One change of a key, by any process.
     public struct Change: Sendable, Hashable, CustomStringConvertible {
+        /// What happened to the key.
         public enum Kind: Sendable, Hashable {
             /// A set: `bytes` is the new value (also when it did not change).
             case set
@@ -26,7 +27,9 @@ extension ShmStore {
             case missed(Int)
         }
 
+        /// The key that changed.
         public var key: String
+        /// What happened to it.
         public var kind: Kind
         /// The new value of a `.set` (nil otherwise).
         public var bytes: [UInt8]?
@@ -39,6 +42,7 @@ extension ShmStore {
             return try _decode(Value.self, from: bytes, "ShmStore.Change.value(\"\(key)\")")
         }
 
+        /// `set "key" (N bytes) #sequence`, `removed "key" #sequence`, ….
         public var description: String {
             switch kind {
             case .set: "set \"\(key)\" (\(bytes?.count ?? 0) bytes) #\(sequence)"
@@ -53,18 +57,22 @@ extension ShmStore {
     /// The changes of one key (or all keys), as an `AsyncSequence`. It ends when the
     /// iterating task is cancelled or the store handle is detached.
     public struct Changes: AsyncSequence, Sendable {
+        /// One change.
         public typealias Element = Change
         let stream: AsyncStream<Change>
 
+        /// Iterates the changes; `next()` returns nil once the sequence ends.
         public struct AsyncIterator: AsyncIteratorProtocol {
             var base: AsyncStream<Change>.AsyncIterator
+            /// The next change, waiting for it; nil when the task is cancelled or the store detached.
             public mutating func next() async -> Change? { await base.next() }
         }
 
+        /// The iterator (one per sequence: the changes are delivered once).
         public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: stream.makeAsyncIterator()) }
     }
 
-    /// The changes of `key` made from now on, by any process (the seed's `listen`).
+    /// The changes of `key` made from now on, by any process (cluster-shared-memory's `listen`).
     /// As many listeners as wanted; each sees every change, in order.
     public func listen(_ key: String) -> Changes { Changes(stream: _hub.add(key: key)) }
 

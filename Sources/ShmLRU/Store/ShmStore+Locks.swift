@@ -1,7 +1,7 @@
 import CShm
 import Glibc
 
-// Per-key cross-process locks (the seed's getLock / releaseLock / mutex). Locks
+// Per-key cross-process locks (cluster-shared-memory's getLock / releaseLock / mutex). Locks
 // are advisory: set, get and remove do not take them. See ShmLockTable.swift.
 
 extension ShmStore {
@@ -15,6 +15,7 @@ extension ShmStore {
         /// for this grant: what it protected may be half-updated.
         public let previousHolderDied: Bool
 
+        /// `LockToken("key", 0x…)`, noting a previous holder that died.
         public var description: String {
             "LockToken(\"\(key)\", 0x\(String(id, radix: 16))\(previousHolderDied ? ", previous holder died" : ""))"
         }
@@ -25,7 +26,9 @@ extension ShmStore {
     /// the next waiter, whose token says so. Not reentrant: a second `lock` of the
     /// same key from the same process waits for the first to be released.
     ///
-    /// - Parameter timeout: the longest wait; nil waits for ever.
+    /// - Parameters:
+    ///   - key: the key whose lock to take (it need not hold a value).
+    ///   - timeout: the longest wait; nil waits for ever.
     /// - Throws: `.lockTimeout`; `.full` when the lock table has no free slot or
     ///   waiter entry.
     public func lock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
@@ -37,6 +40,9 @@ extension ShmStore {
         let operation = _operation("tryLock", key)
         guard let grant = try _locks.acquire(.init(key), tryOnly: true, deadline: nil, isCancelled: { false }, operation) else {
             return nil
+        }
+        if grant.previousHolderDied {
+            ShmEvents._emit(ShmEvent(.keyLockHolderDied, key: self.key, operation: operation, detail: "its holder died holding it"))
         }
         return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
@@ -108,7 +114,7 @@ extension ShmStore {
         }
     }
 
-    /// Runs `body` holding the lock of `key` (the seed's `mutex`), waiting without
+    /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`), waiting without
     /// blocking the cooperative pool; releases it when `body` returns or throws.
     public func mutex<R>(
         _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
@@ -126,14 +132,31 @@ extension ShmStore {
 
     // MARK: Internals
 
+    @inline(never)
+    func _emitLockEvent(_ kind: ShmEvent.Kind, _ operation: String, since start: UInt64, detail: String?) {
+        let now = _monotonicNanoseconds()
+        let waited = Duration.nanoseconds(Int64(clamping: now &- min(start, now)))
+        ShmEvents._emit(ShmEvent(kind, key: self.key, operation: operation, detail: detail, waited: waited))
+    }
+
     func _lock(_ key: String, timeout: Duration?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
         try _lock(key, deadline: timeout.map { _deadline(after: $0) }, isCancelled: isCancelled)
     }
 
     func _lock(_ key: String, deadline: UInt64?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
         let operation = _operation("lock", key)
-        guard let grant = try _locks.acquire(.init(key), tryOnly: false, deadline: deadline, isCancelled: isCancelled, operation)
-        else { throw ShmError(.lockTimeout, operation) }
+        if let token = try tryLock(key) { return token }  // free: no wait, no event
+        let start = _monotonicNanoseconds()
+        let grant: (id: UInt64, previousHolderDied: Bool)?
+        do { grant = try _locks.acquire(.init(key), tryOnly: false, deadline: deadline, isCancelled: isCancelled, operation) } catch {
+            if error.code == .lockTimeout { _emitLockEvent(.lockTimeout, operation, since: start, detail: error.detail) }
+            throw error
+        }
+        guard let grant else { throw ShmError(.lockTimeout, operation) }
+        _emitLockEvent(.keyLockWaited, operation, since: start, detail: nil)
+        if grant.previousHolderDied {
+            ShmEvents._emit(ShmEvent(.keyLockHolderDied, key: self.key, operation: operation, detail: "its holder died holding it"))
+        }
         return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 

@@ -19,7 +19,9 @@ extension ShmStore {
 
     /// What is left of an entry's life.
     public enum TimeToLive: Sendable, Hashable {
+        /// The entry does not expire.
         case forever
+        /// The entry expires after this long.
         case remaining(Duration)
     }
 

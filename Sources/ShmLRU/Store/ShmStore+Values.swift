@@ -14,7 +14,10 @@ extension ShmStore {
 
     /// Stores `value` under `key` (replacing any value), and tells the key's listeners.
     ///
-    /// - Parameter expiry: how long the entry lives; by default the store's `maxAge`.
+    /// - Parameters:
+    ///   - key: the entry's key.
+    ///   - value: the bytes to store.
+    ///   - expiry: how long the entry lives; by default the store's `maxAge`.
     /// - Throws: `.valueTooLarge` when 24 + the key's UTF-8 length + the value's
     ///   exceed the record size; `.keyCollision` when every probe hash of the key is
     ///   taken by live entries of other keys; `.full` when the store is full and

@@ -32,7 +32,7 @@ import Glibc
 // * Values. Raw bytes (`set(_:bytes:)`, `bytes(_:)`) or any `Codable` value,
 //   encoded as JSON with FoundationEssentials' JSONEncoder: part of the toolchain
 //   (no package), much lighter than Foundation, and it encodes top-level
-//   fragments, so 0, false and "" round-trip (the seed loses them). Only
+//   fragments, so 0, false and "" round-trip (cluster-shared-memory loses them). Only
 //   ShmStore+Codable.swift imports it. A key plus value larger than a record is
 //   `.valueTooLarge` and changes nothing.
 // * Every operation on values runs under the data segment's robust mutex
@@ -72,13 +72,13 @@ import Glibc
 public final class ShmStore: @unchecked Sendable {
     /// Fixed when the store is created; every process that attaches uses it.
     public struct Configuration: Sendable, Hashable {
-        /// The most entries held (the seed's `max`): the LRU's capacity.
+        /// The most entries held (cluster-shared-memory's `max`): the LRU's capacity.
         public var capacity: Int
         /// Bytes per record: 24 + the key's UTF-8 length + the encoded value must fit.
         public var recordSize: Int
         /// The default time an entry lives after its set; nil: entries do not expire.
         public var maxAge: Duration?
-        /// Whether a get restarts the entry's max age (the seed's default: it does not).
+        /// Whether a get restarts the entry's max age (cluster-shared-memory's default: it does not).
         public var renewsAgeOnGet: Bool
         /// A set of a new key into a full store evicts the least recently used entry, or throws `.full`.
         public var whenFull: ShmLRU.FullPolicy
@@ -94,6 +94,7 @@ public final class ShmStore: @unchecked Sendable {
         /// attach takes the segment's). See `ShmLRU.EvictionPolicy`.
         public var policy: ShmLRU.EvictionPolicy
 
+        /// A configuration; every parameter has a default (10,000 entries of up to 1024 bytes, no expiry, evict when full, 256 lock slots, 256 waiters, 256 changes kept, 8 probes).
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
@@ -242,8 +243,16 @@ public final class ShmStore: @unchecked Sendable {
     }
 
     static func _attach(key: ShmKey, wait: Duration, hash: (@Sendable (String) -> UInt32)?) throws(ShmError) -> ShmStore {
-        let region = try ShmRegion.attach(key: key)
-        let (layout, configuration, lruKey) = try _validateHeader(of: region, wait: wait)
+        let region: ShmRegion
+        let header: (_StoreLayout, Configuration, ShmKey)
+        do {
+            region = try ShmRegion.attach(key: key)
+            header = try _validateHeader(of: region, wait: wait)
+        } catch {
+            ShmEvents._emitIfRefused(error, key: key)
+            throw error
+        }
+        let (layout, configuration, lruKey) = header
         let operation = "ShmStore.attach(key: \(key))"
         let cache: ShmLRU
         do {
@@ -257,9 +266,12 @@ public final class ShmStore: @unchecked Sendable {
         return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
     }
 
-    static func _validateHeader(of region: ShmRegion, wait: Duration) throws(ShmError) -> (_StoreLayout, Configuration, ShmKey) {
+    /// `readOnlyAllowed` is for `probe(key:)`, which only reads the header.
+    static func _validateHeader(
+        of region: ShmRegion, wait: Duration, readOnlyAllowed: Bool = false
+    ) throws(ShmError) -> (_StoreLayout, Configuration, ShmKey) {
         let operation = "ShmStore.attach(key: \(region.key))"
-        guard !region.isReadOnly else { throw ShmError(.readOnly, operation, detail: "locks and listeners need a read-write attachment") }
+        guard readOnlyAllowed || !region.isReadOnly else { throw ShmError(.readOnly, operation, detail: "locks and listeners need a read-write attachment") }
         guard region.byteCount >= _StoreLayout.headerSize else {
             throw ShmError(.incompatibleSegment, operation, detail: "\(region.byteCount) bytes is smaller than a ShmStore header")
         }
