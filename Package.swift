@@ -15,6 +15,9 @@ let package = Package(
         .executable(name: "CacheProducer", targets: ["CacheProducer"]),
         .executable(name: "CacheConsumer", targets: ["CacheConsumer"]),
         .executable(name: "ShmLRUBench", targets: ["ShmLRUBench"]),
+        // The per-machine near cache in front of Redis: needs hiredis (Debian libhiredis-dev); ShmLRU does not.
+        .library(name: "ShmLRURedis", targets: ["ShmLRURedis"]),
+        .executable(name: "ShmLRURedisBench", targets: ["ShmLRURedisBench"]),
     ],
     dependencies: [
         // Only the command-line tool uses it; the library depends on the toolchain alone.
@@ -39,6 +42,14 @@ let package = Package(
             swiftSettings: strict),
         // What the helper and the tests both need: a replayable generator and self-describing values.
         .target(name: "ShmLRUTestSupport", path: "Tests/ShmLRUTestSupport", swiftSettings: strict),
+        // Redis near cache (issue 17): hiredis, its target, its bench, its tests and their helper process.
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .target(name: "ShmLRURedis", dependencies: ["ShmLRU", "CHiredis"], swiftSettings: strict),
+        .executableTarget(name: "ShmLRURedisBench", dependencies: ["ShmLRURedis", "ShmLRU", "CHiredis"], swiftSettings: strict),
+        .executableTarget(
+            name: "ShmLRURedisTestHelper", dependencies: ["ShmLRURedis", "ShmLRU"], path: "Tests/ShmLRURedisTestHelper",
+            swiftSettings: strict),
+        .testTarget(name: "ShmLRURedisTests", dependencies: ["ShmLRURedis", "ShmLRU", "ShmLRURedisTestHelper"], swiftSettings: strict),
         .testTarget(
             name: "ShmLRUTests", dependencies: ["ShmLRU", "CShm", "ShmLRUTestHelper", "ShmLRUTestSupport"], swiftSettings: strict),
     ]
