@@ -71,7 +71,8 @@ public final class RedisNearCache: Sendable {
         /// The longest a load, write or invalidation waits for the key's "load:" lock.
         public var lockTimeout: Duration
         /// Names this machine in the messages it publishes (its own writes are not
-        /// invalidated by its subscriber). Default: the host name and the store's key.
+        /// invalidated by its subscriber): unique to the machine's store. Default:
+        /// the host name, the kernel's boot id and the store's key.
         public var origin: String?
 
         public init(
@@ -109,7 +110,7 @@ public final class RedisNearCache: Sendable {
     public init(store: ShmStore, configuration: Configuration) {
         self.store = store
         self.configuration = configuration
-        origin = configuration.origin ?? "\(_hostName())/\(store.key)"
+        origin = configuration.origin ?? "\(_hostName())/\(_bootID())/\(store.key)"
         _prefix = configuration.name + ":"
         // A leading NUL keeps the reserved names apart from any key of the cache.
         _electionLock = "\u{0}shmlru-redis/\(configuration.name)/subscriber"
@@ -238,6 +239,15 @@ public final class RedisNearCache: Sendable {
         defer { try? store.unlock(lockKey, token) }
         return try body()
     }
+}
+
+/// The kernel's boot id (random at each boot; "" if unreadable).
+func _bootID() -> String {
+    guard let file = fopen("/proc/sys/kernel/random/boot_id", "r") else { return "" }
+    defer { fclose(file) }
+    var buffer = [CChar](repeating: 0, count: 64)
+    guard fgets(&buffer, Int32(buffer.count), file) != nil else { return "" }
+    return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 /// This machine's host name ("localhost" if it has none).

@@ -155,6 +155,11 @@ final class Child {
         return nil
     }
 
+    /// Sends `signal` (SIGSTOP, SIGCONT) without waiting.
+    func send(_ signal: Int32) {
+        if !reaped { _ = Glibc.kill(pid, signal) }
+    }
+
     /// Sends `signal` and reaps the process (a killed process is a zombie, seen
     /// alive by nobody, until then). A process still there after 10 s is SIGKILLed.
     func kill(_ signal: Int32 = SIGKILL) {
