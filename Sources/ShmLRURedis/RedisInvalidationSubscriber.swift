@@ -7,7 +7,7 @@ import Synchronization
 //
 //   standby ──tryLock("subscriber") every pollInterval──▶ active
 //   active: connect ─▶ SUBSCRIBE shmlru:<name> ─▶ new epoch, connected ─▶ invalidate all
-//           ─▶ for each message of another origin: lock "load:k", remove "name:k"
+//           ─▶ for each message of another origin: lock "load:k", remove "k"
 //           connection lost / no PONG: state "not connected" (new epoch), reconnect
 //           with backoff (initialBackoff doubling to maxBackoff); each reconnection
 //           invalidates the machine's near cache again.
@@ -209,7 +209,7 @@ public final class RedisInvalidationSubscriber: Sendable {
         if origin == cache.origin { return }
         let key = String(decoding: payload[(nul + 1)...], as: UTF8.self)
         let store = cache.store
-        let localKey = cache._prefix + key
+        let localKey = key
         let lockKey = cache._loadLock(key)
         let token = try? store.lock(lockKey, timeout: cache.configuration.lockTimeout)
         defer { if let token { try? store.unlock(lockKey, token) } }

@@ -68,7 +68,7 @@ extension RedisNearCache {
     /// otherwise. Store failures (a value too large for a record, a full store
     /// that refuses) leave the key uncached: the value is still served.
     func _cacheLocally(_ key: String, _ value: [UInt8], redisMilliseconds: Int64?, epoch: UInt64?) {
-        let localKey = _prefix + key
+        let localKey = key
         guard let epoch, redisMilliseconds.map({ $0 > 0 }) ?? true else {
             _ = try? store.remove(localKey)
             return
@@ -97,12 +97,13 @@ extension RedisNearCache {
         try _local("RedisNearCache.state", { () throws(ShmError) in try store.set(_stateKey, bytes: state.bytes, expiry: .never) })
     }
 
-    /// Removes every key of this cache from the machine's store; returns how many.
+    /// Removes every key of this cache from the machine's store (all but the
+    /// reserved entries, whose names start with NUL); returns how many.
     @discardableResult
     func _invalidateAll() throws(RedisNearCacheError) -> Int {
         try _local("RedisNearCache.invalidateAll") { () throws(ShmError) -> Int in
             var removed = 0
-            for key in try store.keys() where key.hasPrefix(_prefix) {
+            for key in try store.keys() where key.utf8.first != 0 {
                 if try store.remove(key) { removed += 1 }
             }
             return removed

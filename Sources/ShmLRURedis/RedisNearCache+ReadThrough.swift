@@ -12,7 +12,8 @@ extension RedisNearCache {
     /// machine's subscriber is connected, see `_cachingEpoch`).
     func _readThrough(_ key: String) throws(RedisNearCacheError) -> [UInt8]? {
         let operation = "RedisNearCache.get(\"\(key)\")"
-        let localKey = _prefix + key
+        let localKey = key
+        try _checkKey(key, operation)
         return try _withLoadLock(key, operation) { () throws(RedisNearCacheError) -> [UInt8]? in
             if let hit = try _local(operation, { () throws(ShmError) in try store.bytes(localKey) }) { return hit }
             let epoch = _cachingEpoch()

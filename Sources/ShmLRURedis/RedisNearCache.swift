@@ -6,9 +6,10 @@ import ShmLRU
 // Design
 // ------
 // * Keys. A cache has a `name`, the same on every machine. Its key "k" is the
-//   Redis key "name:k", and the local store's key "name:k" too (so a store may
-//   hold other things: invalidating the near cache removes the "name:" keys only).
-//   Invalidations are published on the channel "shmlru:name".
+//   Redis key "name:k", and the key "k" of the machine's store: the store is the
+//   cache's own (one store per cache name; invalidating the near cache removes
+//   every key of the store but the reserved entries, whose names start with NUL).
+//   A hit therefore builds no string. Invalidations go to the channel "shmlru:name".
 // * Reads (RedisNearCache+ReadThrough.swift). A local hit is one store lookup,
 //   no Redis. A miss loads from Redis once per machine: the loader takes the
 //   store's per-key lock "load:k", looks again (a peer may have loaded it), sends
@@ -28,7 +29,7 @@ import ShmLRU
 // * Caching is allowed only while the machine's subscriber is connected
 //   (RedisNearCache+MachineState.swift): the subscriber keeps a state entry in
 //   the store (its PID, connected or not, and an epoch). Each (re)subscription
-//   writes a new epoch, then removes every "name:" key: it cannot know what was
+//   writes a new epoch, then removes every cached key: it cannot know what was
 //   published while nobody listened. A loader reads the state before its GET;
 //   it caches only if the subscriber is connected and alive, and, after storing,
 //   reads the epoch again and removes what it stored if the epoch changed. So no
@@ -92,7 +93,8 @@ public final class RedisNearCache: Sendable {
         }
     }
 
-    /// The machine's store holding the cached values.
+    /// The machine's store holding the cached values, under the cache's keys. It
+    /// belongs to this cache: give each cache name a store of its own.
     public let store: ShmStore
     public let configuration: Configuration
     /// This machine's name in published messages.
@@ -101,7 +103,7 @@ public final class RedisNearCache: Sendable {
     public var channel: String { "shmlru:\(configuration.name)" }
 
     let _pool: _ConnectionPool
-    /// "name:" — the prefix of every key of this cache, in Redis and in the store.
+    /// "name:" — the prefix of every key of this cache in Redis.
     let _prefix: String
     /// The store lock electing the machine's subscriber, and the state entry's key.
     let _electionLock: String
@@ -132,7 +134,7 @@ public final class RedisNearCache: Sendable {
     /// - Throws: `.redisUnavailable` on a miss while Redis cannot be reached
     ///   (hits are still served); `.redisError`; `.store`.
     public func get(_ key: String) throws(RedisNearCacheError) -> [UInt8]? {
-        let localKey = _prefix + key
+        let localKey = key
         if let hit = try _local("RedisNearCache.get(\"\(key)\")", { () throws(ShmError) in try store.bytes(localKey) }) {
             return hit
         }
@@ -141,7 +143,7 @@ public final class RedisNearCache: Sendable {
 
     /// The value of `key` in the machine's store only (no Redis); nil on a miss.
     public func cachedValue(_ key: String) throws(RedisNearCacheError) -> [UInt8]? {
-        let localKey = _prefix + key
+        let localKey = key
         return try _local("RedisNearCache.cachedValue(\"\(key)\")", { () throws(ShmError) in try store.bytes(localKey) })
     }
 
@@ -155,6 +157,7 @@ public final class RedisNearCache: Sendable {
     ///   `.invalidArgument` for a non-positive time to live.
     public func set(_ key: String, bytes value: [UInt8], timeToLive: Duration? = nil) throws(RedisNearCacheError) {
         let operation = "RedisNearCache.set(\"\(key)\")"
+        try _checkKey(key, operation)
         var command: [[UInt8]] = [Array("SET".utf8), _redisKey(key), value]
         if let timeToLive {
             let ms = _milliseconds(timeToLive)
@@ -170,7 +173,8 @@ public final class RedisNearCache: Sendable {
     /// Removes `key` from Redis, publishes the change, and removes it locally.
     public func remove(_ key: String) throws(RedisNearCacheError) {
         let operation = "RedisNearCache.remove(\"\(key)\")"
-        let localKey = _prefix + key
+        try _checkKey(key, operation)
+        let localKey = key
         try _write(key, [Array("DEL".utf8), _redisKey(key)], operation) { (_) throws(RedisNearCacheError) in
             _ = try _local(operation, { () throws(ShmError) in try store.remove(localKey) })
         }
@@ -182,7 +186,7 @@ public final class RedisNearCache: Sendable {
     func _write(
         _ key: String, _ command: [[UInt8]], _ operation: String, local: (UInt64?) throws(RedisNearCacheError) -> Void
     ) throws(RedisNearCacheError) {
-        let localKey = _prefix + key
+        let localKey = key
         try _withLoadLock(key, operation) { () throws(RedisNearCacheError) in
             let epoch = _cachingEpoch()
             do throws(RedisNearCacheError) {
@@ -226,6 +230,13 @@ public final class RedisNearCache: Sendable {
     // MARK: Internals
 
     func _redisKey(_ key: String) -> [UInt8] { Array((_prefix + key).utf8) }
+
+    /// Keys starting with NUL are the store's reserved entries (state, locks).
+    func _checkKey(_ key: String, _ operation: String) throws(RedisNearCacheError) {
+        guard key.utf8.first != 0 else {
+            throw RedisNearCacheError(.invalidArgument, operation, detail: "a key may not start with a NUL character")
+        }
+    }
 
     /// The published message: the origin, a NUL byte, the key.
     func _message(_ key: String) -> [UInt8] { Array(origin.utf8) + [0] + Array(key.utf8) }

@@ -76,7 +76,7 @@ guard let context = redisConnectWithTimeout("127.0.0.1", Int32(port), chiredis_t
     fail("cannot connect to 127.0.0.1:\(port)")
 }
 let redisKey = Array("\(name):k".utf8)
-let localKey = "\(name):k"
+let localKey = "k"
 var sink = 0
 
 // Rounds alternate between the three measures, so that all of them see the same

@@ -49,7 +49,7 @@ struct RedisNearCacheTests {
             #expect(after - before == 1, "exactly one Redis GET for the machine (\(before) → \(after))")
             #expect(text(try cache.cachedValue("k")) == "v1")
             // Kept locally for the time Redis had left for it (PTTL).
-            guard case .remaining(let left)? = try store.timeToLive("\(name):k") else {
+            guard case .remaining(let left)? = try store.timeToLive("k") else {
                 Issue.record("the local copy has no time to live")
                 return
             }
