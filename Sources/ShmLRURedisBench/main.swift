@@ -111,7 +111,7 @@ let getRoundTrip = gets.sorted()[rounds / 2]
 
 // 3. Read-through miss: the local copy removed, then a get (load lock, GET + PTTL, store).
 let miss = measure(rounds: rounds, operations: missOperations) {
-    _ = try? store.remove("\(name):k")
+    _ = try? store.remove(localKey)
     sink &+= (try? cache.get("k"))??.count ?? 0
 }
 

@@ -206,6 +206,9 @@ struct RedisNearCacheTests {
             try cache.set("large", bytes: large, timeToLive: .seconds(60))
             #expect(try cache.get("large") == large)
             #expect(try cache.cachedValue("large") == nil)
+            // The store's reserved entries (NUL-prefixed) are not the cache's keys.
+            #expect(throws: RedisNearCacheError.self) { try cache.set("\u{0}shmlru-redis/\(name)/state", bytes: [1]) }
+            #expect(try cache.subscriberStatus()?.isConnected == true)
             task.cancel()
             #expect(waitFor(.seconds(10)) { subscriber.role == .stopped } != nil)
             #expect(try cache.subscriberStatus() == nil)
