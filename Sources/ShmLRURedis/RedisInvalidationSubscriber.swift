@@ -165,8 +165,12 @@ public final class RedisInvalidationSubscriber: Sendable {
                 confirmed = true
             }
         }
-        try cache._writeState(pid: getpid(), connected: true)
+        // A new epoch first (loads in flight drop their copies), not yet connected
+        // (nothing new is cached while the old copies go), then connected: whoever
+        // sees "connected" sees a machine with no copy older than the subscription.
+        let epoch = try cache._writeState(pid: getpid(), connected: false)
         try cache._invalidateAll()
+        try cache._writeState(pid: getpid(), connected: true, epoch: epoch)
         setRole(.active(connected: true))
         onSubscribed()
 

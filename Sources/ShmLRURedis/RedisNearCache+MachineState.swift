@@ -91,10 +91,13 @@ extension RedisNearCache {
         }
     }
 
-    /// Records the subscriber's state under a new epoch (subscriber only).
-    func _writeState(pid: Int32, connected: Bool) throws(RedisNearCacheError) {
-        let state = _MachineState(epoch: UInt64.random(in: 1...UInt64.max), pid: pid, connected: connected)
+    /// Records the subscriber's state under `epoch`, by default a new one
+    /// (subscriber only); returns the epoch.
+    @discardableResult
+    func _writeState(pid: Int32, connected: Bool, epoch: UInt64? = nil) throws(RedisNearCacheError) -> UInt64 {
+        let state = _MachineState(epoch: epoch ?? UInt64.random(in: 1...UInt64.max), pid: pid, connected: connected)
         try _local("RedisNearCache.state", { () throws(ShmError) in try store.set(_stateKey, bytes: state.bytes, expiry: .never) })
+        return state.epoch
     }
 
     /// Removes every key of this cache from the machine's store (all but the

@@ -29,8 +29,8 @@ import ShmLRU
 // * Caching is allowed only while the machine's subscriber is connected
 //   (RedisNearCache+MachineState.swift): the subscriber keeps a state entry in
 //   the store (its PID, connected or not, and an epoch). Each (re)subscription
-//   writes a new epoch, then removes every cached key: it cannot know what was
-//   published while nobody listened. A loader reads the state before its GET;
+//   writes a new epoch (not connected yet), removes every cached key (it cannot
+//   know what was published while nobody listened), then marks it connected. A loader reads the state before its GET;
 //   it caches only if the subscriber is connected and alive, and, after storing,
 //   reads the epoch again and removes what it stored if the epoch changed. So no
 //   value read from Redis before a gap in the invalidations outlives the gap.
