@@ -9,11 +9,17 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv stress fuzz sanitize docs clean
+.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv bench-redis stress fuzz sanitize docs clean
+
+# The Redis near cache (ShmLRURedis) needs libhiredis-dev to build and a
+# redis-server for its tests: .ci/with-redis installs both if missing, and runs a
+# command with a server of its own on a free port (stopped after, even on failure).
+WITH_REDIS = .ci/with-redis
 
 all: build
 
 build:
+	$(WITH_REDIS) --install
 	$(SWIFT) build
 
 # Builds everything (the tests spawn the helper and example executables), runs the
@@ -23,7 +29,7 @@ build:
 # tests' tasks; the suite is CPU-bound, so it takes no longer.
 test:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
-	$(SWIFT) build --build-tests && $(SWIFT) test --skip-build --no-parallel; status=$$?; \
+	$(WITH_REDIS) --install && $(SWIFT) build --build-tests && $(WITH_REDIS) $(SWIFT) test --skip-build --no-parallel; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then \
 		echo "make test: shared-memory segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; \
@@ -71,12 +77,18 @@ bench-venv:
 	python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet libcachesim
 
+# A near-cache hit vs a Redis GET round trip on loopback, same run (issue 17).
+bench-redis:
+	$(WITH_REDIS) --install
+	$(SWIFT) build -c release --product ShmLRURedisBench
+	$(WITH_REDIS) $$($(SWIFT) build -c release --show-bin-path)/ShmLRURedisBench
+
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,
 # and 50k seeded-mutator inputs, on the debug build.
 stress:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
-	$(SWIFT) build --build-tests && \
+	$(WITH_REDIS) --install && $(SWIFT) build --build-tests && \
 	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel --filter 'FaultInjectionTests|SoakTests|CorruptionTests'; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then echo "make stress: segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; fi; \
@@ -102,6 +114,7 @@ fuzz:
 # LSan reads Tests/lsan-suppressions.txt (XCTest's runner only); TSan reads
 # Tests/tsan-suppressions.txt (only the seqlock's intentional racy copy).
 sanitize:
+	$(WITH_REDIS) --install
 	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/lsan-suppressions.txt" \
 		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan

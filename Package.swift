@@ -19,6 +19,9 @@ let package = Package(
         .library(name: "ShmLRUMetrics", targets: ["ShmLRUMetrics"]),
         .library(name: "ShmLRULogging", targets: ["ShmLRULogging"]),
         .library(name: "ShmLRULifecycle", targets: ["ShmLRULifecycle"]),
+        // The per-machine near cache in front of Redis: needs hiredis (Debian libhiredis-dev); ShmLRU does not.
+        .library(name: "ShmLRURedis", targets: ["ShmLRURedis"]),
+        .executable(name: "ShmLRURedisBench", targets: ["ShmLRURedisBench"]),
     ],
     dependencies: [
         // Only the command-line tool uses it; the library depends on the toolchain alone.
@@ -66,6 +69,16 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"), .product(name: "Logging", package: "swift-log"),
             ],
             path: "Examples/GracefulShutdown", swiftSettings: strict),
+        // Redis near cache (issue 17): hiredis, its target, its bench, its tests and their helper process.
+        // Headers from /usr/include/hiredis, linked by its module map (no pkg-config:
+        // its flags carry -D_FILE_OFFSET_BITS=64, which SwiftPM warns about on every command).
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
+        .target(name: "ShmLRURedis", dependencies: ["ShmLRU", "CHiredis"], swiftSettings: strict),
+        .executableTarget(name: "ShmLRURedisBench", dependencies: ["ShmLRURedis", "ShmLRU", "CHiredis"], swiftSettings: strict),
+        .executableTarget(
+            name: "ShmLRURedisTestHelper", dependencies: ["ShmLRURedis", "ShmLRU"], path: "Tests/ShmLRURedisTestHelper",
+            swiftSettings: strict),
+        .testTarget(name: "ShmLRURedisTests", dependencies: ["ShmLRURedis", "ShmLRU", "ShmLRURedisTestHelper"], swiftSettings: strict),
         .testTarget(
             name: "ShmLRUTests",
             dependencies: [
