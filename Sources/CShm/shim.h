@@ -163,6 +163,19 @@ static inline bool cshm_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired
 static inline bool cshm_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+/// Swaps in `v` and returns the old word (sequentially consistent: also orders
+/// the stores before it against the loads after it).
+static inline uint64_t cshm_exchange_u64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+/// Sets `bits` in the word (acquire-release) and returns the old word.
+static inline uint64_t cshm_fetch_or_u64(uint64_t *p, uint64_t bits) { return __atomic_fetch_or(p, bits, __ATOMIC_ACQ_REL); }
+/// One spin-wait hint (x86 `pause`, arm64 `yield`).
+static inline void cshm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 static inline void cshm_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void cshm_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void cshm_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -197,6 +210,32 @@ static inline uint64_t cshm_monotonic_coarse_ns(void) {
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
+/// The calling thread's kernel id (what /proc/TID names).
+static inline int32_t cshm_gettid(void) { return (int32_t)syscall(SYS_gettid); }
+
+/// A per-thread cache of the thread's lock-owner word (tid and start time, see
+/// ShmLRU's `_SegmentLock`), computed once per thread by the caller. A fork's
+/// child starts with its parent's thread-local values but another tid: the
+/// child handler bumps a generation that invalidates every cached word.
+// (Function-local statics: Swift's importer emits a static inline function's
+// body, with its own statics, but no file-scope variable of a header.)
+static inline uint32_t *cshm_owner_fork_generation(void) { static uint32_t generation; return &generation; }
+static inline uint64_t *cshm_owner_tls_word(void) { static __thread uint64_t word; return &word; }
+static inline uint32_t *cshm_owner_tls_generation(void) { static __thread uint32_t generation; return &generation; }  // + 1; 0 = never
+static inline void cshm_owner_fork_child(void) { __atomic_fetch_add(cshm_owner_fork_generation(), 1, __ATOMIC_RELAXED); }
+static inline void cshm_owner_register_atfork(void) { pthread_atfork(NULL, NULL, cshm_owner_fork_child); }
+static inline pthread_once_t *cshm_owner_atfork_once(void) { static pthread_once_t once = PTHREAD_ONCE_INIT; return &once; }
+/// The thread's cached owner word, or 0 if it has none (yet, or since a fork).
+static inline uint64_t cshm_owner_cached(void) {
+    uint32_t generation = __atomic_load_n(cshm_owner_fork_generation(), __ATOMIC_RELAXED) + 1;
+    return *cshm_owner_tls_generation() == generation ? *cshm_owner_tls_word() : 0;
+}
+static inline void cshm_owner_store(uint64_t word) {
+    pthread_once(cshm_owner_atfork_once(), cshm_owner_register_atfork);
+    *cshm_owner_tls_word() = word;
+    *cshm_owner_tls_generation() = __atomic_load_n(cshm_owner_fork_generation(), __ATOMIC_RELAXED) + 1;
+}
+
 static inline int cshm_process_alive(int32_t pid) {
     if (pid <= 0) return 0;
     return kill((pid_t)pid, 0) == 0 || errno == EPERM;

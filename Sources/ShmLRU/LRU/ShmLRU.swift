@@ -5,7 +5,7 @@ import Synchronization
 /// shared by every process that attaches it.
 ///
 /// One process creates it (the seed's "initializer"); others attach by key. Every
-/// structural change happens under a process-shared robust mutex in the segment,
+/// structural change happens under a process-shared lock in the segment (`_SegmentLock`),
 /// so processes may use one cache at once; a process killed while holding the
 /// lock does not block the others (the next locker repairs the structure).
 ///
@@ -78,7 +78,7 @@ public final class ShmLRU: @unchecked Sendable {
     let _segment: _Segment
     /// The region's mapping (held here too, so the hot paths check it with one load).
     let _attachment: _Attachment
-    let _mutex: _RobustMutex
+    let _lock: _SegmentLock
     let _sharedIndex: _IndexTable?
     let _localIndex: _LocalIndex?
     /// The lock-free read's view of the shared index and the records.
@@ -120,7 +120,7 @@ public final class ShmLRU: @unchecked Sendable {
         let segment = _Segment(base: region._attachment.base, layout: layout, faultInjection: true)
         _segment = segment
         _attachment = region._attachment
-        _mutex = _RobustMutex(address: segment.mutex)
+        _lock = _SegmentLock(address: segment.lock, faults: segment.faults)
         _lockTimeoutNanoseconds = options.lockTimeout.map { _nanoseconds($0) } ?? -1
         switch layout.indexKind {
         case .shared:
@@ -221,7 +221,7 @@ public final class ShmLRU: @unchecked Sendable {
         segment.head = _Layout.none
         segment.tail = _Layout.none
         segment.store64(_Layout.H.createdAt, cshm_monotonic_ns())
-        try _RobustMutex.initialize(at: segment.mutex)
+        _SegmentLock.initialize(at: segment.lock)
         // Publish: the magic goes last, with release ordering, so an attacher that
         // sees it sees a complete header.
         cshm_store_release_u64(segment.u64(_Layout.H.magic), _Layout.magic)
@@ -305,9 +305,6 @@ public final class ShmLRU: @unchecked Sendable {
             throw ShmError(
                 .corrupted, operation, detail: "header claims \(layout.totalSize) bytes; the segment has \(region.byteCount)")
         }
-        guard _RobustMutex(address: base + _Layout.H.mutex).hasExpectedKind else {
-            throw ShmError(.corrupted, operation, detail: "the segment's lock is not a robust process-shared mutex")
-        }
         if let expectedRecordSize, expectedRecordSize != recordSize {
             throw ShmError(
                 .incompatibleSegment, operation, detail: "record size is \(recordSize), expected \(expectedRecordSize)")
@@ -332,18 +329,15 @@ public final class ShmLRU: @unchecked Sendable {
     @inline(__always)  // the body closure then inlines too: no context, no thunk on every locked call
     func _withLock<R>(_ operation: @autoclosure () -> String, _ body: () throws(ShmError) -> R) throws(ShmError) -> R {
         try _checkAttached(operation())
-        let acquired: _RobustMutex.Acquired
-        do { acquired = try _mutex.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
-            throw ShmError(error.code, operation(), errno: error.errno, detail: error.detail)
+        let acquired: _SegmentLock.Acquired
+        do { acquired = try _lock.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
+            throw _lockError(error, operation())
         }
         defer {
-            _mutex.unlock()
+            _lock.unlock()
             _segment.wakeChangeWaiters()  // see `_Segment.publishChange()`
         }
-        if acquired == .previousOwnerDied {
-            _rebuildLocked()
-            _mutex.markConsistent()
-        }
+        if acquired == .previousOwnerDied { _rebuildLocked() }
         if let local = _localIndex, local.generationSeen != _segment.generation {
             try? local.rebuild(shareKey: nil)
         }
@@ -353,6 +347,14 @@ public final class ShmLRU: @unchecked Sendable {
             _rebuildLocked()
             return try body()
         }
+    }
+}
+
+extension ShmLRU {
+    /// The lock's error, renamed for the operation (out of line: cold).
+    @inline(never)
+    func _lockError(_ error: ShmError, _ operation: String) -> ShmError {
+        ShmError(error.code, operation, errno: error.errno, detail: error.detail)
     }
 }
 
