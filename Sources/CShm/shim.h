@@ -68,6 +68,14 @@ static inline int cshm_shm_stat(int shmid, cshm_segment_info *out) {
 static inline int32_t cshm_ftok(const char *path, int id) { return (int32_t)ftok(path, id); }
 
 static inline int cshm_ipc_creat(void) { return IPC_CREAT; }
+/// shmget's flag for a segment of huge pages (the default huge page size, 2 MiB on x86-64).
+static inline int cshm_shm_hugetlb(void) {
+#ifdef SHM_HUGETLB
+    return SHM_HUGETLB;
+#else
+    return 04000;
+#endif
+}
 static inline int cshm_ipc_excl(void) { return IPC_EXCL; }
 
 // MARK: - futex (shared, not private: waiters live in other processes)
@@ -212,29 +220,6 @@ static inline uint64_t cshm_monotonic_coarse_ns(void) {
 }
 /// The calling thread's kernel id (what /proc/TID names).
 static inline int32_t cshm_gettid(void) { return (int32_t)syscall(SYS_gettid); }
-
-/// A per-thread cache of the thread's lock-owner word (tid and start time, see
-/// ShmLRU's `_SegmentLock`), computed once per thread by the caller. A fork's
-/// child starts with its parent's thread-local values but another tid: the
-/// child handler bumps a generation that invalidates every cached word.
-// (Function-local statics: Swift's importer emits a static inline function's
-// body, with its own statics, but no file-scope variable of a header.)
-static inline uint32_t *cshm_owner_fork_generation(void) { static uint32_t generation; return &generation; }
-static inline uint64_t *cshm_owner_tls_word(void) { static __thread uint64_t word; return &word; }
-static inline uint32_t *cshm_owner_tls_generation(void) { static __thread uint32_t generation; return &generation; }  // + 1; 0 = never
-static inline void cshm_owner_fork_child(void) { __atomic_fetch_add(cshm_owner_fork_generation(), 1, __ATOMIC_RELAXED); }
-static inline void cshm_owner_register_atfork(void) { pthread_atfork(NULL, NULL, cshm_owner_fork_child); }
-static inline pthread_once_t *cshm_owner_atfork_once(void) { static pthread_once_t once = PTHREAD_ONCE_INIT; return &once; }
-/// The thread's cached owner word, or 0 if it has none (yet, or since a fork).
-static inline uint64_t cshm_owner_cached(void) {
-    uint32_t generation = __atomic_load_n(cshm_owner_fork_generation(), __ATOMIC_RELAXED) + 1;
-    return *cshm_owner_tls_generation() == generation ? *cshm_owner_tls_word() : 0;
-}
-static inline void cshm_owner_store(uint64_t word) {
-    pthread_once(cshm_owner_atfork_once(), cshm_owner_register_atfork);
-    *cshm_owner_tls_word() = word;
-    *cshm_owner_tls_generation() = __atomic_load_n(cshm_owner_fork_generation(), __ATOMIC_RELAXED) + 1;
-}
 
 static inline int cshm_process_alive(int32_t pid) {
     if (pid <= 0) return 0;

@@ -200,7 +200,7 @@ public final class ShmLRU: @unchecked Sendable {
         try self.init(initializing: region, layout: layout, zeroFilled: false, options: options)
     }
 
-    private convenience init(initializing region: ShmRegion, layout: _Layout, zeroFilled: Bool, options: Options)
+    convenience init(initializing region: ShmRegion, layout: _Layout, zeroFilled: Bool, options: Options)
         throws(ShmError)
     {
         let base = region._attachment.base

@@ -28,6 +28,9 @@ import Glibc
 /// (as the store's lock table already assumes).
 struct _SegmentLock: @unchecked Sendable {
     let word: UnsafeMutablePointer<UInt64>
+    /// The process's thread-specific key for owner words, held here so that the
+    /// fast path does not go through the global's lazy initialisation.
+    private let ownerKey: pthread_key_t
     /// Test-only kill points (see `_Segment.faults`): nil in production.
     private let _faults: Unmanaged<_FaultInjection>?
 
@@ -43,6 +46,7 @@ struct _SegmentLock: @unchecked Sendable {
 
     init(address: UnsafeMutableRawPointer, faults: _FaultInjection?) {
         word = address.assumingMemoryBound(to: UInt64.self)
+        ownerKey = _ownerKey
         _faults = faults.map { Unmanaged.passUnretained($0) }
     }
 
@@ -59,9 +63,9 @@ struct _SegmentLock: @unchecked Sendable {
 
     /// This thread's owner word (cached per thread; recomputed after a fork).
     @inline(__always)
-    static var currentOwner: UInt64 {
-        let cached = cshm_owner_cached()
-        return cached != 0 ? cached : computeCurrentOwner()
+    var currentOwner: UInt64 {
+        let cached = UInt64(UInt(bitPattern: pthread_getspecific(ownerKey)))
+        return cached != 0 ? cached : _SegmentLock.computeCurrentOwner()
     }
 
     @inline(never)
@@ -69,7 +73,7 @@ struct _SegmentLock: @unchecked Sendable {
         let tid = cshm_gettid()
         let start = _processStartTime(tid) ?? 0
         let owner = UInt64(UInt32(truncatingIfNeeded: start)) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
-        cshm_owner_store(owner)
+        _ = pthread_setspecific(_ownerKey, UnsafeRawPointer(bitPattern: UInt(owner)))
         return owner
     }
 
@@ -112,7 +116,7 @@ struct _SegmentLock: @unchecked Sendable {
     /// taken over even with a zero timeout.
     @inline(__always)
     func lock(timeoutNanoseconds: Int64) throws(ShmError) -> Acquired {
-        let me = _SegmentLock.currentOwner
+        let me = currentOwner
         if cshm_cas_u64(word, 0, me) {
             fault(.lockAcquired)
             return .clean
@@ -197,3 +201,14 @@ struct _SegmentLock: @unchecked Sendable {
         }
     }
 }
+
+/// The thread-specific slot caching each thread's owner word. (Not a C
+/// `__thread` variable: the optimiser may split a module into several object
+/// files, each with its own copy of a header's static.) A fork's child runs on
+/// the forking thread alone, with a new id: its handler clears that thread's word.
+private let _ownerKey: pthread_key_t = {
+    var key = pthread_key_t()
+    precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create")
+    pthread_atfork(nil, nil) { _ = pthread_setspecific(_ownerKey, nil) }
+    return key
+}()
