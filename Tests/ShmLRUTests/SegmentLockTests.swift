@@ -154,7 +154,7 @@ import Testing
             let gone = try spawnHelper(["lru-get", key.description, "1"])
             let pid = UInt64(UInt32(bitPattern: gone.pid))
             #expect(gone.wait().status == 0)
-            try forgeOwner(cache, pid)  // start time unknown (0): the thread id alone decides
+            try forgeOwner(cache, pid)  // no start time: the process is gone anyway
             let before = cache.stats.recoveries
             #expect(try cache.bytes(1).flatMap { decodeValue($0, hash: 1) } == 1)
             #expect(cache.stats.recoveries == before + 1)
@@ -176,22 +176,39 @@ import Testing
             }
             try #require(waitReady(sleeper))
             let pid = UInt64(UInt32(bitPattern: sleeper.pid))
-            try forgeOwner(cache, pid)
+            let start = try #require(Self.startTicks(sleeper.pid), "no /proc entry for the sleeper")
+            let exact = UInt64(UInt32(truncatingIfNeeded: start)) << 32 | pid
+            try forgeOwner(cache, exact)
             let error = expectShmError(.lockTimeout) { try cache.set(5, "five") }
             #expect(error?.detail?.contains("\(pid)") == true, "the error names the holder: \(String(describing: error))")
-            #expect(try ownerWord(cache) & 0x3FFF_FFFF == pid)
-            // Another start time: a reused id, not the holder.
-            try forgeOwner(cache, 1 << 32 | pid)
-            let before = cache.stats.recoveries
-            try cache.set(100, encodeValue(hash: 100, version: 4, length: 30))
-            #expect(cache.stats.recoveries == before + 1)
-            // The live process's own word again; it exits: recovered.
-            try forgeOwner(cache, pid)
+            #expect(try ownerWord(cache) & ~(1 << 31) == exact, "the waiter only added the waiters bit")
+            // Another start time (its id reused), or none (a forged "thread N"): not the holder.
+            var recoveries = cache.stats.recoveries
+            for word in [UInt64(UInt32(truncatingIfNeeded: start &+ 1)) << 32 | pid, pid, 1] {
+                try forgeOwner(cache, word)
+                try cache.set(100, encodeValue(hash: 100, version: 4, length: 30))
+                recoveries += 1
+                #expect(cache.stats.recoveries == recoveries, "word 0x\(String(word, radix: 16))")
+            }
+            // The live process's exact word again; it exits: recovered.
+            try forgeOwner(cache, exact)
             expectShmError(.lockTimeout) { _ = try cache.bytes(1) }
             sleeper.kill(SIGKILL)
             _ = sleeper.wait()
             try expectIntact(cache, versions: [4], "live then gone")
         }
+    }
+
+    /// Field 22 of /proc/PID/stat (clock ticks since boot).
+    static func startTicks(_ pid: pid_t) -> UInt64? {
+        guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 1024)
+        guard fgets(&line, 1024, file) != nil else { return nil }
+        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let close = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
     func waitReady(_ process: SpawnedProcess) -> Bool {

@@ -10,7 +10,8 @@ import Glibc
 ///     bit  30     zero (a word with it set is read as naming a dead owner)
 ///     bit  31     waiters: some thread sleeps on the low half (futex)
 ///     bits 32-63  the owner thread's start time (field 22 of /proc/TID/stat,
-///                 clock ticks since boot, low 32 bits; 0 if /proc was unreadable)
+///                 clock ticks since boot, low 32 bits; 0 if the owner could not
+///                 read it, which waiters that can read it take for a dead owner)
 ///
 /// The word is 0 when the lock is free. The owner's identity is part of the word
 /// itself, so there is no moment at which the lock is held but the holder unnamed.
@@ -71,9 +72,9 @@ struct _SegmentLock: @unchecked Sendable {
     @inline(never)
     static func computeCurrentOwner() -> UInt64 {
         let tid = cshm_gettid()
-        let start = _processStartTime(tid) ?? 0
-        let owner = UInt64(UInt32(truncatingIfNeeded: start)) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
-        _ = pthread_setspecific(_ownerKey, UnsafeRawPointer(bitPattern: UInt(owner)))
+        let start = _processStartTime(tid)
+        let owner = UInt64(UInt32(truncatingIfNeeded: start ?? 0)) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
+        if start != nil { _ = pthread_setspecific(_ownerKey, UnsafeRawPointer(bitPattern: UInt(owner))) }  // else retried next time
         return owner
     }
 
@@ -107,7 +108,10 @@ struct _SegmentLock: @unchecked Sendable {
         if status.state == UInt8(ascii: "Z") || status.state == UInt8(ascii: "X") || status.state == UInt8(ascii: "x") {
             return false
         }
-        return start == 0 || UInt32(truncatingIfNeeded: status.start) == start
+        // Exact match only: a forged word with start 0 naming a live process (say
+        // thread 1) must not pass for its holder. The cost: a holder that could not
+        // read its own start time (so wrote 0) is taken for dead by waiters that can.
+        return UInt32(truncatingIfNeeded: status.start) == start
     }
 
     // MARK: Lock and unlock
