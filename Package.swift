@@ -32,7 +32,8 @@ let package = Package(
         .executableTarget(name: "CacheProducer", dependencies: ["ShmLRU"], path: "Examples/CacheProducer", swiftSettings: strict),
         .executableTarget(name: "CacheConsumer", dependencies: ["ShmLRU"], path: "Examples/CacheConsumer", swiftSettings: strict),
         // `make bench`: the fixed workload of ../shared/bench/WORKLOAD.md (release build).
-        .executableTarget(name: "ShmLRUBench", dependencies: ["ShmLRU", "CShm"], swiftSettings: strict),
+        // Peers/ holds the C++ peers of `make bench-peers`, built by the Makefile, not by SwiftPM.
+        .executableTarget(name: "ShmLRUBench", dependencies: ["ShmLRU", "CShm"], exclude: ["Peers"], swiftSettings: strict),
         // Spawned by the tests as a separate process (posix_spawn): the other side of every multi-process test.
         .executableTarget(
             name: "ShmLRUTestHelper", dependencies: ["ShmLRU", "CShm", "ShmLRUTestSupport"], path: "Tests/ShmLRUTestHelper",
