@@ -9,7 +9,7 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv bench-redis stress fuzz sanitize docs clean
+.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv bench-redis bench-peers stress fuzz sanitize docs clean
 
 # The Redis near cache (ShmLRURedis) needs libhiredis-dev to build and a
 # redis-server for its tests: .ci/with-redis installs both if missing, and runs a
@@ -83,6 +83,29 @@ bench-redis:
 	$(SWIFT) build -c release --product ShmLRURedisBench
 	$(WITH_REDIS) $$($(SWIFT) build -c release --show-bin-path)/ShmLRURedisBench
 
+# make bench-peers: Boost.Interprocess (unordered_map + interprocess_mutex) and LMDB
+# on the same workload (get-hit, set-update; 1 and 2 processes; 10K and 1M records),
+# small C++ programs in Sources/ShmLRUBench/Peers (excluded from the Swift package),
+# built with Debian's libboost-dev and liblmdb-dev (installed here if missing).
+# Writes $(PEERS_JSON), which `make bench` then prints beside ShmLRU's figures.
+PEERS_DIR = .build-peers
+PEERS_OPS ?= 1000000
+PEERS_RUNS ?= 5
+PEERS_JSON ?= bench-peers.json
+SUDO = $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+bench-peers:
+	@if [ ! -f /usr/include/boost/interprocess/managed_shared_memory.hpp ] || [ ! -f /usr/include/lmdb.h ]; then \
+		$(SUDO) apt-get update && $(SUDO) apt-get install -y libboost-dev liblmdb-dev g++ || exit 1; \
+	fi
+	mkdir -p $(PEERS_DIR)
+	g++ -O2 -std=c++17 -o $(PEERS_DIR)/peers Sources/ShmLRUBench/Peers/peers.cpp -llmdb -lpthread -lrt
+	: > $(PEERS_JSON).tmp
+	for capacity in 10000 1000000; do for store in boost-interprocess lmdb; do \
+		$(PEERS_DIR)/peers $$store $$capacity $(PEERS_OPS) $(PEERS_RUNS) >> $(PEERS_JSON).tmp || exit 1; \
+	done; done
+	mv $(PEERS_JSON).tmp $(PEERS_JSON)
+	cat $(PEERS_JSON)
+
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,
 # and 50k seeded-mutator inputs, on the debug build.
@@ -136,4 +159,4 @@ docs:
 
 clean:
 	$(SWIFT) package clean
-	rm -rf .build .build-fuzz .build-asan .build-tsan .build-docs .bench-venv bench-results.json bench-results.svg
+	rm -rf .build .build-fuzz .build-asan .build-tsan .build-docs .build-peers .bench-venv bench-results.json bench-results.svg bench-core-results.json bench-peers.json

@@ -47,8 +47,10 @@ let package = Package(
         .executableTarget(name: "CacheProducer", dependencies: ["ShmLRU"], path: "Examples/CacheProducer", swiftSettings: strict),
         .executableTarget(name: "CacheConsumer", dependencies: ["ShmLRU"], path: "Examples/CacheConsumer", swiftSettings: strict),
         // `make bench`: the fixed workload of ../shared/bench/WORKLOAD.md (release build).
+        // Python/ holds the libCacheSim replay script and Peers/ the C++ peers of
+        // `make bench-peers`: run and built by the Makefile, not by SwiftPM.
         .executableTarget(
-            name: "ShmLRUBench", dependencies: ["ShmLRU", "CShm"], exclude: ["Python"], swiftSettings: strict),
+            name: "ShmLRUBench", dependencies: ["ShmLRU", "CShm"], exclude: ["Python", "Peers"], swiftSettings: strict),
         // Spawned by the tests as a separate process (posix_spawn): the other side of every multi-process test.
         .executableTarget(
             name: "ShmLRUTestHelper", dependencies: ["ShmLRU", "CShm", "ShmLRUTestSupport"], path: "Tests/ShmLRUTestHelper",

@@ -119,6 +119,19 @@ static inline bool cshm_cas_u32(uint32_t *p, uint32_t expected, uint32_t desired
 static inline bool cshm_cas_u64(uint64_t *p, uint64_t expected, uint64_t desired) {
     return __atomic_compare_exchange_n(p, &expected, desired, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
+/// Swaps in `v` and returns the old word (sequentially consistent: also orders
+/// the stores before it against the loads after it).
+static inline uint64_t cshm_exchange_u64(uint64_t *p, uint64_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+/// Sets `bits` in the word (acquire-release) and returns the old word.
+static inline uint64_t cshm_fetch_or_u64(uint64_t *p, uint64_t bits) { return __atomic_fetch_or(p, bits, __ATOMIC_ACQ_REL); }
+/// One spin-wait hint (x86 `pause`, arm64 `yield`).
+static inline void cshm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
 static inline void cshm_fence_acquire(void) { __atomic_thread_fence(__ATOMIC_ACQUIRE); }
 static inline void cshm_fence_release(void) { __atomic_thread_fence(__ATOMIC_RELEASE); }
 static inline void cshm_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
@@ -139,5 +152,8 @@ static inline void cshm_racy_copy(void *dst, const volatile void *src, size_t n)
 
 /// Asks for the cache line at `p` ahead of its use (a hint: never faults).
 static inline void cshm_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
+/// The calling thread's kernel id (what /proc/TID names): `syscall` is variadic, so not importable.
+static inline int32_t cshm_gettid(void) { return (int32_t)syscall(SYS_gettid); }
 
 #endif

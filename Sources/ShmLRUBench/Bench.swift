@@ -107,9 +107,14 @@ final class Bench {
             try runCapacity(capacity)
         }
         try measureReload(capacity: config.capacities.max()!)
+        var core = CoreSection(config: config)  // issue 18: CoreSpeed.swift
+        try core.run()
         let seconds = Double(_monotonicNanoseconds() - started) / 1e9
         let report = Report(config: config, cells: cells, costs: costs, seconds: seconds)
         print(report.table())
+        print(PeerFigures.load()?.table() ?? "\nPeers: no \(PeerFigures.path) (make bench-peers writes it)")
+        print(core.table(cells: cells))
+        try report.writeFile(CoreSection.jsonPath, core.json(cells: cells))
         try report.writeJSON()
         try report.writeSVG()
         print("wrote \(config.jsonPath) and \(config.svgPath) (\(fmt(seconds, 1)) s)")

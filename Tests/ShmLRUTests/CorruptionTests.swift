@@ -134,28 +134,7 @@ import Testing
 
     // MARK: The lock
 
-    /// glibc aborts on some mutex kinds (priority inheritance / protection): a
-    /// segment naming one is refused before anything locks it.
-    @Test func foreignMutexKindIsRefused() throws {
-        try withKey { key in
-            let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 4)
-            try cache.set(1, "one")
-            try cache.region.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(0x20 | 0x10 | 0x80), toByteOffset: 64 + 16, as: UInt32.self) }
-            do throws(ShmError) { _ = try ShmLRU.attach(key: key); Issue.record("attached a PI mutex") } catch { #expect(error.code == .corrupted) }
-            do throws(ShmError) { _ = try cache.string(1); Issue.record("locked a PI mutex") } catch { #expect(error.code == .corrupted) }
-        }
-    }
-
-    /// A lock word naming an owner that never registered it (so the kernel will
-    /// never report its death) makes lockers wait for their timeout, then throw.
-    @Test func lockHeldByAForeignOwnerTimesOut() throws {
-        try withKey { key in
-            let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 4)
-            try cache.region.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(0x3FFF_FFF0), toByteOffset: 64, as: UInt32.self) }
-            let peer = try ShmLRU.attach(key: key, options: ShmLRU.Options(lockTimeout: .milliseconds(50)))
-            do throws(ShmError) { _ = try peer.verify(); Issue.record("locked a held lock") } catch { #expect(error.code == .lockTimeout) }
-        }
-    }
+    // Forged lock words (the lock's owner word): see SegmentLockTests.
 
     // MARK: Links and counts
 

@@ -31,6 +31,9 @@ public struct ShmError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let readOnly = Code(rawValue: "readOnly")
         /// The region or cache was detached already.
         public static let detached = Code(rawValue: "detached")
+        /// A huge-page segment was asked for and the system has none free (or the
+        /// caller may not use them): see /proc/sys/vm/nr_hugepages.
+        public static let hugePagesUnavailable = Code(rawValue: "hugePagesUnavailable")
         /// Any other failed system call; see `errno`.
         public static let systemCall = Code(rawValue: "systemCall")
 

@@ -97,6 +97,7 @@ extension ShmLRU {
                 _countMiss()
                 return nil
             }
+            if _promotionNanoseconds == 0 { _prefetchNeighbours(found.slot) }
             let length = try _copyLocked(found.slot, into: buffer, "get(\(hash), into:)")
             try _promoteLocked(found.slot, now: now)
             _countHit()

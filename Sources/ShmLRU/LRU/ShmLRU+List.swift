@@ -53,6 +53,21 @@ extension ShmLRU {
         s.head = slot
     }
 
+    /// Asks for the lines that promoting `slot` will relink (its neighbours and the
+    /// old head), so that their misses overlap the value's copy. Hints only: the
+    /// links are range-checked, and the relink checks everything again.
+    @inline(__always)
+    func _prefetchNeighbours(_ slot: UInt32) {
+        let s = _segment
+        let head = s.head
+        guard head != slot else { return }  // already the most recent: nothing moves
+        let prev = s.prev(slot)
+        let next = s.next(slot)
+        if s.isSlot(prev) { cshm_prefetch(s.record(prev)) }
+        if s.isSlot(next) { cshm_prefetch(s.record(next)) }
+        if s.isSlot(head) { cshm_prefetch(s.record(head)) }
+    }
+
     /// Makes a live record the most recently used and stamps it.
     /// Under SIEVE and S3-FIFO a record never moves on a use: it is marked instead.
     @inline(__always)

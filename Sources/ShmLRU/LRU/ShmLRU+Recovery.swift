@@ -2,7 +2,7 @@ import CShm
 
 extension ShmLRU {
     /// Rebuilds the free list, the LRU list and the index from the records alone,
-    /// under the lock. Runs when a lock holder died (EOWNERDEAD) or an operation
+    /// under the lock. Runs when a lock holder died (the lock was taken over) or an operation
     /// found the structure inconsistent; `repair()` runs it on demand.
     ///
     /// Deterministic: a record whose write was cut (odd sequence), whose state or

@@ -5,7 +5,7 @@ import Synchronization
 /// shared by every process that attaches it.
 ///
 /// One process creates it (shm-typed-lru's "initializer"); others attach by key. Every
-/// structural change happens under a process-shared robust mutex in the segment,
+/// structural change happens under a process-shared lock in the segment (`_SegmentLock`),
 /// so processes may use one cache at once; a process killed while holding the
 /// lock does not block the others (the next locker repairs the structure).
 ///
@@ -91,7 +91,7 @@ public final class ShmLRU: @unchecked Sendable {
     let _segment: _Segment
     /// The region's mapping (held here too, so the hot paths check it with one load).
     let _attachment: _Attachment
-    let _mutex: _RobustMutex
+    let _lock: _SegmentLock
     let _sharedIndex: _IndexTable?
     let _localIndex: _LocalIndex?
     /// The lock-free read's view of the shared index and the records.
@@ -142,7 +142,7 @@ public final class ShmLRU: @unchecked Sendable {
         let segment = _Segment(base: region._attachment.base, layout: layout, faultInjection: true)
         _segment = segment
         _attachment = region._attachment
-        _mutex = _RobustMutex(address: segment.mutex)
+        _lock = _SegmentLock(address: segment.lock, faults: segment.faults)
         _lockTimeoutNanoseconds = options.lockTimeout.map { _nanoseconds($0) } ?? -1
         switch layout.indexKind {
         case .shared:
@@ -228,7 +228,7 @@ public final class ShmLRU: @unchecked Sendable {
         try self.init(initializing: region, layout: layout, zeroFilled: false, options: options)
     }
 
-    private convenience init(initializing region: ShmRegion, layout: _Layout, zeroFilled: Bool, options: Options)
+    convenience init(initializing region: ShmRegion, layout: _Layout, zeroFilled: Bool, options: Options)
         throws(ShmError)
     {
         let base = region._attachment.base
@@ -256,7 +256,7 @@ public final class ShmLRU: @unchecked Sendable {
         segment.sieveHand = _Layout.none
         segment.smallTail = _Layout.none
         segment.store64(_Layout.H.createdAt, _monotonicNanoseconds())
-        try _RobustMutex.initialize(at: segment.mutex)
+        _SegmentLock.initialize(at: segment.lock)
         // Publish: the magic goes last, with release ordering, so an attacher that
         // sees it sees a complete header.
         cshm_store_release_u64(segment.u64(_Layout.H.magic), _Layout.magic)
@@ -362,9 +362,6 @@ public final class ShmLRU: @unchecked Sendable {
             throw ShmError(
                 .corrupted, operation, detail: "header claims \(layout.totalSize) bytes; the segment has \(region.byteCount)")
         }
-        guard _RobustMutex(address: base + _Layout.H.mutex).hasExpectedKind else {
-            throw ShmError(.corrupted, operation, detail: "the segment's lock is not a robust process-shared mutex")
-        }
         if let expectedRecordSize, expectedRecordSize != recordSize {
             throw ShmError(
                 .incompatibleSegment, operation, detail: "record size is \(recordSize), expected \(expectedRecordSize)")
@@ -389,17 +386,16 @@ public final class ShmLRU: @unchecked Sendable {
     @inline(__always)  // the body closure then inlines too: no context, no thunk on every locked call
     func _withLock<R>(_ operation: @autoclosure () -> String, _ body: () throws(ShmError) -> R) throws(ShmError) -> R {
         try _checkAttached(operation())
-        let acquired: _RobustMutex.Acquired
-        do { acquired = try _mutex.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
+        let acquired: _SegmentLock.Acquired
+        do { acquired = try _lock.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
             throw _lockFailed(error, operation())
         }
         defer {
-            _mutex.unlock()
+            _lock.unlock()
             _segment.wakeChangeWaiters()  // see `_Segment.publishChange()`
         }
         if acquired == .previousOwnerDied {
             _rebuildLocked()
-            _mutex.markConsistent()
             ShmEvents._emit(ShmEvent(.recoveredFromDeadHolder, key: key, operation: operation()))
         }
         _publishReadCounts()

@@ -14,7 +14,12 @@
 //   line 0   immutable after init: magic, layout version, header size, record size,
 //            stride, capacity, index kind, index offset/slots/bits, records offset,
 //            laid-out size, ready flag
-//   line 1   the process-shared robust pthread mutex (40 bytes on glibc x86-64/arm64)
+//   line 1   the lock (`_SegmentLock`): one UInt64 owner word at +64, 0 when free;
+//            +72..+127 zero (reserved)
+//
+//              bits 0-29   owner thread id   bit 30  zero   bit 31  waiters (futex
+//              bits 32-63  owner thread's start time (clock ticks, low 32 bits)
+//            the low half is the futex word that waiters sleep on)
 //   line 2   list state, written under the lock: count, free head, LRU head and tail,
 //            free count, generation (bumped by recovery), change sequence and its
 //            waiter count (futex words for listeners), creation time, high-water
@@ -97,7 +102,9 @@
 /// and nothing else. Attaching recomputes them and compares with the header.
 struct _Layout: Equatable, Sendable {
     static let magic: UInt64 = 0x3130_5552_4C4D_4853  // "SHMLRU01" little-endian
-    static let version: UInt32 = 2  // 2: eviction policy, SIEVE hand, S3-FIFO queues and ghost
+    /// 2: the eviction policy (SIEVE hand, S3-FIFO queues and ghost), and the lock
+    /// is `_SegmentLock`'s owner word (1 held a glibc robust mutex).
+    static let version: UInt32 = 2
     static let headerSize = 512
     static let recordHeaderSize = 32
     static let maxRecordSize = (1 << 24) - 1
@@ -127,7 +134,10 @@ struct _Layout: Equatable, Sendable {
         static let indexBits = 44
         static let recordsOffset = 48  // UInt64
         static let segmentSize = 56  // UInt64
-        static let mutex = 64  // 64 bytes reserved
+        static let lock = 64  // UInt64 owner word; the line's 64 bytes reserved
+        static let lockReserved = 64
+        /// The room a glibc robust mutex may take (one line): `_RobustMutex`, which
+        /// the store's lock table still uses, checks against it.
         static let mutexReserved = 64
         static let count = 128
         static let freeHead = 132

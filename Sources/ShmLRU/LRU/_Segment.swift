@@ -30,7 +30,7 @@ struct _Segment: _RawFields, @unchecked Sendable {
 
     // MARK: Header
 
-    var mutex: UnsafeMutableRawPointer { base + _Layout.H.mutex }
+    var lock: UnsafeMutableRawPointer { base + _Layout.H.lock }
     var count: UInt32 {
         get { load(_Layout.H.count) }
         nonmutating set { store(_Layout.H.count, newValue) }

@@ -71,6 +71,13 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     public static func create(
         key: ShmKey? = nil, byteCount: Int, permissions: UInt16 = 0o600, persistent: Bool = false
     ) throws(ShmError) -> ShmRegion {
+        try _create(key: key, byteCount: byteCount, permissions: permissions, persistent: persistent, extraFlags: 0)
+    }
+
+    /// `create`, with extra `shmget` flags (`SHM_HUGETLB`: ShmRegion+HugePages.swift).
+    static func _create(
+        key: ShmKey?, byteCount: Int, permissions: UInt16, persistent: Bool, extraFlags: Int32
+    ) throws(ShmError) -> ShmRegion {
         let operation = "create(key: \(key.map(\.description) ?? "random"), byteCount: \(byteCount))"
         guard byteCount > 0, byteCount <= maxByteCount else {
             throw ShmError(.invalidSize, operation, detail: "byteCount must be in 1...\(maxByteCount)")
@@ -78,7 +85,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         guard permissions <= 0o777 else {
             throw ShmError(.invalidArgument, operation, detail: "permissions must be within 0o777")
         }
-        let flags = IPC_CREAT | IPC_EXCL | Int32(permissions)
+        let flags = IPC_CREAT | IPC_EXCL | Int32(permissions) | extraFlags
         if let key {
             guard !key.isPrivate else {
                 throw ShmError(.invalidArgument, operation, detail: "key 0 (IPC_PRIVATE) cannot be found again")

@@ -15,9 +15,10 @@ import CShm
 /// stay clean through more operations. Anything else (a crash, an out-of-bounds
 /// access, a repair that does not repair) is a finding.
 ///
-/// The mutex line is restored from the image after patching, except its kind
-/// word: a lock word naming a foreign owner only makes lockers wait for their
-/// timeout (a separate test covers it), and would make fuzzing crawl.
+/// The lock line is restored from the image after patching, except its owner
+/// word when the input asks: a word naming no live thread is taken over and
+/// repaired (`_SegmentLock`); one naming a live thread that does not hold it
+/// would only make lockers wait for their timeout (a separate test covers it).
 package final class _CorruptionHarness {
     package let region: ShmRegion
     package let images: [[UInt8]]
@@ -69,13 +70,13 @@ package final class _CorruptionHarness {
         self.shapes = shapes
     }
 
-    /// Header fields a patch may hit (32-bit words), the mutex line excluded.
+    /// Header fields a patch may hit (32-bit words), the lock line but its owner word excluded.
     static let headerWords: [Int] = {
         var words = [
             _Layout.H.magic, _Layout.H.magic + 4, _Layout.H.version, _Layout.H.headerSize, _Layout.H.recordSize,
             _Layout.H.stride, _Layout.H.capacity, _Layout.H.indexKind, _Layout.H.indexOffset, _Layout.H.indexOffset + 4,
             _Layout.H.indexSlots, _Layout.H.indexBits, _Layout.H.recordsOffset, _Layout.H.recordsOffset + 4,
-            _Layout.H.segmentSize, _Layout.H.segmentSize + 4, _Layout.H.mutex + 16,  // glibc's mutex kind word
+            _Layout.H.segmentSize, _Layout.H.segmentSize + 4, _Layout.H.lock, _Layout.H.lock + 4,  // the lock's owner word
         ]
         words += stride(from: _Layout.H.count, to: _Layout.H.reserved, by: 4)
         return words
@@ -103,10 +104,10 @@ package final class _CorruptionHarness {
         default:
             while reader.remaining > 0 { Self.patch(base: base, size: size, layout: layout, reader: &reader) }
         }
-        // Keep the mutex's own bytes valid (see the type's comment); its kind word may change.
-        let mutexKind = base.load(fromByteOffset: _Layout.H.mutex + 16, as: UInt32.self)
-        image.withUnsafeBytes { (base + _Layout.H.mutex).copyMemory(from: $0.baseAddress! + _Layout.H.mutex, byteCount: _Layout.H.mutexReserved) }
-        if selector & 0x40 != 0 { base.storeBytes(of: mutexKind, toByteOffset: _Layout.H.mutex + 16, as: UInt32.self) }
+        // Restore the lock line (see the type's comment); its owner word may stay forged.
+        let owner = base.load(fromByteOffset: _Layout.H.lock, as: UInt64.self)
+        image.withUnsafeBytes { (base + _Layout.H.lock).copyMemory(from: $0.baseAddress! + _Layout.H.lock, byteCount: _Layout.H.lockReserved) }
+        if selector & 0x40 != 0 { base.storeBytes(of: owner, toByteOffset: _Layout.H.lock, as: UInt64.self) }
 
         // Lock-free reads need the shared index: ask for them only when the header names it.
         let shared = base.load(fromByteOffset: _Layout.H.indexKind, as: UInt32.self) == 1
@@ -197,9 +198,9 @@ package final class _CorruptionHarness {
             put(record + _Layout.R.next, raw % max(capacity, 1))
             put(other + _Layout.R.next, slot)
             put(other + _Layout.R.prev, slot)
-        default:  // one raw byte anywhere outside the mutex
+        default:  // one raw byte anywhere outside the lock line
             let offset = (place * 37 + Int(raw & 0xFFFF)) % size
-            if offset < _Layout.H.mutex || offset >= _Layout.H.mutex + _Layout.H.mutexReserved {
+            if offset < _Layout.H.lock || offset >= _Layout.H.lock + _Layout.H.lockReserved {
                 base.storeBytes(of: UInt8(truncatingIfNeeded: raw >> 16), toByteOffset: offset, as: UInt8.self)
             }
         }

@@ -18,8 +18,17 @@ import Synchronization
 /// lists them all). Unset (production), every handle holds `nil` and each point
 /// costs one predictable branch on a field the handle already has in a register.
 package final class _FaultInjection: Sendable {
-    /// Where a process can be killed. Every point lies inside the segment's lock.
+    /// Where a process can be killed. Every point lies inside the segment's lock,
+    /// but for the lock's own steps (`lock.*`, see `_SegmentLock`).
     package enum Point: String, CaseIterable, Sendable {
+        /// The cache's lock: just taken (owner word swapped in), nothing else done.
+        case lockAcquired = "lock.acquired"
+        /// The cache's lock: waiting for it, the waiters bit set, about to sleep.
+        case lockWaiting = "lock.waiting"
+        /// The cache's lock: taken over from a dead owner, the repair not begun.
+        case lockTakenOver = "lock.takenOver"
+        /// The cache's lock: released (word cleared), sleepers not yet woken.
+        case lockReleasing = "lock.releasing"
         /// set: a slot was taken off the free list (or the high-water mark), nothing written.
         case setAllocated = "set.allocated"
         /// set (full cache): the LRU tail was evicted, its slot not yet rewritten.
