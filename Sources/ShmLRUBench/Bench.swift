@@ -107,13 +107,19 @@ final class Bench {
             try runCapacity(capacity)
         }
         try measureReload(capacity: config.capacities.max()!)
+        let store = try runStoreSection()
         let seconds = Double(cshm_monotonic_ns() - started) / 1e9
-        let report = Report(config: config, cells: cells, costs: costs, seconds: seconds)
+        var report = Report(config: config, cells: cells, costs: costs, seconds: seconds)
+        report.store = store
         print(report.table())
         try report.writeJSON()
         try report.writeSVG()
         print("wrote \(config.jsonPath) and \(config.svgPath) (\(fmt(seconds, 1)) s)")
         let wrong = cells.filter { $0.errors > 0 }
+        let wrongStore = store.cells.filter { $0.errors > 0 }
+        if !wrongStore.isEmpty {
+            throw BenchFailure(description: "wrong store values: " + wrongStore.map { "\($0.operation) \($0.capacity) ×\($0.processes): \($0.errors)" }.joined(separator: "; "))
+        }
         if !wrong.isEmpty {
             throw BenchFailure(
                 description: "wrong values: " + wrong.map { "\($0.store.rawValue) \($0.workload.rawValue) \($0.capacity) ×\($0.processes): \($0.errors)" }.joined(separator: "; "))

@@ -7,6 +7,7 @@ struct Chart {
     let cells: [Cell]
     let config: BenchConfig
     let costs: GrowthCosts
+    var store = StoreSection()
 
     let width = 1180.0
     let left = 70.0
@@ -88,7 +89,7 @@ struct Chart {
     }
 
     func svg() -> String {
-        let height = 2 * panelHeight + 270
+        let height = 2 * panelHeight + 270 + store.svgHeight
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
         out += rect(0, 0, width, height, fill: "#ffffff")
         out += text(
@@ -128,6 +129,7 @@ struct Chart {
                 + "\(fmt(costs.attachMedianMs, 3)) ms, reloadIndex \(fmt(costs.reloadMedianMs, 1)) ms, record header \(costs.recordHeaderBytes) B, "
                 + "index \(fmt(costs.sharedIndexBytesPerRecord, 1)) B/record.",
             size: 11, anchor: "start", fill: "#444")
+        out += store.svgPanel(top: footer + 30, left: left, width: width - left - right)
         out += "</svg>\n"
         return out
     }

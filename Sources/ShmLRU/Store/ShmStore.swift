@@ -90,11 +90,15 @@ public final class ShmStore: @unchecked Sendable {
         public var changeLogCapacity: Int
         /// How many hashes (hash, hash+1, …) a key may use when its own is taken (1...64).
         public var probeLimit: Int
+        /// When a get moves its entry towards the head of the LRU list. With
+        /// `.atMostEvery` (the default) store reads take no lock (see
+        /// ShmStore+LockFreeRead.swift); `.onEveryRead` is exact LRU, every get under the lock.
+        public var promotion: ShmLRU.Promotion
 
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
-            changeLogCapacity: Int = 256, probeLimit: Int = 8
+            changeLogCapacity: Int = 256, probeLimit: Int = 8, promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1))
         ) {
             self.capacity = capacity
             self.recordSize = recordSize
@@ -105,6 +109,7 @@ public final class ShmStore: @unchecked Sendable {
             self.lockWaiters = lockWaiters
             self.changeLogCapacity = changeLogCapacity
             self.probeLimit = probeLimit
+            self.promotion = promotion
         }
     }
 
@@ -120,7 +125,11 @@ public final class ShmStore: @unchecked Sendable {
     let _locks: _LockTable
     let _maxAgeNanoseconds: UInt64
     let _hash: @Sendable (String) -> UInt32
+    /// `_hash` is the stable hash: reads hash the key's UTF-8 bytes in place.
+    let _usesStableHash: Bool
     let _hub: _ListenerHub
+    /// This handle's decoded values and codec (_DecodedCache.swift).
+    let _decoded = _DecodedCache()
 
     /// Records in use, expired ones included until they are reclaimed.
     public var count: Int { cache.count }
@@ -139,6 +148,7 @@ public final class ShmStore: @unchecked Sendable {
         self.configuration = configuration
         _maxAgeNanoseconds = configuration.maxAge.map { UInt64(max(0, _nanoseconds($0))) } ?? 0
         _hash = hash ?? { _stableHash($0) }
+        _usesStableHash = hash == nil
         _hub = _ListenerHub(segment: segment, region: storeRegion)
     }
 
@@ -188,7 +198,7 @@ public final class ShmStore: @unchecked Sendable {
         do {
             cache = try ShmLRU.create(
                 key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
-                persistent: persistent)
+                persistent: persistent, options: .init(promotion: c.promotion))
         } catch {
             try? region.remove()
             _ = try? region.detach()
@@ -212,6 +222,7 @@ public final class ShmStore: @unchecked Sendable {
             _StoreLayout.H.flags,
             (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0))
         s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
+        s.store64(_StoreLayout.H.promotion, _StoreLayout.promotionNanoseconds(c.promotion))
         do {
             try _RobustMutex.initialize(at: s.mutex)
         } catch {
@@ -243,7 +254,7 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.attach(key: \(key))"
         let cache: ShmLRU
         do {
-            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize)
+            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize, options: .init(promotion: configuration.promotion))
         } catch {
             throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
         }
@@ -300,7 +311,10 @@ public final class ShmStore: @unchecked Sendable {
         let probeLimit = Int(field(_StoreLayout.H.probeLimit))
         let maxAge = field64(_StoreLayout.H.maxAge)
         let flags = field(_StoreLayout.H.flags)
-        guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0 else {
+        let promotion = field64(_StoreLayout.H.promotion)
+        guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0,
+            promotion <= UInt64(Int64.max)
+        else {
             throw ShmError(.corrupted, operation, detail: "store options out of range")
         }
         let lruKey = ShmKey(field(_StoreLayout.H.lruKey))
@@ -312,7 +326,7 @@ public final class ShmStore: @unchecked Sendable {
             renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
             whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
             lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
-            probeLimit: probeLimit)
+            probeLimit: probeLimit, promotion: promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(promotion))))
         return (layout, configuration, lruKey)
     }
 
