@@ -94,21 +94,28 @@ import Testing
         }
     }
 
-    @Test func expiredEntriesReadLockFreeAreAbsentAndReclaimedUnderTheLock() throws {
+    @Test func expiredEntriesAreAbsentAndReclaimedUnderTheLock() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 128))
             try store.set("short", 1, expiry: .after(.milliseconds(30)))
             try store.set("long", 2)
-            #expect(try store.get("short", as: Int.self) == 1)
+            #expect(try store.get("short", as: Int.self) == 1)  // now in the L1, with its expiry
             usleep(80_000)
-            #expect(try store.get("short", as: Int.self) == nil)  // also from the L1: the entry's expiry is checked
-            #expect(try store.bytes("short") == nil)
-            #expect(try !store.contains("short"))
+            do {
+                let holder = try holdDataLock(store, hash: _stableHash("long"))
+                defer {
+                    holder.kill(SIGKILL)
+                    _ = holder.wait()
+                }
+                #expect(try !store.contains("short"))  // lock-free: absent, not reclaimed
+                #expect(try store.contains("long"))
+                #expect(try store.get("long", as: Int.self) == 2)
+            }
             #expect(store.count == 2, "a lock-free read does not reclaim")
-            try store.set("other", 3)  // not a probe neighbour: `purgeExpired` reclaims
-            #expect(try store.purgeExpired() == 1)
-            #expect(store.count == 2)
-            #expect(try store.get("long", as: Int.self) == 2)
+            #expect(try store.get("short", as: Int.self) == nil)  // the L1 entry has expired too; the get reclaims
+            #expect(store.count == 1)
+            #expect(try store.bytes("short") == nil)
+            #expect(try store.purgeExpired() == 0)
         }
     }
 

@@ -11,10 +11,11 @@ import CShm
 // that met a writer retries, and after `ShmLRU._optimisticAttempts` attempts
 // takes the lock, which also repairs a record a dead writer left odd.
 //
-// An expired entry read lock-free is reported absent; reclaiming it stays under
-// the lock (the next set, locked get or `purgeExpired()` does it). A get that
-// must renew the entry's age (`renewsAgeOnGet` and an entry with a max age)
-// writes, so it takes the lock. With exact promotion (`.onEveryRead`) every get
+// An expired entry is never returned: `contains` reports it absent without the
+// lock; a get that meets it takes the lock to reclaim it (once: then it is gone),
+// as every get did before, and reports it absent. A get that must renew the
+// entry's age (`renewsAgeOnGet` and an entry with a max age) writes, so it takes
+// the lock too. Neither is a hit on a live entry, the path kept lock-free. With exact promotion (`.onEveryRead`) every get
 // takes the lock and moves its record to the head, as before.
 //
 // The hit path formats no string (an error's description is built only when it
@@ -142,7 +143,7 @@ extension ShmStore {
                         let result: R? = expired || renews ? nil : body(view)
                         cshm_fence_acquire()
                         if cshm_load_relaxed_u32(seqPointer) != before { return .contended }
-                        if expired { return .miss }  // reclaimed under the lock, by a later set or get
+                        if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
                         if renews { return .needsLock }
                         if use { cache._noteOptimisticHit(record, stamp: stamp) }
                         return .hit(result!, view)
