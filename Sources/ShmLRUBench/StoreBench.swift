@@ -157,6 +157,18 @@ struct StoreSection: Sendable {
     var svgHeight: Double { cells.isEmpty ? 0 : 60 + Double(cells.filter { $0.processes == 1 }.count) * 22 + Double(cells.filter { $0.processes == 2 }.count) * 16 }
 }
 
+/// The id of the user stored under `key`, through the decoded cache (nil on a miss or an error).
+@inline(__always)
+func storedID(_ store: ShmStore, _ key: String) -> Int? {
+    do { return try store.get(key, as: BenchUser.self)?.id } catch { return nil }
+}
+
+/// The length of the bytes stored under `key` (0 on a miss or an error).
+@inline(__always)
+func storedLength(_ store: ShmStore, _ key: String) -> Int {
+    do { return try store.bytes(key)?.count ?? 0 } catch { return 0 }
+}
+
 /// Times `body` over `count` operations; ns/op.
 @inline(__always)
 func timed(_ count: Int, _ body: () -> Int) -> (nanoseconds: Double, errors: Int) {
@@ -240,10 +252,7 @@ extension Bench {
             r = timed(ops) {
                 var wrong = 0
                 for i in stream {
-                    guard let value = try? store.bytes(keys[i]), value.count > 100 else {
-                        wrong += 1
-                        continue
-                    }
+                    if storedLength(store, keys[i]) < 100 { wrong += 1 }
                 }
                 return wrong
             }
@@ -252,7 +261,7 @@ extension Bench {
             for i in 0..<hot { _ = try store.get(keys[i], as: BenchUser.self) }  // re-decode what the last run's sets changed
             r = timed(ops) {
                 var wrong = 0
-                for i in hotStream where (try? store.get(keys[i], as: BenchUser.self))??.id != i { wrong += 1 }
+                for i in hotStream where storedID(store, keys[i]) != i { wrong += 1 }
                 return wrong
             }
             hit.append(r.nanoseconds)
@@ -265,7 +274,7 @@ extension Bench {
             for i in missKeys { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) }
             r = timed(missCount) {
                 var wrong = 0
-                for i in missKeys where (try? store.get(keys[i], as: BenchUser.self))??.id != i { wrong += 1 }
+                for i in missKeys where storedID(store, keys[i]) != i { wrong += 1 }
                 return wrong
             }
             miss.append(r.nanoseconds)
@@ -378,9 +387,9 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
         var wrong = 0
         let start = cshm_monotonic_ns()
         if hitMode {
-            for i in stream where (try? store.get(keys[i], as: BenchUser.self))??.id != i { wrong += 1 }
+            for i in stream where storedID(store, keys[i]) != i { wrong += 1 }
         } else {
-            for i in stream where ((try? store.bytes(keys[i]))??.count ?? 0) < 100 { wrong += 1 }
+            for i in stream where storedLength(store, keys[i]) < 100 { wrong += 1 }
         }
         let end = cshm_monotonic_ns()
         try? store.detach()
@@ -390,4 +399,67 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
         writeAll(2, "store-worker: \(error)\n")
         return 1
     }
+}
+
+/// The timed part of `store-profile`, out of line so that `valgrind --tool=callgrind
+/// --toggle-collect='*storeProfileLoop*'` counts only it (and what it calls).
+@inline(never)
+func storeProfileLoop(_ body: () -> Int) -> Int { body() }
+
+/// `ShmLRUBench store-profile OP CAPACITY OPS`: one store operation (lru, bytes,
+/// hit, miss, set, encode) over OPS keys of a preloaded CAPACITY store, for a
+/// profiler; prints ns/op. Instructions per op: callgrind's Ir of
+/// `storeProfileLoop` ÷ OPS.
+func storeProfileMain(_ arguments: [String]) throws -> Int32 {
+    guard arguments.count == 4, let capacity = Int(arguments[2]), let ops = Int(arguments[3]) else {
+        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|hit|miss|set|encode CAPACITY OPS\n")
+        return 2
+    }
+    let op = arguments[1]
+    let keys = (0..<capacity).map(StoreSpec.key)
+    let interval = ShmLRU.Promotion.atMostEvery(.seconds(1))
+    let lru = try ShmLRU.create(recordSize: StoreSpec.lruRecordSize, capacity: capacity, options: .init(promotion: interval))
+    let store = try ShmStore.create(
+        key: freeStoreKey(),
+        configuration: .init(
+            capacity: capacity, recordSize: StoreSpec.recordSize, lockSlots: 16, lockWaiters: 16, changeLogCapacity: 16,
+            promotion: interval))
+    defer {
+        try? lru.region.remove()
+        try? store.remove()
+    }
+    let value = ValueBuffer()
+    let codec = JSONStoreCodec()
+    for i in 0..<capacity {
+        try store.set(keys[i], bytes: try codec.encode(BenchUser(i)))
+        value.stamp(version: 0, key: benchKey(UInt64(i)))
+        _ = try lru.set(benchKey(UInt64(i)), bytes: UnsafeRawBufferPointer(start: value.pointer, count: Spec.valueSize))
+    }
+    let peer = try ShmStore.attach(key: store.key)
+    store.decodedCacheLimits = .init(maxEntries: capacity, maxBytes: 1 << 30)
+    var random = SplitMix64(seed: 7)
+    let stream = (0..<ops).map { _ in Int(random.below(capacity)) }
+    let users = stream.map(BenchUser.init)
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
+    defer { buffer.deallocate() }
+    if op == "hit" || op == "miss" { for i in stream { _ = try store.get(keys[i], as: BenchUser.self) } }
+    if op == "miss" { for i in stream { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) } }
+    let t0 = cshm_monotonic_ns()
+    let wrong = storeProfileLoop {
+        var wrong = 0
+        switch op {
+        case "lru": for i in stream where (try? lru.get(benchKey(UInt64(i)), into: buffer)) != Spec.valueSize { wrong += 1 }
+        case "bytes": for i in stream where storedLength(store, keys[i]) < 100 { wrong += 1 }
+        case "hit", "miss": for i in stream where storedID(store, keys[i]) != i { wrong += 1 }
+        case "set": for (n, i) in stream.enumerated() where (try? store.set(keys[i], users[n])) == nil { wrong += 1 }
+        case "encode":
+            let encoder = JSONEncoder()
+            for user in users where ((try? encoder.encode(user))?.count ?? 0) < 100 { wrong += 1 }
+        default: wrong = -1
+        }
+        return wrong
+    }
+    let t1 = cshm_monotonic_ns()
+    writeAll(1, "\(op) \(capacity): \(fmt(Double(t1 - t0) / Double(ops), 1)) ns/op, wrong \(wrong), L1 \(store.decodedCacheStats)\n")
+    return wrong == 0 ? 0 : 1
 }

@@ -17,6 +17,12 @@ if arguments.first == "worker" {
     exit(workerMain(job))
 }
 if arguments.first == "store-worker" { exit(storeWorkerMain(arguments)) }
+if arguments.first == "store-profile" {
+    do { exit(try storeProfileMain(arguments)) } catch {
+        writeAll(2, "ShmLRUBench store-profile: \(error)\n")
+        exit(1)
+    }
+}
 if arguments.first == "profile" {
     do { exit(try profileMain(arguments)) } catch {
         writeAll(2, "ShmLRUBench profile: \(error)\n")

@@ -21,24 +21,27 @@ extension ShmStore {
     /// written since is returned from the decoded cache without decoding; that
     /// is checked against the record in shared memory on every call.
     /// - Throws: `.codingFailed` if the stored bytes are not a `Value`.
+    @inlinable  // specialised in the caller: a decoded-cache hit then does nothing generic
     public func get<Value: Decodable>(_ key: String, as type: Value.Type = Value.self) throws(ShmError) -> Value? {
+        if let box = _decodedHit(key, ObjectIdentifier(Value.self)) { return unsafeDowncast(box, to: _DecodedBox<Value>.self).value }
+        return try _getDecoding(key, as: Value.self)
+    }
+
+    /// A get that reads the record (lock-free, or under the lock) and decodes,
+    /// unless the locked read finds the cached version current.
+    @usableFromInline
+    func _getDecoding<Value: Decodable>(_ key: String, as type: Value.Type) throws(ShmError) -> Value? {
         try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> Value? in
             guard cache._attachment.isAttached else { throw _detachedError("get", key) }
             let typeID = ObjectIdentifier(Value.self)
-            let cached = _decoded.entry(key, type: typeID)
-            if let cached, _readsLockFree, !cached.renews,
-                cached.expiresAt == 0 || cached.expiresAt > cshm_monotonic_ns(),
-                _isUnchanged(slot: cached.slot, seq: cached.seq, hash: cached.hash, key: keyBuffer)
-            {
-                _decoded.countHit()
-                return unsafeDowncast(cached.value, to: _DecodedBox<Value>.self).value
-            }
+            let base = _keyHash(key, keyBuffer)
+            let cached = _decoded.entry(base, type: typeID)
             let known = cached.map { (slot: $0.slot, seq: $0.seq) }
-            guard let read = try _getVersioned(keyBuffer, base: _keyHash(key, keyBuffer), key: key, known: known) else {
-                if cached != nil { _decoded.remove(key) }
+            guard let read = try _getVersioned(keyBuffer, base: base, key: key, known: known) else {
+                if cached != nil { _decoded.remove(base) }
                 return nil
             }
-            guard let bytes = read.bytes else {  // the locked read found the cached version current
+            guard let bytes = read.bytes else {  // the read found the cached version current
                 _decoded.countHit()
                 return unsafeDowncast(cached!.value, to: _DecodedBox<Value>.self).value
             }
@@ -46,10 +49,10 @@ extension ShmStore {
             let value = try _decode(Value.self, from: bytes, _operation("get", key), codec: _decoded.codec)
             if !(Value.self is AnyClass) {
                 _decoded.insert(
-                    key,
+                    base,
                     .init(
-                        slot: read.slot, seq: read.seq, hash: read.hash, expiresAt: read.expiresAt, renews: read.renews,
-                        type: typeID, value: _DecodedBox(value), cost: bytes.count, order: 0))
+                        slot: read.slot, seq: read.seq, recordHash: read.hash, expiresAt: read.expiresAt, renews: read.renews,
+                        type: typeID, value: _DecodedBox(value), cost: bytes.count + keyBuffer.count, order: 0))
             }
             return value
         }

@@ -1,4 +1,5 @@
 import CShm
+import Glibc
 
 // Lock-free store reads. With interval promotion (`Configuration.promotion`,
 // the default) a read that finds its key takes no lock: for each probe hash of
@@ -230,10 +231,7 @@ extension ShmStore {
         if _readsLockFree {
             let outcome = _readLockFree(keyBuffer, base: base, use: true) { (view) -> [UInt8]? in
                 if let known, known.slot == view.slot, known.seq == view.seq { return nil }
-                return [UInt8](unsafeUninitializedCapacity: view.value.count) { buffer, initialized in
-                    if view.value.count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, view.value.count) }
-                    initialized = view.value.count
-                }
+                return _copyValue(view)
             }
             switch outcome {
             case .hit(let bytes, let view)?:
@@ -248,6 +246,50 @@ extension ShmStore {
         return try _getLocked(keyBuffer, base: base, key: key, known: known)
     }
 
+    /// The value's bytes, copied inside the seqlock window. The array is made
+    /// from `_zeroes` (then overwritten by the racy copy) because that init is
+    /// specialised inline; `Array(repeating:count:)` and
+    /// `init(unsafeUninitializedCapacity:)` allocate through an unspecialised
+    /// runtime entry that looks the storage type up on every call (measured:
+    /// ~430 instructions more per copy).
+    @inline(__always)
+    func _copyValue(_ view: _RecordView) -> [UInt8] {
+        let count = view.value.count
+        var bytes =
+            count <= _zeroes.count
+            ? Array(UnsafeRawBufferPointer(rebasing: _zeroes[0..<count])) : [UInt8](repeating: 0, count: count)
+        if count > 0 {
+            bytes.withUnsafeMutableBytes { cshm_racy_copy($0.baseAddress, view.value.baseAddress, count) }
+        }
+        return bytes
+    }
+
+    /// `bytes(_:)`'s lock-free attempt: nil when it must take the lock.
+    @inline(__always)
+    func _bytesLockFree(_ key: String) -> _LockFreeOutcome<[UInt8]>? {
+        _withKeyBytesLent(key) { keyBuffer in
+            _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view in _copyValue(view) }
+        }
+    }
+
+    /// The decoded-cache hit of `get(_:as:)`: the box of the value this handle
+    /// decoded for `key` as `type`, if its record is unchanged (checked in shared
+    /// memory, lock-free) and it has not expired; nil otherwise (then the caller
+    /// reads and decodes). Not generic, so that the inlinable `get` specialised
+    /// in the caller's module does nothing generic on a hit.
+    @usableFromInline
+    func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
+        guard _readsLockFree, cache._attachment.isAttached else { return nil }
+        return _withKeyBytesLent(key) { keyBuffer -> AnyObject? in
+            guard let entry = _decoded.entry(_keyHash(key, keyBuffer), type: type), !entry.renews,
+                entry.expiresAt == 0 || entry.expiresAt > cshm_monotonic_ns(),
+                _isUnchanged(slot: entry.slot, seq: entry.seq, hash: entry.recordHash, key: keyBuffer)
+            else { return nil }
+            _decoded.countHit()
+            return entry.value
+        }
+    }
+
     /// `contains` without the lock: nil when writers kept getting in the way.
     func _containsLockFree(_ keyBuffer: UnsafeRawBufferPointer, base: UInt32) -> Bool? {
         switch _readLockFree(keyBuffer, base: base, use: false, { _ in () }) {
@@ -256,6 +298,19 @@ extension ShmStore {
         case .contended?, .needsLock?, nil: return nil
         }
     }
+}
+
+/// 64 KiB of zeroes, never written: see `ShmStore._copyValue`.
+nonisolated(unsafe) let _zeroes = UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(start: calloc(1, 1 << 16), count: 1 << 16))
+
+/// Lends the UTF-8 bytes of `key` to a body that does not throw (the hot paths:
+/// no `Result` to build and copy); see `_withKeyBytes`.
+@inline(__always)
+func _withKeyBytesLent<R>(_ key: String, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    if let lent = key.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return lent }
+    var native = key
+    native.makeContiguousUTF8()
+    return native.withUTF8 { body(UnsafeRawBufferPointer($0)) }
 }
 
 /// Lends the UTF-8 bytes of `key` to `body`: the String's own storage when it

@@ -67,8 +67,16 @@ extension ShmStore {
     /// `renewsAgeOnGet`); with interval promotion it takes no lock (see
     /// ShmStore+LockFreeRead.swift).
     public func bytes(_ key: String) throws(ShmError) -> [UInt8]? {
-        try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> [UInt8]? in
-            try _getVersioned(keyBuffer, base: _keyHash(key, keyBuffer), key: key, known: nil)?.bytes
+        guard cache._attachment.isAttached else { throw _detachedError("get", key) }
+        if _readsLockFree {
+            switch _bytesLockFree(key) {
+            case .hit(let bytes, _)?: return bytes
+            case .miss?: return nil
+            case .contended?, .needsLock?, nil: break
+            }
+        }
+        return try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> [UInt8]? in
+            try _getLocked(keyBuffer, base: _keyHash(key, keyBuffer), key: key, known: nil)?.bytes
         }
     }
 

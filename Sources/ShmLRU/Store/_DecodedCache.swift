@@ -11,6 +11,11 @@ import Synchronization
 // invalidation message is needed (lua-resty-mlcache's L1 needs them; this one
 // validates on every read).
 //
+// Entries are found by the key's store hash (FNV-1a 32, computed from the key's
+// UTF-8 bytes without a copy; no String hashing): a key whose hash another
+// key's entry holds finds that entry, fails the record check (the stored key
+// differs), reads and decodes, and takes the entry over.
+//
 // Bounded by entries and bytes (a value's cost is its encoded size plus its
 // key's, plus 64 for the entry); the oldest inserted entries go first. Values of
 // class types are never cached (a shared instance could be mutated by its
@@ -61,9 +66,10 @@ extension ShmStore {
 }
 
 /// A decoded value, boxed so the table holds any type.
+@usableFromInline
 final class _DecodedBox<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
+    @usableFromInline let value: Value
+    @usableFromInline init(_ value: Value) { self.value = value }
 }
 
 final class _DecodedCache: Sendable {
@@ -71,7 +77,8 @@ final class _DecodedCache: Sendable {
     struct Entry: @unchecked Sendable {
         var slot: UInt32
         var seq: UInt32
-        var hash: UInt32
+        /// The record's LRU hash (the key's hash, or a probe hash after it).
+        var recordHash: UInt32
         /// The entry's expiry (CLOCK_MONOTONIC ns, 0 never) and whether a get must renew it (then it takes the lock).
         var expiresAt: UInt64
         var renews: Bool
@@ -84,9 +91,9 @@ final class _DecodedCache: Sendable {
     struct State {
         var limits: ShmStore.DecodedCacheLimits
         var codec: any ShmStoreCodec
-        var entries: [String: Entry] = [:]
+        var entries: [UInt32: Entry] = [:]
         /// Insertion order (oldest first from `head`); stale items (replaced or removed keys) are skipped.
-        var order: [(key: String, order: UInt64)] = []
+        var order: [(key: UInt32, order: UInt64)] = []
         var head = 0
         var bytes = 0
         var next: UInt64 = 0
@@ -122,9 +129,10 @@ final class _DecodedCache: Sendable {
         }
     }
 
-    /// The entry for `key` if it holds a value of `type`.
+    /// The entry for the key of hash `key` if it holds a value of `type` (it may
+    /// be another key's of the same hash: the record check compares the key).
     @inline(__always)
-    func entry(_ key: String, type: ObjectIdentifier) -> Entry? {
+    func entry(_ key: UInt32, type: ObjectIdentifier) -> Entry? {
         state.withLock { state -> Entry? in
             guard let entry = state.entries[key], entry.type == type else { return nil }
             return entry
@@ -134,11 +142,13 @@ final class _DecodedCache: Sendable {
     @inline(__always) func countHit() { hits.store(hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
     @inline(__always) func countMiss() { misses.store(misses.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
 
-    func insert(_ key: String, _ entry: Entry) {
+    /// Keeps `entry` for the key of hash `key` (replacing that hash's entry); its
+    /// cost is given as the encoded value's size plus the key's.
+    func insert(_ key: UInt32, _ entry: Entry) {
         state.withLock { state in
             guard state.limits.isEnabled else { return }
             var entry = entry
-            entry.cost = entry.cost &+ key.utf8.count &+ 64
+            entry.cost = entry.cost &+ 64
             guard entry.cost <= state.limits.maxBytes else {
                 if let old = state.entries.removeValue(forKey: key) { state.bytes -= old.cost }
                 return
@@ -152,7 +162,7 @@ final class _DecodedCache: Sendable {
         }
     }
 
-    func remove(_ key: String) {
+    func remove(_ key: UInt32) {
         state.withLock { state in
             if let old = state.entries.removeValue(forKey: key) { state.bytes -= old.cost }
         }
