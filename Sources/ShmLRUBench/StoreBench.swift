@@ -234,7 +234,7 @@ extension Bench {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
         defer { buffer.deallocate() }
 
-        var lruGet: [Double] = [], bytes: [Double] = [], hit: [Double] = [], miss: [Double] = []
+        var lruGet: [Double] = [], bytes: [Double] = [], bytesInto: [Double] = [], hit: [Double] = [], miss: [Double] = []
         var set: [Double] = [], encoder: [Double] = []
         var errors = (lruGet: 0, bytes: 0, hit: 0, miss: 0, set: 0)
         for run in 0..<runs {
@@ -257,6 +257,13 @@ extension Bench {
                 return wrong
             }
             bytes.append(r.nanoseconds)
+            errors.bytes += r.errors
+            r = timed(ops) {
+                var wrong = 0
+                for i in stream where ((try? store.bytes(keys[i], into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
+                return wrong
+            }
+            bytesInto.append(r.nanoseconds)
             errors.bytes += r.errors
             for i in 0..<hot { _ = try store.get(keys[i], as: BenchUser.self) }  // re-decode what the last run's sets changed
             r = timed(ops) {
@@ -309,6 +316,10 @@ extension Bench {
             StoreCell(
                 operation: "bytes(key)", capacity: capacity, processes: 1, samples: bytes, errors: errors.bytes,
                 baselineName: "ShmLRU get", baseline: lruMedian, limit: 2))
+        section.cells.append(
+            StoreCell(
+                operation: "bytes(key, into:) (no alloc)", capacity: capacity, processes: 1, samples: bytesInto, errors: 0,
+                baselineName: "ShmLRU get", baseline: lruMedian))
         var hitCell = StoreCell(
             operation: "get(as:) L1 hit", capacity: capacity, processes: 1, samples: hit, errors: errors.hit,
             baselineName: "ShmLRU get", baseline: lruMedian)
@@ -407,12 +418,12 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
 func storeProfileLoop(_ body: () -> Int) -> Int { body() }
 
 /// `ShmLRUBench store-profile OP CAPACITY OPS`: one store operation (lru, bytes,
-/// hit, miss, set, encode) over OPS keys of a preloaded CAPACITY store, for a
+/// into, hit, miss, set, encode) over OPS keys of a preloaded CAPACITY store, for a
 /// profiler; prints ns/op. Instructions per op: callgrind's Ir of
 /// `storeProfileLoop` ÷ OPS.
 func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     guard arguments.count == 4, let capacity = Int(arguments[2]), let ops = Int(arguments[3]) else {
-        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|hit|miss|set|encode CAPACITY OPS\n")
+        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|into|hit|miss|set|encode CAPACITY OPS\n")
         return 2
     }
     let op = arguments[1]
@@ -449,6 +460,7 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
         var wrong = 0
         switch op {
         case "lru": for i in stream where (try? lru.get(benchKey(UInt64(i)), into: buffer)) != Spec.valueSize { wrong += 1 }
+        case "into": for i in stream where ((try? store.bytes(keys[i], into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
         case "bytes": for i in stream where storedLength(store, keys[i]) < 100 { wrong += 1 }
         case "hit", "miss": for i in stream where storedID(store, keys[i]) != i { wrong += 1 }
         case "set": for (n, i) in stream.enumerated() where (try? store.set(keys[i], users[n])) == nil { wrong += 1 }

@@ -133,6 +133,25 @@ import Testing
         }
     }
 
+    @Test func bytesIntoABufferAllocateNothingAndCheckTheSize() throws {
+        for promotion in [ShmLRU.Promotion.atMostEvery(.seconds(1)), .onEveryRead] {
+            try withStoreKey { key in
+                let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 128, promotion: promotion))
+                try store.set("k", bytes: [1, 2, 3, 4, 5])
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8, alignment: 8)
+                defer { buffer.deallocate() }
+                buffer.initializeMemory(as: UInt8.self, repeating: 0xEE)
+                #expect(try store.bytes("k", into: buffer) == 5)
+                #expect(Array(buffer) == [1, 2, 3, 4, 5, 0xEE, 0xEE, 0xEE])
+                #expect(try store.bytes("absent", into: buffer) == nil)
+                let small = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<4])
+                small.initializeMemory(as: UInt8.self, repeating: 0)
+                expectError(.invalidArgument) { _ = try store.bytes("k", into: small) }
+                #expect(Array(small) == [0, 0, 0, 0], "a too-small buffer is left as it was")
+            }
+        }
+    }
+
     @Test func decodedCacheReusesOnlyUnchangedValues() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 16, recordSize: 128))

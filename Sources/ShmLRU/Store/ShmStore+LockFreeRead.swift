@@ -264,6 +264,41 @@ extension ShmStore {
         return bytes
     }
 
+    /// Copies the bytes stored under `key` into `buffer`, allocating nothing;
+    /// returns their length, or nil when the key is absent or expired. A hit is
+    /// a use, as for `bytes(_:)`.
+    /// - Throws: `.invalidArgument` if the value is longer than `buffer` (then
+    ///   `buffer` is left as it was).
+    public func bytes(_ key: String, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
+        guard cache._attachment.isAttached else { throw _detachedError("get", key) }
+        if _readsLockFree {
+            let outcome = _withKeyBytesLent(key) { keyBuffer in
+                _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view -> Int in
+                    let count = view.value.count
+                    guard count <= buffer.count else { return -count }  // count > 0 here
+                    if count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, count) }
+                    return count
+                }
+            }
+            switch outcome {
+            case .hit(let count, _)?:
+                guard count >= 0 else { throw _bufferTooSmall(key, -count, buffer.count) }
+                return count
+            case .miss?: return nil
+            case .contended?, .needsLock?, nil: break
+            }
+        }
+        guard let value = try bytes(key) else { return nil }
+        guard value.count <= buffer.count else { throw _bufferTooSmall(key, value.count, buffer.count) }
+        if let target = buffer.baseAddress, value.count > 0 { value.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        return value.count
+    }
+
+    @inline(never)
+    func _bufferTooSmall(_ key: String, _ length: Int, _ capacity: Int) -> ShmError {
+        ShmError(.invalidArgument, _operation("get", key), detail: "value is \(length) bytes; buffer holds \(capacity)")
+    }
+
     /// `bytes(_:)`'s lock-free attempt: nil when it must take the lock.
     @inline(__always)
     func _bytesLockFree(_ key: String) -> _LockFreeOutcome<[UInt8]>? {
