@@ -318,7 +318,7 @@ extension Bench {
                 baselineName: "ShmLRU get", baseline: lruMedian, limit: 2))
         section.cells.append(
             StoreCell(
-                operation: "bytes(key, into:) (no alloc)", capacity: capacity, processes: 1, samples: bytesInto, errors: 0,
+                operation: "bytes(key, into:)", capacity: capacity, processes: 1, samples: bytesInto, errors: 0,
                 baselineName: "ShmLRU get", baseline: lruMedian))
         var hitCell = StoreCell(
             operation: "get(as:) L1 hit", capacity: capacity, processes: 1, samples: hit, errors: errors.hit,
