@@ -109,8 +109,10 @@ final class Bench {
         try measureReload(capacity: config.capacities.max()!)
         var core = CoreSection(config: config)  // issue 18: CoreSpeed.swift
         try core.run()
+        let store = try runStoreSection()  // issue 12: StoreBench.swift
         let seconds = Double(_monotonicNanoseconds() - started) / 1e9
-        let report = Report(config: config, cells: cells, costs: costs, seconds: seconds)
+        var report = Report(config: config, cells: cells, costs: costs, seconds: seconds)
+        report.store = store
         print(report.table())
         print(PeerFigures.load()?.table() ?? "\nPeers: no \(PeerFigures.path) (make bench-peers writes it)")
         print(core.table(cells: cells))
@@ -119,6 +121,10 @@ final class Bench {
         try report.writeSVG()
         print("wrote \(config.jsonPath) and \(config.svgPath) (\(fmt(seconds, 1)) s)")
         let wrong = cells.filter { $0.errors > 0 }
+        let wrongStore = store.cells.filter { $0.errors > 0 }
+        if !wrongStore.isEmpty {
+            throw BenchFailure(description: "wrong store values: " + wrongStore.map { "\($0.operation) \($0.capacity) ×\($0.processes): \($0.errors)" }.joined(separator: "; "))
+        }
         if !wrong.isEmpty {
             throw BenchFailure(
                 description: "wrong values: " + wrong.map { "\($0.store.rawValue) \($0.workload.rawValue) \($0.capacity) ×\($0.processes): \($0.errors)" }.joined(separator: "; "))

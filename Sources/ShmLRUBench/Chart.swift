@@ -11,6 +11,7 @@ struct Chart {
     let cells: [Cell]
     let config: BenchConfig
     let costs: GrowthCosts
+    var store = StoreSection()
 
     let width = 1500.0
     let left = 80.0
@@ -103,7 +104,7 @@ struct Chart {
     }
 
     func svg() -> String {
-        let height = 2 * panelHeight + 300
+        let height = 2 * panelHeight + 300 + store.svgHeight
         var out = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"\(Int(width))\" height=\"\(Int(height))\" font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\">\n"
         out += rect(0, 0, width, height, fill: "#ffffff")
         out += text(
@@ -147,6 +148,7 @@ struct Chart {
                 + "\(fmt(costs.reloadMedianMs, 1)) ms, record header \(costs.recordHeaderBytes) B, index "
                 + "\(fmt(costs.sharedIndexBytesPerRecord, 1)) B/record.",
             size: 11, anchor: "start", fill: "#444")
+        out += store.svgPanel(top: footer + 30, left: left, width: width - left - right)
         out += "</svg>\n"
         return out
     }

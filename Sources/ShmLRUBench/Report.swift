@@ -38,6 +38,8 @@ struct Report {
     let cells: [Cell]
     let costs: GrowthCosts
     let seconds: Double
+    /// The store section (StoreBench.swift).
+    var store = StoreSection()
 
     func figure(_ value: Double, processes: Int) -> String {
         processes == 1 ? fmt(value, 1) : fmt(value / 1e6, 2)
@@ -91,6 +93,7 @@ struct Report {
         out += "  attach, process-local index (rebuilds it)  \(fmt(costs.localAttachMs, 1)) ms\n"
         out += "  record header                       \(costs.recordHeaderBytes) bytes   (target ≤ 32) \(costs.recordHeaderBytes <= 32 ? "met" : "MISSED")\n"
         out += "  shared index per record             \(fmt(costs.sharedIndexBytesPerRecord, 2)) bytes   (target ≤ 8) \(costs.sharedIndexBytesPerRecord <= 8.001 ? "met" : "MISSED")\n"
+        out += store.table()
         return out
     }
 
@@ -143,14 +146,15 @@ struct Report {
                 "attach_process_local_ms": \(fmt(costs.localAttachMs, 3)),
                 "record_header_bytes": {"value": \(costs.recordHeaderBytes), "target": 32},
                 "shared_index_bytes_per_record": {"value": \(fmt(costs.sharedIndexBytesPerRecord, 4)), "target": 8}
-              }
+              },
+              "store": \(store.json())
             }
 
             """
     }
 
     func writeJSON() throws { try writeFile(config.jsonPath, json()) }
-    func writeSVG() throws { try writeFile(config.svgPath, Chart(cells: cells, config: config, costs: costs).svg()) }
+    func writeSVG() throws { try writeFile(config.svgPath, Chart(cells: cells, config: config, costs: costs, store: store).svg()) }
 
     func writeFile(_ path: String, _ text: String) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

@@ -154,6 +154,13 @@ func selfExecutable() -> String {
 
 /// Spawns the workers of `jobs`, releases them together, and returns each one's loop result.
 func runTogether(_ jobs: [WorkerJob]) throws(BenchFailure) -> [LoopResult] {
+    try runTogether(argumentLists: jobs.map(\.arguments), label: "\(jobs[0].store.rawValue) \(jobs[0].workload.rawValue)")
+}
+
+/// Spawns this executable once per argument list (a worker mode that prints
+/// "ready", waits on fd 3, runs, prints "done START END OPS ERRORS"), releases
+/// them together, and returns each one's loop result.
+func runTogether(argumentLists: [[String]], label: String) throws(BenchFailure) -> [LoopResult] {
     var release: [Int32] = [0, 0]
     guard closeOnExecPipe(&release) else { throw BenchFailure(description: "pipe2: errno \(errno)") }
     var workers: [SpawnedWorker] = []
@@ -163,7 +170,7 @@ func runTogether(_ jobs: [WorkerJob]) throws(BenchFailure) -> [LoopResult] {
         close(release[0])
     }
     let executable = selfExecutable()
-    for job in jobs {
+    for arguments in argumentLists {
         var out: [Int32] = [0, 0]
         guard closeOnExecPipe(&out) else { throw BenchFailure(description: "pipe2: errno \(errno)") }
         var actions = posix_spawn_file_actions_t()
@@ -171,7 +178,7 @@ func runTogether(_ jobs: [WorkerJob]) throws(BenchFailure) -> [LoopResult] {
         // dup2 clears close-on-exec on the target; every other pipe end stays closed in the child.
         posix_spawn_file_actions_adddup2(&actions, out[1], 1)
         posix_spawn_file_actions_adddup2(&actions, release[0], WorkerFD.release)
-        let argv = ([executable] + job.arguments).map { strdup($0) } + [nil]
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
         posix_spawn_file_actions_destroy(&actions)
@@ -207,7 +214,7 @@ func runTogether(_ jobs: [WorkerJob]) throws(BenchFailure) -> [LoopResult] {
     if let failure { throw BenchFailure(description: failure) }
     if getenv("BENCH_DEBUG") != nil {
         let first = results.map(\.start).min() ?? 0
-        writeAll(2, "  workers \(jobs[0].store.rawValue) \(jobs[0].workload.rawValue): " + results.map { "start +\(fmt(Double($0.start - first) / 1e6, 2)) ms, \(fmt(Double($0.nanoseconds) / Double($0.ops), 1)) ns/op" }.joined(separator: "; ") + "\n")
+        writeAll(2, "  workers \(label): " + results.map { "start +\(fmt(Double($0.start - first) / 1e6, 2)) ms, \(fmt(Double($0.nanoseconds) / Double($0.ops), 1)) ns/op" }.joined(separator: "; ") + "\n")
     }
     return results
 }

@@ -18,6 +18,13 @@ if arguments.first == "worker" {
 }
 if arguments.first == "replay" { exit(replayMain(arguments)) }  // Replay.swift
 if arguments.first == "policies" { exit(policyBenchMain(arguments)) }  // PolicyBench.swift
+if arguments.first == "store-worker" { exit(storeWorkerMain(arguments)) }
+if arguments.first == "store-profile" {
+    do { exit(try storeProfileMain(arguments)) } catch {
+        writeAll(2, "ShmLRUBench store-profile: \(error)\n")
+        exit(1)
+    }
+}
 if arguments.first == "profile" {
     do { exit(try profileMain(arguments)) } catch {
         writeAll(2, "ShmLRUBench profile: \(error)\n")
@@ -25,9 +32,16 @@ if arguments.first == "profile" {
     }
 }
 let quick = arguments.contains("--quick")
-if arguments.contains(where: { $0 != "--quick" }) {
-    writeAll(2, "usage: ShmLRUBench [--quick]\n")
+if arguments.contains(where: { $0 != "--quick" && $0 != "--store-only" }) {
+    writeAll(2, "usage: ShmLRUBench [--quick] [--store-only]\n")
     exit(2)
+}
+if arguments.contains("--store-only") {  // the store section alone (StoreBench.swift): no JSON, no chart
+    do { print(try Bench(config: .fromEnvironment(quick: quick)).runStoreSection().table()) } catch {
+        writeAll(2, "ShmLRUBench: \(error)\n")
+        exit(1)
+    }
+    exit(0)
 }
 do {
     try Bench(config: .fromEnvironment(quick: quick)).run()

@@ -65,8 +65,12 @@ extension ShmLRU {
             try cache._setLocked(hash, value, shareKey: nil)
         }
 
-        /// Counts a use of the record per the cache's promotion policy.
-        func promote(_ slot: _Slot, now: UInt64) throws(ShmError) { try cache._promote(slot.index, now: now) }
+        /// Counts a use of the record per the cache's promotion and eviction policy
+        /// (exact LRU moves it to the head; the others mark it).
+        func promote(_ slot: _Slot) throws(ShmError) { try cache._promoteLocked(slot.index, now: cache._lockedNow()) }
+
+        /// The record's seqlock sequence: its version (every write and every free changes it).
+        func sequence(_ slot: _Slot) -> UInt32 { cshm_load_relaxed_u32(segment.seqPointer(slot.index)) }
 
         /// Deletes a live record (index, list, free list) and announces the change.
         func remove(_ slot: _Slot) throws(ShmError) { try cache._removeLocked(slot.index, indexPosition: nil) }
@@ -136,4 +140,27 @@ extension ShmLRU {
     {
         try _withLock(operation()) { () throws(ShmError) -> R in try body(_LockedHandle(cache: self)) }
     }
+}
+
+extension ShmLRU {
+    /// What a lock-free reader outside the cache's core (ShmStore's hit path) may
+    /// use: the attachment check, the index and records' geometry, the hit
+    /// bookkeeping. It takes no lock and offers nothing that writes the structure.
+    struct _LockFreeView {
+        unowned(unsafe) let cache: ShmLRU
+
+        /// False once the handle detached: nothing may be read then.
+        @inline(__always) var isAttached: Bool { cache._attachment.isAttached }
+        /// Whether reads go without the lock (interval promotion, SIEVE, S3-FIFO).
+        @inline(__always) var readsLockFree: Bool { cache._promotionNanoseconds != 0 }
+        /// The shared index and the records, for a seqlock-checked search.
+        @inline(__always) var probe: _Probe { cache._probe }
+        /// Counts a lock-free hit on `record` and marks it used per the policy.
+        @inline(__always) func noteHit(_ record: UnsafeMutableRawPointer, stamp: UInt64) {
+            cache._noteOptimisticHit(record, stamp: stamp)
+        }
+    }
+
+    /// The lock-free reader's view (see `_LockFreeView`).
+    @inline(__always) var _lockFreeView: _LockFreeView { _LockFreeView(cache: self) }
 }

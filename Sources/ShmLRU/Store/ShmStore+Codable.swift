@@ -1,34 +1,77 @@
-import FoundationEssentials
+import CShm
 
-// Codable values, encoded as JSON by FoundationEssentials (part of the toolchain,
-// no package; lighter than Foundation). JSON fragments are accepted at the top
-// level, so 0, false and "" round-trip. This is the only file of the library
-// that imports it. Values that are not Codable, or another encoding, go through
-// the raw-bytes API.
+// Codable values, through the handle's codec (`ShmStore.codec`, JSON by default;
+// ShmStoreCodec.swift) and its decoded cache (_DecodedCache.swift). Values that
+// are not Codable go through the raw-bytes API.
 
 extension ShmStore {
-    /// Encodes `value` as JSON and stores it under `key`; see `set(_:bytes:expiry:)`.
+    /// Encodes `value` with the handle's codec and stores it under `key`; see `set(_:bytes:expiry:)`.
     /// - Throws: `.codingFailed` if the value cannot be encoded, and everything
     ///   `set(_:bytes:expiry:)` throws.
     public func set<Value: Encodable>(_ key: String, _ value: Value, expiry: Expiry = .storeDefault) throws(ShmError) {
-        let data: Data
-        do { data = try JSONEncoder().encode(value) } catch {
+        let bytes: [UInt8]
+        do { bytes = try _decoded.codec.encode(value) } catch {
             throw ShmError(.codingFailed, _operation("set", key), detail: "cannot encode \(Value.self): \(error)")
         }
-        try set(key, bytes: [UInt8](data), expiry: expiry)
+        try set(key, bytes: bytes, expiry: expiry)
     }
 
-    /// The value stored under `key`, decoded from JSON; nil when absent or expired.
+    /// The value stored under `key`, decoded with the handle's codec; nil when
+    /// absent or expired. A value this handle decoded before and that nobody has
+    /// written since is returned from the decoded cache without decoding; that
+    /// is checked against the record in shared memory on every call.
     /// - Throws: `.codingFailed` if the stored bytes are not a `Value`.
+    @inlinable  // specialised in the caller: a decoded-cache hit then does nothing generic
     public func get<Value: Decodable>(_ key: String, as type: Value.Type = Value.self) throws(ShmError) -> Value? {
-        guard let bytes = try bytes(key) else { return nil }
-        return try _decode(Value.self, from: bytes, _operation("get", key))
+        if let box = _decodedHit(key, ObjectIdentifier(Value.self)) { return unsafeDowncast(box, to: _DecodedBox<Value>.self).value }
+        return try _getDecoding(key, as: Value.self)
+    }
+
+    /// A get that reads the record (lock-free, or under the lock) and decodes,
+    /// unless the locked read finds the cached version current.
+    @usableFromInline
+    func _getDecoding<Value: Decodable>(_ key: String, as type: Value.Type) throws(ShmError) -> Value? {
+        try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> Value? in
+            guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
+            let typeID = ObjectIdentifier(Value.self)
+            let base = _keyHash(key, keyBuffer)
+            let cached = _decoded.entry(base, type: typeID)
+            let known = cached.map { (slot: $0.slot, seq: $0.seq) }
+            guard let read = try _getVersioned(keyBuffer, base: base, key: key, known: known) else {
+                if cached != nil { _decoded.remove(base) }
+                return nil
+            }
+            guard let bytes = read.bytes else {  // the read found the cached version current
+                _decoded.countHit()
+                return unsafeDowncast(cached!.value, to: _DecodedBox<Value>.self).value
+            }
+            _decoded.countMiss()
+            let value = try _decode(Value.self, from: bytes, _operation("get", key), codec: _decoded.codec)
+            if !(Value.self is AnyClass) {
+                _decoded.insert(
+                    base,
+                    .init(
+                        slot: read.slot, seq: read.seq, recordHash: read.hash, expiresAt: read.expiresAt, renews: read.renews,
+                        type: typeID, value: _DecodedBox(value), cost: bytes.count + keyBuffer.count, order: 0))
+            }
+            return value
+        }
     }
 }
 
-/// Decodes JSON bytes (stored by `set(_:_:expiry:)`) as `Value`.
-func _decode<Value: Decodable>(_ type: Value.Type, from bytes: [UInt8], _ operation: @autoclosure () -> String) throws(ShmError) -> Value {
-    do { return try JSONDecoder().decode(Value.self, from: Data(bytes)) } catch {
+extension ShmStore.Change {
+    /// The new value of a `.set`, decoded with `codec` (the writer's); nil for other kinds.
+    public func value<Value: Decodable>(as type: Value.Type = Value.self, codec: any ShmStoreCodec) throws(ShmError) -> Value? {
+        guard let bytes else { return nil }
+        return try _decode(Value.self, from: bytes, "ShmStore.Change.value(\"\(key)\")", codec: codec)
+    }
+}
+
+/// Decodes stored bytes as `Value` with `codec` (JSON by default).
+func _decode<Value: Decodable>(
+    _ type: Value.Type, from bytes: [UInt8], _ operation: @autoclosure () -> String, codec: any ShmStoreCodec = JSONStoreCodec()
+) throws(ShmError) -> Value {
+    do { return try bytes.withUnsafeBytes { try codec.decode(Value.self, from: $0) } } catch {
         throw ShmError(.codingFailed, operation(), detail: "the stored \(bytes.count) bytes are not a \(Value.self): \(error)")
     }
 }

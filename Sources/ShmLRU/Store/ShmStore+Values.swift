@@ -24,7 +24,7 @@ extension ShmStore {
     ///   refuses to evict; `.invalidArgument` for a non-positive expiry; `.lockTimeout`.
     ///   Nothing is changed when it throws.
     public func set(_ key: String, bytes value: UnsafeRawBufferPointer, expiry: Expiry = .storeDefault) throws(ShmError) {
-        let operation = _operation("set", key)
+        var operation: String { _operation("set", key) }  // formatted only when thrown
         let maxAge = try _maxAge(for: expiry, operation)
         let keyBytes = Array(key.utf8)
         let total = _StoreLayout.payloadHeaderSize + keyBytes.count + value.count
@@ -65,22 +65,21 @@ extension ShmStore {
         try _withBytes(value) { (buffer) throws(ShmError) in try set(key, bytes: buffer, expiry: expiry) }
     }
 
-    /// The bytes stored under `key`; nil when absent or expired. A hit makes the
-    /// entry the most recently used (and renews its age with `renewsAgeOnGet`).
+    /// The bytes stored under `key`; nil when absent or expired. A hit is a use of
+    /// the entry per the store's promotion policy (and renews its age with
+    /// `renewsAgeOnGet`); with interval promotion it takes no lock (see
+    /// ShmStore+LockFreeRead.swift).
     public func bytes(_ key: String) throws(ShmError) -> [UInt8]? {
-        let operation = _operation("get", key)
-        let base = _hash(key)
-        return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> [UInt8]? in
-            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> [UInt8]? in
-                let now = _monotonicNanoseconds()
-                guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else { return nil }
-                let value = Array(found.header.value(in: found.payload))
-                try lru.promote(found.slot, now: now)
-                if configuration.renewsAgeOnGet, found.header.maxAge != 0 {
-                    _setExpiryLocked(lru, found.slot, _saturatingAdd(now, found.header.maxAge))
-                }
-                return value
+        guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
+        if _readsLockFree {
+            switch _bytesLockFree(key) {
+            case .hit(let bytes, _)?: return bytes
+            case .miss?: return nil
+            case .contended?, .needsLock?, nil: break
             }
+        }
+        return try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> [UInt8]? in
+            try _getLocked(keyBuffer, base: _keyHash(key, keyBuffer), key: key, known: nil)?.bytes
         }
     }
 
@@ -102,10 +101,11 @@ extension ShmStore {
     /// True if `key` holds a value that has not expired. Not a use: it neither
     /// promotes, renews nor reclaims anything.
     public func contains(_ key: String) throws(ShmError) -> Bool {
-        let operation = _operation("contains", key)
-        let base = _hash(key)
-        return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> Bool in
-            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
+        try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> Bool in
+            guard cache._lockFreeView.isAttached else { throw _detachedError("contains", key) }
+            let base = _keyHash(key, keyBuffer)
+            if let found = _containsLockFree(keyBuffer, base: base) { return found }
+            return try cache._withLockedHandle(_operation("contains", key)) { (lru) throws(ShmError) -> Bool in
                 try _locateLocked(lru, keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found != nil
             }
         }

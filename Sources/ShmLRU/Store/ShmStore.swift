@@ -93,12 +93,17 @@ public final class ShmStore: @unchecked Sendable {
         /// How a full store chooses the entry to evict (recorded in the data segment;
         /// attach takes the segment's). See `ShmLRU.EvictionPolicy`.
         public var policy: ShmLRU.EvictionPolicy
+        /// When a get moves its entry towards the head of the LRU list. With
+        /// `.atMostEvery` (the default) store reads take no lock (see
+        /// ShmStore+LockFreeRead.swift); `.onEveryRead` is exact LRU, every get under the lock.
+        public var promotion: ShmLRU.Promotion
 
         /// A configuration; every parameter has a default (10,000 entries of up to 1024 bytes, no expiry, evict when full, 256 lock slots, 256 waiters, 256 changes kept, 8 probes).
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
-            changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .lru
+            changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .lru,
+            promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1))
         ) {
             self.policy = policy
             self.capacity = capacity
@@ -110,6 +115,7 @@ public final class ShmStore: @unchecked Sendable {
             self.lockWaiters = lockWaiters
             self.changeLogCapacity = changeLogCapacity
             self.probeLimit = probeLimit
+            self.promotion = promotion
         }
     }
 
@@ -125,7 +131,11 @@ public final class ShmStore: @unchecked Sendable {
     let _locks: _LockTable
     let _maxAgeNanoseconds: UInt64
     let _hash: @Sendable (String) -> UInt32
+    /// `_hash` is the stable hash: reads hash the key's UTF-8 bytes in place.
+    let _usesStableHash: Bool
     let _hub: _ListenerHub
+    /// This handle's decoded values and codec (_DecodedCache.swift).
+    let _decoded = _DecodedCache()
 
     /// Records in use, expired ones included until they are reclaimed.
     public var count: Int { cache.count }
@@ -144,6 +154,7 @@ public final class ShmStore: @unchecked Sendable {
         self.configuration = configuration
         _maxAgeNanoseconds = configuration.maxAge.map { UInt64(max(0, _nanoseconds($0))) } ?? 0
         _hash = hash ?? { _stableHash($0) }
+        _usesStableHash = hash == nil
         _hub = _ListenerHub(segment: segment, region: storeRegion)
     }
 
@@ -193,7 +204,7 @@ public final class ShmStore: @unchecked Sendable {
         do {
             cache = try ShmLRU.create(
                 key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
-                persistent: persistent, options: ShmLRU.Options(policy: c.policy))
+                persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, policy: c.policy))
         } catch {
             try? region.remove()
             _ = try? region.detach()
@@ -217,6 +228,7 @@ public final class ShmStore: @unchecked Sendable {
             _StoreLayout.H.flags,
             (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0))
         s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
+        s.store64(_StoreLayout.H.promotion, _StoreLayout.promotionNanoseconds(c.promotion))
         do {
             try _RobustMutex.initialize(at: s.mutex)
         } catch {
@@ -256,7 +268,7 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.attach(key: \(key))"
         let cache: ShmLRU
         do {
-            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize)
+            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize, options: .init(promotion: configuration.promotion))
         } catch {
             throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
         }
@@ -317,7 +329,10 @@ public final class ShmStore: @unchecked Sendable {
         let probeLimit = Int(field(_StoreLayout.H.probeLimit))
         let maxAge = field64(_StoreLayout.H.maxAge)
         let flags = field(_StoreLayout.H.flags)
-        guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0 else {
+        let promotion = field64(_StoreLayout.H.promotion)
+        guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0,
+            promotion <= UInt64(Int64.max)
+        else {
             throw ShmError(.corrupted, operation, detail: "store options out of range")
         }
         let lruKey = ShmKey(field(_StoreLayout.H.lruKey))
@@ -329,7 +344,7 @@ public final class ShmStore: @unchecked Sendable {
             renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
             whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
             lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
-            probeLimit: probeLimit)
+            probeLimit: probeLimit, promotion: promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(promotion))))
         return (layout, configuration, lruKey)
     }
 

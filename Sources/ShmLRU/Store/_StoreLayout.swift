@@ -17,7 +17,8 @@ import CShm
 //           segment's key, record size, lock slots, waiter slots, log capacity and
 //           stride, section offsets, total size, default max age (ns, 0 = none),
 //           flags (bit 0: a get renews the age; bit 1: refuse when
-//           full), probe limit
+//           full), probe limit, promotion interval (UInt64 ns at 88; 0 = exact
+//           LRU, every get under the lock; else gets are lock-free)
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
@@ -88,6 +89,7 @@ struct _StoreLayout: Equatable, Sendable {
         static let maxAge = 72  // UInt64
         static let flags = 80
         static let probeLimit = 84
+        static let promotion = 88  // UInt64
         static let mutex = 128  // 64 bytes
         static let logHead = 192  // UInt64
         static let logWord = 200
@@ -135,6 +137,14 @@ struct _StoreLayout: Equatable, Sendable {
     static let slotBound: UInt32 = 1
     static let slotReleased: UInt32 = 2
     static let lockFlagHolderDied: UInt32 = 1
+
+    /// The header's promotion field for a policy: its interval in ns, 0 for exact LRU.
+    static func promotionNanoseconds(_ promotion: ShmLRU.Promotion) -> UInt64 {
+        switch promotion {
+        case .onEveryRead: 0
+        case .atMostEvery(let interval): UInt64(max(0, _nanoseconds(interval)))
+        }
+    }
 
     let recordSize: Int
     let lockSlots: Int

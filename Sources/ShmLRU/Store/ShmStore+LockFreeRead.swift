@@ -1,0 +1,364 @@
+import CShm
+import Glibc
+
+// Lock-free store reads. With interval promotion (`Configuration.promotion`,
+// the default) a read that finds its key takes no lock: for each probe hash of
+// the key (hash, hash+1, … probeLimit) it finds the record through the data
+// segment's shared index, exactly as `ShmLRU.get` does in interval mode, and
+// inside the record's seqlock (sequence even and unchanged around every read)
+// checks the record's hash and state, the store header's key length against the
+// record's length, and the stored key against the asked one; then it copies the
+// value (or, for a decoded-cache check, only notes the record's version). A read
+// that met a writer retries, and after `ShmLRU._optimisticAttempts` attempts
+// takes the lock, which also repairs a record a dead writer left odd.
+//
+// An expired entry is never returned: `contains` reports it absent without the
+// lock; a get that meets it takes the lock to reclaim it (once: then it is gone),
+// as every get did before, and reports it absent. A get that must renew the
+// entry's age (`renewsAgeOnGet` and an entry with a max age) writes, so it takes
+// the lock too. Neither is a hit on a live entry, the path kept lock-free. With exact promotion (`.onEveryRead`) every get
+// takes the lock and moves its record to the head, as before.
+//
+// The hit path formats no string (an error's description is built only when it
+// is thrown), allocates nothing for the key (it is hashed and compared from the
+// String's own UTF-8 storage) and reads no clock unless the entry has an expiry
+// (then CLOCK_MONOTONIC, the expiry's clock); the use mark takes the cache
+// handle's coarse clock (`ShmLRU._readClock`).
+
+extension ShmStore {
+    /// Where a lock-free read found its key: the record, its slot and sequence
+    /// (its version: every write of the record changes it), and the payload's fields.
+    struct _RecordView {
+        var record: UnsafeMutableRawPointer
+        var slot: UInt32
+        var seq: UInt32
+        var hash: UInt32
+        var expiresAt: UInt64
+        /// The value's bytes in the segment: read them only inside the seqlock window.
+        var value: UnsafeRawBufferPointer
+    }
+
+    enum _LockFreeOutcome<R> {
+        case hit(R, _RecordView)
+        case miss
+        /// A writer was met: retry, then take the lock.
+        case contended
+        /// The read must write (renew the age): take the lock.
+        case needsLock
+    }
+
+    /// Whether a store read may go lock-free (interval promotion).
+    @inline(__always) var _readsLockFree: Bool { cache._lockFreeView.readsLockFree }
+
+    /// The key's hash, from its UTF-8 bytes (no copy), or from the replaceable hash.
+    @inline(__always)
+    func _keyHash(_ key: String, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        _usesStableHash ? _fnv1a32(bytes) : _hash(key)
+    }
+
+    /// The thrown `.detached` error, formatted off the hot path.
+    @inline(never)
+    func _detachedError(_ name: StaticString, _ key: String) -> ShmError {
+        ShmError(.detached, _operation("\(name)", key))
+    }
+
+    /// Runs `body` on one lock-free sight of `key`, inside the record's seqlock,
+    /// with retries; nil after `ShmLRU._optimisticAttempts` contended attempts
+    /// (the caller then takes the lock). `body` may run more than once and its
+    /// result is kept only if the record did not change around it: it must read
+    /// the record only through the view, and check every length it uses.
+    /// - Parameter use: a get (counts a hit, marks the record used, renews); not `contains`.
+    @inline(__always)
+    func _readLockFree<R>(
+        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R
+    ) -> _LockFreeOutcome<R>? {
+        var attempts = ShmLRU._optimisticAttempts
+        while attempts > 0 {
+            let outcome = _readOnce(key, base: base, use: use, body)
+            if case .contended = outcome {
+                attempts &-= 1
+                continue
+            }
+            return outcome
+        }
+        return nil
+    }
+
+    /// One lock-free attempt over every probe hash of the key.
+    @inline(__always)
+    func _readOnce<R>(
+        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R
+    ) -> _LockFreeOutcome<R> {
+        let p = cache._lockFreeView.probe
+        let indexSeq = cshm_load_acquire_u32(p.indexSeq)
+        if indexSeq & 1 != 0 { return .contended }
+        var probe = 0
+        let probeLimit = configuration.probeLimit
+        while probe < probeLimit {
+            let hash = base &+ UInt32(truncatingIfNeeded: probe)
+            probe &+= 1
+            let mixed = _mix32(hash)
+            let wanted = mixed & p.tagMask
+            var position = p.home(mixed: mixed)
+            var probes = p.slots
+            while probes != 0 {
+                let entry = cshm_load_acquire_u32(p.entries + position)
+                if entry == 0 { break }
+                if entry &>> p.indexBits == wanted, let record = p.record(entry: entry) {
+                    let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
+                    let before = cshm_load_acquire_u32(seqPointer)
+                    if before & 1 != 0 { return .contended }
+                    let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
+                    let recordHash = cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self))
+                    if recordHash == hash, meta >> 24 == _Layout.stateLive {
+                        // The one live record of this hash: is it the key's?
+                        let payload = record + _Layout.R.payload
+                        let length = Int(meta & _Layout.lengthMask)
+                        let keyLength = Int(
+                            cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
+                        let isStoreRecord =
+                            length <= p.recordSize && length >= _StoreLayout.payloadHeaderSize
+                            && keyLength <= length &- _StoreLayout.payloadHeaderSize
+                        let matches =
+                            isStoreRecord && keyLength == key.count
+                            && (keyLength == 0
+                                || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
+                        if !matches {
+                            // Another key (or not a store record): decided only if nothing moved.
+                            cshm_fence_acquire()
+                            if cshm_load_relaxed_u32(seqPointer) != before { return .contended }
+                            break  // next probe hash
+                        }
+                        let expiresAt = cshm_load_relaxed_u64(
+                            (payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
+                        let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
+                        let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
+                        let slot = (entry & p.slotMask) &- 1  // in range: `p.record(entry:)` checked it
+                        let view = _RecordView(
+                            record: record, slot: slot, seq: before, hash: hash, expiresAt: expiresAt,
+                            value: UnsafeRawBufferPointer(
+                                start: payload + _StoreLayout.P.key + keyLength,
+                                count: length &- _StoreLayout.payloadHeaderSize &- keyLength))
+                        let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
+                        let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
+                        let result: R? = expired || renews ? nil : body(view)
+                        cshm_fence_acquire()
+                        if cshm_load_relaxed_u32(seqPointer) != before { return .contended }
+                        if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
+                        if renews { return .needsLock }
+                        if use { cache._lockFreeView.noteHit(record, stamp: stamp) }
+                        return .hit(result!, view)
+                    }
+                }
+                position &+= 1
+                if position == p.slots { position = 0 }
+                probes &-= 1
+            }
+        }
+        cshm_fence_acquire()
+        return cshm_load_relaxed_u32(p.indexSeq) == indexSeq ? .miss : .contended
+    }
+
+    /// Whether the record a decoded value came from is unchanged: same slot, same
+    /// even sequence (every write and every free of a record changes it), live,
+    /// same hash, and the stored key equal to `key`, all inside the seqlock.
+    /// Reads one record; takes no lock. On success marks the record used (a get).
+    @inline(__always)
+    func _isUnchanged(slot: UInt32, seq: UInt32, hash: UInt32, key: UnsafeRawBufferPointer) -> Bool {
+        let p = cache._lockFreeView.probe
+        guard Int(slot) < p.capacity else { return false }
+        let record = p.records + Int(slot) &* p.stride
+        let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
+        guard cshm_load_acquire_u32(seqPointer) == seq else { return false }
+        let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
+        let recordHash = cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self))
+        let payload = record + _Layout.R.payload
+        let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
+        let length = Int(meta & _Layout.lengthMask)
+        guard recordHash == hash, meta >> 24 == _Layout.stateLive, length <= p.recordSize, keyLength == key.count,
+            keyLength <= length &- _StoreLayout.payloadHeaderSize,
+            keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0
+        else { return false }
+        let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
+        cshm_fence_acquire()
+        guard cshm_load_relaxed_u32(seqPointer) == seq else { return false }
+        cache._lockFreeView.noteHit(record, stamp: stamp)
+        return true
+    }
+
+    /// What a get read: the value's bytes (nil when the caller's known version is
+    /// still current, so there is nothing to copy) and the record's version.
+    struct _VersionedRead {
+        var bytes: [UInt8]?
+        var slot: UInt32
+        var seq: UInt32
+        var hash: UInt32
+        var expiresAt: UInt64
+        /// A get of it must renew its age (so takes the lock).
+        var renews: Bool
+    }
+
+    /// A get under the data lock: locates (reclaiming expired entries met),
+    /// promotes, renews the age if asked; copies the value unless `known` is its
+    /// version now.
+    func _getLocked(_ keyBuffer: UnsafeRawBufferPointer, base: UInt32, key: String, known: (slot: UInt32, seq: UInt32)?)
+        throws(ShmError) -> _VersionedRead?
+    {
+        if cache._lockFreeView.isAttached { cache._lockFreeView.probe.warm(base) }
+        return try cache._withLockedHandle(_operation("get", key)) { (lru) throws(ShmError) -> _VersionedRead? in
+            let now = _monotonicNanoseconds()
+            guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else { return nil }
+            try lru.promote(found.slot)
+            var expiresAt = found.header.expiresAt
+            if configuration.renewsAgeOnGet, found.header.maxAge != 0 {
+                expiresAt = _saturatingAdd(now, found.header.maxAge)
+                _setExpiryLocked(lru, found.slot, expiresAt)
+            }
+            let seq = lru.sequence(found.slot)
+            let slot = found.slot.index
+            let unchanged = known.map { $0.slot == slot && $0.seq == seq } ?? false
+            return _VersionedRead(
+                bytes: unchanged ? nil : Array(found.header.value(in: found.payload)), slot: slot, seq: seq,
+                hash: found.hash, expiresAt: expiresAt, renews: configuration.renewsAgeOnGet && found.header.maxAge != 0)
+        }
+    }
+
+    /// A get's read: lock-free when the policy allows and no writer gets in the
+    /// way, else under the lock. nil when the key is absent or expired.
+    func _getVersioned(_ keyBuffer: UnsafeRawBufferPointer, base: UInt32, key: String, known: (slot: UInt32, seq: UInt32)?)
+        throws(ShmError) -> _VersionedRead?
+    {
+        guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
+        if _readsLockFree {
+            let outcome = _readLockFree(keyBuffer, base: base, use: true) { (view) -> [UInt8]? in
+                if let known, known.slot == view.slot, known.seq == view.seq { return nil }
+                return _copyValue(view)
+            }
+            switch outcome {
+            case .hit(let bytes, let view)?:
+                return _VersionedRead(
+                    bytes: bytes, slot: view.slot, seq: view.seq, hash: view.hash, expiresAt: view.expiresAt, renews: false)
+            case .miss?:
+                return nil
+            case .contended?, .needsLock?, nil:
+                break
+            }
+        }
+        return try _getLocked(keyBuffer, base: base, key: key, known: known)
+    }
+
+    /// The value's bytes, copied inside the seqlock window. The array is made
+    /// from `_zeroes` (then overwritten by the racy copy) because that init is
+    /// specialised inline; `Array(repeating:count:)` and
+    /// `init(unsafeUninitializedCapacity:)` allocate through an unspecialised
+    /// runtime entry that looks the storage type up on every call (measured:
+    /// ~430 instructions more per copy).
+    @inline(__always)
+    func _copyValue(_ view: _RecordView) -> [UInt8] {
+        let count = view.value.count
+        var bytes =
+            count <= _zeroes.count
+            ? Array(UnsafeRawBufferPointer(rebasing: _zeroes[0..<count])) : [UInt8](repeating: 0, count: count)
+        if count > 0 {
+            bytes.withUnsafeMutableBytes { cshm_racy_copy($0.baseAddress, view.value.baseAddress, count) }
+        }
+        return bytes
+    }
+
+    /// Copies the bytes stored under `key` into `buffer`, allocating nothing;
+    /// returns their length, or nil when the key is absent or expired. A hit is
+    /// a use, as for `bytes(_:)`.
+    /// - Throws: `.invalidArgument` if the value is longer than `buffer` (then
+    ///   `buffer` is left as it was).
+    public func bytes(_ key: String, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
+        guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
+        if _readsLockFree {
+            let outcome = _withKeyBytesLent(key) { keyBuffer in
+                _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view -> Int in
+                    let count = view.value.count
+                    guard count <= buffer.count else { return -count }  // count > 0 here
+                    if count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, count) }
+                    return count
+                }
+            }
+            switch outcome {
+            case .hit(let count, _)?:
+                guard count >= 0 else { throw _bufferTooSmall(key, -count, buffer.count) }
+                return count
+            case .miss?: return nil
+            case .contended?, .needsLock?, nil: break
+            }
+        }
+        guard let value = try bytes(key) else { return nil }
+        guard value.count <= buffer.count else { throw _bufferTooSmall(key, value.count, buffer.count) }
+        if let target = buffer.baseAddress, value.count > 0 { value.withUnsafeBytes { target.copyMemory(from: $0.baseAddress!, byteCount: $0.count) } }
+        return value.count
+    }
+
+    @inline(never)
+    func _bufferTooSmall(_ key: String, _ length: Int, _ capacity: Int) -> ShmError {
+        ShmError(.invalidArgument, _operation("get", key), detail: "value is \(length) bytes; buffer holds \(capacity)")
+    }
+
+    /// `bytes(_:)`'s lock-free attempt: nil when it must take the lock.
+    @inline(__always)
+    func _bytesLockFree(_ key: String) -> _LockFreeOutcome<[UInt8]>? {
+        _withKeyBytesLent(key) { keyBuffer in
+            _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view in _copyValue(view) }
+        }
+    }
+
+    /// The decoded-cache hit of `get(_:as:)`: the box of the value this handle
+    /// decoded for `key` as `type`, if its record is unchanged (checked in shared
+    /// memory, lock-free) and it has not expired; nil otherwise (then the caller
+    /// reads and decodes). Not generic, so that the inlinable `get` specialised
+    /// in the caller's module does nothing generic on a hit.
+    @usableFromInline
+    func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
+        guard _readsLockFree, cache._lockFreeView.isAttached else { return nil }
+        return _withKeyBytesLent(key) { keyBuffer -> AnyObject? in
+            guard let entry = _decoded.entry(_keyHash(key, keyBuffer), type: type), !entry.renews,
+                entry.expiresAt == 0 || entry.expiresAt > _monotonicNanoseconds(),
+                _isUnchanged(slot: entry.slot, seq: entry.seq, hash: entry.recordHash, key: keyBuffer)
+            else { return nil }
+            _decoded.countHit()
+            return entry.value
+        }
+    }
+
+    /// `contains` without the lock: nil when writers kept getting in the way.
+    func _containsLockFree(_ keyBuffer: UnsafeRawBufferPointer, base: UInt32) -> Bool? {
+        switch _readLockFree(keyBuffer, base: base, use: false, { _ in () }) {
+        case .hit?: return true
+        case .miss?: return false
+        case .contended?, .needsLock?, nil: return nil
+        }
+    }
+}
+
+/// 64 KiB of zeroes, never written: see `ShmStore._copyValue`.
+nonisolated(unsafe) let _zeroes = UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(start: calloc(1, 1 << 16), count: 1 << 16))
+
+/// Lends the UTF-8 bytes of `key` to a body that does not throw (the hot paths:
+/// no `Result` to build and copy); see `_withKeyBytes`.
+@inline(__always)
+func _withKeyBytesLent<R>(_ key: String, _ body: (UnsafeRawBufferPointer) -> R) -> R {
+    if let lent = key.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return lent }
+    var native = key
+    native.makeContiguousUTF8()
+    return native.withUTF8 { body(UnsafeRawBufferPointer($0)) }
+}
+
+/// Lends the UTF-8 bytes of `key` to `body`: the String's own storage when it
+/// has one (native strings; a small string is lent from the stack), else a
+/// native copy (a bridged string).
+@inline(__always)
+func _withKeyBytes<R>(_ key: String, _ body: (UnsafeRawBufferPointer) throws(ShmError) -> R) throws(ShmError) -> R {
+    let lent = key.utf8.withContiguousStorageIfAvailable { buffer in
+        Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) }
+    }
+    if let lent { return try lent.get() }
+    var native = key
+    native.makeContiguousUTF8()
+    return try native.withUTF8 { buffer in Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) } }.get()
+}

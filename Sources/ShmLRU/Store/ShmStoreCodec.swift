@@ -1,0 +1,38 @@
+import FoundationEssentials
+
+// How a store turns Codable values into bytes and back. JSON (FoundationEssentials,
+// part of the toolchain: no package) is the default; any encoder/decoder pair can
+// be plugged in per store handle (`ShmStore.codec`), e.g. a binary codec. Every
+// process that reads a key must use the codec that wrote it: the bytes carry no
+// tag. This is the only file of the library that imports FoundationEssentials.
+
+/// An encoder/decoder pair for a store's `Codable` values (`ShmStore.codec`).
+///
+///     struct PropertyListCodec: ShmStoreCodec { … }
+///     store.codec = PropertyListCodec()
+public protocol ShmStoreCodec: Sendable {
+    /// The bytes stored for `value`.
+    func encode<Value: Encodable>(_ value: Value) throws -> [UInt8]
+    /// The value stored as `bytes` (lent for the call only: do not keep the pointer).
+    func decode<Value: Decodable>(_ type: Value.Type, from bytes: UnsafeRawBufferPointer) throws -> Value
+}
+
+/// JSON, by FoundationEssentials' `JSONEncoder` and `JSONDecoder`: the default
+/// codec. Top-level fragments are accepted, so 0, false and "" round-trip.
+public struct JSONStoreCodec: ShmStoreCodec {
+    public init() {}
+
+    public func encode<Value: Encodable>(_ value: Value) throws -> [UInt8] {
+        let data = try JSONEncoder().encode(value)
+        return [UInt8](unsafeUninitializedCapacity: data.count) { buffer, initialized in
+            initialized = data.copyBytes(to: buffer)
+        }
+    }
+
+    public func decode<Value: Decodable>(_ type: Value.Type, from bytes: UnsafeRawBufferPointer) throws -> Value {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return try JSONDecoder().decode(type, from: Data()) }
+        // The decoder reads the caller's bytes in place: no copy into a Data.
+        let data = Data(bytesNoCopy: UnsafeMutableRawPointer(mutating: base), count: bytes.count, deallocator: .none)
+        return try JSONDecoder().decode(type, from: data)
+    }
+}

@@ -1,0 +1,194 @@
+import Synchronization
+
+// The decoded cache (L1): per store handle, the last value this process decoded
+// for a key, with the version of the record it came from (the data record's slot
+// and seqlock sequence: every write of a record, and every free, changes its
+// sequence; see _StoreLayout.swift). A get reuses the decoded value only when
+// the record at that slot still has that even sequence, is live, has the key's
+// hash and holds a key equal to the asked one, all read inside the seqlock
+// (`ShmStore._isUnchanged`), and the entry has not expired. So a peer's write is
+// seen by the next get, and a stale or foreign value is never returned; no
+// invalidation message is needed (lua-resty-mlcache's L1 needs them; this one
+// validates on every read).
+//
+// Entries are found by the key's store hash (FNV-1a 32, computed from the key's
+// UTF-8 bytes without a copy; no String hashing): a key whose hash another
+// key's entry holds finds that entry, fails the record check (the stored key
+// differs), reads and decodes, and takes the entry over.
+//
+// Bounded by entries and bytes (a value's cost is its encoded size plus its
+// key's, plus 64 for the entry); the oldest inserted entries go first. Values of
+// class types are never cached (a shared instance could be mutated by its
+// caller). Thread-safe: one mutex per handle guards the table.
+
+extension ShmStore {
+    /// Bounds of a handle's decoded cache (`ShmStore.decodedCacheLimits`).
+    public struct DecodedCacheLimits: Sendable, Hashable {
+        /// The most decoded values kept; 0 turns the cache off.
+        public var maxEntries: Int
+        /// The most bytes kept, counting each value as its encoded size plus its key plus 64; 0 turns the cache off.
+        public var maxBytes: Int
+
+        public init(maxEntries: Int = 4_096, maxBytes: Int = 4 << 20) {
+            self.maxEntries = max(0, maxEntries)
+            self.maxBytes = max(0, maxBytes)
+        }
+
+        /// No decoded cache: every get decodes.
+        public static let disabled = DecodedCacheLimits(maxEntries: 0, maxBytes: 0)
+        public var isEnabled: Bool { maxEntries > 0 && maxBytes > 0 }
+    }
+
+    /// What a handle's decoded cache holds and did.
+    public struct DecodedCacheStats: Sendable, Hashable {
+        public var entries: Int
+        public var bytes: Int
+        /// Gets answered without decoding.
+        public var hits: UInt64
+        /// Gets that decoded (absent keys not counted).
+        public var misses: UInt64
+    }
+
+    /// The codec of this handle's `Codable` values (default: `JSONStoreCodec`).
+    /// Changing it empties the decoded cache.
+    public var codec: any ShmStoreCodec {
+        get { _decoded.codec }
+        set { _decoded.setCodec(newValue) }
+    }
+
+    /// The bounds of this handle's decoded cache; `.disabled` turns it off (and empties it).
+    public var decodedCacheLimits: DecodedCacheLimits {
+        get { _decoded.limits }
+        set { _decoded.setLimits(newValue) }
+    }
+
+    public var decodedCacheStats: DecodedCacheStats { _decoded.stats }
+}
+
+/// A decoded value, boxed so the table holds any type.
+@usableFromInline
+final class _DecodedBox<Value>: @unchecked Sendable {
+    @usableFromInline let value: Value
+    @usableFromInline init(_ value: Value) { self.value = value }
+}
+
+final class _DecodedCache: Sendable {
+    /// Sendable: `value` is an immutable `_DecodedBox` of a value that is not a class instance.
+    struct Entry: @unchecked Sendable {
+        var slot: UInt32
+        var seq: UInt32
+        /// The record's LRU hash (the key's hash, or a probe hash after it).
+        var recordHash: UInt32
+        /// The entry's expiry (CLOCK_MONOTONIC ns, 0 never) and whether a get must renew it (then it takes the lock).
+        var expiresAt: UInt64
+        var renews: Bool
+        var type: ObjectIdentifier
+        var value: AnyObject
+        var cost: Int
+        var order: UInt64
+    }
+
+    struct State {
+        var limits: ShmStore.DecodedCacheLimits
+        var codec: any ShmStoreCodec
+        var entries: [UInt32: Entry] = [:]
+        /// Insertion order (oldest first from `head`); stale items (replaced or removed keys) are skipped.
+        var order: [(key: UInt32, order: UInt64)] = []
+        var head = 0
+        var bytes = 0
+        var next: UInt64 = 0
+    }
+
+    let state: Mutex<State>
+    let hits = Atomic<UInt64>(0)
+    let misses = Atomic<UInt64>(0)
+
+    init(limits: ShmStore.DecodedCacheLimits = .init(), codec: any ShmStoreCodec = JSONStoreCodec()) {
+        state = Mutex(State(limits: limits, codec: codec))
+    }
+
+    var codec: any ShmStoreCodec { state.withLock { $0.codec } }
+    var limits: ShmStore.DecodedCacheLimits { state.withLock { $0.limits } }
+    var stats: ShmStore.DecodedCacheStats {
+        let (entries, bytes) = state.withLock { ($0.entries.count, $0.bytes) }
+        return .init(
+            entries: entries, bytes: bytes, hits: hits.load(ordering: .relaxed), misses: misses.load(ordering: .relaxed))
+    }
+
+    func setCodec(_ codec: any ShmStoreCodec) {
+        state.withLock {
+            $0.codec = codec
+            Self.clear(&$0)
+        }
+    }
+
+    func setLimits(_ limits: ShmStore.DecodedCacheLimits) {
+        state.withLock {
+            $0.limits = limits
+            if limits.isEnabled { Self.trim(&$0) } else { Self.clear(&$0) }
+        }
+    }
+
+    /// The entry for the key of hash `key` if it holds a value of `type` (it may
+    /// be another key's of the same hash: the record check compares the key).
+    @inline(__always)
+    func entry(_ key: UInt32, type: ObjectIdentifier) -> Entry? {
+        state.withLock { state -> Entry? in
+            guard let entry = state.entries[key], entry.type == type else { return nil }
+            return entry
+        }
+    }
+
+    @inline(__always) func countHit() { hits.store(hits.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
+    @inline(__always) func countMiss() { misses.store(misses.load(ordering: .relaxed) &+ 1, ordering: .relaxed) }
+
+    /// Keeps `entry` for the key of hash `key` (replacing that hash's entry); its
+    /// cost is given as the encoded value's size plus the key's.
+    func insert(_ key: UInt32, _ entry: Entry) {
+        state.withLock { state in
+            guard state.limits.isEnabled else { return }
+            var entry = entry
+            entry.cost = entry.cost &+ 64
+            guard entry.cost <= state.limits.maxBytes else {
+                if let old = state.entries.removeValue(forKey: key) { state.bytes -= old.cost }
+                return
+            }
+            state.next &+= 1
+            entry.order = state.next
+            if let old = state.entries.updateValue(entry, forKey: key) { state.bytes -= old.cost }
+            state.bytes += entry.cost
+            state.order.append((key, entry.order))
+            Self.trim(&state)
+        }
+    }
+
+    func remove(_ key: UInt32) {
+        state.withLock { state in
+            if let old = state.entries.removeValue(forKey: key) { state.bytes -= old.cost }
+        }
+    }
+
+    /// Drops the oldest entries until the limits hold; compacts the order list.
+    static func trim(_ state: inout State) {
+        while state.entries.count > state.limits.maxEntries || state.bytes > state.limits.maxBytes, state.head < state.order.count {
+            let (key, order) = state.order[state.head]
+            state.head += 1
+            if let entry = state.entries[key], entry.order == order {
+                state.entries[key] = nil
+                state.bytes -= entry.cost
+            }
+        }
+        // Stale items accumulate when keys are replaced: compact when they are most of the list.
+        if (state.head > 0 && state.head >= state.order.count / 2) || state.order.count > 2 * state.entries.count + 64 {
+            state.order = state.order[state.head...].filter { item in state.entries[item.key]?.order == item.order }
+            state.head = 0
+        }
+    }
+
+    static func clear(_ state: inout State) {
+        state.entries = [:]
+        state.order = []
+        state.head = 0
+        state.bytes = 0
+    }
+}
