@@ -5,6 +5,7 @@ import ShmLRUTestSupport
 /// Every command, by name: each area keeps its own table in its own file.
 let helperCommands: [String: HelperCommand] = coreCommands
     .merging(storeCommands) { first, _ in first }
+    .merging(coordinationCommands) { first, _ in first }
     .merging(reliabilityCommands) { first, _ in first }
     .merging(exampleCommands) { first, _ in first }
 

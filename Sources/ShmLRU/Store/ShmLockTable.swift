@@ -431,8 +431,11 @@ struct _LockTable: @unchecked Sendable {
         _ = handOffLocked(slot, holderDied: claimed)
     }
 
+    /// Unbinds `slot` if nobody holds or waits for it, unless it is flagged "the
+    /// holder died": that slot stays bound, so that its next taker is told.
     private func unbindIfIdle(_ slot: Int) {
-        guard segment.load(segment.slot(slot, _StoreLayout.L.pid)) == 0,
+        guard segment.load(segment.slot(slot, _StoreLayout.L.flags)) & _StoreLayout.lockFlagHolderDied == 0,
+            segment.load(segment.slot(slot, _StoreLayout.L.pid)) == 0,
             segment.load64(segment.slot(slot, _StoreLayout.L.token)) == 0,
             !hasEntries(slot)
         else { return }

@@ -26,6 +26,13 @@ extension ShmStore {
     }
 }
 
+/// Encodes `value` as JSON bytes.
+func _encode<Value: Encodable>(_ value: Value, _ operation: @autoclosure () -> String) throws(ShmError) -> [UInt8] {
+    do { return [UInt8](try JSONEncoder().encode(value)) } catch {
+        throw ShmError(.codingFailed, operation(), detail: "cannot encode \(Value.self): \(error)")
+    }
+}
+
 /// Decodes JSON bytes (stored by `set(_:_:expiry:)`) as `Value`.
 func _decode<Value: Decodable>(_ type: Value.Type, from bytes: [UInt8], _ operation: @autoclosure () -> String) throws(ShmError) -> Value {
     do { return try JSONDecoder().decode(Value.self, from: Data(bytes)) } catch {

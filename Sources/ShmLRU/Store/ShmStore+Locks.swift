@@ -78,6 +78,8 @@ extension ShmStore {
     /// Runs `body` holding the lock of `key`; releases it when `body` returns or
     /// throws. Blocks the calling thread while it waits: from async code use the
     /// async `withLock` (or `mutex`).
+    /// (Disfavoured, so that in async code `withLock` resolves to the async overload.)
+    @_disfavoredOverload
     @available(*, noasync, message: "blocks the thread while waiting: use the async withLock(_:timeout:_:) or mutex(_:timeout:_:)")
     public func withLock<R>(_ key: String, timeout: Duration? = nil, _ body: (LockToken) throws -> R) throws -> R {
         let token = try lock(key, timeout: timeout)

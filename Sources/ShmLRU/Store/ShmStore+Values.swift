@@ -14,13 +14,15 @@ extension ShmStore {
 
     /// Stores `value` under `key` (replacing any value), and tells the key's listeners.
     ///
-    /// - Parameter expiry: how long the entry lives; by default the store's `maxAge`.
+    /// - Parameter expiry: how long the entry lives; by default the store's `maxAge`
+    ///   (`.keepCurrent`: the entry keeps its expiry).
     /// - Throws: `.valueTooLarge` when 24 + the key's UTF-8 length + the value's
     ///   exceed the record size; `.keyCollision` when every probe hash of the key is
     ///   taken by live entries of other keys; `.full` when the store is full and
     ///   refuses to evict; `.invalidArgument` for a non-positive expiry; `.lockTimeout`.
     ///   Nothing is changed when it throws.
     public func set(_ key: String, bytes value: UnsafeRawBufferPointer, expiry: Expiry = .storeDefault) throws(ShmError) {
+        if case .keepCurrent = expiry { return try _setKeepingExpiry(key, bytes: value) }  // ShmStore+Atomic.swift
         let operation = _operation("set", key)
         let maxAge = try _maxAge(for: expiry, operation)
         let keyBytes = Array(key.utf8)
