@@ -5,7 +5,8 @@
 // Environment: BENCH_JSON (default bench-results.json), BENCH_SVG (default
 // bench-results.svg), BENCH_INTERVAL_MS (interval promotion, default 1000),
 // BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
-// `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift).
+// `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift);
+// `ShmLRUBench --handoff` only the lock hand-off section (LockHandoff.swift).
 import Glibc
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -15,6 +16,16 @@ if arguments.first == "worker" {
         exit(2)
     }
     exit(workerMain(job))
+}
+if arguments.first == "handoff" { exit(handoffMain(arguments)) }  // LockHandoff.swift
+if arguments == ["--handoff"] {  // the lock hand-off section alone
+    do {
+        for mode in [HandoffMode.blocking, .async] { try measureLockHandoff(rounds: 20_000, mode: mode) }
+        exit(0)
+    } catch {
+        writeAll(2, "ShmLRUBench --handoff: \(error)\n")
+        exit(1)
+    }
 }
 if arguments.first == "profile" {
     do { exit(try profileMain(arguments)) } catch {

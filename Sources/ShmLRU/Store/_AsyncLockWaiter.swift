@@ -107,7 +107,14 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         let key = QueueKey(kind: identity.kind, key: identity.key)
         var immediate: Resume? = nil
         var startThread = false
+        let cancelled = Task.isCancelled  // (this runs in the waiting task)
         state.withLock { s in
+            // Checked under the lock `cancel` takes: a cancellation that came
+            // before the waiter was queued is seen here, one after finds it queued.
+            if cancelled || Task.isCancelled {
+                immediate = (waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the task was cancelled")))
+                return
+            }
             if var queue = s.queues[key] {
                 queue.waiters.append(waiter)  // behind this process's earlier callers
                 if let entry = queue.entry { table.setQueued(entry, queue.waiters.count) }
