@@ -202,7 +202,10 @@ struct _LockTable: @unchecked Sendable {
             throw ShmError(.full, operation(), detail: "all \(layout.lockSlots) lock slots are bound to other keys")
         }
         let f = { (field: Int) in segment.slot(slot, field) }
-        releaseIfHolderDead(slot, me: me)
+        // A try has nobody to notice a dead holder later; a waiter's own liveness
+        // checks do (reading /proc here on every contended call would hold the
+        // table mutex through three system calls).
+        if tryOnly { releaseIfHolderDead(slot, me: me) }
         var holderFree = segment.load(f(_StoreLayout.L.pid)) == 0 && segment.load64(f(_StoreLayout.L.token)) == 0
         if holderFree, earliestWaiter(of: slot) != nil {
             // Free with a live waiter (a release hands the lock on, so only after
@@ -461,8 +464,10 @@ struct _LockTable: @unchecked Sendable {
 
     // MARK: Waiters
 
-    /// The earliest live waiter of `slot` not yet granted the lock; dead ones met
-    /// on the way are cleared.
+    /// The earliest waiter of `slot` not yet granted the lock. Its liveness is
+    /// not checked here (that costs a read of /proc under the table mutex on
+    /// every hand-off): a lock granted to a waiter that died is passed on by the
+    /// next waiter's liveness check, unflagged (it never held it).
     private func earliestWaiter(of slot: Int) -> Int? {
         var entries: [(arrival: UInt64, index: Int)] = []
         for index in 0..<layout.waiterSlots {
@@ -476,12 +481,7 @@ struct _LockTable: @unchecked Sendable {
                 entries.append((segment.load64(segment.waiter(index, _StoreLayout.W.arrival)), index))
             }
         }
-        entries.sort { $0.arrival < $1.arrival }
-        for entry in entries {
-            if waiterIdentity(entry.index).isAlive { return entry.index }
-            clearWaiter(entry.index)
-        }
-        return nil
+        return entries.min { $0.arrival < $1.arrival }?.index
     }
 
     private func hasEntries(_ slot: Int) -> Bool {
