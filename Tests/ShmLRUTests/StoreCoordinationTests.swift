@@ -223,3 +223,43 @@ private final class Counter: Sendable {
 private func await_expired(_ store: ShmStore, _ key: String) throws -> Bool {
     try eventually { try store.timeToLive(key) == nil }
 }
+
+@Suite struct StoreLockQueueTests {
+    /// A blocked waiter killed with SIGKILL is not counted by `lockState`, even
+    /// before anything cleans its entry up.
+    @Test func lockStateDoesNotCountWaitersOfDeadProcesses() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 256))
+            let token = try store.lock("job")
+            let waiter = try spawnHelper(["store-lock-append", key.description, "job", "order", "A"])
+            #expect(try eventually { try store.lockState("job").waiters == 1 })
+            waiter.kill(SIGKILL)
+            _ = waiter.wait()
+            #expect(try store.lockState("job").waiters == 0)
+            try store.unlock("job", token)
+            let next = try store.lock("job", timeout: .seconds(60))  // the dead waiter is skipped
+            #expect(!next.previousHolderDied)
+            try store.unlock("job", next)
+            #expect(try store.get("order", as: [String].self) == nil)
+        }
+    }
+
+    /// An async wait past its timeout throws `.lockTimeout` and leaves the queue;
+    /// the waiters behind it in the same process are still served in order.
+    @Test func asyncTimeoutLeavesTheQueueAndTheRestAreServed() async throws {
+        try await withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64, lockTimeout: .seconds(60)))
+            let token = try await store.lock("job")
+            let early = Task { try await store.lock("job", timeout: .milliseconds(100)) }
+            await expectError(.lockTimeout) { _ = try await early.value }
+            #expect(try store.lockState("job").waiters == 0)
+            let later = Task { try await store.lock("job") }
+            #expect(try await eventually { try store.lockState("job").waiters == 1 })
+            try store.unlock("job", token)
+            let next = try await later.value
+            #expect(!next.previousHolderDied)
+            try store.unlock("job", next)
+            #expect(try store.lockState("job") == (nil, 0))
+        }
+    }
+}
