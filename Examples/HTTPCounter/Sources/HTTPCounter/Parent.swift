@@ -47,13 +47,11 @@ func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
         if waitpid(-1, &status, WNOHANG) > 0 { stop(children, store, "a worker exited before listening") }
         if waited > 3_000 { stop(children, store, "workers did not listen within 60 s") }
     }
-    print("ready workers=\(workers) port=\(port) variant=\(variant)")
-    fflush(stdout)
+    say("ready workers=\(workers) port=\(port) variant=\(variant)")
     var received: Int32 = 0
     sigwait(&signals, &received)
     let counter = ((try? store.get("requestTimes", as: Int.self)) ?? nil) ?? -1
-    print("counter=\(counter)")
-    fflush(stdout)
+    say("counter=\(counter)")
     stop(children, store, nil)
 }
 
@@ -76,4 +74,10 @@ func stop(_ children: [pid_t], _ store: ShmStore, _ failure: String?) -> Never {
     try? store.remove()
     if let failure { fail(failure) }
     exit(0)
+}
+
+/// One line on stdout, unbuffered (the load script reads it while the parent runs).
+func say(_ line: String) {
+    var text = line + "\n"
+    text.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
 }

@@ -47,21 +47,29 @@ func countBlocking(_ store: ShmStore) throws -> Int {
 /// spreads the connections among them.
 func runWorker(variant: Variant, port: Int, key: ShmKey) async throws {
     let store = try ShmStore.attach(key: key)
-    var logger = Logger(label: "HTTPCounter.worker")
-    logger.logLevel = .error
+    let logger = {
+        var logger = Logger(label: "HTTPCounter.worker")
+        logger.logLevel = .error
+        return logger
+    }()
     let http = HTTP1Channel(responder: { request, responseWriter, channel in
-        let response: Response
+        var response: Response
         do {
             let next = try await count(store, variant)
             var buffer = channel.allocator.buffer(capacity: 16)
-            buffer.writeString("\(next)\n")
+            let digits = String(next)  // fixed width: ab counts a body of another length as a failure
+            buffer.writeString(String(repeating: " ", count: max(0, 12 - digits.count)) + digits + "\n")
             response = Response(status: .ok, headers: [.contentType: "text/plain"], body: .init(byteBuffer: buffer))
         } catch {
             var buffer = channel.allocator.buffer(capacity: 64)
             buffer.writeString("\(error)\n")
             response = Response(status: .internalServerError, body: .init(byteBuffer: buffer))
         }
-        try await responseWriter.write(response: response.head, body: response.body)
+        var head = response.head
+        if request.head.headerFields[.connection]?.lowercased() == "keep-alive" {
+            head.headerFields[.connection] = "keep-alive"  // an HTTP/1.0 client (ab -k) must be told
+        }
+        try await responseWriter.write(response: head, body: response.body)
     })
     let reusePort = ChannelOptions.socketOption(NIOBSDSocket.Option(rawValue: SO_REUSEPORT))
     let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
