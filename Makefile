@@ -9,7 +9,7 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers bench bench-quick bench-policies bench-venv bench-redis bench-peers stress fuzz sanitize docs clean
+.PHONY: all build test example example-peers example-http bench bench-quick bench-policies bench-venv bench-redis bench-peers stress fuzz sanitize docs clean
 
 # The Redis near cache (ShmLRURedis) needs libhiredis-dev to build and a
 # redis-server for its tests: .ci/with-redis installs both if missing, and runs a
@@ -48,6 +48,15 @@ example-peers:
 	$(SWIFT) build --product CacheConsumer
 	bin=$$($(SWIFT) build --show-bin-path); \
 	$$bin/CacheProducer --path $(PEERS_KEY_FILE) && $$bin/CacheConsumer --path $(PEERS_KEY_FILE)
+
+# cluster-shared-memory's HTTP test: a Hummingbird 2 server of N worker processes
+# sharing one port (Examples/HTTPCounter, a nested package), loaded from loopback
+# with ab (apache2-utils, installed if missing): req/s per variant (mutex,
+# withLock, update, no lock), the counter checked against the successful responses.
+example-http:
+	cd Examples/HTTPCounter && $(SWIFT) build -c release
+	command -v ab >/dev/null || { apt-get update && apt-get install -y apache2-utils; }
+	Examples/HTTPCounter/load.sh "$$(cd Examples/HTTPCounter && $(SWIFT) build -c release --show-bin-path)/HTTPCounter"
 
 # --- performance (issue: make bench) ---
 # The fixed workload of ../shared/bench/WORKLOAD.md, release build: a table on stdout,

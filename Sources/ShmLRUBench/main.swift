@@ -5,7 +5,8 @@
 // Environment: BENCH_JSON (default bench-results.json), BENCH_SVG (default
 // bench-results.svg), BENCH_INTERVAL_MS (interval promotion, default 1000),
 // BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
-// `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift).
+// `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift);
+// `ShmLRUBench --handoff` only the lock hand-off section (LockHandoff.swift).
 import Glibc
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -22,6 +23,16 @@ if arguments.first == "store-worker" { exit(storeWorkerMain(arguments)) }
 if arguments.first == "store-profile" {
     do { exit(try storeProfileMain(arguments)) } catch {
         writeAll(2, "ShmLRUBench store-profile: \(error)\n")
+        exit(1)
+    }
+}
+if arguments.first == "handoff" { exit(handoffMain(arguments)) }  // LockHandoff.swift
+if arguments == ["--handoff"] {  // the lock hand-off section alone
+    do {
+        for mode in [HandoffMode.blocking, .async] { try measureLockHandoff(rounds: 20_000, mode: mode) }
+        exit(0)
+    } catch {
+        writeAll(2, "ShmLRUBench --handoff: \(error)\n")
         exit(1)
     }
 }

@@ -6,6 +6,7 @@ import ShmLRUTestSupport
 let helperCommands: [String: HelperCommand] = coreCommands
     .merging(storeCommands) { first, _ in first }
     .merging(storeReadCommands) { first, _ in first }
+    .merging(coordinationCommands) { first, _ in first }
     .merging(reliabilityCommands) { first, _ in first }
     .merging(exampleCommands) { first, _ in first }
 

@@ -58,7 +58,8 @@ public final class ShmLRU: @unchecked Sendable {
         public var whenFull: FullPolicy
         /// When a read moves its record to the head of the LRU list.
         public var promotion: Promotion
-        /// How long to wait for the segment's lock before throwing `.lockTimeout`; nil waits for ever.
+        /// How long to wait for the segment's lock before throwing `.lockTimeout`
+        /// (0: try once; negative: `.invalidArgument`); nil waits for ever.
         public var lockTimeout: Duration?
         /// How long `attach` waits for a cache that is still being initialized.
         public var attachWait: Duration
@@ -183,6 +184,7 @@ public final class ShmLRU: @unchecked Sendable {
         permissions: UInt16 = 0o600, persistent: Bool = false, options: Options = Options()
     ) throws(ShmError) -> ShmLRU {
         let operation = "ShmLRU.create(key: \(key.map(\.description) ?? "random"), recordSize: \(recordSize), capacity: \(capacity))"
+        try options._validate(operation)
         guard let layout = _Layout(recordSize: recordSize, capacity: capacity, indexKind: index, policy: options.policy ?? .lru)
         else {
             throw ShmError(
@@ -210,6 +212,7 @@ public final class ShmLRU: @unchecked Sendable {
         options: Options = Options()
     ) throws(ShmError) {
         let operation = "ShmLRU(initializing: \(region.key), recordSize: \(recordSize))"
+        try options._validate(operation)
         guard region.isAttached else { throw ShmError(.detached, operation) }
         guard !region.isReadOnly else { throw ShmError(.readOnly, operation) }
         let policy = options.policy ?? .lru
@@ -285,6 +288,7 @@ public final class ShmLRU: @unchecked Sendable {
 
     /// Attaches the cache that an initializer laid out in `region`.
     public convenience init(attaching region: ShmRegion, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) {
+        try options._validate("ShmLRU.attach(key: \(region.key))")
         let layout: _Layout
         do { layout = try ShmLRU._validateHeader(of: region, expectedRecordSize: recordSize, wait: options.attachWait) } catch {
             ShmEvents._emitIfRefused(error, key: region.key)
@@ -412,10 +416,22 @@ public final class ShmLRU: @unchecked Sendable {
     }
 }
 
+/// A duration in nanoseconds, saturating at the bounds of Int64.
 @inline(__always)
 func _nanoseconds(_ duration: Duration) -> Int64 {
     let (seconds, attoseconds) = duration.components
     let (total, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
     if overflow { return seconds < 0 ? .min : .max }
-    return total &+ attoseconds / 1_000_000_000
+    let (sum, overflow2) = total.addingReportingOverflow(attoseconds / 1_000_000_000)
+    if overflow2 { return total < 0 ? .min : .max }
+    return sum
+}
+
+extension ShmLRU.Options {
+    /// Rejects a negative lock timeout (it used to mean "wait for ever").
+    func _validate(_ operation: @autoclosure () -> String) throws(ShmError) {
+        if let lockTimeout, lockTimeout < .zero {
+            throw ShmError(.invalidArgument, operation(), detail: "lockTimeout must not be negative (0: try once; nil: no limit), not \(lockTimeout)")
+        }
+    }
 }

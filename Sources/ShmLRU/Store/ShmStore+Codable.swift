@@ -59,6 +59,15 @@ extension ShmStore {
     }
 }
 
+/// Encodes `value` with `codec` (JSON by default).
+func _encode<Value: Encodable>(
+    _ value: Value, _ operation: @autoclosure () -> String, codec: any ShmStoreCodec = JSONStoreCodec()
+) throws(ShmError) -> [UInt8] {
+    do { return try codec.encode(value) } catch {
+        throw ShmError(.codingFailed, operation(), detail: "cannot encode \(Value.self): \(error)")
+    }
+}
+
 extension ShmStore.Change {
     /// The new value of a `.set`, decoded with `codec` (the writer's); nil for other kinds.
     public func value<Value: Decodable>(as type: Value.Type = Value.self, codec: any ShmStoreCodec) throws(ShmError) -> Value? {

@@ -1,8 +1,9 @@
 import CShm
 import Glibc
 
-// Per-key cross-process locks (cluster-shared-memory's getLock / releaseLock / mutex). Locks
-// are advisory: set, get and remove do not take them. See ShmLockTable.swift.
+// Per-key cross-process locks (cluster-shared-memory's getLock / releaseLock /
+// mutex). Locks are advisory: set, get and remove do not take them. See
+// ShmLockTable.swift and, for async waits, _AsyncLockWaiter.swift.
 
 extension ShmStore {
     /// A held lock: give it back to `unlock`.
@@ -21,24 +22,49 @@ extension ShmStore {
         }
     }
 
-    /// Takes the lock of `key`, waiting (in arrival order) while another holds it.
-    /// A holder that dies is detected within about 50 ms, and its lock handed to
-    /// the next waiter, whose token says so. Not reentrant: a second `lock` of the
-    /// same key from the same process waits for the first to be released.
+    /// Takes the lock of `key`, blocking the calling thread while another holds
+    /// it. Waiters are served in arrival order: a release hands the lock to the
+    /// next one. A holder that dies is detected within about 50 ms, and its lock
+    /// handed to the next waiter, whose token says so. Not reentrant: a second
+    /// `lock` of the same key from the same process waits for the first to be released.
     ///
-    /// - Parameters:
-    ///   - key: the key whose lock to take (it need not hold a value).
-    ///   - timeout: the longest wait; nil waits for ever.
-    /// - Throws: `.lockTimeout`; `.full` when the lock table has no free slot or
-    ///   waiter entry.
+    /// In async code use `lock(_:timeout:) async` (or `withLock`/`mutex` with an
+    /// async body): a blocking wait on a cooperative-pool thread takes that thread
+    /// from every task of the process, and enough of them (also through a
+    /// synchronous helper the `noasync` check cannot see) stop the holder's own
+    /// task from running to release the lock. The store's finite default
+    /// `lockTimeout` turns such a deadlock into `.lockTimeout` errors.
+    ///
+    /// - Parameter timeout: the longest wait (0: try once); nil: the store's
+    ///   `lockTimeout` (10 s unless configured). Very long timeouts saturate.
+    /// - Throws: `.lockTimeout`; `.invalidArgument` for a negative timeout or a
+    ///   key longer than the record size; `.full` when every lock slot is bound
+    ///   to another key. A full waiter table is not an error: the call waits for
+    ///   an entry to free up.
     public func lock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
-        try _lock(key, timeout: timeout, isCancelled: { false })
+        let operation = _operation("lock", key)
+        let deadline = try _lockDeadline(timeout, operation)
+        let identity = try _locks.identity(key, operation)
+        let start = _monotonicNanoseconds()
+        let grant: _LockTable.Grant?
+        do throws(ShmError) { grant = try _locks.acquire(identity, tryOnly: false, deadline: deadline, isCancelled: { false }, operation) } catch {
+            _noteLockFailure(error, operation, since: start)
+            throw error
+        }
+        guard let grant else { throw ShmError(.lockTimeout, operation) }
+        _noteGrant(grant.previousHolderDied, operation, since: start)
+        return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
-    /// Takes the lock of `key` if it is free and nobody waits for it; nil otherwise.
+    /// Takes the lock of `key` if it is free and nobody waits for it; nil
+    /// otherwise. Never waits for the key's lock; the lock table's own mutex (held
+    /// by peers only for table updates) is waited for at most 0.5 ms.
+    /// - Throws: `.lockTimeout` when the lock table's mutex stayed busy (a peer
+    ///   stopped or killed inside a table update, or a forged segment).
     public func tryLock(_ key: String) throws(ShmError) -> LockToken? {
         let operation = _operation("tryLock", key)
-        guard let grant = try _locks.acquire(.init(key), tryOnly: true, deadline: nil, isCancelled: { false }, operation) else {
+        let identity = try _locks.identity(key, operation)
+        guard let grant = try _locks.acquire(identity, tryOnly: true, deadline: nil, isCancelled: { false }, operation) else {
             return nil
         }
         if grant.previousHolderDied {
@@ -47,7 +73,8 @@ extension ShmStore {
         return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
-    /// Releases the lock of `key` held with `token` (from any thread or process).
+    /// Releases the lock of `key` held with `token` (from any thread or process),
+    /// handing it to the next waiter if there is one.
     /// - Throws: `.lockNotHeld` for a token of another key, a wrong token, or a
     ///   stale one (released already, or taken over after its holder was found dead).
     public func unlock(_ key: String, _ token: LockToken) throws(ShmError) {
@@ -55,12 +82,15 @@ extension ShmStore {
         guard token.key == key else {
             throw ShmError(.lockNotHeld, operation, detail: "the token is for key \"\(token.key)\"")
         }
-        try _locks.release(.init(key), id: token.id, operation)
+        try _unlock(try _locks.identity(key, operation), id: token.id, operation)
     }
 
     /// Runs `body` holding the lock of `key`; releases it when `body` returns or
-    /// throws. Blocks the calling thread while it waits: from async code use `mutex`.
-    @available(*, noasync, message: "blocks the thread while waiting: use mutex(_:timeout:_:)")
+    /// throws. Blocks the calling thread while it waits: from async code use the
+    /// async `withLock` (or `mutex`).
+    /// (Disfavoured, so that in async code `withLock` resolves to the async overload.)
+    @_disfavoredOverload
+    @available(*, noasync, message: "blocks the thread while waiting: use the async withLock(_:timeout:_:) or mutex(_:timeout:_:)")
     public func withLock<R>(_ key: String, timeout: Duration? = nil, _ body: (LockToken) throws -> R) throws -> R {
         let token = try lock(key, timeout: timeout)
         let result: R
@@ -73,49 +103,36 @@ extension ShmStore {
     }
 
     /// The PID of the live process holding the lock of `key` (nil when free), and
-    /// how many lock calls wait for it.
+    /// how many lock calls of live processes wait for it.
     public func lockState(_ key: String) throws(ShmError) -> (holder: Int32?, waiters: Int) {
-        let state = try _locks.state(of: .init(key), _operation("lockState", key))
+        let operation = _operation("lockState", key)
+        let state = try _locks.state(of: try _locks.identity(key, operation), operation)
         return (state.holder == 0 ? nil : state.holder, state.waiters)
     }
 
     // MARK: Async
 
-    /// Takes the lock of `key` without blocking Swift's cooperative thread pool:
-    /// a contended wait runs on a dedicated thread. Cancelling the task abandons
-    /// the wait (within about 50 ms) and throws `.cancelled`.
+    /// Takes the lock of `key` without blocking any thread: the task is suspended
+    /// and resumed by its process's one lock-waiting thread when a release hands
+    /// it the lock (FIFO). Cancelling the task abandons the wait and throws `.cancelled`.
+    ///
+    /// - Parameter timeout: as for the blocking `lock`.
     public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
-        if let token = try tryLock(key) { return token }
-        try _checkCancelled(key)
-        let deadline = timeout.map { _deadline(after: $0) }
-        let cancelled = _CancelFlag()
-        do {
-            return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<LockToken, any Error>) in
-                    let thread = _startThread { [self] in
-                        continuation.resume(
-                            with: Result { () throws(ShmError) -> LockToken in
-                                try _lock(key, deadline: deadline, isCancelled: { cancelled.isSet })
-                            })
-                    }
-                    if let thread {
-                        pthread_detach(thread)
-                    } else {
-                        continuation.resume(throwing: ShmError(.systemCall, _operation("lock", key), detail: "pthread_create failed"))
-                    }
-                }
-            } onCancel: {
-                cancelled.set()
-            }
-        } catch let error as ShmError {
+        let operation = _operation("lock", key)
+        let deadline = try _lockDeadline(timeout, operation)
+        let identity = try _locks.identity(key, operation)
+        let start = _monotonicNanoseconds()
+        let grant: _LockTable.Grant
+        do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
+            _noteLockFailure(error, operation, since: start)
             throw error
-        } catch {
-            throw ShmError(.systemCall, _operation("lock", key), detail: "\(error)")
         }
+        _noteGrant(grant.previousHolderDied, operation, since: start)
+        return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
-    /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`), waiting without
-    /// blocking the cooperative pool; releases it when `body` returns or throws.
+    /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`),
+    /// waiting without blocking any thread; releases it when `body` returns or throws.
     public func mutex<R>(
         _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
         _ body: (LockToken) async throws -> R
@@ -130,42 +147,53 @@ extension ShmStore {
         return result
     }
 
+    /// `withLock` for async code: the same as `mutex`.
+    public func withLock<R>(
+        _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
+        _ body: (LockToken) async throws -> R
+    ) async throws -> R {
+        try await mutex(key, timeout: timeout, isolation: isolation, body)
+    }
+
     // MARK: Internals
 
-    @inline(never)
-    func _emitLockEvent(_ kind: ShmEvent.Kind, _ operation: String, since start: UInt64, detail: String?) {
-        let now = _monotonicNanoseconds()
-        let waited = Duration.nanoseconds(Int64(clamping: now &- min(start, now)))
-        ShmEvents._emit(ShmEvent(kind, key: self.key, operation: operation, detail: detail, waited: waited))
-    }
-
-    func _lock(_ key: String, timeout: Duration?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
-        try _lock(key, deadline: timeout.map { _deadline(after: $0) }, isCancelled: isCancelled)
-    }
-
-    func _lock(_ key: String, deadline: UInt64?, isCancelled: () -> Bool) throws(ShmError) -> LockToken {
-        let operation = _operation("lock", key)
-        if let token = try tryLock(key) { return token }  // free: no wait, no event
-        let start = _monotonicNanoseconds()
-        let grant: (id: UInt64, previousHolderDied: Bool)?
-        do { grant = try _locks.acquire(.init(key), tryOnly: false, deadline: deadline, isCancelled: isCancelled, operation) } catch {
-            if error.code == .lockTimeout { _emitLockEvent(.lockTimeout, operation, since: start, detail: error.detail) }
-            throw error
-        }
-        guard let grant else { throw ShmError(.lockTimeout, operation) }
-        _emitLockEvent(.keyLockWaited, operation, since: start, detail: nil)
-        if grant.previousHolderDied {
+    /// Tells the event observers (ShmEvents) about a lock granted after a wait,
+    /// or taken over from a holder that died.
+    func _noteGrant(_ previousHolderDied: Bool, _ operation: String, since start: UInt64) {
+        ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: operation, waited: _waited(since: start)))
+        if previousHolderDied {
             ShmEvents._emit(ShmEvent(.keyLockHolderDied, key: self.key, operation: operation, detail: "its holder died holding it"))
         }
-        return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
-    func _checkCancelled(_ key: String) throws(ShmError) {
-        if Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
+    /// Tells the event observers about a lock wait that timed out.
+    func _noteLockFailure(_ error: ShmError, _ operation: String, since start: UInt64) {
+        guard error.code == .lockTimeout else { return }
+        ShmEvents._emit(ShmEvent(.lockTimeout, key: self.key, operation: operation, detail: error.detail, waited: _waited(since: start)))
+    }
+
+    private func _waited(since start: UInt64) -> Duration {
+        let now = _monotonicNanoseconds()
+        return .nanoseconds(Int64(clamping: now &- min(start, now)))
+    }
+
+    /// The deadline of a lock wait: `timeout` from now (saturating), or the
+    /// store's lock timeout for nil.
+    func _lockDeadline(_ timeout: Duration?, _ operation: @autoclosure () -> String) throws(ShmError) -> UInt64? {
+        if let timeout, timeout < .zero {
+            throw ShmError(.invalidArgument, operation(), detail: "a lock timeout must not be negative (0: try once), not \(timeout)")
+        }
+        return _locks.deadline(timeout)
+    }
+
+    func _unlock(_ identity: _LockTable.Identity, id: UInt64, _ operation: @autoclosure () -> String) throws(ShmError) {
+        if let entry = try _locks.release(identity, id: id, operation()) {
+            _asyncLocks.delivered(to: entry)
+        }
     }
 }
 
-/// The monotonic instant `duration` from now (negative durations: now).
+/// The monotonic instant `duration` from now (negative durations: now; saturating).
 func _deadline(after duration: Duration) -> UInt64 {
     _saturatingAdd(_monotonicNanoseconds(), UInt64(max(0, _nanoseconds(duration))))
 }

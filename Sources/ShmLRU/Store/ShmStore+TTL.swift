@@ -15,6 +15,8 @@ extension ShmStore {
         case never
         /// Expires this long after the set (must be positive).
         case after(Duration)
+        /// Keeps the entry's current expiry (a new entry gets the store's `maxAge`).
+        case keepCurrent
     }
 
     /// What is left of an entry's life.
@@ -55,7 +57,7 @@ extension ShmStore {
     /// The max age in nanoseconds an entry set with `expiry` gets (0: never).
     func _maxAge(for expiry: Expiry, _ operation: @autoclosure () -> String) throws(ShmError) -> UInt64 {
         switch expiry {
-        case .storeDefault: return _maxAgeNanoseconds
+        case .storeDefault, .keepCurrent: return _maxAgeNanoseconds
         case .never: return 0
         case .after(let duration):
             guard duration > .zero else {

@@ -17,45 +17,27 @@ extension ShmStore {
     /// - Parameters:
     ///   - key: the entry's key.
     ///   - value: the bytes to store.
-    ///   - expiry: how long the entry lives; by default the store's `maxAge`.
+    ///   - expiry: how long the entry lives; by default the store's `maxAge`
+    ///     (`.keepCurrent`: the entry keeps its expiry).
     /// - Throws: `.valueTooLarge` when 24 + the key's UTF-8 length + the value's
     ///   exceed the record size; `.keyCollision` when every probe hash of the key is
     ///   taken by live entries of other keys; `.full` when the store is full and
     ///   refuses to evict; `.invalidArgument` for a non-positive expiry; `.lockTimeout`.
     ///   Nothing is changed when it throws.
     public func set(_ key: String, bytes value: UnsafeRawBufferPointer, expiry: Expiry = .storeDefault) throws(ShmError) {
+        if case .keepCurrent = expiry { return try _setKeepingExpiry(key, bytes: value) }  // ShmStore+Atomic.swift
         var operation: String { _operation("set", key) }  // formatted only when thrown
         let maxAge = try _maxAge(for: expiry, operation)
         let keyBytes = Array(key.utf8)
-        let total = _StoreLayout.payloadHeaderSize + keyBytes.count + value.count
-        guard total <= cache.recordSize else {
-            throw ShmError(
-                .valueTooLarge, operation,
-                detail: "24-byte header + \(keyBytes.count)-byte key + \(value.count)-byte value = \(total) bytes; records hold \(cache.recordSize)")
-        }
+        try _checkFits(keyBytes.count, value.count, operation)
         let base = _hash(key)
         try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) in
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) in
                 let now = _monotonicNanoseconds()
-                let expiresAt = maxAge == 0 ? 0 : _saturatingAdd(now, maxAge)
-                let payload = _makePayload(key: keyBuffer, value: value, expiresAt: expiresAt, maxAge: maxAge)
                 let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
-                let hash: UInt32
-                if let found {
-                    hash = found.hash
-                } else {
-                    guard let free else {
-                        throw ShmError(
-                            .keyCollision, operation,
-                            detail: "hashes \(base)...\(base &+ UInt32(configuration.probeLimit - 1)) are all taken by other keys")
-                    }
-                    hash = free
-                    if lru.isFull { try _makeRoomLocked(lru, now: now, operation) }
-                }
-                try _withBytes(payload) { (payloadBuffer) throws(ShmError) in
-                    try lru.set(hash, payloadBuffer)
-                    _store.appendChange(.set, payload: payloadBuffer)
-                }
+                try _writeLocked(
+                    lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
+                    expiresAt: maxAge == 0 ? 0 : _saturatingAdd(now, maxAge), maxAge: maxAge, operation)
             }
         }
     }

@@ -31,7 +31,7 @@ extension ShmStore {
             let layout = _store.layout
             for index in 0..<layout.waiterSlots {
                 let tag = _store.load(_store.waiter(index, _StoreLayout.W.slot))
-                if Int(tag) > layout.lockSlots { report.add("lock waiter \(index) names slot \(tag) of \(layout.lockSlots)") }
+                if Int(tag) > layout.lockSlots, tag != _StoreLayout.doorbellTag { report.add("lock waiter \(index) names slot \(tag) of \(layout.lockSlots)") }
             }
             for index in 0..<layout.lockSlots where _store.load(_store.slot(index, _StoreLayout.L.state)) > _StoreLayout.slotReleased {
                 report.add("lock slot \(index) has an unknown state")

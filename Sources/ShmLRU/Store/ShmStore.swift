@@ -97,13 +97,24 @@ public final class ShmStore: @unchecked Sendable {
         /// `.atMostEvery` (the default) store reads take no lock (see
         /// ShmStore+LockFreeRead.swift); `.onEveryRead` is exact LRU, every get under the lock.
         public var promotion: ShmLRU.Promotion
+        /// get-or-load: how long a load that found nothing (returned nil) is
+        /// remembered as a miss; nil: not remembered (lua-resty-mlcache's `neg_ttl`).
+        public var negativeTTL: Duration?
+        /// get-or-load: when a load throws, a value expired at most this long ago is
+        /// returned instead of the error; nil: never (lua-resty-mlcache's `resurrect_ttl`).
+        public var staleIfError: Duration?
+        /// This handle's limit on every lock wait: the data segment's lock, and a
+        /// per-key lock when no timeout is given (0: try once; nil: no limit).
+        /// Not stored in the segment: each process chooses its own.
+        public var lockTimeout: Duration?
 
         /// A configuration; every parameter has a default (10,000 entries of up to 1024 bytes, no expiry, evict when full, 256 lock slots, 256 waiters, 256 changes kept, 8 probes).
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
             changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .lru,
-            promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1))
+            promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1)), negativeTTL: Duration? = nil, staleIfError: Duration? = nil,
+            lockTimeout: Duration? = ShmStore.defaultLockTimeout
         ) {
             self.policy = policy
             self.capacity = capacity
@@ -116,8 +127,15 @@ public final class ShmStore: @unchecked Sendable {
             self.changeLogCapacity = changeLogCapacity
             self.probeLimit = probeLimit
             self.promotion = promotion
+            self.negativeTTL = negativeTTL
+            self.staleIfError = staleIfError
+            self.lockTimeout = lockTimeout
         }
     }
+
+    /// The default `lockTimeout`: 10 s, as the cache's. A finite default turns a
+    /// lock wait that cannot end (a holder that cannot run) into an error.
+    public static let defaultLockTimeout: Duration? = .seconds(10)
 
     /// The store segment's key (the name other processes attach by).
     public var key: ShmKey { _storeRegion.key }
@@ -129,6 +147,7 @@ public final class ShmStore: @unchecked Sendable {
     let _storeRegion: ShmRegion
     let _store: _StoreSegment
     let _locks: _LockTable
+    let _asyncLocks: _AsyncLockWaiter
     let _maxAgeNanoseconds: UInt64
     let _hash: @Sendable (String) -> UInt32
     /// `_hash` is the stable hash: reads hash the key's UTF-8 bytes in place.
@@ -144,12 +163,16 @@ public final class ShmStore: @unchecked Sendable {
 
     private init(
         storeRegion: ShmRegion, layout: _StoreLayout, cache: ShmLRU, configuration: Configuration,
-        hash: (@Sendable (String) -> UInt32)?
+        hash: (@Sendable (String) -> UInt32)?, lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil
     ) {
         _storeRegion = storeRegion
         let segment = _StoreSegment(base: storeRegion._attachment.base, layout: layout)
         _store = segment
-        _locks = _LockTable(segment: segment, mutex: _RobustMutex(address: segment.mutex))
+        _locks = _LockTable(
+            segment: segment, mutex: _RobustMutex(address: segment.mutex),
+            defaultTimeoutNanoseconds: configuration.lockTimeout.map { _nanoseconds($0) } ?? -1,
+            hash: lockHash ?? { _fnv1a64($0) })
+        _asyncLocks = _AsyncLockWaiter(table: _locks, region: storeRegion)
         self.cache = cache
         self.configuration = configuration
         _maxAgeNanoseconds = configuration.maxAge.map { UInt64(max(0, _nanoseconds($0))) } ?? 0
@@ -175,13 +198,27 @@ public final class ShmStore: @unchecked Sendable {
         try _create(key: key, configuration: configuration, permissions: permissions, persistent: persistent, hash: nil)
     }
 
+    /// Checks what a handle alone uses (not stored in the segment).
+    static func _validateHandleOptions(lockTimeout: Duration?, _ operation: @autoclosure () -> String) throws(ShmError) {
+        if let lockTimeout, lockTimeout < .zero {
+            throw ShmError(
+                .invalidArgument, operation(), detail: "lockTimeout must not be negative (0: try once; nil: no limit), not \(lockTimeout)")
+        }
+    }
+
     /// `create` with a replaceable hash function (tests force collisions with it).
     static func _create(
         key: ShmKey, configuration: Configuration, permissions: UInt16, persistent: Bool,
-        hash: (@Sendable (String) -> UInt32)?
+        hash: (@Sendable (String) -> UInt32)?, lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil
     ) throws(ShmError) -> ShmStore {
         let operation = "ShmStore.create(key: \(key))"
         let c = configuration
+        try _validateHandleOptions(lockTimeout: c.lockTimeout, operation)
+        for (name, window) in [("negativeTTL", c.negativeTTL), ("staleIfError", c.staleIfError)] {
+            if let window, window <= .zero {
+                throw ShmError(.invalidArgument, operation, detail: "\(name) must be positive (nil: none)")
+            }
+        }
         guard let layout = _StoreLayout(
             recordSize: c.recordSize, lockSlots: c.lockSlots, waiterSlots: c.lockWaiters, logCapacity: c.changeLogCapacity)
         else {
@@ -204,7 +241,7 @@ public final class ShmStore: @unchecked Sendable {
         do {
             cache = try ShmLRU.create(
                 key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
-                persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, policy: c.policy))
+                persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, lockTimeout: c.lockTimeout, policy: c.policy))
         } catch {
             try? region.remove()
             _ = try? region.detach()
@@ -229,6 +266,8 @@ public final class ShmStore: @unchecked Sendable {
             (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0))
         s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
         s.store64(_StoreLayout.H.promotion, _StoreLayout.promotionNanoseconds(c.promotion))
+        s.store64(_StoreLayout.H.negativeTTL, c.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
+        s.store64(_StoreLayout.H.staleIfError, c.staleIfError.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
         do {
             try _RobustMutex.initialize(at: s.mutex)
         } catch {
@@ -239,7 +278,7 @@ public final class ShmStore: @unchecked Sendable {
             throw error
         }
         cshm_store_release_u64(s.u64(_StoreLayout.H.magic), _StoreLayout.magic)
-        return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
+        return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash, lockHash: lockHash)
     }
 
     // MARK: Attach
@@ -250,11 +289,19 @@ public final class ShmStore: @unchecked Sendable {
     ///   ShmStore of this layout version; `.corrupted` for a header that does not
     ///   add up, claims more than the segment holds, or names a data segment that
     ///   is gone or does not match.
-    public static func attach(key: ShmKey, wait: Duration = .seconds(2)) throws(ShmError) -> ShmStore {
-        try _attach(key: key, wait: wait, hash: nil)
+    ///
+    /// - Parameter lockTimeout: this handle's limit on lock waits (see `Configuration.lockTimeout`).
+    public static func attach(
+        key: ShmKey, wait: Duration = .seconds(2), lockTimeout: Duration? = ShmStore.defaultLockTimeout
+    ) throws(ShmError) -> ShmStore {
+        try _attach(key: key, wait: wait, lockTimeout: lockTimeout, hash: nil)
     }
 
-    static func _attach(key: ShmKey, wait: Duration, hash: (@Sendable (String) -> UInt32)?) throws(ShmError) -> ShmStore {
+    static func _attach(
+        key: ShmKey, wait: Duration, lockTimeout: Duration? = ShmStore.defaultLockTimeout, hash: (@Sendable (String) -> UInt32)?,
+        lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil
+    ) throws(ShmError) -> ShmStore {
+        try _validateHandleOptions(lockTimeout: lockTimeout, "ShmStore.attach(key: \(key))")
         let region: ShmRegion
         let header: (_StoreLayout, Configuration, ShmKey)
         do {
@@ -268,14 +315,17 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.attach(key: \(key))"
         let cache: ShmLRU
         do {
-            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize, options: .init(promotion: configuration.promotion))
+            cache = try ShmLRU.attach(
+                key: lruKey, recordSize: layout.recordSize,
+                options: ShmLRU.Options(promotion: configuration.promotion, lockTimeout: lockTimeout))
         } catch {
             throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
         }
         var c = configuration
         c.capacity = cache.capacity
         c.policy = cache.policy
-        return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
+        c.lockTimeout = lockTimeout
+        return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash, lockHash: lockHash)
     }
 
     /// `readOnlyAllowed` is for `probe(key:)`, which only reads the header.
@@ -291,7 +341,7 @@ public final class ShmStore: @unchecked Sendable {
         let magicPointer = base.assumingMemoryBound(to: UInt64.self)
         var magic = cshm_load_acquire_u64(magicPointer)
         if magic == 0 {  // maybe still being created
-            let deadline = _monotonicNanoseconds() &+ UInt64(max(0, _nanoseconds(wait)))
+            let deadline = _saturatingAdd(_monotonicNanoseconds(), UInt64(max(0, _nanoseconds(wait))))
             while magic == 0, _monotonicNanoseconds() < deadline {
                 usleep(1_000)
                 magic = cshm_load_acquire_u64(magicPointer)
@@ -330,8 +380,10 @@ public final class ShmStore: @unchecked Sendable {
         let maxAge = field64(_StoreLayout.H.maxAge)
         let flags = field(_StoreLayout.H.flags)
         let promotion = field64(_StoreLayout.H.promotion)
+        let negativeTTL = field64(_StoreLayout.H.negativeTTL)
+        let staleIfError = field64(_StoreLayout.H.staleIfError)
         guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0,
-            promotion <= UInt64(Int64.max)
+            promotion <= UInt64(Int64.max), negativeTTL <= UInt64(Int64.max), staleIfError <= UInt64(Int64.max)
         else {
             throw ShmError(.corrupted, operation, detail: "store options out of range")
         }
@@ -344,7 +396,9 @@ public final class ShmStore: @unchecked Sendable {
             renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
             whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
             lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
-            probeLimit: probeLimit, promotion: promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(promotion))))
+            probeLimit: probeLimit, promotion: promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(promotion))),
+            negativeTTL: negativeTTL == 0 ? nil : .nanoseconds(Int64(negativeTTL)),
+            staleIfError: staleIfError == 0 ? nil : .nanoseconds(Int64(staleIfError)))
         return (layout, configuration, lruKey)
     }
 

@@ -7,40 +7,60 @@ import CShm
 //
 //  Store segment (key = the store's key)
 //  byte 0
-//  +--------------+--------------------------+------------------------+---------------------------+
-//  | header 512 B | lock table               | waiter table           | change log (ring)         |
-//  |              | lockSlots x 64 B         | waiterSlots x 32 B     | logCapacity x logStride   |
-//  +--------------+--------------------------+------------------------+---------------------------+
+//  +--------------+-----------------------------+------------------------+---------------------------+
+//  | header 512 B | lock table                  | waiter table           | change log (ring)         |
+//  |              | lockSlots x lockSlotStride  | waiterSlots x 48 B     | logCapacity x logStride   |
+//  +--------------+-----------------------------+------------------------+---------------------------+
 //
 //  Header
 //   line 0-1 immutable after init: magic "SHMSTOR1", version, header size, the data
 //           segment's key, record size, lock slots, waiter slots, log capacity and
 //           stride, section offsets, total size, default max age (ns, 0 = none),
 //           flags (bit 0: a get renews the age; bit 1: refuse when
-//           full), probe limit, promotion interval (UInt64 ns at 88; 0 = exact
-//           LRU, every get under the lock; else gets are lock-free)
+//           full), probe limit, negative TTL and stale-if-error window of
+//           get-or-load (ns, 0 = none), promotion interval (UInt64 ns at 104;
+//           0 = exact LRU, every get under the lock; else gets are lock-free)
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
 //   line 4-7 reserved (zero)
 //
-//  Lock slot (64 B), bound to one key while it is held or waited for:
+//  Lock slot (lockSlotStride = 64 + lockKeyCapacity, lockKeyCapacity = recordSize
+//  rounded up to 8), bound to one key while it is held or waited for:
 //   +0  state   UInt32  0 never used, 1 bound, 2 released (a tombstone for probing)
-//   +4  wake    UInt32  futex word: bumped on every release / hand-over
-//   +8  keyHash UInt64  FNV-1a 64 of the UTF-8 key (with keyLength: the identity)
-//   +16 keyLen  UInt32
+//   +4  kind    UInt32  0 a key's lock, 1 its get-or-load lock
+//   +8  keyHash UInt64  FNV-1a 64 of the UTF-8 key: where probing starts, and a
+//                       quick reject; never the identity on its own
+//   +16 keyLen  UInt32  (<= lockKeyCapacity)
 //   +20 flags   UInt32  bit 0: the previous holder died (told to the next taker)
 //   +24 pid     Int32   holder process (0: not held)
 //   +28 —
 //   +32 start   UInt64  holder's start time (/proc/PID/stat field 22): PID reuse guard
 //   +40 token   UInt64  the holder's token (0: not held)
 //   +48 arrival UInt64  next arrival number (FIFO order of waiters)
+//   +56 —
+//   +64 key     the UTF-8 key, keyLen bytes
+//  A lock's identity is (kind, keyLen, key bytes), compared in full: two keys whose
+//  hashes collide probe on to different slots, never share one lock. Why the
+//  bytes and not a second hash: a 128-bit identity still lets a crafted or unlucky
+//  pair of keys share a lock; the bytes cost lockKeyCapacity per slot (256 KB for
+//  256 slots of 1 KB records), and any key a record can hold fits.
 //
-//  Waiter entry (32 B), one per blocked lock call:
-//   +0  slot+1  UInt32  (0: free)
-//   +4  pid     Int32
-//   +8  start   UInt64
-//   +16 arrival UInt64  its place in the slot's queue
+//  Waiter entry (48 B), one per blocked lock call, per process queue of async
+//  lock calls on one key, or per doorbell:
+//   +0  tag      UInt32  slot+1 of the lock waited for; 0 free; 0xFFFFFFFF a doorbell
+//   +4  pid      Int32
+//   +8  start    UInt64
+//   +16 arrival  UInt64  its place in the slot's queue
+//   +24 word     UInt32  futex word: bumped when the entry is granted or rung
+//   +28 doorbell UInt32  index+1 of the entry whose word a grant rings (0: this one);
+//                        an async waiter's process sleeps on one doorbell
+//   +32 grant    UInt64  the token of the lock handed to this entry (0: waiting)
+//   +40 flags    UInt32  bit 0: the granted lock's previous holder died
+//   +44 queued   UInt32  lock calls of its process this entry stands for (>= 1)
+//  A release hands the lock to the earliest live waiter (FIFO): it writes the
+//  holder and the entry's grant under the table mutex and rings one word; nobody
+//  else wakes.
 //
 //  Change-log entry (stride = 16 + recordSize, rounded up to 8). Entry s lives at
 //  s % logCapacity; written under the data segment's lock:
@@ -63,10 +83,11 @@ import CShm
 
 struct _StoreLayout: Equatable, Sendable {
     static let magic: UInt64 = 0x3152_4F54_534D_4853  // "SHMSTOR1" little-endian
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
     static let headerSize = 512
-    static let lockSlotSize = 64
-    static let waiterSize = 32
+    static let lockSlotHeaderSize = 64
+    static let waiterSize = 48
+    static let doorbellTag: UInt32 = 0xFFFF_FFFF
     static let logEntryHeaderSize = 16
     static let payloadHeaderSize = 24
     static let maxTableSlots = 1 << 20
@@ -89,7 +110,9 @@ struct _StoreLayout: Equatable, Sendable {
         static let maxAge = 72  // UInt64
         static let flags = 80
         static let probeLimit = 84
-        static let promotion = 88  // UInt64
+        static let negativeTTL = 88  // UInt64
+        static let staleIfError = 96  // UInt64
+        static let promotion = 104  // UInt64
         static let mutex = 128  // 64 bytes
         static let logHead = 192  // UInt64
         static let logWord = 200
@@ -98,7 +121,7 @@ struct _StoreLayout: Equatable, Sendable {
 
     enum L {
         static let state = 0
-        static let wake = 4
+        static let kind = 4
         static let keyHash = 8
         static let keyLength = 16
         static let flags = 20
@@ -106,6 +129,7 @@ struct _StoreLayout: Equatable, Sendable {
         static let start = 32
         static let token = 40
         static let arrival = 48
+        static let key = 64
     }
 
     enum W {
@@ -113,6 +137,11 @@ struct _StoreLayout: Equatable, Sendable {
         static let pid = 4
         static let start = 8
         static let arrival = 16
+        static let word = 24
+        static let doorbell = 28
+        static let grant = 32
+        static let flags = 40
+        static let queued = 44
     }
 
     enum E {
@@ -148,6 +177,9 @@ struct _StoreLayout: Equatable, Sendable {
 
     let recordSize: Int
     let lockSlots: Int
+    /// Bytes of a lock slot (64 + lockKeyCapacity) and the longest lock key.
+    let lockSlotStride: Int
+    let lockKeyCapacity: Int
     let waiterSlots: Int
     let logCapacity: Int
     let logStride: Int
@@ -163,11 +195,13 @@ struct _StoreLayout: Equatable, Sendable {
         else { return nil }
         self.recordSize = recordSize
         self.lockSlots = lockSlots
+        lockKeyCapacity = (recordSize + 7) & ~7
+        lockSlotStride = _StoreLayout.lockSlotHeaderSize + lockKeyCapacity
         self.waiterSlots = waiterSlots
         self.logCapacity = logCapacity
         logStride = (_StoreLayout.logEntryHeaderSize + recordSize + 7) & ~7
         lockTableOffset = _StoreLayout.headerSize
-        waiterTableOffset = (lockTableOffset + lockSlots * _StoreLayout.lockSlotSize + 63) & ~63
+        waiterTableOffset = (lockTableOffset + lockSlots * lockSlotStride + 63) & ~63
         logOffset = (waiterTableOffset + waiterSlots * _StoreLayout.waiterSize + 63) & ~63
         let (log, overflow1) = logCapacity.multipliedReportingOverflow(by: logStride)
         let (total, overflow2) = logOffset.addingReportingOverflow(log)
@@ -175,7 +209,7 @@ struct _StoreLayout: Equatable, Sendable {
         totalSize = total
     }
 
-    @inline(__always) func lockSlotOffset(_ slot: Int) -> Int { lockTableOffset &+ slot &* _StoreLayout.lockSlotSize }
+    @inline(__always) func lockSlotOffset(_ slot: Int) -> Int { lockTableOffset &+ slot &* lockSlotStride }
     @inline(__always) func waiterOffset(_ index: Int) -> Int { waiterTableOffset &+ index &* _StoreLayout.waiterSize }
     @inline(__always) func logEntryOffset(_ sequence: UInt64) -> Int {
         logOffset &+ Int(sequence % UInt64(logCapacity)) &* logStride

@@ -1,0 +1,51 @@
+// HTTPCounter: cluster-shared-memory's test server on ShmStore.
+//
+//   HTTPCounter serve --variant mutex|withLock|update|none [--workers 4] [--port 8089] [--key 0x48545443]
+//       opens the store (ShmStore.open: a store left by a killed run is replaced),
+//       sets the counter to 0, starts N worker processes that serve 127.0.0.1:PORT
+//       together (SO_REUSEPORT), prints `ready` once all listen, and on SIGTERM or
+//       SIGINT stops them, prints `counter=N` and removes the store.
+//   HTTPCounter worker VARIANT PORT KEY      (started by serve)
+//
+// Every `GET /` adds one to the Int under "requestTimes" and answers the new count:
+//   mutex     under the key's lock, async (cluster-shared-memory's `mutex`)
+//   withLock  under the key's lock, blocking, reached through a synchronous helper
+//   update    ShmStore.update (the data lock alone, no per-key lock)
+//   none      get then set with no lock (loses updates: the baseline for speed)
+import Glibc
+import ShmLRU
+
+let arguments = Array(CommandLine.arguments.dropFirst())
+
+func fail(_ message: String) -> Never {
+    var text = "HTTPCounter: \(message)\n"
+    text.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    exit(1)
+}
+
+func option(_ name: String, _ fallback: String) -> String {
+    guard let index = arguments.firstIndex(of: name), index + 1 < arguments.count else { return fallback }
+    return arguments[index + 1]
+}
+
+guard let command = arguments.first else { fail("usage: HTTPCounter serve --variant V [--workers N] [--port P] [--key K]") }
+switch command {
+case "serve":
+    let variant = option("--variant", "mutex")
+    guard Variant(rawValue: variant) != nil else { fail("unknown variant \(variant)") }
+    guard let workers = Int(option("--workers", "4")), workers >= 1 else { fail("bad --workers") }
+    guard let port = Int(option("--port", "8089")) else { fail("bad --port") }
+    guard let key = ShmKey(parsing: option("--key", "0x48545443")) else { fail("bad --key") }
+    serve(variant: variant, workers: workers, port: port, key: key)
+case "worker":
+    guard arguments.count == 4, let variant = Variant(rawValue: arguments[1]), let port = Int(arguments[2]),
+        let key = ShmKey(parsing: arguments[3])
+    else { fail("usage: HTTPCounter worker VARIANT PORT KEY") }
+    do {
+        try await runWorker(variant: variant, port: port, key: key)
+    } catch {
+        fail("worker: \(error)")
+    }
+default:
+    fail("unknown command \(command)")
+}

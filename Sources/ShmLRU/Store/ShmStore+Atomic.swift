@@ -1,0 +1,156 @@
+import CShm
+
+// Atomic operations on one key, under the data segment's lock alone: no per-key
+// lock, so a process killed in the middle holds nothing another must wait out.
+//
+// * `update`: read-modify-write; the closure runs under the data lock (keep it
+//   short, and do not call the store from it); returning nil removes the key.
+// * `add`: insert if absent (an expired entry counts as absent).
+// * `Expiry.keepCurrent`: a set (or update) that keeps the entry's expiry.
+
+extension ShmStore {
+    /// Reads the value under `key`, passes it to `body` (nil when absent or
+    /// expired) and stores what `body` returns, all under the data segment's lock:
+    /// no other process's set, remove or update of any key comes in between.
+    /// Returning nil removes the key. Tells the key's listeners of the change.
+    ///
+    /// `body` runs while every other store operation of every process waits: keep
+    /// it short, and do not call the store from it (that throws).
+    ///
+    /// - Parameter expiry: of the new value; by default the entry keeps its expiry
+    ///   (a new entry gets the store's `maxAge`).
+    /// - Returns: the value stored (nil: the key was removed, or stays absent).
+    /// - Throws: what `body` throws (nothing changed then); `.codingFailed` when the
+    ///   stored bytes are not a `Value`; everything `set` throws.
+    @discardableResult
+    public func update<Value: Codable>(
+        _ key: String, as type: Value.Type = Value.self, expiry: Expiry = .keepCurrent, _ body: (Value?) throws -> Value?
+    ) throws -> Value? {
+        let operation = _operation("update", key)
+        let keyBytes = Array(key.utf8)
+        let base = _hash(key)
+        var thrown: (any Error)? = nil
+        let result = try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> Value? in
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Value? in
+                let now = _monotonicNanoseconds()
+                let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
+                let current = try found.map { (found) throws(ShmError) -> Value in
+                    try _decode(Value.self, from: Array(found.header.value(in: found.payload)), operation, codec: _decoded.codec)
+                }
+                let next: Value?
+                do { next = try body(current) } catch {
+                    thrown = error
+                    return nil
+                }
+                guard let next else {
+                    if let found { try _reclaimLocked(lru, found.slot, payload: found.payload, header: found.header, kind: .removed) }
+                    return nil
+                }
+                let bytes = try _encode(next, operation, codec: _decoded.codec)
+                try _checkFits(keyBytes.count, bytes.count, operation)
+                let (expiresAt, maxAge) = try _expiry(expiry, found: found, now: now, operation)
+                try _withBytes(bytes) { (value) throws(ShmError) in
+                    try _writeLocked(lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
+                        expiresAt: expiresAt, maxAge: maxAge, operation)
+                }
+                return next
+            }
+        }
+        if let thrown { throw thrown }
+        return result
+    }
+
+    /// Stores `value` under `key` only if the key is absent (or expired).
+    /// - Returns: true if it was stored; false if the key held a live value (unchanged).
+    /// - Throws: `.codingFailed` if the value cannot be encoded; everything `set` throws.
+    @discardableResult
+    public func add<Value: Encodable>(_ key: String, _ value: Value, expiry: Expiry = .storeDefault) throws(ShmError) -> Bool {
+        try add(key, bytes: try _encode(value, _operation("add", key), codec: _decoded.codec), expiry: expiry)
+    }
+
+    /// `add(_:_:expiry:)` for raw bytes.
+    @discardableResult
+    public func add(_ key: String, bytes value: [UInt8], expiry: Expiry = .storeDefault) throws(ShmError) -> Bool {
+        let operation = _operation("add", key)
+        let keyBytes = Array(key.utf8)
+        try _checkFits(keyBytes.count, value.count, operation)
+        let base = _hash(key)
+        return try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> Bool in
+            try _withBytes(value) { (valueBuffer) throws(ShmError) -> Bool in
+                try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
+                    let now = _monotonicNanoseconds()
+                    let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
+                    if found != nil { return false }
+                    let (expiresAt, maxAge) = try _expiry(expiry, found: nil, now: now, operation)
+                    try _writeLocked(lru, keyBuffer, value: valueBuffer, found: nil, free: free, base: base, now: now,
+                        expiresAt: expiresAt, maxAge: maxAge, operation)
+                    return true
+                }
+            }
+        }
+    }
+
+    /// `set(_:bytes:expiry:)` with `expiry: .keepCurrent`: the entry keeps its
+    /// expiry instant and max age (a new entry gets the store's `maxAge`).
+    func _setKeepingExpiry(_ key: String, bytes value: UnsafeRawBufferPointer) throws(ShmError) {
+        let operation = _operation("set", key)
+        let keyBytes = Array(key.utf8)
+        try _checkFits(keyBytes.count, value.count, operation)
+        let base = _hash(key)
+        try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) in
+            try cache._withLockedHandle(operation) { (lru) throws(ShmError) in
+                let now = _monotonicNanoseconds()
+                let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
+                let (expiresAt, maxAge) = try _expiry(.keepCurrent, found: found, now: now, operation)
+                try _writeLocked(lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
+                    expiresAt: expiresAt, maxAge: maxAge, operation)
+            }
+        }
+    }
+
+    // MARK: Internals
+
+    func _checkFits(_ keyCount: Int, _ valueCount: Int, _ operation: @autoclosure () -> String) throws(ShmError) {
+        let total = _StoreLayout.payloadHeaderSize + keyCount + valueCount
+        guard total <= cache.recordSize else {
+            throw ShmError(
+                .valueTooLarge, operation(),
+                detail: "24-byte header + \(keyCount)-byte key + \(valueCount)-byte value = \(total) bytes; records hold \(cache.recordSize)")
+        }
+    }
+
+    /// The expiry instant and max age of a value written now with `expiry`.
+    func _expiry(_ expiry: Expiry, found: _Located?, now: UInt64, _ operation: @autoclosure () -> String) throws(ShmError)
+        -> (expiresAt: UInt64, maxAge: UInt64)
+    {
+        if case .keepCurrent = expiry, let found { return (found.header.expiresAt, found.header.maxAge) }
+        let maxAge = try _maxAge(for: expiry, operation())
+        return (maxAge == 0 ? 0 : _saturatingAdd(now, maxAge), maxAge)
+    }
+
+    /// Writes a value for a key located under the data lock: over its record when
+    /// found, else under the first free probe hash (making room in a full store).
+    /// The same steps as `set(_:bytes:expiry:)`.
+    func _writeLocked(
+        _ lru: ShmLRU._LockedHandle, _ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, found: _Located?, free: UInt32?, base: UInt32, now: UInt64,
+        expiresAt: UInt64, maxAge: UInt64, _ operation: @autoclosure () -> String
+    ) throws(ShmError) {
+        let hash: UInt32
+        if let found {
+            hash = found.hash
+        } else {
+            guard let free else {
+                throw ShmError(
+                    .keyCollision, operation(),
+                    detail: "hashes \(base)...\(base &+ UInt32(configuration.probeLimit - 1)) are all taken by other keys")
+            }
+            hash = free
+            if lru.isFull { try _makeRoomLocked(lru, now: now, operation()) }
+        }
+        let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+        try _withBytes(payload) { (payloadBuffer) throws(ShmError) in
+            try lru.set(hash, payloadBuffer)
+            _store.appendChange(.set, payload: payloadBuffer)
+        }
+    }
+}

@@ -1,0 +1,349 @@
+import CShm
+import Glibc
+import Synchronization
+
+// How async lock calls wait: one waiting thread per store handle, whatever the
+// number of waiters, never a thread per wait and never a cooperative-pool thread.
+//
+// The async callers of one key in this process form a local FIFO queue. The
+// queue, not each call, has one waiter entry in the store's shared waiter table:
+// its process's place in the key's line. When a release hands the lock to that
+// entry, it rings this process's doorbell (one waiter entry whose futex word the
+// thread sleeps on); the thread claims the grant and resumes the first caller
+// of the local queue. If more callers wait, the queue takes a new place at the
+// back of the shared line (so processes take turns). Callers beyond the shared
+// table's entries just wait in their local queue: no `.full`.
+//
+// The thread also ends waits whose deadline passed or whose task was cancelled,
+// checks every 50 ms that a holder is still alive (a dead one's lock goes to
+// the next in line, flagged), and exits after a second with nothing to wait
+// for. Every wait it makes on the table mutex is bounded; continuations are
+// resumed after every lock is released.
+
+final class _AsyncLockWaiter: @unchecked Sendable {
+    typealias Grant = _LockTable.Grant
+    typealias Continuation = CheckedContinuation<Grant, any Error>
+
+    private struct QueueKey: Hashable {
+        var kind: UInt32
+        var key: [UInt8]
+    }
+
+    private struct Waiter {
+        var id: UInt64
+        var continuation: Continuation
+        var deadline: UInt64?
+        var cancelled = false
+        var operation: String
+    }
+
+    private struct Queue {
+        var identity: _LockTable.Identity
+        var waiters: [Waiter] = []
+        /// The shared waiter entry: this queue's place in the key's line.
+        var entry: Int? = nil
+    }
+
+    private struct State {
+        var queues: [QueueKey: Queue] = [:]
+        var running = false
+        var doorbell: Int? = nil
+        var nextID: UInt64 = 1
+        var idleSince: UInt64 = 0
+    }
+
+    private typealias Resume = (Continuation, Result<Grant, ShmError>)
+
+    let table: _LockTable
+    /// Keeps the mapping while the thread runs.
+    private let region: ShmRegion
+    private let state = Mutex(State())
+    /// Where the thread sleeps while it has no doorbell (private memory).
+    private let localWord: UnsafeMutablePointer<UInt32>
+
+    /// How long a table-mutex wait of the thread, or of a caller queueing, may take
+    /// before it is retried later (a peer holds that mutex for a table update only).
+    static let tableWaitNanoseconds: UInt64 = 2_000_000
+    /// How often an unregistered queue (no free waiter entry) tries again.
+    static let pollNanoseconds: UInt64 = 2_000_000
+    /// The thread exits after this long with no waiter.
+    static let idleExitNanoseconds: UInt64 = 1_000_000_000
+
+    init(table: _LockTable, region: ShmRegion) {
+        self.table = table
+        self.region = region
+        localWord = .allocate(capacity: 1)
+        localWord.initialize(to: 0)
+    }
+
+    deinit { localWord.deallocate() }
+
+    // MARK: Callers
+
+    /// Waits (without blocking the calling thread) for the lock of `identity`.
+    func lock(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) async throws(ShmError) -> Grant {
+        if Task.isCancelled { throw ShmError(.cancelled, operation, detail: "the task was cancelled") }
+        let id = state.withLock { s in
+            defer { s.nextID &+= 1 }
+            return s.nextID
+        }
+        do {
+            return try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: Continuation) in
+                    enqueue(identity, Waiter(id: id, continuation: continuation, deadline: deadline, operation: operation))
+                }
+            } onCancel: {
+                cancel(id)
+            }
+        } catch let error as ShmError {
+            throw error
+        } catch {
+            throw ShmError(.systemCall, operation, detail: "\(error)")
+        }
+    }
+
+    private func enqueue(_ identity: _LockTable.Identity, _ waiter: Waiter) {
+        let me = _ProcessIdentity.current
+        let key = QueueKey(kind: identity.kind, key: identity.key)
+        var immediate: Resume? = nil
+        var startThread = false
+        let cancelled = Task.isCancelled  // (this runs in the waiting task)
+        state.withLock { s in
+            // Checked under the lock `cancel` takes: a cancellation that came
+            // before the waiter was queued is seen here, one after finds it queued.
+            if cancelled || Task.isCancelled {
+                immediate = (waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the task was cancelled")))
+                return
+            }
+            if var queue = s.queues[key] {
+                queue.waiters.append(waiter)  // behind this process's earlier callers
+                if let entry = queue.entry { table.setQueued(entry, queue.waiters.count) }
+                s.queues[key] = queue
+            } else {
+                var queue = Queue(identity: identity, waiters: [waiter])
+                let bound = _saturatingAdd(_monotonicNanoseconds(), _AsyncLockWaiter.tableWaitNanoseconds)
+                do throws(ShmError) {
+                    let entry = try table.locked(until: bound, waiter.operation) { () throws(ShmError) -> _LockTable.Entry in
+                        if s.doorbell == nil { s.doorbell = table.addDoorbellLocked(me: me) }
+                        return try table.enterLocked(identity, me: me, tryOnly: false, doorbell: s.doorbell, waiter.operation)
+                    }
+                    switch entry {
+                    case .acquired(let grant):
+                        immediate = (waiter.continuation, .success(grant))
+                        return
+                    case .queued(let index): queue.entry = index
+                    case .noRoom, .busy: break  // the thread registers it when an entry frees
+                    }
+                } catch where error.code == .lockTimeout {
+                    // The table mutex is busy: the thread registers the queue.
+                } catch {
+                    immediate = (waiter.continuation, .failure(error))
+                    return
+                }
+                s.queues[key] = queue
+            }
+            if !s.running {
+                s.running = true
+                startThread = true
+            }
+        }
+        if let (continuation, result) = immediate {
+            continuation.resume(with: result)
+            return
+        }
+        if startThread { start() } else { wake() }
+    }
+
+    private func cancel(_ id: UInt64) {
+        state.withLock { s in
+            for (key, var queue) in s.queues {
+                guard let position = queue.waiters.firstIndex(where: { $0.id == id }) else { continue }
+                queue.waiters[position].cancelled = true
+                s.queues[key] = queue
+                return
+            }
+        }
+        wake()
+    }
+
+    /// A release in this process handed the lock to waiter entry `entry`: if it is
+    /// one of this handle's queues, resume its first caller now (no thread hop).
+    func delivered(to entry: Int) {
+        var resumes: [Resume] = []
+        let me = _ProcessIdentity.current
+        state.withLock { s in
+            guard let key = s.queues.first(where: { $0.value.entry == entry })?.key, var queue = s.queues[key] else { return }
+            process(&queue, me: me, doorbell: s.doorbell, now: _monotonicNanoseconds(), livenessDue: false, &resumes)
+            s.queues[key] = queue.waiters.isEmpty && queue.entry == nil ? nil : queue
+        }
+        for (continuation, result) in resumes { continuation.resume(with: result) }
+    }
+
+    private func wake() {
+        _ = cshm_fetch_add_u32(localWord, 1)
+        _ = cshm_futex_wake(localWord, 1)
+        if let doorbell = state.withLock({ $0.doorbell }) { table.ringOwn(doorbell) }
+    }
+
+    // MARK: The thread
+
+    private func start() {
+        let thread = _startThread { [self] in run() }
+        if let thread {
+            pthread_detach(thread)
+            return
+        }
+        // No thread: fail every waiter rather than leave it hanging.
+        var resumes: [Resume] = []
+        state.withLock { s in
+            for queue in s.queues.values {
+                for waiter in queue.waiters {
+                    resumes.append((waiter.continuation, .failure(ShmError(.systemCall, waiter.operation, detail: "pthread_create failed"))))
+                }
+                if let entry = queue.entry {
+                    let bound = _saturatingAdd(_monotonicNanoseconds(), 100_000_000)
+                    let left = try? table.locked(until: bound, "") { () throws(ShmError) -> Grant? in
+                        table.leaveLocked(entry, me: _ProcessIdentity.current)
+                    }
+                    if let grant = left ?? nil { _ = try? table.release(queue.identity, id: grant.id, "") }
+                }
+            }
+            s.queues = [:]
+            s.running = false
+        }
+        for (continuation, result) in resumes { continuation.resume(with: result) }
+    }
+
+    private func run() {
+        let me = _ProcessIdentity.current
+        var nextCheck = _saturatingAdd(_monotonicNanoseconds(), _LockTable.livenessCheckNanoseconds)
+        while true {
+            let doorbell = state.withLock { $0.doorbell }
+            let word = doorbell.map { table.word($0) } ?? localWord
+            let observed = cshm_load_acquire_u32(word)
+            let now = _monotonicNanoseconds()
+            let livenessDue = now >= nextCheck
+            if livenessDue { nextCheck = _saturatingAdd(now, _LockTable.livenessCheckNanoseconds) }
+            var resumes: [Resume] = []
+            var sleep = nextCheck > now ? nextCheck - now : 0
+            let exit = state.withLock { s -> Bool in
+                if !region.isAttached {
+                    for queue in s.queues.values {
+                        for waiter in queue.waiters {
+                            resumes.append((waiter.continuation, .failure(ShmError(.detached, waiter.operation))))
+                        }
+                    }
+                    s.queues = [:]
+                    s.doorbell = nil
+                    s.running = false
+                    return true
+                }
+                for (key, var queue) in s.queues {
+                    process(&queue, me: me, doorbell: s.doorbell, now: now, livenessDue: livenessDue, &resumes)
+                    s.queues[key] = queue.waiters.isEmpty && queue.entry == nil ? nil : queue
+                    for waiter in queue.waiters {
+                        if let deadline = waiter.deadline { sleep = min(sleep, deadline > now ? deadline - now : 0) }
+                    }
+                    if queue.entry == nil, !queue.waiters.isEmpty { sleep = min(sleep, _AsyncLockWaiter.pollNanoseconds) }
+                }
+                if s.queues.isEmpty {
+                    if s.idleSince == 0 { s.idleSince = now }
+                    if now - s.idleSince >= _AsyncLockWaiter.idleExitNanoseconds {
+                        if let doorbell = s.doorbell {
+                            _ = try? table.locked(until: _saturatingAdd(now, 100_000_000), "") { () throws(ShmError) in
+                                table.removeDoorbellLocked(doorbell, me: me)
+                            }
+                        }
+                        s.doorbell = nil
+                        s.running = false
+                        return true
+                    }
+                } else {
+                    s.idleSince = 0
+                }
+                if s.doorbell == nil {
+                    sleep = min(sleep, _AsyncLockWaiter.pollNanoseconds)  // grants ring the entries' own words
+                    _ = try? table.locked(until: _saturatingAdd(now, _AsyncLockWaiter.tableWaitNanoseconds), "") { () throws(ShmError) in
+                        s.doorbell = table.addDoorbellLocked(me: me)
+                    }
+                }
+                return false
+            }
+            for (continuation, result) in resumes { continuation.resume(with: result) }
+            if exit { return }
+            _ = cshm_futex_wait(word, observed, Int64(clamping: max(sleep, 100_000)))
+        }
+    }
+
+    /// One pass over a queue (under the state lock): ends the waits that are over,
+    /// claims a grant for the first caller, takes a place in line when callers
+    /// wait without one, leaves the line when none does.
+    private func process(
+        _ queue: inout Queue, me: _ProcessIdentity, doorbell: Int?, now: UInt64, livenessDue: Bool, _ resumes: inout [Resume]
+    ) {
+        queue.waiters.removeAll { waiter in
+            if waiter.cancelled {
+                resumes.append((waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
+                return true
+            }
+            if let deadline = waiter.deadline, now >= deadline {
+                resumes.append((waiter.continuation, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
+                return true
+            }
+            return false
+        }
+        let bound = _saturatingAdd(now, _AsyncLockWaiter.tableWaitNanoseconds)
+        for _ in 0..<2 {
+            if let entry = queue.entry {
+                var grant = table.claim(entry, me: me)
+                if grant == nil, livenessDue {
+                    _ = try? table.locked(until: bound, "") { () throws(ShmError) in table.checkHolderLocked(ofWaiter: entry) }
+                    grant = table.claim(entry, me: me)
+                }
+                if grant == nil, queue.waiters.isEmpty {
+                    // Nobody left to give it to: leave the line (or pass on a grant that came meanwhile).
+                    let left = try? table.locked(until: bound, "") { () throws(ShmError) -> (left: Bool, grant: Grant?) in
+                        (true, table.leaveLocked(entry, me: me))
+                    }
+                    guard let left else { return }  // the table is busy: next pass
+                    queue.entry = nil
+                    if let granted = left.grant { _ = try? table.release(queue.identity, id: granted.id, "") }
+                    return
+                }
+                guard let grant else { return }  // still waiting
+                queue.entry = nil
+                if queue.waiters.isEmpty {
+                    _ = try? table.release(queue.identity, id: grant.id, "")
+                    return
+                }
+                let first = queue.waiters.removeFirst()
+                resumes.append((first.continuation, .success(grant)))
+            }
+            // Callers wait with no place in line: take one (or the lock, if free).
+            guard let first = queue.waiters.first else { return }
+            do throws(ShmError) {
+                let entry = try table.locked(until: bound, first.operation) { () throws(ShmError) -> _LockTable.Entry in
+                    try table.enterLocked(
+                        queue.identity, me: me, tryOnly: false, doorbell: doorbell, queued: UInt32(clamping: queue.waiters.count),
+                        first.operation)
+                }
+                switch entry {
+                case .acquired(let grant):
+                    queue.waiters.removeFirst()
+                    resumes.append((first.continuation, .success(grant)))
+                    continue  // more callers: take a place for them
+                case .queued(let index):
+                    queue.entry = index
+                case .noRoom, .busy:
+                    break
+                }
+            } catch where error.code == .lockTimeout {
+                // Table busy: next pass.
+            } catch {
+                for waiter in queue.waiters { resumes.append((waiter.continuation, .failure(error))) }
+                queue.waiters = []
+            }
+            return
+        }
+    }
+}

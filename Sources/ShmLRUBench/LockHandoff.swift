@@ -1,0 +1,131 @@
+// The lock hand-off between two processes (issue 14's target: median <= 10 µs):
+// a section of its own, after the workload's table. Two processes pass one
+// ShmStore key lock back and forth: the holder waits until the other is queued,
+// notes the time in a shared word and unlocks; the waiter notes the time it gets
+// the lock. A hand-off is that difference: the release, the wake-up of the
+// waiter (its blocked thread, or for `async` its process's waiting thread and
+// then its task) and the return of its `lock`. `ShmLRUBench handoff …` is the
+// second process.
+import CShm
+import Dispatch
+import Glibc
+import ShmLRU
+
+enum HandoffMode: String { case blocking, async }
+
+/// Runs `rounds` hand-offs each way in `mode`; prints the median and p99 in µs.
+func measureLockHandoff(rounds: Int, mode: HandoffMode) throws {
+    var key = ShmKey(UInt32.random(in: 0x6000_0000...0x6FFF_FFFF))
+    while ShmRegion.exists(key: key) { key = ShmKey(UInt32.random(in: 0x6000_0000...0x6FFF_FFFF)) }
+    let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64, lockTimeout: .seconds(30)))
+    defer { try? store.remove() }
+    let clock = try ShmRegion.create(byteCount: 64)
+    defer { try? clock.remove() }
+    let token = try store.lock("ball")
+    let argv = [selfExecutable(), "handoff", key.description, clock.key.description, "\(rounds)", mode.rawValue]
+    var pid: pid_t = 0
+    var out: [Int32] = [0, 0]
+    guard closeOnExecPipe(&out) else { throw BenchFailure(description: "pipe failed") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+    var cArguments = argv.map { strdup($0) } + [nil]
+    let rc = posix_spawn(&pid, argv[0], &actions, nil, &cArguments, environ)
+    posix_spawn_file_actions_destroy(&actions)
+    for pointer in cArguments { free(pointer) }
+    close(out[1])
+    guard rc == 0 else { throw BenchFailure(description: "posix_spawn: errno \(rc)") }
+    let mine = try handoffRounds(store, clock, rounds: rounds, holding: token, mode: mode)
+    var text: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = read(out[0], &chunk, chunk.count)
+        if n < 0, errno == EINTR { continue }
+        if n <= 0 { break }
+        text += chunk[0..<n]
+    }
+    close(out[0])
+    var status: Int32 = 0
+    waitpid(pid, &status, 0)
+    let theirs = String(decoding: text, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { UInt64($0) }
+    let all = (mine + theirs).sorted()
+    guard !all.isEmpty, theirs.count == rounds else { throw BenchFailure(description: "hand-off: the other process failed (status \(status))") }
+    let median = Double(all[all.count / 2]) / 1000
+    let p99 = Double(all[min(all.count - 1, all.count * 99 / 100)]) / 1000
+    print("lock hand-off between two processes (\(mode.rawValue) waiter, \(all.count) hand-offs): median \(fmt(median, 1)) µs, p99 \(fmt(p99, 1)) µs")
+}
+
+/// The second process: `handoff STOREKEY CLOCKKEY ROUNDS MODE`; prints its
+/// hand-off times (ns), space-separated.
+func handoffMain(_ arguments: [String]) -> Int32 {
+    guard arguments.count == 5, let key = ShmKey(parsing: arguments[1]), let clockKey = ShmKey(parsing: arguments[2]),
+        let rounds = Int(arguments[3]), let mode = HandoffMode(rawValue: arguments[4])
+    else { return 2 }
+    do {
+        let store = try ShmStore.attach(key: key, lockTimeout: .seconds(30))
+        let clock = try ShmRegion.attach(key: clockKey)
+        let times = try handoffRounds(store, clock, rounds: rounds, holding: nil, mode: mode)
+        writeAll(1, times.map(String.init).joined(separator: " ") + "\n")
+        return 0
+    } catch {
+        writeAll(2, "handoff: \(error)\n")
+        return 1
+    }
+}
+
+/// Passes the lock `rounds` times each way; returns how long each take waited
+/// after the other's release began. The first process starts holding the lock
+/// and ends holding it (then releases it); the second starts by waiting.
+private func handoffRounds(
+    _ store: ShmStore, _ clock: ShmRegion, rounds: Int, holding first: ShmStore.LockToken?, mode: HandoffMode
+) throws -> [UInt64] {
+    let word = try clock.withUnsafeMutableBytes { $0.baseAddress!.assumingMemoryBound(to: UInt64.self) }  // lives as long as `clock`
+    var times: [UInt64] = []
+    times.reserveCapacity(rounds)
+    func give(_ token: ShmStore.LockToken) throws {
+        while try store.lockState("ball").waiters == 0 { sched_yield() }
+        cshm_store_release_u64(word, _monotonicNanoseconds())
+        try store.unlock("ball", token)
+    }
+    func takeAndTime() throws -> ShmStore.LockToken {
+        let (token, at) = try take(store, mode)
+        times.append(at &- cshm_load_acquire_u64(word))
+        return token
+    }
+    if let first {
+        var token = first
+        for _ in 0..<rounds {
+            try give(token)
+            token = try takeAndTime()
+        }
+        try store.unlock("ball", token)
+    } else {
+        for _ in 0..<rounds { try give(try takeAndTime()) }
+    }
+    return times
+}
+
+private final class Box<T>: @unchecked Sendable { var value: T? = nil }
+
+/// Takes the lock; returns the token and the monotonic time it was had.
+private func take(_ store: ShmStore, _ mode: HandoffMode) throws -> (ShmStore.LockToken, UInt64) {
+    switch mode {
+    case .blocking:
+        let token = try store.lock("ball")
+        return (token, _monotonicNanoseconds())
+    case .async:
+        let done = DispatchSemaphore(value: 0)
+        let box = Box<Result<(ShmStore.LockToken, UInt64), ShmError>>()
+        Task {
+            do throws(ShmError) {
+                let token = try await store.lock("ball")
+                box.value = .success((token, _monotonicNanoseconds()))
+            } catch {
+                box.value = .failure(error)
+            }
+            done.signal()
+        }
+        done.wait()
+        return try box.value!.get()
+    }
+}
