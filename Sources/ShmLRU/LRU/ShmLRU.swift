@@ -330,10 +330,15 @@ public final class ShmLRU: @unchecked Sendable {
     /// repaired after first; a structure found inconsistent inside `body` is
     /// repaired and `body` retried once.
     @inline(__always)  // the body closure then inlines too: no context, no thunk on every locked call
-    func _withLock<R>(_ operation: @autoclosure () -> String, _ body: () throws(ShmError) -> R) throws(ShmError) -> R {
-        try _checkAttached(operation())
+    func _withLock<R>(
+        _ operation: @autoclosure () -> String, timeoutNanoseconds: Int64? = nil, _ body: () throws(ShmError) -> R
+    ) throws(ShmError) -> R {
+        // Counted in flight (waiting or holding): a concurrent `detach()` waits for
+        // this call to release the lock before the mapping is taken away.
+        guard _attachment.enter() else { throw ShmError(.detached, operation()) }
+        defer { _attachment.leave() }
         let acquired: _RobustMutex.Acquired
-        do { acquired = try _mutex.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
+        do { acquired = try _mutex.lock(timeoutNanoseconds: timeoutNanoseconds ?? _lockTimeoutNanoseconds) } catch {
             throw ShmError(error.code, operation(), errno: error.errno, detail: error.detail)
         }
         defer {

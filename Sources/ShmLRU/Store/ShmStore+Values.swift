@@ -47,10 +47,14 @@ extension ShmStore {
                             detail: "hashes \(base)...\(base &+ UInt32(configuration.probeLimit - 1)) are all taken by other keys")
                     }
                     hash = free
-                    if Int(cache._segment.count) >= cache.capacity { try _makeRoomLocked(now: now, operation) }
+                    if Int(cache._segment.count) >= configuration.capacity { try _makeRoomLocked(now: now, operation) }
                 }
                 try _withBytes(payload) { (payloadBuffer) throws(ShmError) in
-                    _ = try cache._setLocked(hash, payloadBuffer, shareKey: nil)
+                    // An update goes to a fresh record (the store keeps one spare):
+                    // a writer killed meanwhile leaves the previous value, not nothing.
+                    var replaced = false
+                    if let found { replaced = try cache._replaceLocked(found.slot, hash: hash, payloadBuffer) != nil }
+                    if !replaced { _ = try cache._setLocked(hash, payloadBuffer, shareKey: nil) }
                     _store.appendChange(.set, payload: payloadBuffer)
                 }
             }
@@ -175,7 +179,7 @@ extension ShmStore {
         if try _reclaimExpiredLocked(now: now, lookingAt: 32) > 0 { return }
         let s = cache._segment
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
-            throw ShmError(.full, operation, detail: "all \(cache.capacity) entries are live")
+            throw ShmError(.full, operation, detail: "all \(configuration.capacity) entries are live")
         }
         let tail = s.tail
         guard tail != _Layout.none, s.isSlot(tail) else { throw cache._corrupted("full, but no tail") }

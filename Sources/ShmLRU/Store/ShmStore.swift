@@ -180,14 +180,16 @@ public final class ShmStore: @unchecked Sendable {
         if let maxAge = c.maxAge, maxAge <= .zero {
             throw ShmError(.invalidArgument, operation, detail: "maxAge must be positive (nil: no expiry)")
         }
-        guard c.capacity >= 1, c.capacity <= _Layout.maxCapacity else {
-            throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity)")
+        guard c.capacity >= 1, c.capacity < _Layout.maxCapacity else {
+            throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity - 1)")
         }
         let region = try ShmRegion.create(key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
         let cache: ShmLRU
         do {
             cache = try ShmLRU.create(
-                key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
+                // One spare record: an update is written into a free record before
+                // the old one is let go (see ShmLRU+Replace.swift).
+                key: nil, recordSize: c.recordSize, capacity: c.capacity + 1, index: .shared, permissions: permissions,
                 persistent: persistent)
         } catch {
             try? region.remove()
@@ -210,7 +212,8 @@ public final class ShmStore: @unchecked Sendable {
         s.store64(_StoreLayout.H.maxAge, c.maxAge.map { UInt64(_nanoseconds($0)) } ?? 0)
         s.store(
             _StoreLayout.H.flags,
-            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0))
+            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0)
+                | _StoreLayout.flagSpareRecord)
         s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
         do {
             try _RobustMutex.initialize(at: s.mutex)
@@ -248,7 +251,10 @@ public final class ShmStore: @unchecked Sendable {
             throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
         }
         var c = configuration
-        c.capacity = cache.capacity
+        c.capacity = cache.capacity - (c.capacity == _StoreLayout.spareRecordMarker ? 1 : 0)
+        guard c.capacity >= 1 else {
+            throw ShmError(.corrupted, operation, detail: "its data segment holds no record beyond the spare")
+        }
         return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash)
     }
 
@@ -308,7 +314,8 @@ public final class ShmStore: @unchecked Sendable {
             throw ShmError(.corrupted, operation, detail: "no data segment key")
         }
         let configuration = Configuration(
-            capacity: 0, recordSize: layout.recordSize, maxAge: maxAge == 0 ? nil : .nanoseconds(Int64(maxAge)),
+            // Stands for "the data segment has a spare record" until attach reads its capacity.
+            capacity: flags & _StoreLayout.flagSpareRecord != 0 ? _StoreLayout.spareRecordMarker : 0, recordSize: layout.recordSize, maxAge: maxAge == 0 ? nil : .nanoseconds(Int64(maxAge)),
             renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
             whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
             lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
