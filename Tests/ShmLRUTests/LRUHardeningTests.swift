@@ -79,6 +79,100 @@ import Testing
             #expect(run.values["afterwards"] == "detached")
         }
     }
+
+    /// Finding 8: a forged mutex owner (glibc's "not recoverable" mark, 0x7ffffffe,
+    /// in the robust mutex's owner field) bricked the cache: every call failed,
+    /// the next ones with a misleading EDEADLK, and `repair()` could not run. Now
+    /// every call fails with the same clear `.corrupted`, and `repair()`
+    /// reinitializes a lock no live thread holds; a live holder is never overridden.
+    @Test func forgedMutexOwnerDoesNotBrickTheCache() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 8, options: .init(lockTimeout: .seconds(1)))
+            try cache.set(1, "one")
+            let mutex = cache.region._attachment.base + _Layout.H.mutex
+            // glibc x86-64/arm64 pthread_mutex_t: __lock (Int32), __count, __owner.
+            (mutex + 8).assumingMemoryBound(to: Int32.self).pointee = 0x7fff_fffe
+            for attempt in 0..<3 {
+                do throws(ShmError) {
+                    try cache.set(2, "two")
+                    Issue.record("attempt \(attempt): a set succeeded on a lock marked not recoverable")
+                } catch {
+                    #expect(error.code == .corrupted, "attempt \(attempt): \(error)")
+                    #expect(error.detail?.contains("repair()") == true, "attempt \(attempt): \(error)")
+                }
+            }
+            try cache.repair()
+            #expect(try cache.string(1) == "one")
+            try cache.set(2, "two")
+            #expect(try cache.verify().isClean)
+
+            // A lock word naming a thread that cannot exist (over pid_max): a clear timeout, then repair.
+            mutex.assumingMemoryBound(to: Int32.self).pointee = 0x3fff_fff0
+            do throws(ShmError) {
+                try cache.set(3, "three")
+                Issue.record("a set succeeded on a lock held by a thread that does not exist")
+            } catch {
+                #expect(error.code == .lockTimeout && error.detail?.contains("does not exist") == true, "\(error)")
+            }
+            try cache.repair()
+            try cache.set(3, "three")
+            #expect(try cache.string(2) == "two")
+
+            // A live holder (a helper inside withValue) is not overridden by repair().
+            let holder = try spawnHelper(["lru-hold-lock", key.description, "1"])
+            defer {
+                holder.kill(SIGKILL)
+                _ = holder.wait()
+            }
+            #expect(holder.readLine() == "value=one")
+            #expect(holder.readLine() == "ready=1")
+            expectError(.lockTimeout) { try cache.repair() }
+            holder.kill(SIGKILL)
+            _ = holder.wait()
+            try cache.repair()
+            #expect(try cache.string(3) == "three")
+        }
+    }
+
+    /// Finding 9: attach trusted a segment planted by another user (a 0666
+    /// segment of `nobody` at an application's key). Now attach refuses a
+    /// segment whose owner is neither this user nor root, unless that owner is
+    /// named. Needs root (to give a segment to uid 65534 with IPC_SET).
+    @Test func attachRefusesASegmentOwnedByAnotherUser() throws {
+        guard geteuid() == 0 else { return }  // only root can hand a segment to another user
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64), permissions: 0o666)
+            defer { try? store.detach() }
+            try store.set("planted", 1)
+            for segment in [store.key, store.cache.key] { try giveSegment(segment, to: 65534) }
+            do throws(ShmError) {
+                _ = try ShmRegion.attach(key: key)
+                Issue.record("attached a segment of uid 65534")
+            } catch {
+                #expect(error.code == .permissionDenied && error.detail?.contains("65534") == true, "\(error)")
+            }
+            expectError(.permissionDenied) { _ = try ShmLRU.attach(key: store.cache.key) }
+            expectError(.permissionDenied) { _ = try ShmStore.attach(key: key) }
+            // Named, it is accepted.
+            let trusted = try ShmStore.attach(key: key, allowingOwner: 65534)
+            #expect(try trusted.get("planted", as: Int.self) == 1)
+            try trusted.detach()
+            let region = try ShmRegion.attach(key: key, allowingOwner: 65534)
+            _ = try region.detach()
+            // Read-only inspection (shm-lru list/stat) still reads it.
+            #expect(try ShmLRU.probe(key: store.cache.key).recordSize == 64)
+        }
+    }
+}
+
+/// Gives a segment to another user (root only): `shmctl(IPC_SET)` of its owner uid.
+func giveSegment(_ key: ShmKey, to uid: uid_t) throws {
+    let id = shmget(key.rawValue, 0, 0)
+    guard id >= 0 else { throw ShmError(.systemCall, "shmget", errno: errno) }
+    var info = shmid_ds()
+    guard shmctl(id, IPC_STAT, &info) == 0 else { throw ShmError(.systemCall, "shmctl(IPC_STAT)", errno: errno) }
+    info.shm_perm.uid = uid
+    guard shmctl(id, IPC_SET, &info) == 0 else { throw ShmError(.systemCall, "shmctl(IPC_SET)", errno: errno) }
 }
 
 /// The state letter of a process (/proc/PID/stat): R, S, T (stopped)…

@@ -71,6 +71,43 @@ import Testing
             }
         }
     }
+
+    /// Finding 3: `ShmStore.remove(key:)` removed whatever segment the store
+    /// header names as its data segment. A store header forged to name another
+    /// program's segment (a plain region, an unrelated cache of the same record
+    /// size, another store's data) must not make it, or `shm-lru rm`, delete it.
+    @Test func removingAForgedStoreDoesNotDeleteAnotherProgramsSegment() throws {
+        try withStoreKey { key in
+            try withStoreKey { otherKey in
+                let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
+                let dataKey = store.cache.key
+                let other = try ShmStore.create(key: otherKey, configuration: .init(capacity: 8, recordSize: 64))
+                let plain = try ShmRegion.create(byteCount: 65536)
+                let cache = try ShmLRU.create(recordSize: 64, capacity: 9, index: .shared)
+                defer {
+                    for victim in [plain.key, cache.key] { try? ShmRegion.remove(key: victim) }
+                    try? other.detach()
+                    try? store.detach()
+                }
+                for victim in [plain.key, cache.key, other.cache.key] {
+                    store._store.store(_StoreLayout.H.lruKey, victim.unsignedValue)
+                    expectError(.corrupted) { try ShmStore.remove(key: key) }
+                    let run = try runProduct("shm-lru", ["rm", key.description])
+                    #expect(run.status != 0, "shm-lru rm: \(run.output)")
+                    #expect(ShmRegion.exists(key: victim), "\(victim) was removed")
+                    #expect(ShmRegion.exists(key: key), "the forged store was removed (nothing may change)")
+                    // And attach does not take it as its data either.
+                    expectError(.corrupted) { _ = try ShmStore.attach(key: key) }
+                }
+                #expect(try other.get("x", as: Int.self) == nil)
+                // Its own data segment: removed with it.
+                store._store.store(_StoreLayout.H.lruKey, dataKey.unsignedValue)
+                let run = try runProduct("shm-lru", ["rm", key.description])
+                #expect(run.status == 0, "\(run.errorOutput)")
+                #expect(!ShmRegion.exists(key: key) && !ShmRegion.exists(key: dataKey))
+            }
+        }
+    }
 }
 
 /// The changes of `changes` up to and including the first for which `last`

@@ -90,7 +90,15 @@ extension ShmLRU {
     }
 
     /// Rebuilds the cache's structure from its records (see `verify()` to check it first).
+    ///
+    /// If the segment's lock cannot be taken because no live thread can ever
+    /// release it (its owner word names a thread that does not exist, it is marked
+    /// not recoverable, or it is not a robust mutex at all: a forged or abandoned
+    /// lock), the lock is reinitialized first. A lock held by a live thread is
+    /// never taken away: that waits for the lock timeout as any call does.
     public func repair() throws(ShmError) {
+        try _checkAttached("repair(key: \(key))")
+        _ = try _mutex.reinitializeIfAbandoned()
         try _withLock("repair(key: \(key))") { () throws(ShmError) in _rebuildLocked() }
     }
 }

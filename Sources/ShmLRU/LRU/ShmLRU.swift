@@ -59,15 +59,19 @@ public final class ShmLRU: @unchecked Sendable {
         public var lockTimeout: Duration?
         /// How long `attach` waits for a cache that is still being initialized.
         public var attachWait: Duration
+        /// A user id whose segments `attach` accepts besides this process's
+        /// effective uid and root (see `ShmRegion.attach(key:readOnly:allowingOwner:)`).
+        public var allowedOwner: UInt32?
 
         public init(
             whenFull: FullPolicy = .evictLeastRecentlyUsed, promotion: Promotion = .onEveryRead,
-            lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2)
+            lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2), allowedOwner: UInt32? = nil
         ) {
             self.whenFull = whenFull
             self.promotion = promotion
             self.lockTimeout = lockTimeout
             self.attachWait = attachWait
+            self.allowedOwner = allowedOwner
         }
     }
 
@@ -237,7 +241,7 @@ public final class ShmLRU: @unchecked Sendable {
     ///   ShmLRU cache of this layout version, or another record size; `.corrupted`
     ///   for a header that does not add up or claims more than the segment holds.
     public static func attach(key: ShmKey, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) -> ShmLRU {
-        let region = try ShmRegion.attach(key: key)
+        let region = try ShmRegion.attach(key: key, allowingOwner: options.allowedOwner)
         return try ShmLRU(attaching: region, recordSize: recordSize, options: options)
     }
 

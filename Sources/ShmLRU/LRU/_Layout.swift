@@ -21,7 +21,9 @@
 //            misses while it moved retries)
 //   line 4-5 statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
 //            promotions
-//   line 6-7 reserved (zero)
+//   line 6   owner (UInt64): 0, or "STOR" << 32 | the key of the ShmStore whose
+//            data segment this is (ShmStore checks it before using or removing it)
+//   line 6-7 the rest reserved (zero)
 //
 //  Record (stride = 32 + recordSize rounded up to 8):
 //   +0  prev   UInt32   LRU neighbour towards the head (slot index; none = 0xFFFFFFFF)
@@ -60,6 +62,8 @@ struct _Layout: Equatable, Sendable {
     static let lengthMask: UInt32 = 0x00FF_FFFF
     /// Stamp bit 0: the record was used since it was last linked at the head.
     static let stampUsed: UInt64 = 1
+    /// High half of `H.owner` for a ShmStore's data segment ("STOR").
+    static let ownerTagStore: UInt64 = 0x5354_4F52 << 32
 
     // Header field offsets (bytes from the segment's start).
     enum H {
@@ -94,7 +98,10 @@ struct _Layout: Equatable, Sendable {
         static let statEvictions = 280
         static let statRecoveries = 288
         static let statPromotions = 296
-        static let reserved = 384  // up to headerSize: free for later layout versions
+        /// UInt64: 0, or `ownerTagStore | key` when the segment is the data
+        /// segment of the ShmStore whose store segment has that key.
+        static let owner = 384
+        static let reserved = 392  // up to headerSize: free for later layout versions
     }
 
     // Record field offsets (bytes from the record's start).

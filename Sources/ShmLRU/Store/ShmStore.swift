@@ -196,6 +196,7 @@ public final class ShmStore: @unchecked Sendable {
             _ = try? region.detach()
             throw error
         }
+        _claim(cache, for: key)
         let s = _StoreSegment(base: region._attachment.base, layout: layout)
         s.store(_StoreLayout.H.version, _StoreLayout.version)
         s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
@@ -236,20 +237,25 @@ public final class ShmStore: @unchecked Sendable {
     ///   ShmStore of this layout version; `.corrupted` for a header that does not
     ///   add up, claims more than the segment holds, or names a data segment that
     ///   is gone or does not match.
-    public static func attach(key: ShmKey, wait: Duration = .seconds(2)) throws(ShmError) -> ShmStore {
-        try _attach(key: key, wait: wait, hash: nil)
+    ///   `.permissionDenied` for a segment owned by another user than this one,
+    ///   root or `allowingOwner` (see `ShmRegion.attach(key:readOnly:allowingOwner:)`).
+    public static func attach(key: ShmKey, wait: Duration = .seconds(2), allowingOwner: UInt32? = nil) throws(ShmError) -> ShmStore {
+        try _attach(key: key, wait: wait, hash: nil, allowingOwner: allowingOwner)
     }
 
-    static func _attach(key: ShmKey, wait: Duration, hash: (@Sendable (String) -> UInt32)?) throws(ShmError) -> ShmStore {
-        let region = try ShmRegion.attach(key: key)
+    static func _attach(
+        key: ShmKey, wait: Duration, hash: (@Sendable (String) -> UInt32)?, allowingOwner: UInt32? = nil
+    ) throws(ShmError) -> ShmStore {
+        let region = try ShmRegion.attach(key: key, allowingOwner: allowingOwner)
         let (layout, configuration, lruKey) = try _validateHeader(of: region, wait: wait)
         let operation = "ShmStore.attach(key: \(key))"
         let cache: ShmLRU
         do {
-            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize)
+            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize, options: .init(allowedOwner: allowingOwner))
         } catch {
             throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
         }
+        try _checkOwnership(cache, storeKey: key, operation)
         var c = configuration
         c.capacity = cache.capacity - (c.capacity == _StoreLayout.spareRecordMarker ? 1 : 0)
         guard c.capacity >= 1 else {
@@ -340,13 +346,29 @@ public final class ShmStore: @unchecked Sendable {
     }
 
     /// Removes the store with this key (its store segment and its data segment).
-    /// - Throws: `.notFound`, or `.incompatibleSegment` if the key holds no store
-    ///   (nothing is removed then).
+    ///
+    /// The data segment the store header names is removed only if it is this
+    /// store's (an ShmLRU cache of its record size claimed by this key, see
+    /// ShmStore+Ownership.swift): a forged header cannot make it remove another
+    /// program's segment.
+    /// - Throws: `.notFound`, `.incompatibleSegment` if the key holds no store,
+    ///   `.corrupted` if the segment it names as its data is not its own
+    ///   (nothing is removed then: remove the store segment alone with
+    ///   `ShmRegion.remove(key:)` or `shm-lru rm --force`).
     public static func remove(key: ShmKey) throws(ShmError) {
+        let operation = "ShmStore.remove(key: \(key))"
         let region = try ShmRegion.attach(key: key)
         defer { _ = try? region.detach() }
-        let lruKey = try _validateHeader(of: region, wait: .zero).2
-        if ShmRegion.exists(key: lruKey) { try ShmRegion.remove(key: lruKey) }
+        let (layout, _, lruKey) = try _validateHeader(of: region, wait: .zero)
+        if ShmRegion.exists(key: lruKey) {
+            let data: ShmRegion
+            do { data = try ShmRegion.attach(key: lruKey, readOnly: true) } catch {
+                throw ShmError(error.code, operation, errno: error.errno, detail: "its data segment \(lruKey): \(error)")
+            }
+            defer { _ = try? data.detach() }
+            try _checkDataSegment(data, recordSize: layout.recordSize, storeKey: key, operation)
+            try data.remove()  // by id: the segment just checked, even if the key was reused meanwhile
+        }
         try region.remove()
     }
 
