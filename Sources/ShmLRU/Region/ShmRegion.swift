@@ -190,6 +190,12 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         }
     }
 
+    /// A second attachment of this same segment (by id, so also after `remove()`):
+    /// the corruption harnesses attach the segments they own afresh for each input.
+    func _reattach() throws(ShmError) -> ShmRegion {
+        try ShmRegion.attach(id: id, key: key, readOnly: isReadOnly, removeAtExit: false, created: false)
+    }
+
     // MARK: Detach and remove
 
     /// Detaches this process from the segment and returns how many attachments

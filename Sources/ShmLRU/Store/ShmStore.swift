@@ -248,14 +248,28 @@ public final class ShmStore: @unchecked Sendable {
     ) throws(ShmError) -> ShmStore {
         let region = try ShmRegion.attach(key: key, allowingOwner: allowingOwner)
         let (layout, configuration, lruKey) = try _validateHeader(of: region, wait: wait)
-        let operation = "ShmStore.attach(key: \(key))"
+        let data: ShmRegion
+        do { data = try ShmRegion.attach(key: lruKey, allowingOwner: allowingOwner) } catch {
+            throw ShmError(.corrupted, "ShmStore.attach(key: \(key))", detail: "its data segment \(lruKey) cannot be attached: \(error)")
+        }
+        return try _attach(storeRegion: region, layout: layout, configuration: configuration, data: data, hash: hash)
+    }
+
+    /// Attaches the store whose segments are attached as `storeRegion` (its header
+    /// validated into `layout` and `configuration`) and `data` (the segment the
+    /// header names), checking that `data` is its own.
+    static func _attach(
+        storeRegion region: ShmRegion, layout: _StoreLayout, configuration: Configuration, data: ShmRegion,
+        hash: (@Sendable (String) -> UInt32)?
+    ) throws(ShmError) -> ShmStore {
+        let operation = "ShmStore.attach(key: \(region.key))"
         let cache: ShmLRU
         do {
-            cache = try ShmLRU.attach(key: lruKey, recordSize: layout.recordSize, options: .init(allowedOwner: allowingOwner))
+            cache = try ShmLRU(attaching: data, recordSize: layout.recordSize)
         } catch {
-            throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
+            throw ShmError(.corrupted, operation, detail: "its data segment \(data.key) cannot be attached: \(error)")
         }
-        try _checkOwnership(cache, storeKey: key, operation)
+        try _checkOwnership(cache, storeKey: region.key, operation)
         var c = configuration
         c.capacity = cache.capacity - (c.capacity == _StoreLayout.spareRecordMarker ? 1 : 0)
         guard c.capacity >= 1 else {
