@@ -111,6 +111,8 @@ func relOp(_ arguments: [String]) throws {
 ///
 /// Arms SPEC (or `-` for none: the test kills it at a random time) and hammers
 /// the cache until killed. MODE `mixed`: set / get / remove / evict / reload;
+/// `locked`: the same, every other step replaced by a value checked 1000 times
+/// inside `withValue` (under the lock: random-time kills land inside it);
 /// `repair`: repair() in a loop (each completed one is printed, so the test
 /// knows how many recoveries to expect). Every value read is checked whole.
 /// Exits 3 if it was never killed.
@@ -130,6 +132,24 @@ func relVictim(_ arguments: [String]) throws {
             continue
         }
         let hash = UInt32.random(in: 0..<hashes, using: &random)
+        if mode == "locked", step % 2 == 0 {
+            // Work inside the critical section (a value checked over and over under
+            // the lock), so that a kill at a random time lands inside the lock most
+            // of the time and the next locker has to recover.
+            // Long enough (about a millisecond) that the peers' short operations,
+            // which this process waits for outside the lock, are the smaller part.
+            let whole = try cache.withValue(hash) { bytes -> Bool in
+                let copy = Array(bytes)
+                var whole = true
+                for _ in 0..<1_000 { whole = whole && decodeValue(copy, hash: hash) != nil }
+                return whole
+            }
+            if whole == false { throw HelperFailure(message: "victim: torn or foreign value for hash \(hash) under the lock") }
+            if whole == nil, try cache.verify().isClean == false {  // a miss: walk the structure under the lock instead
+                throw HelperFailure(message: "victim: verify() under the lock found problems")
+            }
+            continue
+        }
         switch Int.random(in: 0..<100, using: &random) {
         case 0..<45:
             let length = Int.random(in: 12...cache.recordSize, using: &random)
@@ -241,6 +261,7 @@ func relSoak(_ arguments: [String]) throws {
     var unexplained: [(local: Int, evictionsAtSet: UInt32)] = []
     var operations = 0, sets = 0, ownHits = 0, ownMisses = 0, foreignReads = 0, deletes = 0, evictions = 0, verifies = 0
     var version: UInt32 = 0
+    var busyMisses: UInt64 = 0
 
     func noteMiss(_ local: Int) {
         // A miss of a hash believed present: explained if it was evicted since its last set.
@@ -259,10 +280,15 @@ func relSoak(_ arguments: [String]) throws {
         case 0..<35:
             version &+= 1
             let length = Int.random(in: 12...cache.recordSize, using: &random)
+            // Read before the set: a peer may evict (and count) the new value before
+            // this process gets to run again after the set, and a count read then
+            // would already include that eviction and hide it (the cause of a
+            // "vanished without an eviction" seen under AddressSanitizer).
+            let evictionsBefore = control.evictions(of: hash)
             let result = try cache.set(hash, encodeValue(hash: hash, version: version, length: length))
             if let evicted = result.evictedHash { control.countEviction(of: evicted) }
             lastVersion[local] = version
-            evictionsAtSet[local] = control.evictions(of: hash)
+            evictionsAtSet[local] = evictionsBefore
             offsets[local] = result.offset
             sets += 1
         case 35..<60:
@@ -275,6 +301,10 @@ func relSoak(_ arguments: [String]) throws {
                     throw HelperFailure(message: "hash \(hash) holds version \(read); its only writer last wrote \(expected)")
                 }
                 ownHits += 1
+            } else if cache.stats.busyMisses != busyMisses {
+                // A lock-free read whose entry kept moving (a writer in its critical
+                // section all along): a miss by contract, not a sign of absence.
+                busyMisses = cache.stats.busyMisses
             } else {
                 if lastVersion[local] != nil { noteMiss(local) }
                 ownMisses += 1
@@ -338,5 +368,6 @@ func relSoak(_ arguments: [String]) throws {
     emit("deletes", deletes)
     emit("evictCalls", evictions)
     emit("verifies", verifies)
+    emit("busyMisses", cache.stats.busyMisses)
     emit("presentAtEnd", present)
 }

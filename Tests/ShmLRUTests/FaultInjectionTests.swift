@@ -160,7 +160,7 @@ import Testing
                 } else {
                     context = "\(kind) round \(round): killed at a random time"
                     let victim = try spawnHelper([
-                        "rel-victim", key.description, "-", "mixed", String(seed &+ UInt64(round) &* 31), String(hashes),
+                        "rel-victim", key.description, "-", "locked", String(seed &+ UInt64(round) &* 31), String(hashes),
                     ])
                     #expect(victim.readLine() == "ready=1")
                     usleep(UInt32.random(in: 1_000...20_000, using: &random))
@@ -179,6 +179,8 @@ import Testing
                 if expectedRecoveries.lowerBound == 0, recoveries == 1 { timedInsideLock += 1 }
                 try relCheckAllValues(cache, hashes: hashes, context)
             }
+            // `make stress`: random-time kills must exercise recovery, not just land between operations.
+            if relStress { #expect(timedInsideLock >= 25, "\(kind): only \(timedInsideLock) of \(timed) random-time kills landed inside the lock") }
         }
     }
 }

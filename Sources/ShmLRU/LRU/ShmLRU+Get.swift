@@ -91,6 +91,7 @@ extension ShmLRU {
             return try _getLocked(hash, into: buffer, timeoutNanoseconds: 0)
         } catch where error.code == .lockTimeout {
             _countMiss()
+            _busyMisses.store(_busyMisses.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
             return nil
         }
     }

@@ -24,6 +24,10 @@ extension ShmLRU {
         /// threads use one handle at once).
         public var hits: UInt64
         public var misses: UInt64
+        /// Of `misses`, lock-free reads (interval promotion) answered as a miss
+        /// because their entry kept moving for the whole retry budget (a writer
+        /// inside its critical section, maybe stopped): not evidence of absence.
+        public var busyMisses: UInt64 = 0
     }
 
     /// The figures; once detached, only capacity, record size and this handle's hits and misses.
@@ -32,7 +36,7 @@ extension ShmLRU {
             return Stats(
                 capacity: capacity, recordSize: recordSize, count: 0, free: capacity, inserts: 0, updates: 0, deletes: 0,
                 evictions: 0, recoveries: 0, promotions: 0, hits: _hits.load(ordering: .relaxed),
-                misses: _misses.load(ordering: .relaxed))
+                misses: _misses.load(ordering: .relaxed), busyMisses: _busyMisses.load(ordering: .relaxed))
         }
         let s = _segment
         let count = min(Int(s.count), capacity)
@@ -41,6 +45,7 @@ extension ShmLRU {
             inserts: s.load64(_Layout.H.statInserts), updates: s.load64(_Layout.H.statUpdates),
             deletes: s.load64(_Layout.H.statDeletes), evictions: s.load64(_Layout.H.statEvictions),
             recoveries: s.load64(_Layout.H.statRecoveries), promotions: s.load64(_Layout.H.statPromotions),
-            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed))
+            hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed),
+            busyMisses: _busyMisses.load(ordering: .relaxed))
     }
 }

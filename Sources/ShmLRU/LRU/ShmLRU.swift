@@ -92,6 +92,7 @@ public final class ShmLRU: @unchecked Sendable {
     let _promotionNanoseconds: UInt64
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
+    let _busyMisses = Atomic<UInt64>(0)
     /// This handle's view of the coarse monotonic clock, for the time of a mark
     /// and for whether a marked record's mark is an interval old: refreshed every
     /// `_clockRefreshReads` hits (and every as many locked reads and updates).
