@@ -49,6 +49,10 @@ private struct Control {
         let index = 2 + Int(hash)
         return index < count ? withWords { cshm_load_acquire_u32($0 + index) } : 0
     }
+    /// Word 8: the victim is inside the lock (doing work in `withValue`).
+    func setInsideLock(_ inside: Bool) {
+        if count > 8 { withWords { cshm_store_release_u32($0 + 8, inside ? 1 : 0) } }
+    }
     func countEviction(of hash: UInt32) {
         let index = 2 + Int(hash)
         if index < count { withWords { _ = cshm_fetch_add_u32($0 + index, 1) } }
@@ -107,12 +111,13 @@ func relOp(_ arguments: [String]) throws {
 
 // MARK: - rel-victim: hammer until killed
 
-/// rel-victim KEY SPEC MODE SEED HASHES
+/// rel-victim KEY SPEC MODE SEED HASHES [CONTROL]
 ///
 /// Arms SPEC (or `-` for none: the test kills it at a random time) and hammers
 /// the cache until killed. MODE `mixed`: set / get / remove / evict / reload;
 /// `locked`: the same, every other step replaced by a value checked 1000 times
-/// inside `withValue` (under the lock: random-time kills land inside it);
+/// inside `withValue` (under the lock: random-time kills land inside it), with
+/// word 8 of CONTROL set while inside (the test kills it then);
 /// `repair`: repair() in a loop (each completed one is printed, so the test
 /// knows how many recoveries to expect). Every value read is checked whole.
 /// Exits 3 if it was never killed.
@@ -123,6 +128,7 @@ func relVictim(_ arguments: [String]) throws {
     let seed: UInt64 = try intArgument(arguments, 3, "SEED", as: UInt64.self)
     let hashes: UInt32 = try intArgument(arguments, 4, "HASHES", as: UInt32.self)
     let cache = try ShmLRU.attach(key: key, options: ShmLRU.Options(lockTimeout: .seconds(5)))
+    let control = arguments.count > 5 ? try Control(key: try keyArgument(arguments, 5)) : nil
     var random = SplitMix64(seed: seed)
     emit("ready", 1)
     for step in 0..<2_000_000 {
@@ -139,6 +145,8 @@ func relVictim(_ arguments: [String]) throws {
             // Long enough (about a millisecond) that the peers' short operations,
             // which this process waits for outside the lock, are the smaller part.
             let whole = try cache.withValue(hash) { bytes -> Bool in
+                control?.setInsideLock(true)
+                defer { control?.setInsideLock(false) }
                 let copy = Array(bytes)
                 var whole = true
                 for _ in 0..<1_000 { whole = whole && decodeValue(copy, hash: hash) != nil }
