@@ -22,7 +22,7 @@ extension ShmLRU {
         let s = _segment
         // Stamped after the old record's last use, so that a repair that finds
         // both complete keeps this one.
-        let now = max(cshm_monotonic_ns(), s.lastUse(old) &+ 1) & ~_Layout.stampUsed
+        let now = max(cshm_monotonic_ns(), s.lastUse(old) &+ 2) & ~_Layout.stampUsed
         s.writeRecord(fresh, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(fresh, s.shareKey(old))
         s.setStamp(fresh, now)
