@@ -127,7 +127,8 @@ stress:
 	exit $$status
 
 # make fuzz: libFuzzer (swiftc -sanitize=fuzzer,address) over attach, verify() and
-# operations on mutated segments: the library's sources and Tests/Fuzz/FuzzEntry.swift
+# operations on mutated cache segments, and attach, listen, lock, set/get on mutated
+# store segments (header, lock table, waiter table, change log): the library's sources and Tests/Fuzz/FuzzEntry.swift
 # compiled as one module. FUZZ_RUNS inputs (default 1M); a crash or finding fails.
 FUZZ_DIR = .build-fuzz
 FUZZ_RUNS ?= 1000000
@@ -136,8 +137,10 @@ FUZZ_FLAGS = -sanitize=fuzzer,address -D SHMLRU_TESTING -parse-as-library -O -g 
 fuzz:
 	mkdir -p $(FUZZ_DIR)/corpus
 	$(SWIFT)c $(FUZZ_FLAGS) $$(find Sources/ShmLRU -name '*.swift' | sort) Tests/Fuzz/FuzzEntry.swift -o $(FUZZ_DIR)/shmlru-fuzz
-	@# seeds: each image untouched, and each with lock-free reads (bit 0x80: the SIEVE and S3-FIFO images)
+	@# seeds: each image untouched, and each with lock-free reads (bit 0x80: the SIEVE and S3-FIFO images);
+	@# inputs starting with "S" go to the store segment (Tests/Fuzz/FuzzEntry.swift): untouched and patched
 	@for i in 000 001 002 003 040 041 100 140 200 201 202 240 241 242; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
+	@for i in 000 001 002 003 020; do printf "S\\$$i" > $(FUZZ_DIR)/corpus/seed-store-$$i; done; printf "S" > $(FUZZ_DIR)/corpus/seed-store
 	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}

@@ -98,6 +98,42 @@ static inline int cshm_mutex_expected_kind(void) {
     pthread_mutex_destroy(&fresh);
     return kind;
 }
+/// The mutex's lock word (glibc's `__data.__lock`: owner TID | FUTEX_WAITERS |
+/// FUTEX_OWNER_DIED) and owner field (`__data.__owner`: TID, or glibc's
+/// INCONSISTENT / NOTRECOVERABLE marks). 0 on other libcs.
+static inline uint32_t cshm_mutex_lock_word(const void *mutex) {
+#ifdef __GLIBC__
+    return (uint32_t)__atomic_load_n(&((const pthread_mutex_t *)mutex)->__data.__lock, __ATOMIC_ACQUIRE);
+#else
+    (void)mutex;
+    return 0;
+#endif
+}
+static inline int cshm_mutex_owner_field(const void *mutex) {
+#ifdef __GLIBC__
+    return __atomic_load_n(&((const pthread_mutex_t *)mutex)->__data.__owner, __ATOMIC_RELAXED);
+#else
+    (void)mutex;
+    return 0;
+#endif
+}
+static inline int cshm_mutex_notrecoverable_mark(void) { return 0x7ffffffe; /* glibc PTHREAD_MUTEX_NOTRECOVERABLE */ }
+/// glibc's trylock returns ENOTRECOVERABLE with the lock word still holding the
+/// caller's TID (it unlocks only if the word held that TID before): the next lock
+/// by this thread then fails with EDEADLK. Gives the word back if it is ours.
+static inline void cshm_mutex_release_if_mine(void *mutex, uint32_t tid) {
+#ifdef __GLIBC__
+    int *word = &((pthread_mutex_t *)mutex)->__data.__lock;
+    int expected = (int)tid;
+    if (!__atomic_compare_exchange_n(word, &expected, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+        expected = (int)(tid | 0x80000000u);  // FUTEX_WAITERS
+        if (__atomic_compare_exchange_n(word, &expected, 0, false, __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+            syscall(SYS_futex, word, FUTEX_WAKE, 1, NULL, NULL, 0);
+    }
+#else
+    (void)mutex; (void)tid;
+#endif
+}
 static inline int cshm_mutex_unlock(void *mutex) { return pthread_mutex_unlock((pthread_mutex_t *)mutex); }
 static inline int cshm_mutex_consistent(void *mutex) { return pthread_mutex_consistent((pthread_mutex_t *)mutex); }
 

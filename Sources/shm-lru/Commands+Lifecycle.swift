@@ -98,6 +98,21 @@ struct RemoveCommand: ParsableCommand {
             } catch {
                 let foreign = error.code == .incompatibleSegment || error.code == .corrupted
                 guard foreign else { throw describe(error, key: key) }
+                // A ShmStore: its store segment and its data segment, the latter only
+                // if it really is this store's (ShmStore.remove(key:) checks).
+                do throws(ShmError) {
+                    try ShmStore.remove(key: key)
+                    print("removed store \(key) and its data segment")
+                    return
+                } catch let storeError where storeError.code == .incompatibleSegment {
+                    // not a store either
+                } catch {
+                    guard force else {
+                        throw ToolFailure(
+                            describe(error, key: key).message + "; not removed (use --force to remove the store segment alone)",
+                            exitCode: Exit.notShmLRU)
+                    }
+                }
                 guard force else {
                     throw ToolFailure(
                         describe(error, key: key).message + "; not removed (use --force)", exitCode: Exit.notShmLRU)

@@ -3,6 +3,8 @@
 // package-internal `_CorruptionHarness`) with `-sanitize=fuzzer,address`.
 //
 // Every input goes through the real attach path: the harness copies one of its
+// valid images (a cache segment, or for an input starting with "S" a store segment,
+// see _StoreCorruptionHarness) into a real SysV segment; for a cache, it copies one of its
 // valid cache images into a real SysV segment, corrupts it as the input says,
 // attaches, verifies, operates, repairs, and requires a clean verify() after the
 // repair. A finding aborts (libFuzzer saves the input); so does any crash, and
@@ -17,6 +19,20 @@ func _asanPoison(_ address: UnsafeRawPointer, _ size: Int)
 let fuzzRegionBytes = 8_088
 
 nonisolated(unsafe) var fuzzHarness: _CorruptionHarness? = nil
+nonisolated(unsafe) var fuzzStoreHarness: _StoreCorruptionHarness? = nil
+
+func makeFuzzStoreHarness() -> _StoreCorruptionHarness {
+    do {
+        let harness = try _StoreCorruptionHarness()
+        let (base, byteCount) = harness.storeSegment
+        let pageEnd = (byteCount + 4_095) & ~4_095
+        if pageEnd > byteCount { _asanPoison(base + byteCount, pageEnd - byteCount) }
+        print("shmlru-fuzz: store segment of \(byteCount) bytes")
+        return harness
+    } catch {
+        fatalError("shmlru-fuzz: cannot set up the store: \(error)")
+    }
+}
 
 func makeFuzzHarness() -> _CorruptionHarness {
     do {
@@ -32,8 +48,22 @@ func makeFuzzHarness() -> _CorruptionHarness {
     }
 }
 
+/// Inputs whose first byte is "S" go to the store segment (the rest of the
+/// input, after that byte); the others to the cache segment (every bit of the
+/// cache harness's first byte selects something, so the store takes one value).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func shmlruFuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    if size > 0, let data, data[0] == UInt8(ascii: "S") {
+        let harness = fuzzStoreHarness ?? makeFuzzStoreHarness()
+        fuzzStoreHarness = harness
+        do {
+            try harness.run(UnsafeRawBufferPointer(start: data + 1, count: size - 1))
+        } catch {
+            print("shmlru-fuzz: FINDING (store segment): \(error)")
+            abort()
+        }
+        return 0
+    }
     let harness = fuzzHarness ?? makeFuzzHarness()
     fuzzHarness = harness
     do {

@@ -49,6 +49,10 @@ private struct Control {
         let index = 2 + Int(hash)
         return index < count ? withWords { cshm_load_acquire_u32($0 + index) } : 0
     }
+    /// Word 8: the victim is inside the lock (doing work in `withValue`).
+    func setInsideLock(_ inside: Bool) {
+        if count > 8 { withWords { cshm_store_release_u32($0 + 8, inside ? 1 : 0) } }
+    }
     func countEviction(of hash: UInt32) {
         let index = 2 + Int(hash)
         if index < count { withWords { _ = cshm_fetch_add_u32($0 + index, 1) } }
@@ -107,10 +111,13 @@ func relOp(_ arguments: [String]) throws {
 
 // MARK: - rel-victim: hammer until killed
 
-/// rel-victim KEY SPEC MODE SEED HASHES
+/// rel-victim KEY SPEC MODE SEED HASHES [CONTROL]
 ///
 /// Arms SPEC (or `-` for none: the test kills it at a random time) and hammers
 /// the cache until killed. MODE `mixed`: set / get / remove / evict / reload;
+/// `locked`: the same, every other step replaced by a value checked 1000 times
+/// inside `withValue` (under the lock: random-time kills land inside it), with
+/// word 8 of CONTROL set while inside (the test kills it then);
 /// `repair`: repair() in a loop (each completed one is printed, so the test
 /// knows how many recoveries to expect). Every value read is checked whole.
 /// Exits 3 if it was never killed.
@@ -121,6 +128,7 @@ func relVictim(_ arguments: [String]) throws {
     let seed: UInt64 = try intArgument(arguments, 3, "SEED", as: UInt64.self)
     let hashes: UInt32 = try intArgument(arguments, 4, "HASHES", as: UInt32.self)
     let cache = try ShmLRU.attach(key: key, options: ShmLRU.Options(lockTimeout: .seconds(5)))
+    let control = arguments.count > 5 ? try Control(key: try keyArgument(arguments, 5)) : nil
     var random = SplitMix64(seed: seed)
     emit("ready", 1)
     for step in 0..<2_000_000 {
@@ -130,6 +138,26 @@ func relVictim(_ arguments: [String]) throws {
             continue
         }
         let hash = UInt32.random(in: 0..<hashes, using: &random)
+        if mode == "locked", step % 2 == 0 {
+            // Work inside the critical section (a value checked over and over under
+            // the lock), so that a kill at a random time lands inside the lock most
+            // of the time and the next locker has to recover.
+            // Long enough (about a millisecond) that the peers' short operations,
+            // which this process waits for outside the lock, are the smaller part.
+            let whole = try cache.withValue(hash) { bytes -> Bool in
+                control?.setInsideLock(true)
+                defer { control?.setInsideLock(false) }
+                let copy = Array(bytes)
+                var whole = true
+                for _ in 0..<1_000 { whole = whole && decodeValue(copy, hash: hash) != nil }
+                return whole
+            }
+            if whole == false { throw HelperFailure(message: "victim: torn or foreign value for hash \(hash) under the lock") }
+            if whole == nil, try cache.verify().isClean == false {  // a miss: walk the structure under the lock instead
+                throw HelperFailure(message: "victim: verify() under the lock found problems")
+            }
+            continue
+        }
         switch Int.random(in: 0..<100, using: &random) {
         case 0..<45:
             let length = Int.random(in: 12...cache.recordSize, using: &random)
@@ -241,6 +269,7 @@ func relSoak(_ arguments: [String]) throws {
     var unexplained: [(local: Int, evictionsAtSet: UInt32)] = []
     var operations = 0, sets = 0, ownHits = 0, ownMisses = 0, foreignReads = 0, deletes = 0, evictions = 0, verifies = 0
     var version: UInt32 = 0
+    var busyMisses: UInt64 = 0
 
     func noteMiss(_ local: Int) {
         // A miss of a hash believed present: explained if it was evicted since its last set.
@@ -259,10 +288,15 @@ func relSoak(_ arguments: [String]) throws {
         case 0..<35:
             version &+= 1
             let length = Int.random(in: 12...cache.recordSize, using: &random)
+            // Read before the set: a peer may evict (and count) the new value before
+            // this process gets to run again after the set, and a count read then
+            // would already include that eviction and hide it (the cause of a
+            // "vanished without an eviction" seen under AddressSanitizer).
+            let evictionsBefore = control.evictions(of: hash)
             let result = try cache.set(hash, encodeValue(hash: hash, version: version, length: length))
             if let evicted = result.evictedHash { control.countEviction(of: evicted) }
             lastVersion[local] = version
-            evictionsAtSet[local] = control.evictions(of: hash)
+            evictionsAtSet[local] = evictionsBefore
             offsets[local] = result.offset
             sets += 1
         case 35..<60:
@@ -275,6 +309,10 @@ func relSoak(_ arguments: [String]) throws {
                     throw HelperFailure(message: "hash \(hash) holds version \(read); its only writer last wrote \(expected)")
                 }
                 ownHits += 1
+            } else if cache.stats.busyMisses != busyMisses {
+                // A lock-free read whose entry kept moving (a writer in its critical
+                // section all along): a miss by contract, not a sign of absence.
+                busyMisses = cache.stats.busyMisses
             } else {
                 if lastVersion[local] != nil { noteMiss(local) }
                 ownMisses += 1
@@ -338,5 +376,6 @@ func relSoak(_ arguments: [String]) throws {
     emit("deletes", deletes)
     emit("evictCalls", evictions)
     emit("verifies", verifies)
+    emit("busyMisses", cache.stats.busyMisses)
     emit("presentAtEnd", present)
 }

@@ -159,11 +159,16 @@ import Testing
                     named += 1
                 } else {
                     context = "\(kind) round \(round): killed at a random time"
+                    try control.setWord(8, 0)  // the previous victim may have died flagging "inside"
                     let victim = try spawnHelper([
-                        "rel-victim", key.description, "-", "mixed", String(seed &+ UInt64(round) &* 31), String(hashes),
+                        "rel-victim", key.description, "-", "locked", String(seed &+ UInt64(round) &* 31), String(hashes),
+                        controlKey.description,
                     ])
                     #expect(victim.readLine() == "ready=1")
                     usleep(UInt32.random(in: 1_000...20_000, using: &random))
+                    // Then at the next moment it works inside the lock (it flags that in the
+                    // control region), so that the kill exercises recovery; at most 200 ms later.
+                    _ = eventually(timeout: .milliseconds(200)) { control.word(8) != 0 }
                     victim.kill(SIGKILL)
                     let run = victim.wait()
                     try #require(run.status == 128 + SIGKILL, "\(context): status \(run.status) \(run.errorOutput)")
@@ -179,6 +184,8 @@ import Testing
                 if expectedRecoveries.lowerBound == 0, recoveries == 1 { timedInsideLock += 1 }
                 try relCheckAllValues(cache, hashes: hashes, context)
             }
+            // `make stress`: random-time kills must exercise recovery, not just land between operations.
+            if relStress { #expect(timedInsideLock >= 25, "\(kind): only \(timedInsideLock) of \(timed) random-time kills landed inside the lock") }
         }
     }
 }

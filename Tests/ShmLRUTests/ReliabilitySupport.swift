@@ -32,6 +32,9 @@ struct RelControl {
     func word(_ index: Int) -> UInt32 {
         region.withUnsafeBytes { cshm_load_acquire_u32($0.baseAddress!.assumingMemoryBound(to: UInt32.self) + index) }
     }
+    func setWord(_ index: Int, _ value: UInt32) throws {
+        try region.withUnsafeMutableBytes { cshm_store_release_u32($0.baseAddress!.assumingMemoryBound(to: UInt32.self) + index, value) }
+    }
     func requestStop() throws {
         try region.withUnsafeMutableBytes { cshm_store_release_u32($0.baseAddress!.assumingMemoryBound(to: UInt32.self), 1) }
     }

@@ -37,12 +37,13 @@ import Testing
                     String(perProcess), kind == .shared && index % 2 == 1 ? "1" : "0",
                 ])
             }
-            var operations = 0, verifies = 0
+            var operations = 0, verifies = 0, busyMisses = 0
             for (index, helper) in helpers.enumerated() {
                 let run = helper.wait()
                 #expect(run.status == 0, "soak process \(index): \(run.errorOutput)")
                 operations += Int(run.values["operations"] ?? "0") ?? 0
                 verifies += Int(run.values["verifies"] ?? "0") ?? 0
+                busyMisses += Int(run.values["busyMisses"] ?? "0") ?? 0
             }
             let report = try cache.verify()
             #expect(report.isClean, "\(report)")
@@ -54,7 +55,7 @@ import Testing
             relReport(
                 "soak \(kind) \(processes) processes x \(seconds) s: \(operations) operations "
                     + "(\(stats.inserts) inserts, \(stats.updates) updates, \(stats.deletes) deletes, \(stats.evictions) evictions, "
-                    + "\(verifies) verify() calls in the helpers); verify() clean: \(report.isClean); \(stats.count) live at the end")
+                    + "\(verifies) verify() calls in the helpers, \(busyMisses) lock-free reads answered busy); verify() clean: \(report.isClean); \(stats.count) live at the end")
         }
     }
 }

@@ -1,4 +1,5 @@
 import CShm
+import Glibc
 import Synchronization
 
 // Reads. With `.onEveryRead` (exact LRU) a read takes the lock and moves its
@@ -58,11 +59,21 @@ extension ShmLRU {
         _markIfStale(record, stamp: stamp, now: _readClock(hits: hits))
     }
 
-    /// The first optimistic attempt met a writer: the remaining attempts, then the lock.
+    /// The first optimistic attempt met a writer: the remaining attempts (yielding
+    /// the CPU between the later ones, so a writer on this core can finish), then
+    /// one try of the lock that does not wait, then a miss.
+    ///
+    /// A lock-free read never waits for the lock: a writer stopped inside its
+    /// critical section (SIGSTOP, a debugger, the cgroup freezer) leaves the index
+    /// or a record odd for as long as it is stopped, and every read would then
+    /// wait out the lock timeout. A moving entry is answered as a miss instead
+    /// (the entry is being changed: a cache may miss). A writer that died there
+    /// leaves the lock free to take (EOWNERDEAD): the try repairs its work and reads.
     @inline(never)
     func _getContended(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
         var attempts = ShmLRU._optimisticAttempts &- 1
         while attempts > 0 {
+            if attempts < ShmLRU._optimisticAttempts / 2 { sched_yield() }
             switch _readOptimistic(hash, into: buffer) {
             case .hit(let length, let record, let stamp):
                 _noteOptimisticHit(record, stamp: stamp)
@@ -76,7 +87,13 @@ extension ShmLRU {
                 attempts &-= 1
             }
         }
-        return try _getLocked(hash, into: buffer)
+        do {
+            return try _getLocked(hash, into: buffer, timeoutNanoseconds: 0)
+        } catch where error.code == .lockTimeout {
+            _countMiss()
+            _busyMisses.store(_busyMisses.load(ordering: .relaxed) &+ 1, ordering: .relaxed)
+            return nil
+        }
     }
 
     /// The errors of `get`, formatted off the hot path.
@@ -89,9 +106,11 @@ extension ShmLRU {
 
     /// A read under the lock: exact LRU, or an optimistic read that kept colliding with writers.
     @inline(never)
-    func _getLocked(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
+    func _getLocked(
+        _ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer, timeoutNanoseconds: Int64? = nil
+    ) throws(ShmError) -> Int? {
         if _attachment.isAttached { _probe.warm(hash) }  // hints: see `_Probe.warm(_:)`; never on a gone mapping
-        return try _withLock("get(\(hash), key: \(key))") { () throws(ShmError) -> Int? in
+        return try _withLock("get(\(hash), key: \(key))", timeoutNanoseconds: timeoutNanoseconds) { () throws(ShmError) -> Int? in
             let now = _lockedNow()
             guard let found = _find(hash) else {
                 _countMiss()

@@ -65,6 +65,13 @@ extension ShmLRU {
             try cache._setLocked(hash, value, shareKey: nil)
         }
 
+        /// Replaces a live record's value by writing it into a free record first and
+        /// then switching the index to it (see `ShmLRU+Replace.swift`): a writer killed
+        /// meanwhile leaves the old value. False when no record is free (nothing changed).
+        func replace(_ slot: _Slot, hash: UInt32, _ value: UnsafeRawBufferPointer) throws(ShmError) -> Bool {
+            try cache._replaceLocked(slot.index, hash: hash, value) != nil
+        }
+
         /// Counts a use of the record per the cache's promotion and eviction policy
         /// (exact LRU moves it to the head; the others mark it).
         func promote(_ slot: _Slot) throws(ShmError) { try cache._promoteLocked(slot.index, now: cache._lockedNow()) }
@@ -155,6 +162,12 @@ extension ShmLRU {
         @inline(__always) var readsLockFree: Bool { cache._promotionNanoseconds != 0 }
         /// The shared index and the records, for a seqlock-checked search.
         @inline(__always) var probe: _Probe { cache._probe }
+        /// The segment's owner word (`_Layout.H.owner`): which ShmStore's data
+        /// segment this is, or 0. Written once, by `claimOwnership`, at creation.
+        @inline(__always) var owner: UInt64 { cshm_load_acquire_u64(cache._segment.u64(_Layout.H.owner)) }
+        /// Records the owner word of a segment this process just created (before
+        /// any other process can know its key).
+        func claimOwnership(_ word: UInt64) { cshm_store_release_u64(cache._segment.u64(_Layout.H.owner), word) }
         /// Counts a lock-free hit on `record` and marks it used per the policy.
         @inline(__always) func noteHit(_ record: UnsafeMutableRawPointer, stamp: UInt64) {
             cache._noteOptimisticHit(record, stamp: stamp)

@@ -38,7 +38,7 @@ extension ShmLRU {
         let operation = "ShmLRU.probe(key: \(key))"
         let region: ShmRegion
         do {
-            region = try ShmRegion.attach(key: key, readOnly: true)
+            region = try ShmRegion._attach(key: key, readOnly: true, owners: .any)  // trusts nothing it reads
         } catch {
             throw ShmError(error.code, operation, errno: error.errno, detail: error.detail)
         }

@@ -103,7 +103,13 @@ extension ShmLRU {
     }
 
     /// Rebuilds the cache's structure from its records (see `verify()` to check it first).
+    ///
+    /// A lock whose owner word names no live thread (forged, or left by a
+    /// crash) is taken over by the locker, as every call does (`_SegmentLock`);
+    /// a lock held by a live thread is never taken away: that waits for the lock
+    /// timeout as any call does.
     public func repair() throws(ShmError) {
+        try _checkAttached("repair(key: \(key))")
         try _withLock("repair(key: \(key))") { () throws(ShmError) in _rebuildLocked() }
     }
 }

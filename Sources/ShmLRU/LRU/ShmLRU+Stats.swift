@@ -40,6 +40,10 @@ extension ShmLRU {
         public var totalHits: UInt64 = 0
         /// Misses of every process (see `totalHits`).
         public var totalMisses: UInt64 = 0
+        /// Of `misses`, lock-free reads (interval promotion) answered as a miss
+        /// because their entry kept moving for the whole retry budget (a writer
+        /// inside its critical section, maybe stopped): not evidence of absence.
+        public var busyMisses: UInt64 = 0
     }
 
     /// The figures; once detached, only capacity, record size and this handle's hits and misses.
@@ -48,7 +52,7 @@ extension ShmLRU {
             return Stats(
                 capacity: capacity, recordSize: recordSize, count: 0, free: capacity, inserts: 0, updates: 0, deletes: 0,
                 evictions: 0, recoveries: 0, promotions: 0, hits: _hits.load(ordering: .relaxed),
-                misses: _misses.load(ordering: .relaxed))
+                misses: _misses.load(ordering: .relaxed), busyMisses: _busyMisses.load(ordering: .relaxed))
         }
         let s = _segment
         let count = min(Int(s.count), capacity)
@@ -58,6 +62,7 @@ extension ShmLRU {
             deletes: s.load64(_Layout.H.statDeletes), evictions: s.load64(_Layout.H.statEvictions),
             recoveries: s.load64(_Layout.H.statRecoveries), promotions: s.load64(_Layout.H.statPromotions),
             hits: _hits.load(ordering: .relaxed), misses: _misses.load(ordering: .relaxed),
-            totalHits: s.load64(_Layout.H.statHits), totalMisses: s.load64(_Layout.H.statMisses))
+            totalHits: s.load64(_Layout.H.statHits), totalMisses: s.load64(_Layout.H.statMisses),
+            busyMisses: _busyMisses.load(ordering: .relaxed))
     }
 }

@@ -70,17 +70,22 @@ public final class ShmLRU: @unchecked Sendable {
         /// says; `.atMostEvery(interval)` then only sets how often a hit refreshes
         /// its record's last-use time (default: once a second).
         public var policy: EvictionPolicy?
+        /// A user id whose segments `attach` accepts besides this process's
+        /// effective uid and root (see `ShmRegion.attach(key:readOnly:allowingOwner:)`).
+        public var allowedOwner: UInt32?
 
         /// Options; the defaults evict when full, promote on every read (exact LRU), wait up to 10 s for the lock and 2 s for a cache being created.
         public init(
             whenFull: FullPolicy = .evictLeastRecentlyUsed, promotion: Promotion = .onEveryRead,
-            lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2), policy: EvictionPolicy? = nil
+            lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2), policy: EvictionPolicy? = nil,
+            allowedOwner: UInt32? = nil
         ) {
             self.policy = policy
             self.whenFull = whenFull
             self.promotion = promotion
             self.lockTimeout = lockTimeout
             self.attachWait = attachWait
+            self.allowedOwner = allowedOwner
         }
     }
 
@@ -110,6 +115,7 @@ public final class ShmLRU: @unchecked Sendable {
     /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
     let _hitsPublished = Atomic<UInt64>(0)
     let _missesPublished = Atomic<UInt64>(0)
+    let _busyMisses = Atomic<UInt64>(0)
     /// This handle's view of the coarse monotonic clock, for the time of a mark
     /// and for whether a marked record's mark is an interval old: refreshed every
     /// `_clockRefreshReads` hits (and every as many locked reads and updates).
@@ -279,7 +285,7 @@ public final class ShmLRU: @unchecked Sendable {
     ///   for a header that does not add up or claims more than the segment holds.
     public static func attach(key: ShmKey, recordSize: Int? = nil, options: Options = Options()) throws(ShmError) -> ShmLRU {
         let region: ShmRegion
-        do { region = try ShmRegion.attach(key: key) } catch {
+        do { region = try ShmRegion.attach(key: key, allowingOwner: options.allowedOwner) } catch {
             ShmEvents._emitIfRefused(error, key: key)
             throw error
         }
@@ -388,10 +394,15 @@ public final class ShmLRU: @unchecked Sendable {
     /// repaired after first; a structure found inconsistent inside `body` is
     /// repaired and `body` retried once.
     @inline(__always)  // the body closure then inlines too: no context, no thunk on every locked call
-    func _withLock<R>(_ operation: @autoclosure () -> String, _ body: () throws(ShmError) -> R) throws(ShmError) -> R {
-        try _checkAttached(operation())
+    func _withLock<R>(
+        _ operation: @autoclosure () -> String, timeoutNanoseconds: Int64? = nil, _ body: () throws(ShmError) -> R
+    ) throws(ShmError) -> R {
+        // Counted in flight (waiting or holding): a concurrent `detach()` waits for
+        // this call to release the lock before the mapping is taken away.
+        guard _attachment.enter() else { throw ShmError(.detached, operation()) }
+        defer { _attachment.leave() }
         let acquired: _SegmentLock.Acquired
-        do { acquired = try _lock.lock(timeoutNanoseconds: _lockTimeoutNanoseconds) } catch {
+        do { acquired = try _lock.lock(timeoutNanoseconds: timeoutNanoseconds ?? _lockTimeoutNanoseconds) } catch {
             throw _lockFailed(error, operation())
         }
         defer {

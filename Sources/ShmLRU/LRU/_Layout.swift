@@ -35,7 +35,9 @@
 //   line 6   immutable after init: eviction policy (0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO),
 //            ghost offset and slots, the S3-FIFO small queue's target size and the
 //            ghost FIFO's length
-//   line 7   reserved (zero)
+//   line 7   owner (UInt64 at 448): 0, or "STOR" << 32 | the key of the ShmStore
+//            whose data segment this is (ShmStore checks it before using or
+//            removing it); the rest reserved (zero)
 //
 //  Record (stride = 32 + recordSize rounded up to 8):
 //   +0  prev   UInt32   LRU neighbour towards the head (slot index; none = 0xFFFFFFFF)
@@ -119,6 +121,8 @@ struct _Layout: Equatable, Sendable {
     static let stampFrequency: UInt64 = 3
     static let stampSmall: UInt64 = 4
     static let ghostWays = 4
+    /// High half of `H.owner` for a ShmStore's data segment ("STOR").
+    static let ownerTagStore: UInt64 = 0x5354_4F52 << 32
 
     // Header field offsets (bytes from the segment's start).
     enum H {
@@ -168,7 +172,10 @@ struct _Layout: Equatable, Sendable {
         static let ghostOffset = 392  // UInt64
         static let smallTarget = 400  // S3-FIFO: the small queue's share of the capacity
         static let ghostLength = 404  // S3-FIFO: hashes the ghost FIFO remembers
-        static let reserved = 448  // up to headerSize: free for later layout versions
+        /// UInt64: 0, or `ownerTagStore | key` when the segment is the data
+        /// segment of the ShmStore whose store segment has that key.
+        static let owner = 448
+        static let reserved = 456  // up to headerSize: free for later layout versions
     }
 
     // Record field offsets (bytes from the record's start).

@@ -121,14 +121,35 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     }
 
     /// Attaches an existing segment by key.
-    /// - Throws: `.notFound` when no segment has that key, `.permissionDenied`.
-    public static func attach(key: ShmKey, readOnly: Bool = false) throws(ShmError) -> ShmRegion {
+    ///
+    /// A segment owned by another user is refused unless named: a segment
+    /// planted at an application's key by another account (even with mode 0666)
+    /// would otherwise feed this process its values and read what it writes.
+    ///
+    /// - Parameter owner: a user id, besides this process's effective uid and
+    ///   root (always accepted), whose segments may be attached.
+    /// - Throws: `.notFound` when no segment has that key, `.permissionDenied`
+    ///   (also for a segment whose owner is neither this user, root nor `owner`).
+    public static func attach(key: ShmKey, readOnly: Bool = false, allowingOwner owner: UInt32? = nil) throws(ShmError) -> ShmRegion {
+        try _attach(key: key, readOnly: readOnly, owners: .trusted(owner))
+    }
+
+    /// Whose segments an attach accepts.
+    enum _Owners {
+        /// This process's effective uid, root, and the named uid.
+        case trusted(UInt32?)
+        /// Any: for reads that trust nothing in the segment (`ShmLRU.probe`).
+        case any
+    }
+
+    static func _attach(key: ShmKey, readOnly: Bool, owners: _Owners) throws(ShmError) -> ShmRegion {
         let operation = "attach(key: \(key)\(readOnly ? ", readOnly" : ""))"
         guard !key.isPrivate else {
             throw ShmError(.invalidArgument, operation, detail: "key 0 (IPC_PRIVATE) names no shared segment")
         }
         switch _shmget(key: key.rawValue, size: 0, flags: 0) {
-        case .success(let id): return try attach(id: id, key: key, readOnly: readOnly, removeAtExit: false, created: false)
+        case .success(let id):
+            return try attach(id: id, key: key, readOnly: readOnly, removeAtExit: false, created: false, owners: owners)
         case .failure(let code): throw ShmError.system(operation, errno: code.code)
         }
     }
@@ -143,7 +164,7 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     }
 
     private static func attach(
-        id: Int32, key: ShmKey, readOnly: Bool, removeAtExit: Bool, created: Bool
+        id: Int32, key: ShmKey, readOnly: Bool, removeAtExit: Bool, created: Bool, owners: _Owners = .any
     ) throws(ShmError) -> ShmRegion {
         let operation = "shmat(id: \(id), key: \(key))"
         let info: _SegmentStatus
@@ -152,6 +173,15 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
         case .failure(let code):
             if created { _ = _shmRemove(id: id) }
             throw ShmError.system("shmctl(IPC_STAT, id: \(id), key: \(key))", errno: code.code)
+        }
+        if case .trusted(let named) = owners {
+            let me = UInt32(geteuid())
+            guard info.ownerUID == me || info.ownerUID == 0 || info.ownerUID == named else {
+                throw ShmError(
+                    .permissionDenied, "attach(key: \(key))",
+                    detail: "the segment belongs to uid \(info.ownerUID), not to this user (uid \(me)) or root: "
+                        + "pass allowingOwner: \(info.ownerUID) to trust it")
+            }
         }
         guard info.size > 0, info.size <= UInt64(Int.max) else {
             if created { _ = _shmRemove(id: id) }
@@ -167,6 +197,12 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
             if created { _ = _shmRemove(id: id) }
             throw ShmError.system(operation, errno: code.code)
         }
+    }
+
+    /// A second attachment of this same segment (by id, so also after `remove()`):
+    /// the corruption harnesses attach the segments they own afresh for each input.
+    func _reattach() throws(ShmError) -> ShmRegion {
+        try ShmRegion.attach(id: id, key: key, readOnly: isReadOnly, removeAtExit: false, created: false)
     }
 
     // MARK: Detach and remove

@@ -14,6 +14,11 @@ final class _Attachment: Sendable {
     let removeAtExit: Bool
     nonisolated(unsafe) let base: UnsafeMutableRawPointer
     private let _attached = Atomic<Bool>(true)
+    /// Threads of this process inside a locked operation on this mapping (waiting
+    /// for the segment's lock or holding it): `detach` waits for them to leave.
+    private let _inFlight = Atomic<Int>(0)
+    /// The segment was replaced by anonymous memory: `deinit` unmaps that.
+    private let _placeholder = Atomic<Bool>(false)
 
     init(key: ShmKey, id: Int32, byteCount: Int, isReadOnly: Bool, removeAtExit: Bool, base: UnsafeMutableRawPointer) {
         self.key = key
@@ -24,14 +29,54 @@ final class _Attachment: Sendable {
         self.base = base
     }
 
+    deinit {
+        // No handle refers to the mapping any more, so no operation can be on it.
+        if _placeholder.load(ordering: .acquiring) { munmap(base, byteCount) }
+    }
+
     var isAttached: Bool { _attached.load(ordering: .acquiring) }
 
-    /// Unmaps once; later calls do nothing and return false.
-    func detach() -> Bool {
-        guard _attached.compareExchange(expected: true, desired: false, ordering: .acquiringAndReleasing).exchanged
+    /// Enters a locked operation: false (and nothing to leave) once detached.
+    /// A detach that has begun waits for every entered operation to `leave()`
+    /// before it takes the segment away, so an operation holding the segment's
+    /// lock always releases it in the segment, never in a replaced mapping.
+    @inline(__always)
+    func enter() -> Bool {
+        _inFlight.add(1, ordering: .sequentiallyConsistent)
+        if _attached.load(ordering: .sequentiallyConsistent) { return true }
+        _inFlight.subtract(1, ordering: .sequentiallyConsistent)
+        return false
+    }
+
+    @inline(__always)
+    func leave() { _inFlight.subtract(1, ordering: .sequentiallyConsistent) }
+
+    /// Detaches once; later calls do nothing and return false.
+    ///
+    /// Safe against operations of other threads (handles are `Sendable`): the
+    /// handle is marked detached first (new operations throw `.detached`), then
+    /// the locked operations already inside are waited for (each is bounded by
+    /// its lock timeout), then the segment's pages are replaced in place by
+    /// private zero pages (`mmap(MAP_FIXED)` over the attachment, which detaches
+    /// the segment exactly as `shmdt` does). A lock-free read that loaded the
+    /// flag just before can only read zeros then, never unmapped memory; the
+    /// placeholder pages are unmapped when the last handle goes (`deinit`).
+    /// `waitForOperations: false` (the exit handler) marks the handle detached
+    /// and leaves the mapping to the kernel's exit: a thread of the exiting
+    /// process may still hold the segment's lock, which must stay where the
+    /// kernel's robust-mutex cleanup finds it.
+    func detach(waitForOperations: Bool = true) -> Bool {
+        guard _attached.compareExchange(expected: true, desired: false, ordering: .sequentiallyConsistent).exchanged
         else { return false }
-        _ = _shmdt(base)
         _Registry.shared.remove(self)
+        guard waitForOperations else { return true }
+        while _inFlight.load(ordering: .sequentiallyConsistent) != 0 { usleep(100) }
+        let protection = isReadOnly ? PROT_READ : PROT_READ | PROT_WRITE
+        if mmap(base, byteCount, protection, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) == UnsafeMutableRawPointer(bitPattern: -1) {
+            _ = _shmdt(base)  // cannot happen short of address-space exhaustion: detach the plain way
+        } else {
+            _placeholder.store(true, ordering: .releasing)
+        }
         return true
     }
 }
@@ -89,5 +134,11 @@ final class _Registry: Sendable {
         return count
     }
 
-    func cleanUpAtExit() { detachAllAndRemoveCreated() }
+    /// At exit: every handle is marked detached (later calls throw `.detached`)
+    /// and the segments this process created are removed; the mappings go with
+    /// the process, so threads still running meanwhile never meet unmapped memory.
+    func cleanUpAtExit() {
+        for attachment in all { _ = attachment.detach(waitForOperations: false) }
+        for id in created.withLock({ Array($0.keys) }) { removeCreated(id: id) }
+    }
 }

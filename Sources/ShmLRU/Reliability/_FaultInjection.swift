@@ -12,10 +12,11 @@ import Synchronization
 /// In a test build it is armed by the environment variable `SHMLRU_FAULT_INJECTION`,
 /// read once per process when the first cache handle is made:
 ///
-///     SHMLRU_FAULT_INJECTION=<point>[,<point>…]@<n>
+///     SHMLRU_FAULT_INJECTION=<point>[,<point>…]@<n>[:stop]
 ///
 /// kills the process the n-th time (n >= 1) it reaches any listed point (`*`
-/// lists them all). Unset (production), every handle holds `nil` and each point
+/// lists them all); with `:stop` it stops itself there instead (SIGSTOP, as a
+/// debugger or the cgroup freezer would), holding whatever it holds. Unset (production), every handle holds `nil` and each point
 /// costs one predictable branch on a field the handle already has in a register.
 package final class _FaultInjection: Sendable {
     /// Where a process can be killed. Every point lies inside the segment's lock,
@@ -77,12 +78,17 @@ package final class _FaultInjection: Sendable {
 
     let points: Set<Point>
     let killAt: Int
+    let stops: Bool
     private let reached = Atomic<Int>(0)
 
-    /// Parses `<point>[,<point>…]@<n>`; nil if malformed.
+    /// Parses `<point>[,<point>…]@<n>[:stop]`; nil if malformed.
     package init?(spec: String) {
         let parts = spec.split(separator: "@")
-        guard parts.count == 2, let n = Int(parts[1]), n >= 1 else { return nil }
+        guard parts.count == 2 else { return nil }
+        let action = parts[1].split(separator: ":")
+        guard (1...2).contains(action.count), let n = Int(action[0]), n >= 1 else { return nil }
+        if action.count == 2 { guard action[1] == "stop" else { return nil } }
+        stops = action.count == 2
         var points = Set<Point>()
         for name in parts[0].split(separator: ",") {
             if name == "*" {
@@ -102,6 +108,10 @@ package final class _FaultInjection: Sendable {
     package func reach(_ point: Point) {
         guard points.contains(point) else { return }
         if reached.wrappingAdd(1, ordering: .relaxed).newValue == killAt {
+            if stops {
+                _ = kill(getpid(), SIGSTOP)  // resumes on SIGCONT, or dies by SIGKILL
+                return
+            }
             _ = kill(getpid(), SIGKILL)
             while true { pause() }  // SIGKILL is delivered before pause returns
         }

@@ -145,11 +145,17 @@ extension ShmStore {
                     detail: "hashes \(base)...\(base &+ UInt32(configuration.probeLimit - 1)) are all taken by other keys")
             }
             hash = free
-            if lru.isFull { try _makeRoomLocked(lru, now: now, operation()) }
+            // The data segment holds one spare record beyond the store's capacity.
+            if lru.count >= configuration.capacity { try _makeRoomLocked(lru, now: now, operation()) }
         }
         let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
         try _withBytes(payload) { (payloadBuffer) throws(ShmError) in
-            try lru.set(hash, payloadBuffer)
+            // An update goes to a fresh record (the spare, at least): a writer
+            // killed meanwhile leaves the previous value, not nothing.
+            if let found, try lru.replace(found.slot, hash: hash, payloadBuffer) {
+            } else {
+                try lru.set(hash, payloadBuffer)
+            }
             _store.appendChange(.set, payload: payloadBuffer)
         }
     }

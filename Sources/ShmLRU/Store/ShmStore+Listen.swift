@@ -7,7 +7,9 @@ import Synchronization
 // and the log's futex word is bumped. Each store handle runs one pump thread,
 // started by its first `listen`, that sleeps on that word (no CPU, no polling),
 // reads the new entries and yields each to this process's listeners of its key,
-// in log order. The pump runs until the handle is detached or deinitialized.
+// in log order. The pump runs until the handle is detached or deinitialized; an
+// idle pump wakes every 250 ms to notice a detach made behind its back
+// (`ShmRegion.detachAll()`), and ends the listeners then.
 
 extension ShmStore {
     /// One change of a key, by any process.
@@ -95,6 +97,9 @@ final class _ListenerHub: @unchecked Sendable {
         var stopped = false
     }
 
+    /// How long the idle pump sleeps before it checks the handle is still attached.
+    static let recheckNanoseconds: Int64 = 250_000_000
+
     let segment: _StoreSegment
     /// Keeps the store segment mapped while the pump runs.
     let region: ShmRegion
@@ -154,19 +159,31 @@ final class _ListenerHub: @unchecked Sendable {
         var cursor = start
         var buffer = [UInt8](repeating: 0, count: segment.layout.recordSize)
         while !stopping.load(ordering: .acquiring) {
+            guard region.isAttached else {
+                // Detached under the pump (ShmRegion.detachAll()): the mapping is a
+                // zero placeholder now, never unmapped memory. End the listeners.
+                stop()
+                return
+            }
             let word = cshm_load_acquire_u32(segment.logWordPointer)
             let head = segment.logHead
             if head == cursor {
                 _ = cshm_fetch_add_u32(segment.logWaitersPointer, 1)
                 cshm_fence_seq_cst()  // pairs with the appender's: it bumps the word, then reads the waiter count
                 if cshm_load_acquire_u32(segment.logWordPointer) == word, !stopping.load(ordering: .acquiring) {
-                    _ = cshm_futex_wait(segment.logWordPointer, word, -1)
+                    // Bounded, so that a detach by other means (detachAll) is noticed.
+                    _ = cshm_futex_wait(segment.logWordPointer, word, _ListenerHub.recheckNanoseconds)
                 }
                 _ = cshm_fetch_add_u32(segment.logWaitersPointer, UInt32.max)  // - 1
                 continue
             }
             if head < cursor {  // cannot happen in a sound segment: resynchronize
                 cursor = head
+                // Listeners added meanwhile started at a (forged) later head: from
+                // now on they take every change again.
+                state.withLock { state in
+                    for (id, listener) in state.listeners where listener.start > head { state.listeners[id]?.start = head }
+                }
                 continue
             }
             let (changes, missed) = read(from: cursor, to: head, buffer: &buffer)
@@ -182,9 +199,14 @@ final class _ListenerHub: @unchecked Sendable {
         let capacity = UInt64(segment.layout.logCapacity)
         var changes: [ShmStore.Change] = []
         var missed = 0
-        if head - cursor > capacity {
-            missed += Int(head - capacity - cursor)
-            cursor = head - capacity
+        // `head` is a shared value (a forged or torn head can be anything): only
+        // `head > start` is known here, so every step is checked arithmetic on the
+        // distance, and a distance beyond the ring is a gap, never a trap.
+        guard head > cursor else { return ([], 0) }
+        let distance = head &- cursor
+        if distance > capacity {
+            missed = Int(clamping: distance &- capacity)
+            cursor = head &- capacity
         }
         while cursor < head {
             let sequence = cursor
@@ -192,22 +214,27 @@ final class _ListenerHub: @unchecked Sendable {
                 guard let (kind, length) = segment.readChange(sequence, into: raw) else { return nil }
                 return _ListenerHub.decode(kind: kind, payload: UnsafeRawBufferPointer(rebasing: raw[0..<length]), sequence: sequence)
             }
-            if let change { changes.append(change) } else { missed += 1 }
+            if let change { changes.append(change) } else if missed < Int.max { missed += 1 }
             cursor += 1
         }
         return (changes, missed)
     }
 
+    /// Hands the changes to the listeners. The continuations are called with no
+    /// lock held: a listener's `onTermination` (run by the concurrency runtime
+    /// while it holds the cancelled task's status lock) takes `state`'s lock, and
+    /// `yield` may take that same status lock, so yielding under `state`'s lock
+    /// can deadlock against a cancellation. A listener removed after the snapshot
+    /// gets at most the changes of this batch, which its finished stream drops.
     private func deliver(_ changes: [ShmStore.Change], missed: Int, before sequence: UInt64) {
-        state.withLock { state in
-            for listener in state.listeners.values {
-                if missed > 0 {
-                    listener.continuation.yield(
-                        ShmStore.Change(key: listener.key ?? "", kind: .missed(missed), bytes: nil, sequence: sequence))
-                }
-                for change in changes where change.sequence >= listener.start && (listener.key == nil || listener.key == change.key) {
-                    listener.continuation.yield(change)
-                }
+        let listeners = state.withLock { state in Array(state.listeners.values) }
+        for listener in listeners {
+            if missed > 0 {
+                listener.continuation.yield(
+                    ShmStore.Change(key: listener.key ?? "", kind: .missed(missed), bytes: nil, sequence: sequence))
+            }
+            for change in changes where change.sequence >= listener.start && (listener.key == nil || listener.key == change.key) {
+                listener.continuation.yield(change)
             }
         }
     }

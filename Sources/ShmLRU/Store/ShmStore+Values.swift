@@ -157,7 +157,7 @@ extension ShmStore {
     func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String) throws(ShmError) {
         if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
-            throw ShmError(.full, operation, detail: "all \(cache.capacity) entries are live")
+            throw ShmError(.full, operation, detail: "all \(configuration.capacity) entries are live")
         }
         let victim = try lru.evict { (victim) throws(ShmError) in
             // Its key goes to the log while its record still holds it.

@@ -233,20 +233,23 @@ public final class ShmStore: @unchecked Sendable {
         if let maxAge = c.maxAge, maxAge <= .zero {
             throw ShmError(.invalidArgument, operation, detail: "maxAge must be positive (nil: no expiry)")
         }
-        guard c.capacity >= 1, c.capacity <= _Layout.maxCapacity else {
-            throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity)")
+        guard c.capacity >= 1, c.capacity < _Layout.maxCapacity else {
+            throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity - 1)")
         }
         let region = try ShmRegion.create(key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
         let cache: ShmLRU
         do {
             cache = try ShmLRU.create(
-                key: nil, recordSize: c.recordSize, capacity: c.capacity, index: .shared, permissions: permissions,
+                // One spare record: an update is written into a free record before
+                // the old one is let go (see ShmLRU+Replace.swift).
+                key: nil, recordSize: c.recordSize, capacity: c.capacity + 1, index: .shared, permissions: permissions,
                 persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, lockTimeout: c.lockTimeout, policy: c.policy))
         } catch {
             try? region.remove()
             _ = try? region.detach()
             throw error
         }
+        _claim(cache, for: key)
         let s = _StoreSegment(base: region._attachment.base, layout: layout)
         s.store(_StoreLayout.H.version, _StoreLayout.version)
         s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
@@ -263,7 +266,8 @@ public final class ShmStore: @unchecked Sendable {
         s.store64(_StoreLayout.H.maxAge, c.maxAge.map { UInt64(_nanoseconds($0)) } ?? 0)
         s.store(
             _StoreLayout.H.flags,
-            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0))
+            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0)
+                | _StoreLayout.flagSpareRecord)
         s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
         s.store64(_StoreLayout.H.promotion, _StoreLayout.promotionNanoseconds(c.promotion))
         s.store64(_StoreLayout.H.negativeTTL, c.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
@@ -289,40 +293,63 @@ public final class ShmStore: @unchecked Sendable {
     ///   ShmStore of this layout version; `.corrupted` for a header that does not
     ///   add up, claims more than the segment holds, or names a data segment that
     ///   is gone or does not match.
-    ///
+    ///   `.permissionDenied` for a segment owned by another user than this one,
+    ///   root or `allowingOwner` (see `ShmRegion.attach(key:readOnly:allowingOwner:)`).
     /// - Parameter lockTimeout: this handle's limit on lock waits (see `Configuration.lockTimeout`).
     public static func attach(
-        key: ShmKey, wait: Duration = .seconds(2), lockTimeout: Duration? = ShmStore.defaultLockTimeout
+        key: ShmKey, wait: Duration = .seconds(2), lockTimeout: Duration? = ShmStore.defaultLockTimeout,
+        allowingOwner: UInt32? = nil
     ) throws(ShmError) -> ShmStore {
-        try _attach(key: key, wait: wait, lockTimeout: lockTimeout, hash: nil)
+        try _attach(key: key, wait: wait, lockTimeout: lockTimeout, hash: nil, allowingOwner: allowingOwner)
     }
 
     static func _attach(
         key: ShmKey, wait: Duration, lockTimeout: Duration? = ShmStore.defaultLockTimeout, hash: (@Sendable (String) -> UInt32)?,
-        lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil
+        lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil, allowingOwner: UInt32? = nil
     ) throws(ShmError) -> ShmStore {
         try _validateHandleOptions(lockTimeout: lockTimeout, "ShmStore.attach(key: \(key))")
         let region: ShmRegion
         let header: (_StoreLayout, Configuration, ShmKey)
         do {
-            region = try ShmRegion.attach(key: key)
+            region = try ShmRegion.attach(key: key, allowingOwner: allowingOwner)
             header = try _validateHeader(of: region, wait: wait)
         } catch {
             ShmEvents._emitIfRefused(error, key: key)
             throw error
         }
         let (layout, configuration, lruKey) = header
-        let operation = "ShmStore.attach(key: \(key))"
+        let data: ShmRegion
+        do { data = try ShmRegion.attach(key: lruKey, allowingOwner: allowingOwner) } catch {
+            throw ShmError(.corrupted, "ShmStore.attach(key: \(key))", detail: "its data segment \(lruKey) cannot be attached: \(error)")
+        }
+        return try _attach(
+            storeRegion: region, layout: layout, configuration: configuration, data: data, lockTimeout: lockTimeout, hash: hash,
+            lockHash: lockHash)
+    }
+
+    /// Attaches the store whose segments are attached as `storeRegion` (its header
+    /// validated into `layout` and `configuration`) and `data` (the segment the
+    /// header names), checking that `data` is its own.
+    static func _attach(
+        storeRegion region: ShmRegion, layout: _StoreLayout, configuration: Configuration, data: ShmRegion,
+        lockTimeout: Duration? = ShmStore.defaultLockTimeout, hash: (@Sendable (String) -> UInt32)?,
+        lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil
+    ) throws(ShmError) -> ShmStore {
+        let operation = "ShmStore.attach(key: \(region.key))"
         let cache: ShmLRU
         do {
-            cache = try ShmLRU.attach(
-                key: lruKey, recordSize: layout.recordSize,
+            cache = try ShmLRU(
+                attaching: data, recordSize: layout.recordSize,
                 options: ShmLRU.Options(promotion: configuration.promotion, lockTimeout: lockTimeout))
         } catch {
-            throw ShmError(.corrupted, operation, detail: "its data segment \(lruKey) cannot be attached: \(error)")
+            throw ShmError(.corrupted, operation, detail: "its data segment \(data.key) cannot be attached: \(error)")
         }
+        try _checkOwnership(cache, storeKey: region.key, operation)
         var c = configuration
-        c.capacity = cache.capacity
+        c.capacity = cache.capacity - (c.capacity == _StoreLayout.spareRecordMarker ? 1 : 0)
+        guard c.capacity >= 1 else {
+            throw ShmError(.corrupted, operation, detail: "its data segment holds no record beyond the spare")
+        }
         c.policy = cache.policy
         c.lockTimeout = lockTimeout
         return ShmStore(storeRegion: region, layout: layout, cache: cache, configuration: c, hash: hash, lockHash: lockHash)
@@ -392,7 +419,8 @@ public final class ShmStore: @unchecked Sendable {
             throw ShmError(.corrupted, operation, detail: "no data segment key")
         }
         let configuration = Configuration(
-            capacity: 0, recordSize: layout.recordSize, maxAge: maxAge == 0 ? nil : .nanoseconds(Int64(maxAge)),
+            // Stands for "the data segment has a spare record" until attach reads its capacity.
+            capacity: flags & _StoreLayout.flagSpareRecord != 0 ? _StoreLayout.spareRecordMarker : 0, recordSize: layout.recordSize, maxAge: maxAge == 0 ? nil : .nanoseconds(Int64(maxAge)),
             renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
             whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
             lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
@@ -419,13 +447,29 @@ public final class ShmStore: @unchecked Sendable {
     }
 
     /// Removes the store with this key (its store segment and its data segment).
-    /// - Throws: `.notFound`, or `.incompatibleSegment` if the key holds no store
-    ///   (nothing is removed then).
+    ///
+    /// The data segment the store header names is removed only if it is this
+    /// store's (an ShmLRU cache of its record size claimed by this key, see
+    /// ShmStore+Ownership.swift): a forged header cannot make it remove another
+    /// program's segment.
+    /// - Throws: `.notFound`, `.incompatibleSegment` if the key holds no store,
+    ///   `.corrupted` if the segment it names as its data is not its own
+    ///   (nothing is removed then: remove the store segment alone with
+    ///   `ShmRegion.remove(key:)` or `shm-lru rm --force`).
     public static func remove(key: ShmKey) throws(ShmError) {
+        let operation = "ShmStore.remove(key: \(key))"
         let region = try ShmRegion.attach(key: key)
         defer { _ = try? region.detach() }
-        let lruKey = try _validateHeader(of: region, wait: .zero).2
-        if ShmRegion.exists(key: lruKey) { try ShmRegion.remove(key: lruKey) }
+        let (layout, _, lruKey) = try _validateHeader(of: region, wait: .zero)
+        if ShmRegion.exists(key: lruKey) {
+            let data: ShmRegion
+            do { data = try ShmRegion.attach(key: lruKey, readOnly: true) } catch {
+                throw ShmError(error.code, operation, errno: error.errno, detail: "its data segment \(lruKey): \(error)")
+            }
+            defer { _ = try? data.detach() }
+            try _checkDataSegment(data, recordSize: layout.recordSize, storeKey: key, operation)
+            try data.remove()  // by id: the segment just checked, even if the key was reused meanwhile
+        }
         try region.remove()
     }
 

@@ -17,7 +17,8 @@ import CShm
 //           segment's key, record size, lock slots, waiter slots, log capacity and
 //           stride, section offsets, total size, default max age (ns, 0 = none),
 //           flags (bit 0: a get renews the age; bit 1: refuse when
-//           full), probe limit, negative TTL and stale-if-error window of
+//           full; bit 2: the data segment has one spare record for
+//           updates), probe limit, negative TTL and stale-if-error window of
 //           get-or-load (ns, 0 = none), promotion interval (UInt64 ns at 104;
 //           0 = exact LRU, every get under the lock; else gets are lock-free)
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
@@ -161,7 +162,12 @@ struct _StoreLayout: Equatable, Sendable {
 
     static let flagRenewOnGet: UInt32 = 1
     static let flagRefuseWhenFull: UInt32 = 2
-    static let knownFlags: UInt32 = 3
+    /// The data segment has one record more than the store's capacity: an update
+    /// is written there before the old record is freed (ShmLRU+Replace.swift).
+    static let flagSpareRecord: UInt32 = 4
+    static let knownFlags: UInt32 = 7
+    /// `_validateHeader`'s capacity when the header has `flagSpareRecord` (attach then reads the real one).
+    static let spareRecordMarker = -1
     static let slotEmpty: UInt32 = 0
     static let slotBound: UInt32 = 1
     static let slotReleased: UInt32 = 2
