@@ -247,55 +247,6 @@ extension ShmLRU {
         return value.count
     }
 
-    /// Promotes per the policy, under the lock: exact LRU moves the record to the
-    /// head and stamps it; interval promotion marks it used if its stamp is stale.
-    /// - Parameter now: `_lockedNow()`, read when the lock was taken.
-    @inline(__always)
-    func _promoteLocked(_ slot: UInt32, now: UInt64) throws(ShmError) {
-        if _exactLRU {
-            try _promote(slot, now: now)
-        } else {
-            let ticks = _clockTicks.load(ordering: .relaxed) &+ 1
-            _clockTicks.store(ticks, ordering: .relaxed)
-            _markIfStale(slot, stamp: _segment.stamp(slot), now: _readClock(hits: ticks))
-        }
-    }
-
-    /// The clock for an exact-LRU stamp, read as soon as the lock is taken: the
-    /// precise clock's read waits for the memory accesses in flight (its `rdtsc`
-    /// is fenced), and right after the lock there are none. 0 in interval mode,
-    /// which uses the handle's clock instead.
-    @inline(__always)
-    func _lockedNow() -> UInt64 { _promotionNanoseconds == 0 ? _monotonicNanoseconds() : 0 }
-
-    /// Interval promotion: marks a used record. The first use after the record was
-    /// linked at the head marks it (that is what saves it at the tail); later uses
-    /// only refresh the mark's time, and at most once per interval. So a read
-    /// writes its record at most once per link and once per interval, and a hit
-    /// on a marked, fresh record writes nothing. `now` is the handle's clock
-    /// (`_clock`); a mark never moves a stamp backwards.
-    @inline(__always)
-    func _markUse(stamp: UInt64, now: UInt64) -> UInt64? {
-        if stamp & _Layout.stampUsed == 0 { return max(now, stamp) }
-        if now > stamp, now &- stamp >= _promotionNanoseconds { return now }
-        return nil
-    }
-
-    @inline(__always)
-    func _markIfStale(_ slot: UInt32, stamp: UInt64, now: UInt64) {
-        if _isS3FIFO { return _s3Touch(_segment.u64(_segment.layout.recordOffset(slot) &+ _Layout.R.stamp), stamp: stamp, now: now) }
-        if let time = _markUse(stamp: stamp, now: now) { _segment.markUsed(slot, now: time) }
-    }
-
-    /// The same, for a record found by the lock-free read (no slot arithmetic).
-    @inline(__always)
-    func _markIfStale(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
-        if _isS3FIFO { return _s3Touch((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), stamp: stamp, now: now) }
-        if let time = _markUse(stamp: stamp, now: now) {
-            cshm_store_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), time | _Layout.stampUsed)
-        }
-    }
-
     /// One lock-free attempt through the shared index.
     @inline(__always)
     func _readOptimistic(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _ReadOutcome {

@@ -68,21 +68,6 @@ extension ShmLRU {
         if s.isSlot(head) { cshm_prefetch(s.record(head)) }
     }
 
-    /// Makes a live record the most recently used and stamps it.
-    /// Under SIEVE and S3-FIFO a record never moves on a use: it is marked instead.
-    @inline(__always)
-    func _promote(_ slot: UInt32, now: UInt64) throws(ShmError) {
-        if _segment.layout.policy != .lru {
-            _markIfStale(slot, stamp: _segment.stamp(slot), now: now)
-            return
-        }
-        if _segment.head != slot {
-            try _unlink(slot)
-            try _linkAtHead(slot)
-        }
-        _segment.setStamp(slot, now)
-    }
-
     /// A slot for a new record: the free list first, then a never-used slot.
     /// Nil when every record is live.
     func _allocate() throws(ShmError) -> UInt32? {

@@ -3,7 +3,7 @@ import Glibc
 
 // Per-key cross-process locks (cluster-shared-memory's getLock / releaseLock /
 // mutex). Locks are advisory: set, get and remove do not take them. See
-// ShmLockTable.swift and, for async waits, _AsyncLockWaiter.swift.
+// _LockTable.swift and, for async waits, _AsyncLockWaiter.swift.
 
 extension ShmStore {
     /// A held lock: give it back to `unlock`.
