@@ -324,27 +324,11 @@ public final class ShmLRU: @unchecked Sendable {
         guard region.byteCount >= _Layout.headerSize else {
             throw ShmError(.incompatibleSegment, operation, detail: "\(region.byteCount) bytes is smaller than a ShmLRU header")
         }
-        let base = region._attachment.base
-        let magicPointer = base.assumingMemoryBound(to: UInt64.self)
-        var magic = cshm_load_acquire_u64(magicPointer)
-        if magic == 0 {  // maybe still being initialized by its creator
-            let deadline = _monotonicNanoseconds() &+ UInt64(max(0, _nanoseconds(wait)))
-            while magic == 0, _monotonicNanoseconds() < deadline {
-                usleep(1_000)
-                magic = cshm_load_acquire_u64(magicPointer)
-            }
-        }
-        guard magic == _Layout.magic else {
-            throw ShmError(
-                .incompatibleSegment, operation,
-                detail: magic == 0 ? "no ShmLRU cache was initialized in this segment" : "not a ShmLRU segment (magic 0x\(String(magic, radix: 16)))")
-        }
-        func field(_ offset: Int) -> UInt32 { cshm_load_relaxed_u32((base + offset).assumingMemoryBound(to: UInt32.self)) }
-        func field64(_ offset: Int) -> UInt64 { cshm_load_relaxed_u64((base + offset).assumingMemoryBound(to: UInt64.self)) }
-        let version = field(_Layout.H.version)
-        guard version == _Layout.version else {
-            throw ShmError(.incompatibleSegment, operation, detail: "layout version \(version); this library reads \(_Layout.version)")
-        }
+        let header = try _HeaderCheck(
+            region, magic: _Layout.magic, versionOffset: _Layout.H.version, version: _Layout.version, what: "ShmLRU cache",
+            absent: "no ShmLRU cache was initialized in this segment", wait: wait, operation)
+        func field(_ offset: Int) -> UInt32 { header.u32(offset) }
+        func field64(_ offset: Int) -> UInt64 { header.u64(offset) }
         let recordSize = Int(field(_Layout.H.recordSize))
         let capacity = Int(field(_Layout.H.capacity))
         let kindRaw = field(_Layout.H.indexKind)

@@ -366,27 +366,11 @@ public final class ShmStore: @unchecked Sendable {
         guard region.byteCount >= _StoreLayout.headerSize else {
             throw ShmError(.incompatibleSegment, operation, detail: "\(region.byteCount) bytes is smaller than a ShmStore header")
         }
-        let base = region._attachment.base
-        let magicPointer = base.assumingMemoryBound(to: UInt64.self)
-        var magic = cshm_load_acquire_u64(magicPointer)
-        if magic == 0 {  // maybe still being created
-            let deadline = _saturatingAdd(_monotonicNanoseconds(), UInt64(max(0, _nanoseconds(wait))))
-            while magic == 0, _monotonicNanoseconds() < deadline {
-                usleep(1_000)
-                magic = cshm_load_acquire_u64(magicPointer)
-            }
-        }
-        guard magic == _StoreLayout.magic else {
-            throw ShmError(
-                .incompatibleSegment, operation,
-                detail: magic == 0 ? "no ShmStore was created in this segment" : "not a ShmStore segment (magic 0x\(String(magic, radix: 16)))")
-        }
-        func field(_ offset: Int) -> UInt32 { cshm_load_relaxed_u32((base + offset).assumingMemoryBound(to: UInt32.self)) }
-        func field64(_ offset: Int) -> UInt64 { cshm_load_relaxed_u64((base + offset).assumingMemoryBound(to: UInt64.self)) }
-        let version = field(_StoreLayout.H.version)
-        guard version == _StoreLayout.version else {
-            throw ShmError(.incompatibleSegment, operation, detail: "store layout version \(version); this library reads \(_StoreLayout.version)")
-        }
+        let header = try _HeaderCheck(
+            region, magic: _StoreLayout.magic, versionOffset: _StoreLayout.H.version, version: _StoreLayout.version,
+            what: "ShmStore", absent: "no ShmStore was created in this segment", wait: wait, operation)
+        func field(_ offset: Int) -> UInt32 { header.u32(offset) }
+        func field64(_ offset: Int) -> UInt64 { header.u64(offset) }
         guard Int(field(_StoreLayout.H.headerSize)) == _StoreLayout.headerSize,
             let layout = _StoreLayout(
                 recordSize: Int(field(_StoreLayout.H.recordSize)), lockSlots: Int(field(_StoreLayout.H.lockSlots)),
