@@ -149,7 +149,11 @@ public final class ShmLRU: @unchecked Sendable {
         let segment = _Segment(base: region._attachment.base, layout: layout, faultInjection: true)
         _segment = segment
         _attachment = region._attachment
+        #if SHMLRU_TESTING
         _lock = _SegmentLock(address: segment.lock, faults: segment.faults)
+        #else
+        _lock = _SegmentLock(address: segment.lock)
+        #endif
         _lockTimeoutNanoseconds = options.lockTimeout.map { _nanoseconds($0) } ?? -1
         switch layout.indexKind {
         case .shared:

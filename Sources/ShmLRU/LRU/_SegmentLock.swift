@@ -32,8 +32,10 @@ struct _SegmentLock: @unchecked Sendable {
     /// The process's thread-specific key for owner words, held here so that the
     /// fast path does not go through the global's lazy initialisation.
     private let ownerKey: pthread_key_t
-    /// Test-only kill points (see `_Segment.faults`): nil in production.
+    #if SHMLRU_TESTING
+    /// Test-only kill points (see `_Segment.faults`): nil unless armed.
     private let _faults: Unmanaged<_FaultInjection>?
+    #endif
 
     static let tidMask: UInt64 = 0x3FFF_FFFF
     static let waitersBit: UInt64 = 1 << 31
@@ -45,11 +47,18 @@ struct _SegmentLock: @unchecked Sendable {
 
     enum Acquired { case clean, previousOwnerDied }
 
+    #if SHMLRU_TESTING
     init(address: UnsafeMutableRawPointer, faults: _FaultInjection?) {
         word = address.assumingMemoryBound(to: UInt64.self)
         ownerKey = _ownerKey
         _faults = faults.map { Unmanaged.passUnretained($0) }
     }
+    #else
+    init(address: UnsafeMutableRawPointer) {
+        word = address.assumingMemoryBound(to: UInt64.self)
+        ownerKey = _ownerKey
+    }
+    #endif
 
     static func initialize(at address: UnsafeMutableRawPointer) {
         address.initializeMemory(as: UInt8.self, repeating: 0, count: _Layout.H.lockReserved)
@@ -57,7 +66,9 @@ struct _SegmentLock: @unchecked Sendable {
 
     @inline(__always)
     private func fault(_ point: _FaultInjection.Point) {
+        #if SHMLRU_TESTING
         if let faults = _faults { faults.takeUnretainedValue().reach(point) }
+        #endif
     }
 
     // MARK: Owner words

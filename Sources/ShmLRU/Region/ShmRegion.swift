@@ -126,8 +126,11 @@ public final class ShmRegion: Sendable, CustomStringConvertible {
     /// planted at an application's key by another account (even with mode 0666)
     /// would otherwise feed this process its values and read what it writes.
     ///
-    /// - Parameter owner: a user id, besides this process's effective uid and
-    ///   root (always accepted), whose segments may be attached.
+    /// - Parameters:
+    ///   - key: the segment's key.
+    ///   - readOnly: map it read-only (writes through it then trap).
+    ///   - owner: a user id, besides this process's effective uid and
+    ///     root (always accepted), whose segments may be attached.
     /// - Throws: `.notFound` when no segment has that key, `.permissionDenied`
     ///   (also for a segment whose owner is neither this user, root nor `owner`).
     public static func attach(key: ShmKey, readOnly: Bool = false, allowingOwner owner: UInt32? = nil) throws(ShmError) -> ShmRegion {

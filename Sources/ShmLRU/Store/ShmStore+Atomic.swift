@@ -17,8 +17,12 @@ extension ShmStore {
     /// `body` runs while every other store operation of every process waits: keep
     /// it short, and do not call the store from it (that throws).
     ///
-    /// - Parameter expiry: of the new value; by default the entry keeps its expiry
-    ///   (a new entry gets the store's `maxAge`).
+    /// - Parameters:
+    ///   - key: the entry's key.
+    ///   - type: the type the value is decoded as and encoded from.
+    ///   - expiry: of the new value; by default the entry keeps its expiry
+    ///     (a new entry gets the store's `maxAge`).
+    ///   - body: given the current value (nil when absent), returns the new one (nil removes the key).
     /// - Returns: the value stored (nil: the key was removed, or stays absent).
     /// - Throws: what `body` throws (nothing changed then); `.codingFailed` when the
     ///   stored bytes are not a `Value`; everything `set` throws.

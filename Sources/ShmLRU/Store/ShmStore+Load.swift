@@ -24,8 +24,11 @@ extension ShmStore {
     /// same key at once, one runs `load` and the others wait (asynchronously,
     /// without a thread each) and receive its value.
     ///
-    /// - Parameter load: returns the value to store (the store's default expiry),
-    ///   or nil for "there is none" (remembered for the store's `negativeTTL`).
+    /// - Parameters:
+    ///   - key: the entry's key.
+    ///   - type: the value's type.
+    ///   - load: returns the value to store (the store's default expiry),
+    ///     or nil for "there is none" (remembered for the store's `negativeTTL`).
     /// - Returns: the value, or nil when there is none.
     /// - Throws: what `load` throws, unless a value expired at most `staleIfError`
     ///   ago is still present (then that value is returned); `.lockTimeout` when

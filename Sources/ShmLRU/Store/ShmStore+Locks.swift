@@ -35,8 +35,10 @@ extension ShmStore {
     /// task from running to release the lock. The store's finite default
     /// `lockTimeout` turns such a deadlock into `.lockTimeout` errors.
     ///
-    /// - Parameter timeout: the longest wait (0: try once); nil: the store's
-    ///   `lockTimeout` (10 s unless configured). Very long timeouts saturate.
+    /// - Parameters:
+    ///   - key: the key whose lock to take (it need not hold a value).
+    ///   - timeout: the longest wait (0: try once); nil: the store's
+    ///     `lockTimeout` (10 s unless configured). Very long timeouts saturate.
     /// - Throws: `.lockTimeout`; `.invalidArgument` for a negative timeout or a
     ///   key longer than the record size; `.full` when every lock slot is bound
     ///   to another key. A full waiter table is not an error: the call waits for
@@ -116,7 +118,9 @@ extension ShmStore {
     /// and resumed by its process's one lock-waiting thread when a release hands
     /// it the lock (FIFO). Cancelling the task abandons the wait and throws `.cancelled`.
     ///
-    /// - Parameter timeout: as for the blocking `lock`.
+    /// - Parameters:
+    ///   - key: the key whose lock to take.
+    ///   - timeout: as for the blocking `lock`.
     public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
         let operation = _operation("lock", key)
         let deadline = try _lockDeadline(timeout, operation)

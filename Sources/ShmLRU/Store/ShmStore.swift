@@ -297,7 +297,11 @@ public final class ShmStore: @unchecked Sendable {
     ///   is gone or does not match.
     ///   `.permissionDenied` for a segment owned by another user than this one,
     ///   root or `allowingOwner` (see `ShmRegion.attach(key:readOnly:allowingOwner:)`).
-    /// - Parameter lockTimeout: this handle's limit on lock waits (see `Configuration.lockTimeout`).
+    /// - Parameters:
+    ///   - key: the store segment's key.
+    ///   - wait: how long to wait for a store that its creator is still laying out.
+    ///   - lockTimeout: this handle's limit on lock waits (see `Configuration.lockTimeout`).
+    ///   - allowingOwner: a user id, besides this process's and root, whose segments may be attached.
     public static func attach(
         key: ShmKey, wait: Duration = .seconds(2), lockTimeout: Duration? = ShmStore.defaultLockTimeout,
         allowingOwner: UInt32? = nil
