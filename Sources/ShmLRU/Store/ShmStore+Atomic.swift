@@ -94,24 +94,6 @@ extension ShmStore {
         }
     }
 
-    /// `set(_:bytes:expiry:)` with `expiry: .keepCurrent`: the entry keeps its
-    /// expiry instant and max age (a new entry gets the store's `maxAge`).
-    func _setKeepingExpiry(_ key: String, bytes value: UnsafeRawBufferPointer) throws(ShmError) {
-        let operation = _operation("set", key)
-        let keyBytes = Array(key.utf8)
-        try _checkFits(keyBytes.count, value.count, operation)
-        let base = _hash(key)
-        try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) in
-            try cache._withLockedHandle(operation) { (lru) throws(ShmError) in
-                let now = _monotonicNanoseconds()
-                let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
-                let (expiresAt, maxAge) = try _expiry(.keepCurrent, found: found, now: now, operation)
-                try _writeLocked(lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
-                    expiresAt: expiresAt, maxAge: maxAge, operation)
-            }
-        }
-    }
-
     // MARK: Internals
 
     func _checkFits(_ keyCount: Int, _ valueCount: Int, _ operation: @autoclosure () -> String) throws(ShmError) {

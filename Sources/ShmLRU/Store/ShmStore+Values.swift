@@ -25,9 +25,8 @@ extension ShmStore {
     ///   refuses to evict; `.invalidArgument` for a non-positive expiry; `.lockTimeout`.
     ///   Nothing is changed when it throws.
     public func set(_ key: String, bytes value: UnsafeRawBufferPointer, expiry: Expiry = .storeDefault) throws(ShmError) {
-        if case .keepCurrent = expiry { return try _setKeepingExpiry(key, bytes: value) }  // ShmStore+Atomic.swift
         var operation: String { _operation("set", key) }  // formatted only when thrown
-        let maxAge = try _maxAge(for: expiry, operation)
+        _ = try _maxAge(for: expiry, operation)  // a bad expiry throws before the lock
         let keyBytes = Array(key.utf8)
         try _checkFits(keyBytes.count, value.count, operation)
         let base = _hash(key)
@@ -35,9 +34,10 @@ extension ShmStore {
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) in
                 let now = _monotonicNanoseconds()
                 let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
+                let (expiresAt, maxAge) = try _expiry(expiry, found: found, now: now, operation)  // `.keepCurrent` keeps found's
                 try _writeLocked(
                     lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
-                    expiresAt: maxAge == 0 ? 0 : _saturatingAdd(now, maxAge), maxAge: maxAge, operation)
+                    expiresAt: expiresAt, maxAge: maxAge, operation)
             }
         }
     }
