@@ -32,7 +32,7 @@ extension ShmLRU {
                     guard time < cutoff.nanoseconds, victims.count < limit else { return false }
                     victims.append(index)
                 } else if time < cutoff.nanoseconds {
-                    candidates.append((time, s.stamp(index) & _Layout.stampFrequency != 0, steps, index))
+                    candidates.append((time, s.stamp(index) & s.layout.stampMarkMask != 0, steps, index))
                 }
                 steps += 1
                 return true

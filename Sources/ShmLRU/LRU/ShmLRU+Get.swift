@@ -128,6 +128,11 @@ extension ShmLRU {
     /// per `_clockRefreshReads` hits.
     @inline(__always) func _readClock(hits: UInt64) -> UInt64 {
         if hits & (ShmLRU._clockRefreshReads - 1) != 0 { return _clock.load(ordering: .relaxed) }
+        return _refreshClock()
+    }
+
+    /// Reads the coarse clock for real and makes it the handle's clock.
+    @inline(__always) func _refreshClock() -> UInt64 {
         let now = _coarseMonotonicNanoseconds()
         _clock.store(now, ordering: .relaxed)
         return now

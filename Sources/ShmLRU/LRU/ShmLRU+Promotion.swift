@@ -49,9 +49,17 @@ extension ShmLRU {
     /// writes its record at most once per link and once per interval, and a hit
     /// on a marked, fresh record writes nothing. `now` is the handle's clock
     /// (`_clock`); a mark never moves a stamp backwards.
+    ///
+    /// The first mark's time is read fresh (`_refreshClock()`), not taken from the
+    /// handle's clock: that clock lags by up to 63 of this handle's hits, which is
+    /// any length of time on a quiet handle, while every link stamps its record
+    /// with a fresh clock. A stale first mark gave a record read after others were
+    /// linked an older last use than theirs (`evict(lastUsedBefore:)` aged it out
+    /// first whenever a coarse tick fell between the links), and a record read now
+    /// on a quiet handle the time of its link. One coarse read per link, no more.
     @inline(__always)
     func _markUse(stamp: UInt64, now: UInt64) -> UInt64? {
-        if stamp & _Layout.stampUsed == 0 { return max(now, stamp) }
+        if stamp & _Layout.stampUsed == 0 { return max(max(now, _refreshClock()), stamp) }
         if now > stamp, now &- stamp >= _promotionNanoseconds { return now }
         return nil
     }

@@ -123,7 +123,7 @@ public final class ShmLRU: @unchecked Sendable {
     /// stalls the memory accesses in flight (measured: +150 to +230 ns per get at
     /// 1M records in this VM). It lags the real clock by at most 63 of this
     /// handle's hits; a lag only delays a refresh of a mark's time, never the
-    /// first mark after a link (which needs no clock).
+    /// first mark after a link (which reads the clock afresh: see `_markUse`).
     let _clock = Atomic<UInt64>(_coarseMonotonicNanoseconds())
     static let _clockRefreshReads: UInt64 = 64
     /// Locked reads and updates, counted for refreshing `_clock`.

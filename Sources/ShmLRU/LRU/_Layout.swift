@@ -281,6 +281,9 @@ struct _Layout: Equatable, Sendable {
 
     /// The mask of a stamp's time bits under this layout's policy.
     var stampTimeMask: UInt64 { policy == .s3fifo ? ~UInt64(7) : ~_Layout.stampUsed }
+    /// The mask of a stamp's use bits under this layout's policy: S3-FIFO's 2-bit
+    /// frequency, else the used bit alone (bit 1 is then part of the time).
+    var stampMarkMask: UInt64 { policy == .s3fifo ? _Layout.stampFrequency : _Layout.stampUsed }
 
     var tagMask: UInt32 { indexBits >= 32 ? 0 : UInt32.max >> UInt32(indexBits) }
     var slotMask: UInt32 { indexBits >= 32 ? .max : (1 << UInt32(indexBits)) - 1 }
