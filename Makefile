@@ -65,15 +65,20 @@ example-http:
 # Then the eviction policies' section (Sources/ShmLRUBench/PolicyBench.swift): miss
 # ratios on synthetic traces, next to libCacheSim's when `make bench-venv` was run,
 # and each policy's hit throughput. bench-policies runs that section alone.
+# Last, the store sized by memory (Sources/ShmLRUBench/MemoryBench.swift): memory
+# efficiency under log-uniform 64 B–64 KiB churn, a 1 MiB get against memcpy, and
+# 200-byte gets against the record-sized store, each marked met or missed.
 bench:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies --quick
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory --quick
 
 bench-policies:
 	$(SWIFT) build -c release --product ShmLRUBench
