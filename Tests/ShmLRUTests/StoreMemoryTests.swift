@@ -26,14 +26,15 @@ struct StoreMemoryTests {
             let inline = ShmStore.Configuration.memoryRecordSize - 24 - 2  // key "s0" is 2 bytes
             let sizes = [0, 1, 12, inline, inline + 1, 1008, 1009, 2016, 2017, 64 * 1024, Self.mib, 16 * Self.mib]
             for (index, size) in sizes.enumerated() {
-                let name = "s\(index % 10)\(index / 10)"
+                let name = "s" + String(UnicodeScalar(UInt8(97 + index)))
                 #expect(name.utf8.count == 2)
                 let bytes = value(UInt32(index), 1, size)
                 try store.set(name, bytes: bytes)
-                #expect(try store.bytes(name) == bytes, "size \(size)")
+                let read = try store.bytes(name)
+                #expect(read?.count == size && read == bytes, "size \(size)")
                 var buffer = [UInt8](repeating: 0, count: size + 1)
                 #expect(try buffer.withUnsafeMutableBytes { try store.bytes(name, into: $0) } == size)
-                #expect(Array(buffer[0..<size]) == bytes)
+                #expect(buffer[0..<size].elementsEqual(bytes), "size \(size) into a buffer")
                 if size >= 12 {
                     let run = try runHelper(["mem-check", key.description, name, "\(index)", "\(size)"])
                     #expect(run.status == 0 && run.values["version"] == "1", "size \(size): \(run.errorOutput)")
@@ -50,7 +51,7 @@ struct StoreMemoryTests {
             let spilled = sizes.filter { $0 > inline }.map { _ValueHeap.chunks(for: $0) }.reduce(0, +)
             #expect(usage.heapChunks - usage.freeHeapChunks == spilled)
             // Replacing each by a small value frees every chunk.
-            for index in sizes.indices { try store.set("s\(index % 10)\(index / 10)", bytes: [1, 2, 3]) }
+            for index in sizes.indices { try store.set("s" + String(UnicodeScalar(UInt8(97 + index))), bytes: [1, 2, 3]) }
             #expect(try store.memoryUsage().freeHeapChunks == usage.heapChunks)
             #expect(try store.verify().isClean)
         }
@@ -66,7 +67,7 @@ struct StoreMemoryTests {
             expectError(.valueTooLarge) { try store.set("k", bytes: [UInt8](repeating: 1, count: 64 * 1024 + 1)) }
             expectError(.valueTooLarge) { try store.set(String(repeating: "x", count: 209), bytes: [1]) }
             try store.set(String(repeating: "y", count: 208), bytes: value(2, 1, 3000))
-            #expect(try store.bytes("k") == old)
+            do { let same = try store.bytes("k") == old; #expect(same, "try store.bytes('k') differs") }
             #expect(try store.memoryUsage().freeHeapChunks == before.freeHeapChunks - _ValueHeap.chunks(for: 3000))
             #expect(store.count == 2)
         }
@@ -85,7 +86,7 @@ struct StoreMemoryTests {
             try store.set("a", bytes: value(1, 1, Self.mib))
             try store.set("a", bytes: value(1, 2, Self.mib))
             try store.set("b", bytes: value(2, 1, Self.mib))
-            #expect(try store.bytes("b") == value(2, 1, Self.mib))
+            do { let same = try store.bytes("b") == value(2, 1, Self.mib); #expect(same, "try store.bytes('b') differs") }
             #expect(try store.verify().isClean)
         }
     }
@@ -108,7 +109,7 @@ struct StoreMemoryTests {
             try store.set("big", bytes: value(9999, 1, big))
             #expect(store.count == filled - expected + 1, "evicted \(filled + 1 - store.count), needed \(expected)")
             #expect(try store.memoryUsage().freeHeapChunks == free + expected * perValue - needed)
-            #expect(try store.bytes("big") == value(9999, 1, big))
+            do { let same = try store.bytes("big") == value(9999, 1, big); #expect(same, "try store.bytes('big') differs") }
             #expect(try store.verify().isClean)
         }
     }
@@ -127,7 +128,7 @@ struct StoreMemoryTests {
             for version in UInt32(2)...6 {
                 if try store.bytes("self") == nil { try store.set("self", bytes: value(7, version, 900 * 1024)) }
                 try store.set("self", bytes: value(7, version, Self.mib - Int(version)))
-                #expect(try store.bytes("self") == value(7, version, Self.mib - Int(version)))
+                do { let same = try store.bytes("self") == value(7, version, Self.mib - Int(version)); #expect(same, "try store.bytes('self') differs") }
                 try store.set("o\(id)", bytes: value(id, 1, 16 * 1024))
                 id += 1
             }
@@ -161,7 +162,7 @@ struct StoreMemoryTests {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(memory: 8 * Self.mib, maxValueSize: 2 * Self.mib))
             try store.set("big", bytes: value(5, 0, Self.mib))
-            let writer = try spawnHelper(["mem-replace", key.description, "big", "5", "400", "\(Self.mib)"])
+            let writer = try spawnHelper(["mem-replace", key.description, "big", "5", "150", "\(Self.mib)"])
             var reads = 0
             var versions = Set<UInt32>()
             var exited = false
@@ -181,7 +182,7 @@ struct StoreMemoryTests {
             }
             if !exited { _ = writer.wait() } else { #expect(status == 0) }
             #expect(reads > 0)
-            #expect(decodeValue(try store.bytes("big") ?? [], hash: 5) == 400)
+            #expect(decodeValue(try store.bytes("big") ?? [], hash: 5) == 150)
             #expect(try store.verify().isClean)
             print("memory store: \(reads) reads of a 1 MiB value under replacement saw \(versions.count) versions")
         }
@@ -201,10 +202,11 @@ struct StoreMemoryTests {
             #expect(report.isClean, "\(report.problems)")
             let now = try store.bytes("big")
             let version = now.flatMap { decodeValue($0, hash: 3) }
-            if point == "heap.linked" || point == "set.linked" {
+            if point.hasPrefix("set.") || point == "heap.linked" {
+                // Both records whole: the data segment's repair keeps the newer (ShmLRU+Replace.swift).
                 #expect(version == 1 || version == 2)
             } else {
-                #expect(now == old, "the old value must survive a kill before the new record is linked")
+                #expect(now?.count == old.count && version == 1, "the old value must survive a kill before the new record is written")
             }
             #expect(try store.bytes("small") == [1, 2, 3])
             let usage = try store.memoryUsage()
@@ -271,7 +273,8 @@ struct StoreMemoryTests {
             let bytes = value(4, 1, 200_000)
             try store.set("big", bytes: bytes)
             let seen = await collect(changes, count: 1)
-            #expect(seen.first?.bytes == bytes)
+            let same = seen.first?.bytes == bytes
+            #expect(same, "the listener got \(seen.first?.bytes?.count ?? -1) bytes")
         }
     }
 
@@ -284,7 +287,7 @@ struct StoreMemoryTests {
             let peer = try ShmStore.attach(key: key)
             #expect(peer.configuration.memory == 4 * Self.mib)
             #expect(peer.configuration.maxValueSize == 256 * 1024)
-            #expect(try peer.bytes("x") == value(1, 1, 100_000))
+            do { let same = try peer.bytes("x") == value(1, 1, 100_000); #expect(same, "try peer.bytes('x') differs") }
             let opened = try ShmStore.open(key: key, configuration: configuration)
             #expect(try opened.bytes("x") != nil)
             expectError(.incompatibleSegment) {
