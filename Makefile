@@ -146,6 +146,7 @@ fuzz:
 	@# inputs starting with "S" go to the store segment (Tests/Fuzz/FuzzEntry.swift): untouched and patched
 	@for i in 000 001 002 003 040 041 100 140 200 201 202 240 241 242; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
 	@for i in 000 001 002 003 020; do printf "S\\$$i" > $(FUZZ_DIR)/corpus/seed-store-$$i; done; printf "S" > $(FUZZ_DIR)/corpus/seed-store
+	@for i in 000 001 002 003 020 040 050 140; do printf "M\\$$i" > $(FUZZ_DIR)/corpus/seed-memory-$$i; done
 	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}
