@@ -49,9 +49,9 @@ struct MemoryBench {
         rows.append(try largeGet())
         rows += try smallValues()
         var out = "\nShmStore sized by memory (Configuration(memory:)): figures against baselines of the same run.\n\n"
-        out += pad("measure", 34) + pad("figure", 24) + pad("against", 44) + "target\n"
+        out += pad("measure", 34) + pad("figure", 24) + pad("against", 54) + "target\n"
         for row in rows {
-            out += pad(row.name, 34) + pad(row.figure, 24) + pad(row.against, 44) + row.target
+            out += pad(row.name, 34) + pad(row.figure, 24) + pad(row.against, 54) + row.target
             if let met = row.met { out += met ? " met" : " MISSED" }
             out += "\n"
         }
