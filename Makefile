@@ -65,15 +65,20 @@ example-http:
 # Then the eviction policies' section (Sources/ShmLRUBench/PolicyBench.swift): miss
 # ratios on synthetic traces, next to libCacheSim's when `make bench-venv` was run,
 # and each policy's hit throughput. bench-policies runs that section alone.
+# Last, the store sized by memory (Sources/ShmLRUBench/MemoryBench.swift): memory
+# efficiency under log-uniform 64 B–64 KiB churn, a 1 MiB get against memcpy, and
+# 200-byte gets against the record-sized store, each marked met or missed.
 bench:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies --quick
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory --quick
 
 bench-policies:
 	$(SWIFT) build -c release --product ShmLRUBench
@@ -141,6 +146,7 @@ fuzz:
 	@# inputs starting with "S" go to the store segment (Tests/Fuzz/FuzzEntry.swift): untouched and patched
 	@for i in 000 001 002 003 040 041 100 140 200 201 202 240 241 242; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
 	@for i in 000 001 002 003 020; do printf "S\\$$i" > $(FUZZ_DIR)/corpus/seed-store-$$i; done; printf "S" > $(FUZZ_DIR)/corpus/seed-store
+	@for i in 000 001 002 003 020 040 050 140; do printf "M\\$$i" > $(FUZZ_DIR)/corpus/seed-memory-$$i; done
 	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}

@@ -20,10 +20,12 @@ let fuzzRegionBytes = 8_088
 
 nonisolated(unsafe) var fuzzHarness: _CorruptionHarness? = nil
 nonisolated(unsafe) var fuzzStoreHarness: _StoreCorruptionHarness? = nil
+/// A store sized by memory (value heap, spilled values): inputs starting with "M".
+nonisolated(unsafe) var fuzzMemoryStoreHarness: _StoreCorruptionHarness? = nil
 
-func makeFuzzStoreHarness() -> _StoreCorruptionHarness {
+func makeFuzzStoreHarness(memory: Bool = false) -> _StoreCorruptionHarness {
     do {
-        let harness = try _StoreCorruptionHarness()
+        let harness = try _StoreCorruptionHarness(memory: memory)
         let (base, byteCount) = harness.storeSegment
         let pageEnd = (byteCount + 4_095) & ~4_095
         if pageEnd > byteCount { _asanPoison(base + byteCount, pageEnd - byteCount) }
@@ -49,13 +51,14 @@ func makeFuzzHarness() -> _CorruptionHarness {
 }
 
 /// Inputs whose first byte is "S" go to the store segment (the rest of the
-/// input, after that byte); the others to the cache segment (every bit of the
+/// input, after that byte), "M" to a store sized by memory (value heap); the others to the cache segment (every bit of the
 /// cache harness's first byte selects something, so the store takes one value).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func shmlruFuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
-    if size > 0, let data, data[0] == UInt8(ascii: "S") {
-        let harness = fuzzStoreHarness ?? makeFuzzStoreHarness()
-        fuzzStoreHarness = harness
+    if size > 0, let data, data[0] == UInt8(ascii: "S") || data[0] == UInt8(ascii: "M") {
+        let memory = data[0] == UInt8(ascii: "M")
+        let harness = (memory ? fuzzMemoryStoreHarness : fuzzStoreHarness) ?? makeFuzzStoreHarness(memory: memory)
+        if memory { fuzzMemoryStoreHarness = harness } else { fuzzStoreHarness = harness }
         do {
             try harness.run(UnsafeRawBufferPointer(start: data + 1, count: size - 1))
         } catch {

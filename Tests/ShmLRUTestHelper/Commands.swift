@@ -10,6 +10,7 @@ let helperCommands: [String: HelperCommand] = coreCommands
     .merging(reliabilityCommands) { first, _ in first }
     .merging(exampleCommands) { first, _ in first }
     .merging(hardeningCommands) { first, _ in first }
+    .merging(memoryCommands) { first, _ in first }
 
 /// Region and core LRU commands.
 let coreCommands: [String: HelperCommand] = [

@@ -9,10 +9,10 @@ import Testing
 /// runs to the end; a crash, an out-of-bounds access or an untyped failure is a
 /// finding. `make fuzz` drives the same harness with libFuzzer.
 @Suite(.serialized) struct StoreCorruptionTests {
-    @Test func seededMutatorOnTheStoreSegment() throws {
-        let inputs = relStress ? 20_000 : 1_500
+    @Test(arguments: [false, true]) func seededMutatorOnTheStoreSegment(memory: Bool) throws {
+        let inputs = relStress ? 20_000 : memory ? 800 : 1_500
         let seed = UInt64.random(in: 1...UInt64.max)
-        let harness = try _StoreCorruptionHarness()
+        let harness = try _StoreCorruptionHarness(memory: memory)
         var random = SplitMix64(seed: seed)
         var rejected: [String: Int] = [:]
         var attached = 0
@@ -38,7 +38,7 @@ import Testing
             case .failure(let finding): Issue.record("input \(index) (seed \(seed)): \(finding); input prefix \(input.prefix(40))")
             }
         }
-        relReport("store-segment mutator (seed \(seed)): \(inputs) inputs, 0 crashes; rejected at attach \(rejected), attached and exercised \(attached)")
+        relReport("store-segment mutator\(memory ? " (sized by memory)" : "") (seed \(seed)): \(inputs) inputs, 0 crashes; rejected at attach \(rejected), attached and exercised \(attached)")
         #expect(attached > 0 && !rejected.isEmpty, "the mutator should reach both outcomes")
     }
 }

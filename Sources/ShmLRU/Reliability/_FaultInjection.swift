@@ -64,6 +64,12 @@ package final class _FaultInjection: Sendable {
         case repairRelinking = "repair.relinking"
         /// Repair: the LRU list is rebuilt, the free list not.
         case repairFreeing = "repair.freeing"
+        /// Store value heap: about half the chunks of a large value written, the record not.
+        case heapChunks = "heap.chunks"
+        /// Store value heap: every chunk of a large value written, the record not.
+        case heapWritten = "heap.written"
+        /// Store value heap: the new record is linked, the old value's chunks not yet freed.
+        case heapLinked = "heap.linked"
     }
 
     package static let environmentVariable = "SHMLRU_FAULT_INJECTION"

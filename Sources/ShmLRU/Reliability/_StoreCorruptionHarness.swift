@@ -16,6 +16,11 @@ import CShm
 /// removes, locks (with short timeouts) and detaches. Typed errors are expected;
 /// anything else (a crash, an out-of-bounds access, an untyped failure) is a finding.
 ///
+/// With `memory: true` the store is sized by memory (a value heap after the
+/// change log, three values spilled to it): patches also hit the heap header,
+/// chunk headers and the spilled records' descriptors in the data segment, and
+/// the exercise gets, sets and verifies large values.
+///
 /// The lock table's mutex line is restored from the image after patching: a
 /// forged mutex only makes lockers wait for their timeout (its own test covers
 /// it), and would make fuzzing crawl.
@@ -25,6 +30,8 @@ package final class _StoreCorruptionHarness {
     let storeImage: [UInt8]
     let dataImage: [UInt8]
     let layout: _StoreLayout
+    /// Data-segment offsets of the spilled records' descriptors (memory mode).
+    let descriptorOffsets: [Int]
 
     /// What became of one input.
     package enum Outcome: Equatable, Sendable {
@@ -34,7 +41,7 @@ package final class _StoreCorruptionHarness {
 
     /// Creates the store under a free random key (removed at once: it goes when
     /// this process ends) and takes the images.
-    package init() throws(ShmError) {
+    package init(memory: Bool = false) throws(ShmError) {
         var created: ShmStore? = nil
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<100 where created == nil {
@@ -42,7 +49,9 @@ package final class _StoreCorruptionHarness {
             do {
                 created = try ShmStore.create(
                     key: candidate,
-                    configuration: .init(capacity: 8, recordSize: 64, lockSlots: 4, lockWaiters: 4, changeLogCapacity: 8))
+                    configuration: memory
+                        ? .init(memory: 64 << 10, maxValueSize: 4096, expectedEntries: 8, lockSlots: 4, lockWaiters: 4, changeLogCapacity: 8)
+                        : .init(capacity: 8, recordSize: 64, lockSlots: 4, lockWaiters: 4, changeLogCapacity: 8))
             } catch where error.code == .exists {
                 continue
             }
@@ -56,6 +65,23 @@ package final class _StoreCorruptionHarness {
         let token = try store.lock("locked")
         try store.unlock("locked", token)
         _ = try store.tryLock("held")  // held by this process while it lives
+        var descriptors: [Int] = []
+        if memory {
+            for (index, length) in [1500, 3000, 4096].enumerated() {
+                try store.set("big\(index)", bytes: [UInt8](repeating: UInt8(index + 1), count: length))
+            }
+            let dataBase = UnsafeRawPointer(store.cache.region._attachment.base)
+            try store.cache._withLockedHandle("_StoreCorruptionHarness") { (lru) throws(ShmError) in
+                try lru.walkThrowing(from: .mostRecent) { (slot) throws(ShmError) -> Bool in
+                    let payload = try lru.value(slot)
+                    if let header = _PayloadHeader.read(payload), store._isSpilled(header), let start = header.value(in: payload).baseAddress {
+                        descriptors.append(start - dataBase)
+                    }
+                    return true
+                }
+            }
+        }
+        descriptorOffsets = descriptors
         storeImage = store._storeRegion.withImage()
         dataImage = store.cache.region.withImage()
         try store.cache.region.remove()
@@ -78,6 +104,11 @@ package final class _StoreCorruptionHarness {
         let dataBase = store.cache.region._attachment.base
         dataImage.withUnsafeBytes { dataBase.copyMemory(from: $0.baseAddress!, byteCount: dataImage.count) }
 
+        if !descriptorOffsets.isEmpty, selector & 0x20 != 0, reader.remaining >= 5 {  // a spilled record's descriptor word
+            let place = Int(reader.byte())
+            let offset = descriptorOffsets[place % descriptorOffsets.count] + (place >> 2) % (_ValueHeap.descriptorSize / 4) * 4
+            dataBase.storeBytes(of: reader.word32(), toByteOffset: offset, as: UInt32.self)
+        }
         switch selector & 3 {
         case 2:  // raw bytes over the header and what follows
             reader.copy(into: base, count: min(reader.remaining, size))
@@ -120,6 +151,15 @@ package final class _StoreCorruptionHarness {
         let raw = reader.word32()
         let interesting: [UInt32] = [0, 1, 2, UInt32(layout.logCapacity), UInt32(layout.recordSize), .max, .max / 2, 0xFFFF_F000, raw]
         let value = target & 0x80 != 0 ? raw : interesting[Int(raw >> 28) % interesting.count]
+        if layout.heapChunks > 0, target & 0x40 != 0 {  // the value heap: a header word, or a chunk header word
+            let offset =
+                target & 0x08 != 0
+                ? layout.heapOffset + place % (_ValueHeap.headerSize / 4) * 4
+                : layout.heapOffset + _ValueHeap.headerSize + place % layout.heapChunks * _ValueHeap.chunkSize
+                    + (place >> 16) % (_ValueHeap.chunkHeaderSize / 4) * 4
+            if offset + 4 <= size { base.storeBytes(of: value, toByteOffset: offset, as: UInt32.self) }
+            return
+        }
         func put(_ offset: Int, _ word: UInt32) {
             guard offset >= 0, offset + 4 <= size, offset < _StoreLayout.H.mutex || offset >= _StoreLayout.H.mutex + 64 else { return }
             base.storeBytes(of: word, toByteOffset: offset, as: UInt32.self)
@@ -168,6 +208,14 @@ package final class _StoreCorruptionHarness {
         _ = try? store.remove("key\(reader.byte() % 12)")
         _ = try? store.keys()
         _ = try? store.purgeExpired()
+        if store._heap != nil {  // large values over the (possibly corrupt) heap
+            for index in 0..<3 { _ = try? store.bytes("big\(index)") }
+            _ = try? store.verify()
+            try? store.set("big\(reader.byte() % 4)", bytes: [UInt8](repeating: 9, count: 1000 + Int(reader.byte()) * 12))
+            _ = try? store.bytes("big\(reader.byte() % 4)")
+            _ = try? store.remove("big\(reader.byte() % 4)")
+            _ = try? store.memoryUsage()
+        }
         for name in ["locked", "held", "other\(reader.byte() % 4)"] {
             if let token = try? store.tryLock(name) { try? store.unlock(name, token) }
             if let token = try? store.lock(name, timeout: .milliseconds(2)) { try? store.unlock(name, token) }

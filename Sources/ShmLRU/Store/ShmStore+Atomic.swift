@@ -39,7 +39,7 @@ extension ShmStore {
                 let now = _monotonicNanoseconds()
                 let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
                 let current = try found.map { (found) throws(ShmError) -> Value in
-                    try _decode(Value.self, from: Array(found.header.value(in: found.payload)), operation, codec: _decoded.codec)
+                    try _decode(Value.self, from: try _valueBytesLocked(lru, found.header, found.payload), operation, codec: _decoded.codec)
                 }
                 let next: Value?
                 do { next = try body(current) } catch {
@@ -97,6 +97,7 @@ extension ShmStore {
     // MARK: Internals
 
     func _checkFits(_ keyCount: Int, _ valueCount: Int, _ operation: @autoclosure () -> String) throws(ShmError) {
+        if let heap = _heap { return try _checkFitsHeap(heap, keyCount, valueCount, operation()) }
         let total = _StoreLayout.payloadHeaderSize + keyCount + valueCount
         guard total <= cache.recordSize else {
             throw ShmError(
@@ -134,15 +135,24 @@ extension ShmStore {
             // The data segment holds one spare record beyond the store's capacity.
             if lru.count >= configuration.capacity { try _makeRoomLocked(lru, now: now, operation()) }
         }
-        let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
-        try _withBytes(payload) { (payloadBuffer) throws(ShmError) in
-            // An update goes to a fresh record (the spare, at least): a writer
-            // killed meanwhile leaves the previous value, not nothing.
-            if let found, try lru.replace(found.slot, hash: hash, payloadBuffer) {
-            } else {
-                try lru.set(hash, payloadBuffer)
-            }
-            _store.appendChange(.set, payload: payloadBuffer)
+        if let heap = _heap {
+            return try _writeWithHeapLocked(
+                lru, heap, key, value: value, found: found, hash: hash, now: now, expiresAt: expiresAt, maxAge: maxAge, operation())
         }
+        let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+        try _withBytes(payload) { (payloadBuffer) throws(ShmError) in try _storeRecordLocked(lru, payloadBuffer, found: found, hash: hash) }
+    }
+
+    /// Writes a record payload for a key located under the data lock, and logs it.
+    func _storeRecordLocked(_ lru: ShmLRU._LockedHandle, _ payload: UnsafeRawBufferPointer, found: _Located?, hash: UInt32)
+        throws(ShmError)
+    {
+        // An update goes to a fresh record (the spare, at least): a writer
+        // killed meanwhile leaves the previous value, not nothing.
+        if let found, try lru.replace(found.slot, hash: hash, payload) {
+        } else {
+            try lru.set(hash, payload)
+        }
+        _store.appendChange(.set, payload: payload)
     }
 }

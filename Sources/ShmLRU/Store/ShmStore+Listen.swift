@@ -33,7 +33,10 @@ extension ShmStore {
         public var key: String
         /// What happened to it.
         public var kind: Kind
-        /// The new value of a `.set` (nil otherwise).
+        /// The new value of a `.set` (nil otherwise). In a store sized by memory, a
+        /// large value (kept in the value heap) that was replaced or evicted before
+        /// this process's listener pump read it is delivered as the key's value
+        /// when the pump read it (read once; nil if the key was gone by then).
         public var bytes: [UInt8]?
         /// The change's position in the store's change log (increasing).
         public var sequence: UInt64
@@ -105,6 +108,9 @@ final class _ListenerHub: @unchecked Sendable {
     let region: ShmRegion
     let state = Mutex(State())
     let stopping = Atomic<Bool>(false)
+    /// The store (set once, by its init, before any pump runs): a memory-mode
+    /// store's large values are read from its heap (ShmStore+SpilledRead.swift).
+    weak var owner: ShmStore?
 
     init(segment: _StoreSegment, region: ShmRegion) {
         self.segment = segment
@@ -212,7 +218,7 @@ final class _ListenerHub: @unchecked Sendable {
             let sequence = cursor
             let change = buffer.withUnsafeMutableBytes { raw -> ShmStore.Change? in
                 guard let (kind, length) = segment.readChange(sequence, into: raw) else { return nil }
-                return _ListenerHub.decode(kind: kind, payload: UnsafeRawBufferPointer(rebasing: raw[0..<length]), sequence: sequence)
+                return decode(kind: kind, payload: UnsafeRawBufferPointer(rebasing: raw[0..<length]), sequence: sequence)
             }
             if let change { changes.append(change) } else if missed < Int.max { missed += 1 }
             cursor += 1
@@ -239,11 +245,11 @@ final class _ListenerHub: @unchecked Sendable {
         }
     }
 
-    static func decode(kind raw: UInt32, payload: UnsafeRawBufferPointer, sequence: UInt64) -> ShmStore.Change? {
+    func decode(kind raw: UInt32, payload: UnsafeRawBufferPointer, sequence: UInt64) -> ShmStore.Change? {
         guard let kind = _ChangeKind(rawValue: raw), let header = _PayloadHeader.read(payload) else { return nil }
         let key = String(decoding: header.key(in: payload), as: UTF8.self)
         switch kind {
-        case .set: return ShmStore.Change(key: key, kind: .set, bytes: Array(header.value(in: payload)), sequence: sequence)
+        case .set: return ShmStore.Change(key: key, kind: .set, bytes: spilledValue(key, header, payload), sequence: sequence)
         case .removed: return ShmStore.Change(key: key, kind: .removed, bytes: nil, sequence: sequence)
         case .expired: return ShmStore.Change(key: key, kind: .expired, bytes: nil, sequence: sequence)
         case .evicted: return ShmStore.Change(key: key, kind: .evicted, bytes: nil, sequence: sequence)

@@ -101,7 +101,7 @@ extension ShmStore {
                     var stale: [UInt8]? = nil
                     if let found = try _findAnyLocked(lru, keyBuffer, base: base) {
                         if !found.header.isExpired(now: now) {
-                            let value = Array(found.header.value(in: found.payload))
+                            let value = try _valueBytesLocked(lru, found.header, found.payload)
                             try lru.promote(found.slot)
                             if configuration.renewsAgeOnGet, found.header.maxAge != 0 {
                                 _setExpiryLocked(lru, found.slot, _saturatingAdd(now, found.header.maxAge))
@@ -109,7 +109,7 @@ extension ShmStore {
                             return .value(value)
                         }
                         if window != 0, _saturatingAdd(found.header.expiresAt, window) > now {
-                            stale = Array(found.header.value(in: found.payload))
+                            stale = try _valueBytesLocked(lru, found.header, found.payload)
                         }
                     }
                     if _negativeTTLNanoseconds != 0, let negative = try _findAnyLocked(lru, negativeBuffer, base: negativeBase),
@@ -125,6 +125,7 @@ extension ShmStore {
 
     /// The record of `key` under its probe hashes, expired or not (under the data lock).
     func _findAnyLocked(_ lru: ShmLRU._LockedHandle, _ key: UnsafeRawBufferPointer, base: UInt32) throws(ShmError) -> _Located? {
+        try _recoverHeapIfNeeded(lru)
         for probe in 0..<configuration.probeLimit {
             let hash = base &+ UInt32(probe)
             guard let slot = lru.find(hash) else { continue }

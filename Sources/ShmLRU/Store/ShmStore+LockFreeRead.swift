@@ -35,7 +35,10 @@ extension ShmStore {
         var hash: UInt32
         var expiresAt: UInt64
         /// The value's bytes in the segment: read them only inside the seqlock window.
+        /// For a spilled value (`flags`, memory mode), its heap descriptor.
         var value: UnsafeRawBufferPointer
+        /// The payload's flags (`_StoreLayout.payloadSpilled`).
+        var flags: UInt32
     }
 
     enum _LockFreeOutcome<R> {
@@ -66,11 +69,12 @@ extension ShmStore {
     /// with retries; nil after `ShmLRU._optimisticAttempts` contended attempts
     /// (the caller then takes the lock). `body` may run more than once and its
     /// result is kept only if the record did not change around it: it must read
-    /// the record only through the view, and check every length it uses.
+    /// the record only through the view, and check every length it uses; it
+    /// returns nil when a spilled value's chunks changed under it (a retry).
     /// - Parameter use: a get (counts a hit, marks the record used, renews); not `contains`.
     @inline(__always)
     func _readLockFree<R>(
-        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R
+        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R?
     ) -> _LockFreeOutcome<R>? {
         var attempts = ShmLRU._optimisticAttempts
         while attempts > 0 {
@@ -87,7 +91,7 @@ extension ShmStore {
     /// One lock-free attempt over every probe hash of the key.
     @inline(__always)
     func _readOnce<R>(
-        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R
+        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R?
     ) -> _LockFreeOutcome<R> {
         let p = cache._lockFreeView.probe
         let indexSeq = cshm_load_acquire_u32(p.indexSeq)
@@ -138,7 +142,8 @@ extension ShmStore {
                             record: record, slot: slot, seq: before, hash: hash, expiresAt: expiresAt,
                             value: UnsafeRawBufferPointer(
                                 start: payload + _StoreLayout.P.key + keyLength,
-                                count: length &- _StoreLayout.payloadHeaderSize &- keyLength))
+                                count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
+                            flags: cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self)))
                         let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
                         let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
                         let result: R? = expired || renews ? nil : body(view)
@@ -146,8 +151,9 @@ extension ShmStore {
                         if cshm_load_relaxed_u32(seqPointer) != before { return .contended }
                         if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
                         if renews { return .needsLock }
+                        guard let result else { return .contended }  // a spilled value's chunks changed under the copy
                         if use { cache._lockFreeView.noteHit(record, stamp: stamp) }
-                        return .hit(result!, view)
+                        return .hit(result, view)
                     }
                 }
                 position &+= 1
@@ -218,7 +224,7 @@ extension ShmStore {
             let slot = found.slot.index
             let unchanged = known.map { $0.slot == slot && $0.seq == seq } ?? false
             return _VersionedRead(
-                bytes: unchanged ? nil : Array(found.header.value(in: found.payload)), slot: slot, seq: seq,
+                bytes: unchanged ? nil : try _valueBytesLocked(lru, found.header, found.payload), slot: slot, seq: seq,
                 hash: found.hash, expiresAt: expiresAt, renews: configuration.renewsAgeOnGet && found.header.maxAge != 0)
         }
     }
@@ -230,9 +236,9 @@ extension ShmStore {
     {
         guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
         if _readsLockFree {
-            let outcome = _readLockFree(keyBuffer, base: base, use: true) { (view) -> [UInt8]? in
-                if let known, known.slot == view.slot, known.seq == view.seq { return nil }
-                return _copyValue(view)
+            let outcome = _readLockFree(keyBuffer, base: base, use: true) { (view) -> [UInt8]?? in
+                if let known, known.slot == view.slot, known.seq == view.seq { return .some(nil) }
+                return _copyValue(view).map { .some($0) }
             }
             switch outcome {
             case .hit(let bytes, let view)?:
@@ -254,7 +260,8 @@ extension ShmStore {
     /// runtime entry that looks the storage type up on every call (measured:
     /// ~430 instructions more per copy).
     @inline(__always)
-    func _copyValue(_ view: _RecordView) -> [UInt8] {
+    func _copyValue(_ view: _RecordView) -> [UInt8]? {
+        if view.flags & _StoreLayout.payloadSpilled != 0, let heap = _heap { return _copySpilled(heap, view) }
         let count = view.value.count
         var bytes =
             count <= _zeroes.count
@@ -274,7 +281,8 @@ extension ShmStore {
         guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
         if _readsLockFree {
             let outcome = _withKeyBytesLent(key) { keyBuffer in
-                _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view -> Int in
+                _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view -> Int? in
+                    if view.flags & _StoreLayout.payloadSpilled != 0, let heap = _heap { return _copySpilled(heap, view, into: buffer) }
                     let count = view.value.count
                     guard count <= buffer.count else { return -count }  // count > 0 here
                     if count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, count) }
@@ -328,7 +336,7 @@ extension ShmStore {
 
     /// `contains` without the lock: nil when writers kept getting in the way.
     func _containsLockFree(_ keyBuffer: UnsafeRawBufferPointer, base: UInt32) -> Bool? {
-        switch _readLockFree(keyBuffer, base: base, use: false, { _ in () }) {
+        switch _readLockFree(keyBuffer, base: base, use: false, { _ -> Void? in () }) {
         case .hit?: return true
         case .miss?: return false
         case .contended?, .needsLock?, nil: return nil

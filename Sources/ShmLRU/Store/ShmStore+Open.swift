@@ -97,6 +97,8 @@ extension ShmStore {
         let differences: [String?] = [
             differs("capacity", existing.capacity, wanted.capacity),
             differs("recordSize", existing.recordSize, wanted.recordSize),
+            differs("memory", existing.memory, wanted.memory),
+            differs("maxValueSize", existing.maxValueSize, wanted.maxValueSize),
             differs("maxAge", existing.maxAge, wanted.maxAge),
             differs("renewsAgeOnGet", existing.renewsAgeOnGet, wanted.renewsAgeOnGet),
             differs("whenFull", existing.whenFull, wanted.whenFull),

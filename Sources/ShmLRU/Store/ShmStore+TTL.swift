@@ -73,6 +73,7 @@ extension ShmStore {
     /// from the tail (under the cache's lock); returns how many. Every link is
     /// checked before it is followed, and the walk is bounded by `limit`.
     func _reclaimExpiredLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, lookingAt limit: Int) throws(ShmError) -> Int {
+        try _recoverHeapIfNeeded(lru)
         var reclaimed = 0
         try lru.walkThrowing(from: .leastRecent, limit: limit) { (slot) throws(ShmError) -> Bool in
             let payload = try lru.value(slot)

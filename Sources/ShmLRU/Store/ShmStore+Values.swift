@@ -117,6 +117,7 @@ extension ShmStore {
     func _locateLocked(
         _ lru: ShmLRU._LockedHandle, _ key: UnsafeRawBufferPointer, base: UInt32, now: UInt64, reclaim: Bool
     ) throws(ShmError) -> (found: _Located?, free: UInt32?) {
+        try _recoverHeapIfNeeded(lru)
         var free: UInt32? = nil
         for probe in 0..<configuration.probeLimit {
             let hash = base &+ UInt32(probe)
@@ -148,25 +149,18 @@ extension ShmStore {
         kind: _ChangeKind
     ) throws(ShmError) {
         _store.appendChange(kind, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
-        try lru.remove(slot)
+        try _releasingChunks(header, payload) { () throws(ShmError) in try lru.remove(slot) }
     }
 
     /// Frees a record for a new key in a full store: expired entries among the 32
     /// least recently used first; else the entry the eviction policy chooses is
-    /// evicted (or `.full` is thrown with `whenFull: .refuse`).
-    func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String) throws(ShmError) {
+    /// evicted (or `.full` is thrown with `whenFull: .refuse`), never `sparing`.
+    func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String, sparing: ShmLRU._Slot? = nil) throws(ShmError) {
         if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
         guard configuration.whenFull == .evictLeastRecentlyUsed else {
             throw ShmError(.full, operation, detail: "all \(configuration.capacity) entries are live")
         }
-        let victim = try lru.evict { (victim) throws(ShmError) in
-            // Its key goes to the log while its record still holds it.
-            let payload = try lru.value(victim)
-            if let header = _PayloadHeader.read(payload) {
-                _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
-            }
-        }
-        guard victim != nil else { throw lru.corrupted("full, but nothing to evict") }
+        try _evictOneLocked(lru, sparing: sparing)
     }
 
     /// Rewrites a live record's expiry inside its seqlock.

@@ -4,10 +4,15 @@ extension ShmStore {
     /// Checks the data segment (`ShmLRU.verify()`) and, on top, that every live
     /// record is a store record (its key fits its length), lives under one of its
     /// key's probe hashes, and that no key is stored twice; and that the lock
-    /// table's bound slots and waiter entries are in range. Changes nothing.
+    /// table's bound slots and waiter entries are in range; and in a store sized
+    /// by memory, every chunk of the value heap (see `_verifyHeapLocked`).
+    /// Changes nothing, but for the recovery any locker does first (a value heap
+    /// left busy by a dead holder is rebuilt).
     public func verify() throws(ShmError) -> ShmLRU.IntegrityReport {
-        var report = try cache._withLockedHandle("ShmStore.verify(key: \(key))") { (lru) -> ShmLRU.IntegrityReport in
+        var report = try cache._withLockedHandle("ShmStore.verify(key: \(key))") { (lru) throws(ShmError) -> ShmLRU.IntegrityReport in
+            try _recoverHeapIfNeeded(lru)
             var report = lru.verify()
+            _verifyHeapLocked(lru, &report)
             var keys = Set<[UInt8]>()
             // The cache's own checks report a broken list; this walk only reads what it can reach.
             lru.walk(from: .mostRecent) { (slot) -> Bool in

@@ -109,8 +109,14 @@ public final class ShmStore: @unchecked Sendable {
         /// per-key lock when no timeout is given (0: try once; nil: no limit).
         /// Not stored in the segment: each process chooses its own.
         public var lockTimeout: Duration?
+        /// Memory mode (`init(memory:maxValueSize:expectedEntries:…)`): the byte
+        /// budget of both segments, values spilling to a chunk heap; nil: sized by records.
+        public var memory: Int?
+        /// Memory mode: the largest value `set` takes; nil: sized by records.
+        public var maxValueSize: Int?
 
-        /// A configuration; every parameter has a default (10,000 entries of up to 1024 bytes, no expiry, evict when full, 256 lock slots, 256 waiters, 256 changes kept, 8 probes).
+        /// A configuration sized by records (no value heap: a value must fit one
+        /// record); every parameter has a default (10,000 entries of up to 1024 bytes, no expiry, evict when full, 256 lock slots, 256 waiters, 256 changes kept, 8 probes).
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
@@ -157,6 +163,8 @@ public final class ShmStore: @unchecked Sendable {
     let _hub: _ListenerHub
     /// This handle's decoded values and codec (_DecodedCache.swift).
     let _decoded = _DecodedCache()
+    /// The value heap of a store sized by memory; nil for one sized by records.
+    let _heap: _ValueHeap?
 
     /// Records in use, expired ones included until they are reclaimed.
     public var count: Int { cache.count }
@@ -181,6 +189,8 @@ public final class ShmStore: @unchecked Sendable {
         _hash = hash ?? { _stableHash($0) }
         _usesStableHash = hash == nil
         _hub = _ListenerHub(segment: segment, region: storeRegion)
+        _heap = _ValueHeap(segment: segment, maxValueSize: configuration.maxValueSize)
+        _hub.owner = self
     }
 
     deinit { _hub.stop() }
@@ -221,8 +231,10 @@ public final class ShmStore: @unchecked Sendable {
                 throw ShmError(.invalidArgument, operation, detail: "\(name) must be positive (nil: none)")
             }
         }
+        let plan = try _memoryPlan(c, operation)
         guard let layout = _StoreLayout(
-            recordSize: c.recordSize, lockSlots: c.lockSlots, waiterSlots: c.lockWaiters, logCapacity: c.changeLogCapacity)
+            recordSize: c.recordSize, lockSlots: c.lockSlots, waiterSlots: c.lockWaiters, logCapacity: c.changeLogCapacity,
+            heapChunks: plan?.chunks ?? 0)
         else {
             throw ShmError(
                 .invalidSize, operation,
@@ -274,6 +286,7 @@ public final class ShmStore: @unchecked Sendable {
         s.store64(_StoreLayout.H.promotion, _StoreLayout.promotionNanoseconds(c.promotion))
         s.store64(_StoreLayout.H.negativeTTL, c.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
         s.store64(_StoreLayout.H.staleIfError, c.staleIfError.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
+        if let plan { _ValueHeap.initialize(s, plan) }
         do {
             try _RobustMutex.initialize(at: s.mutex)
         } catch {
@@ -378,7 +391,8 @@ public final class ShmStore: @unchecked Sendable {
         guard Int(field(_StoreLayout.H.headerSize)) == _StoreLayout.headerSize,
             let layout = _StoreLayout(
                 recordSize: Int(field(_StoreLayout.H.recordSize)), lockSlots: Int(field(_StoreLayout.H.lockSlots)),
-                waiterSlots: Int(field(_StoreLayout.H.waiterSlots)), logCapacity: Int(field(_StoreLayout.H.logCapacity)))
+                waiterSlots: Int(field(_StoreLayout.H.waiterSlots)), logCapacity: Int(field(_StoreLayout.H.logCapacity)),
+                heapChunks: Int(field(_StoreLayout.H.heapChunks)))
         else {
             throw ShmError(.corrupted, operation, detail: "store header sizes out of range")
         }
@@ -393,6 +407,7 @@ public final class ShmStore: @unchecked Sendable {
         guard layout.totalSize <= region.byteCount else {
             throw ShmError(.corrupted, operation, detail: "header claims \(layout.totalSize) bytes; the segment has \(region.byteCount)")
         }
+        let memoryMode = try _ValueHeap.validate(region, layout, operation)
         let probeLimit = Int(field(_StoreLayout.H.probeLimit))
         let maxAge = field64(_StoreLayout.H.maxAge)
         let flags = field(_StoreLayout.H.flags)
@@ -417,7 +432,9 @@ public final class ShmStore: @unchecked Sendable {
             probeLimit: probeLimit, promotion: promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(promotion))),
             negativeTTL: negativeTTL == 0 ? nil : .nanoseconds(Int64(negativeTTL)),
             staleIfError: staleIfError == 0 ? nil : .nanoseconds(Int64(staleIfError)))
-        return (layout, configuration, lruKey)
+        var c = configuration
+        (c.memory, c.maxValueSize) = (memoryMode?.memory, memoryMode?.maxValueSize)
+        return (layout, c, lruKey)
     }
 
     // MARK: Detach and remove

@@ -7,10 +7,11 @@ import CShm
 //
 //  Store segment (key = the store's key)
 //  byte 0
-//  +--------------+-----------------------------+------------------------+---------------------------+
-//  | header 512 B | lock table                  | waiter table           | change log (ring)         |
-//  |              | lockSlots x lockSlotStride  | waiterSlots x 48 B     | logCapacity x logStride   |
-//  +--------------+-----------------------------+------------------------+---------------------------+
+//  +--------------+-----------------------------+------------------------+---------------------------+------------------+
+//  | header 512 B | lock table                  | waiter table           | change log (ring)         | value heap       |
+//  |              | lockSlots x lockSlotStride  | waiterSlots x 48 B     | logCapacity x logStride   | (memory mode     |
+//  |              |                             |                        |                           |  only; see below)|
+//  +--------------+-----------------------------+------------------------+---------------------------+------------------+
 //
 //  Header
 //   line 0-1 immutable after init: magic "SHMSTOR1", version, header size, the data
@@ -20,7 +21,10 @@ import CShm
 //           full; bit 2: the data segment has one spare record for
 //           updates), probe limit, negative TTL and stale-if-error window of
 //           get-or-load (ns, 0 = none), promotion interval (UInt64 ns at 104;
-//           0 = exact LRU, every get under the lock; else gets are lock-free)
+//           0 = exact LRU, every get under the lock; else gets are lock-free),
+//           value heap: offset (UInt64 at 112, 0 = no heap), chunk count (UInt32
+//           at 120), chunk size (UInt32 at 124); all three 0 for a store sized by
+//           records (`Configuration(capacity:recordSize:)`)
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
@@ -73,10 +77,34 @@ import CShm
 //  Store record payload (inside an ShmLRU record of the data segment, and in a
 //  change-log entry):
 //   +0  keyLen    UInt32
-//   +4  flags     UInt32  (0; reserved)
+//   +4  flags     UInt32  bit 0: spilled (memory mode only; ignored without a heap)
 //   +8  expiresAt UInt64  CLOCK_MONOTONIC ns; 0 never
 //   +16 maxAge    UInt64  ns; the age a renewing get restores (0 never)
-//   +24 key bytes (UTF-8), then the value bytes
+//   +24 key bytes (UTF-8), then the value bytes, or for a spilled value its
+//       24-byte descriptor:
+//         +0 length UInt64 (value bytes)  +8 first chunk UInt32  +12 chunk count UInt32
+//         +16 stamp UInt64 (every chunk of the value carries it)
+//
+//  Value heap (memory mode: `Configuration(memory:maxValueSize:)`), at the
+//  header's heap offset (64-aligned, after the change log). Guarded by the DATA
+//  segment's lock (every store write already runs inside it), not by the lock
+//  table's mutex: a chunk chain changes together with the record naming it.
+//  +----------------------+---------+---------+-----+-------------------+
+//  | heap header 128 B    | chunk 0 | chunk 1 | ... | chunk count - 1   |
+//  +----------------------+---------+---------+-----+-------------------+
+//   line 0 immutable: +0 chunk count UInt32, +4 chunk size UInt32 (1024),
+//          +8 max value size UInt64, +16 memory budget UInt64
+//   line 1 under the data lock: +64 free head UInt32 (0xFFFFFFFF: none),
+//          +68 free count UInt32, +72 busy UInt32 (non-zero while a holder
+//          changes the heap: a locker that finds it set rebuilds the heap),
+//          +76 generation UInt32 (the data segment's rebuild generation the
+//          heap was last consistent with: a data-segment repair also makes the
+//          next locker rebuild the heap), +80 last stamp issued UInt64
+//  Chunk (1024 B): +0 stamp UInt64 (the value's; written first, then a release
+//  fence, then the rest: a per-chunk seqlock), +8 next UInt32 (0xFFFFFFFF: last;
+//  on the free list: the next free chunk), +12 used UInt32 (payload bytes),
+//  +16 payload, 1008 bytes. A value of n bytes takes ceil(n / 1008) chunks.
+//  A value spills when 24 + key + value exceeds the record (256 B in memory mode).
 //
 //  Every field read from either segment is checked before use: slot numbers
 //  against the table sizes, lengths against the record size, key lengths against
@@ -84,7 +112,7 @@ import CShm
 
 struct _StoreLayout: Equatable, Sendable {
     static let magic: UInt64 = 0x3152_4F54_534D_4853  // "SHMSTOR1" little-endian
-    static let version: UInt32 = 2
+    static let version: UInt32 = 3
     static let headerSize = 512
     static let lockSlotHeaderSize = 64
     static let waiterSize = 48
@@ -114,6 +142,9 @@ struct _StoreLayout: Equatable, Sendable {
         static let negativeTTL = 88  // UInt64
         static let staleIfError = 96  // UInt64
         static let promotion = 104  // UInt64
+        static let heapOffset = 112  // UInt64 (0: no value heap)
+        static let heapChunks = 120
+        static let chunkSize = 124
         static let mutex = 128  // 64 bytes
         static let logHead = 192  // UInt64
         static let logWord = 200
@@ -165,6 +196,8 @@ struct _StoreLayout: Equatable, Sendable {
     /// The data segment has one record more than the store's capacity: an update
     /// is written there before the old record is freed (ShmLRU+Replace.swift).
     static let flagSpareRecord: UInt32 = 4
+    /// Payload flags: the value lives in the value heap (memory mode).
+    static let payloadSpilled: UInt32 = 1
     static let knownFlags: UInt32 = 7
     /// `_validateHeader`'s capacity when the header has `flagSpareRecord` (attach then reads the real one).
     static let spareRecordMarker = -1
@@ -192,12 +225,15 @@ struct _StoreLayout: Equatable, Sendable {
     let lockTableOffset: Int
     let waiterTableOffset: Int
     let logOffset: Int
+    /// The value heap's header offset and chunk count (0, 0: no heap).
+    let heapOffset: Int
+    let heapChunks: Int
     let totalSize: Int
 
-    init?(recordSize: Int, lockSlots: Int, waiterSlots: Int, logCapacity: Int) {
+    init?(recordSize: Int, lockSlots: Int, waiterSlots: Int, logCapacity: Int, heapChunks: Int = 0) {
         guard recordSize > _StoreLayout.payloadHeaderSize, recordSize <= _Layout.maxRecordSize,
             (1..._StoreLayout.maxTableSlots).contains(lockSlots), (1..._StoreLayout.maxTableSlots).contains(waiterSlots),
-            (1..._StoreLayout.maxLogCapacity).contains(logCapacity)
+            (1..._StoreLayout.maxLogCapacity).contains(logCapacity), (0..._ValueHeap.maxChunks).contains(heapChunks)
         else { return nil }
         self.recordSize = recordSize
         self.lockSlots = lockSlots
@@ -212,7 +248,17 @@ struct _StoreLayout: Equatable, Sendable {
         let (log, overflow1) = logCapacity.multipliedReportingOverflow(by: logStride)
         let (total, overflow2) = logOffset.addingReportingOverflow(log)
         guard !overflow1, !overflow2 else { return nil }
-        totalSize = total
+        self.heapChunks = heapChunks
+        if heapChunks == 0 {
+            heapOffset = 0
+            totalSize = total
+        } else {
+            heapOffset = (total + 63) & ~63
+            let (chunks, overflow3) = heapChunks.multipliedReportingOverflow(by: _ValueHeap.chunkSize)
+            let (end, overflow4) = (heapOffset + _ValueHeap.headerSize).addingReportingOverflow(chunks)
+            guard !overflow3, !overflow4 else { return nil }
+            totalSize = end
+        }
     }
 
     @inline(__always) func lockSlotOffset(_ slot: Int) -> Int { lockTableOffset &+ slot &* lockSlotStride }
@@ -238,6 +284,8 @@ struct _StoreSegment: _RawFields, @unchecked Sendable {
 /// The store's header at the start of a record payload, read with every field checked.
 struct _PayloadHeader {
     var keyLength: Int
+    /// `_StoreLayout.payloadSpilled` and reserved bits.
+    var flags: UInt32
     var expiresAt: UInt64
     var maxAge: UInt64
 
@@ -247,7 +295,7 @@ struct _PayloadHeader {
         let keyLength = Int(base.loadUnaligned(fromByteOffset: _StoreLayout.P.keyLength, as: UInt32.self))
         guard keyLength <= payload.count - _StoreLayout.payloadHeaderSize else { return nil }
         return _PayloadHeader(
-            keyLength: keyLength,
+            keyLength: keyLength, flags: base.loadUnaligned(fromByteOffset: _StoreLayout.P.flags, as: UInt32.self),
             expiresAt: base.loadUnaligned(fromByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self),
             maxAge: base.loadUnaligned(fromByteOffset: _StoreLayout.P.maxAge, as: UInt64.self))
     }
@@ -263,12 +311,14 @@ struct _PayloadHeader {
 }
 
 /// Builds a store record payload: header, key, value.
-func _makePayload(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64) -> [UInt8] {
+func _makePayload(
+    key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64, flags: UInt32 = 0
+) -> [UInt8] {
     let count = _StoreLayout.payloadHeaderSize + key.count + value.count
     return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
         let raw = UnsafeMutableRawBufferPointer(buffer)
         raw.storeBytes(of: UInt32(key.count), toByteOffset: _StoreLayout.P.keyLength, as: UInt32.self)
-        raw.storeBytes(of: 0, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
+        raw.storeBytes(of: flags, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
         raw.storeBytes(of: expiresAt, toByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self)
         raw.storeBytes(of: maxAge, toByteOffset: _StoreLayout.P.maxAge, as: UInt64.self)
         if key.count > 0 {
