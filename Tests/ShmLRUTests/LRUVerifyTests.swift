@@ -52,7 +52,7 @@ import Testing
             case "index entry to a free record":
                 let table = cache._sharedIndex!
                 let position = table.find(8)!.position
-                table.store(position, table.tag(mixed: _mix32(8)) << table.indexBits | (slot(4) &+ 1))
+                table.store(position, table.geometry.entry(mixed: _mix32(8), slot: slot(4)))
             case "half-written record": s.store(layout.recordOffset(slot(6)) + _Layout.R.seq, 1)
             case "length": s.store(layout.recordOffset(slot(6)) + _Layout.R.meta, _Layout.stateLive << 24 | 999)
             case "high-water mark": s.store(_Layout.H.highWater, UInt32(layout.capacity + 5))

@@ -137,7 +137,7 @@ extension ShmLRU {
     func _prefetchBatch(_ keys: UnsafePointer<UInt32>, count: Int) {
         guard _attachment.isAttached else { return }  // never touch a gone mapping
         let p = _probe
-        for i in 0..<count { cshm_prefetch(p.entries + p.home(mixed: _mix32(keys[i]))) }
+        for i in 0..<count { p.prefetchHome(keys[i]) }
         for i in 0..<count { p.warm(keys[i]) }
     }
 }

@@ -35,20 +35,29 @@ extension ShmLRU {
             // One attempt inline; the retries out of line, so that the hot path
             // keeps the index geometry in registers instead of spilling it across
             // a retry loop (measured: ~20 fewer instructions per hit).
-            switch _readOptimistic(hash, into: buffer) {
-            case .hit(let length, let record, let stamp):
-                _noteOptimisticHit(record, stamp: stamp)
-                return length
-            case .miss:
-                _countMiss()
-                return nil
-            case .tooSmall(let length):
-                throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
-            case .contended:
-                return try _getContended(hash, into: buffer)
-            }
+            if let answer = try _getOptimistic(hash, into: buffer) { return answer }
+            return try _getContended(hash, into: buffer)
         }
         return try _getLocked(hash, into: buffer)
+    }
+
+    /// One lock-free attempt of `get`, counted: its answer (the value's length, or
+    /// nil on a miss), or nil when it met a writer (then try again, or take the lock).
+    /// - Throws: `.invalidArgument` if the value is longer than `buffer`.
+    @inline(__always)
+    func _getOptimistic(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int?? {
+        switch _readOptimistic(hash, into: buffer) {
+        case .hit(let length, let record, let stamp):
+            _noteOptimisticHit(record, stamp: stamp)
+            return length
+        case .miss:
+            _countMiss()
+            return .some(nil)
+        case .tooSmall(let length):
+            throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
+        case .contended:
+            return nil
+        }
     }
 
     /// A lock-free hit: counts it and marks the record per the policy.
@@ -74,18 +83,8 @@ extension ShmLRU {
         var attempts = ShmLRU._optimisticAttempts &- 1
         while attempts > 0 {
             if attempts < ShmLRU._optimisticAttempts / 2 { sched_yield() }
-            switch _readOptimistic(hash, into: buffer) {
-            case .hit(let length, let record, let stamp):
-                _noteOptimisticHit(record, stamp: stamp)
-                return length
-            case .miss:
-                _countMiss()
-                return nil
-            case .tooSmall(let length):
-                throw _getError(hash, .invalidArgument, length: length, buffer: buffer)
-            case .contended:
-                attempts &-= 1
-            }
+            if let answer = try _getOptimistic(hash, into: buffer) { return answer }
+            attempts &-= 1
         }
         do {
             return try _getLocked(hash, into: buffer, timeoutNanoseconds: 0)
@@ -252,44 +251,23 @@ extension ShmLRU {
         return value.count
     }
 
-    /// One lock-free attempt through the shared index.
+    /// One lock-free attempt through the shared index (`_Probe.lockFreeSearch`).
     @inline(__always)
     func _readOptimistic(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _ReadOutcome {
         let p = _probe
-        let indexSeq = cshm_load_acquire_u32(p.indexSeq)
-        if indexSeq & 1 != 0 { return .contended }
-        let mixed = _mix32(hash)
-        let wanted = mixed & p.tagMask
-        var position = p.home(mixed: mixed)
-        var probes = p.slots
-        while probes != 0 {
-            let entry = cshm_load_acquire_u32(p.entries + position)
-            if entry == 0 { break }
-            if entry &>> p.indexBits == wanted, let record = p.record(entry: entry) {
-                let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
-                let before = cshm_load_acquire_u32(seqPointer)
-                if before & 1 != 0 { return .contended }
-                let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
-                let recordHash = cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self))
-                if recordHash == hash, meta >> 24 == _Layout.stateLive {
-                    let length = Int(meta & _Layout.lengthMask)
-                    if length > p.recordSize { return .contended }  // torn header: the recheck decides
-                    if length > buffer.count {
-                        cshm_fence_acquire()
-                        return cshm_load_relaxed_u32(seqPointer) == before ? .tooSmall(length: length) : .contended
-                    }
-                    if length > 0 { cshm_racy_copy(buffer.baseAddress, record + _Layout.R.payload, length) }
-                    let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
-                    cshm_fence_acquire()
-                    guard cshm_load_relaxed_u32(seqPointer) == before else { return .contended }
-                    return .hit(length: length, record: record, stamp: stamp)
-                }
-            }
-            position &+= 1
-            if position == p.slots { position = 0 }
-            probes &-= 1
+        let sighting = p.lockFreeSearch(hash) { (sight) -> _Sighting<_ReadOutcome> in
+            let length = sight.length
+            if length > p.recordSize { return .contended }  // torn header: the recheck decides
+            if length > buffer.count { return sight.isUnchanged() ? .found(.tooSmall(length: length)) : .contended }
+            if length > 0 { cshm_racy_copy(buffer.baseAddress, sight.words.payload, length) }
+            let stamp = sight.words.stamp
+            guard sight.isUnchanged() else { return .contended }
+            return .found(.hit(length: length, record: sight.record, stamp: stamp))
         }
-        cshm_fence_acquire()
-        return cshm_load_relaxed_u32(p.indexSeq) == indexSeq ? .miss : .contended
+        switch sighting {
+        case .found(let outcome): return outcome
+        case .absent: return .miss
+        case .contended: return .contended
+        }
     }
 }

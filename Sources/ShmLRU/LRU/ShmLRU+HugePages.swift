@@ -10,25 +10,8 @@ extension ShmLRU {
         key: ShmKey? = nil, recordSize: Int, capacity: Int, index: IndexKind = .shared,
         permissions: UInt16 = 0o600, persistent: Bool = false, options: Options = Options(), hugePages: Bool
     ) throws(ShmError) -> ShmLRU {
-        guard hugePages else {
-            return try create(
-                key: key, recordSize: recordSize, capacity: capacity, index: index, permissions: permissions,
-                persistent: persistent, options: options)
-        }
-        let operation = "ShmLRU.create(key: \(key.map(\.description) ?? "random"), recordSize: \(recordSize), capacity: \(capacity), hugePages: true)"
-        guard let layout = _Layout(recordSize: recordSize, capacity: capacity, indexKind: index) else {
-            throw ShmError(
-                .invalidSize, operation,
-                detail: "recordSize must be in 1...\(_Layout.maxRecordSize), capacity in 1...\(_Layout.maxCapacity)")
-        }
-        let region = try ShmRegion.create(
-            key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent, hugePages: true)
-        do {
-            return try ShmLRU(initializing: region, layout: layout, zeroFilled: true, options: options)
-        } catch {
-            try? region.remove()
-            _ = try? region.detach()
-            throw error
-        }
+        try _create(
+            key: key, recordSize: recordSize, capacity: capacity, index: index, permissions: permissions,
+            persistent: persistent, options: options, hugePages: hugePages)
     }
 }

@@ -50,7 +50,7 @@ final class _LocalIndex: @unchecked Sendable {
                 guard segment.isLive(meta: segment.meta(slot)), segment.shareKey(slot) == shareKey else { continue }
                 let hash = segment.hash(slot)
                 let mixed = _mix32(hash)
-                guard place(slot, hash: hash, entry: table.tag(mixed: mixed) << table.indexBits | (slot &+ 1), home: table.home(mixed: mixed))
+                guard place(slot, hash: hash, entry: table.geometry.entry(mixed: mixed, slot: slot), home: table.geometry.home(mixed: mixed))
                 else { throw ShmError(.corrupted, "local index", detail: "table full") }
             }
             return
@@ -67,11 +67,8 @@ final class _LocalIndex: @unchecked Sendable {
         defer { ring.deallocate() }
         let first = UnsafeRawPointer(segment.base + layout.recordsOffset)
         let stride = layout.stride
-        let tagMask = table.tagMask
-        let indexBits = table.indexBits & 31
-        let slotMask = table.slotMask
-        let slots = UInt64(table.slots)
-        let entries = table.entries
+        let geometry = table.geometry
+        let entries = geometry.entries
         var pending = 0
         var placed = 0
         func fill(_ value: UInt64) throws(ShmError) {
@@ -83,7 +80,7 @@ final class _LocalIndex: @unchecked Sendable {
                 return
             }
             let before = entryCount
-            guard place((entry & slotMask) &- 1, hash: nil, entry: entry, home: home) else {
+            guard place(geometry.entrySlot(entry), hash: nil, entry: entry, home: home) else {
                 throw ShmError(.corrupted, "local index", detail: "table full")
             }
             placed &+= entryCount &- before
@@ -101,12 +98,12 @@ final class _LocalIndex: @unchecked Sendable {
             let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
             guard meta &>> 24 == _Layout.stateLive else { continue }
             let mixed = _mix32(cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self)))
-            let entry = (mixed & tagMask) &<< indexBits | (UInt32(truncatingIfNeeded: index) &+ 1)
-            let home = (UInt64(mixed) &* slots) &>> 32
-            cshm_prefetch(entries + Int(truncatingIfNeeded: home))
+            let entry = geometry.entry(mixed: mixed, slot: UInt32(truncatingIfNeeded: index))
+            let home = geometry.home(mixed: mixed)
+            cshm_prefetch(entries + home)
             let at = pending & (lag - 1)  // lag is a power of two
             if pending >= lag { try fill(ring[at]) }
-            ring[at] = home &<< 32 | UInt64(entry)
+            ring[at] = UInt64(truncatingIfNeeded: home) &<< 32 | UInt64(entry)
             pending &+= 1
         }
         for i in max(0, pending - lag)..<pending { try fill(ring[i & (lag - 1)]) }
@@ -121,8 +118,8 @@ final class _LocalIndex: @unchecked Sendable {
     @inline(__always)
     private func place(_ slot: UInt32, hash: UInt32?, entry: UInt32, home: Int) -> Bool {
         let segment = table.segment
-        let indexBits = table.indexBits & 31
-        let tag = entry &>> indexBits
+        let geometry = table.geometry
+        let tag = geometry.entryTag(entry)
         var position = home
         for _ in 0..<table.slots {
             let existing = table.entries[position]
@@ -131,15 +128,15 @@ final class _LocalIndex: @unchecked Sendable {
                 entryCount += 1
                 return true
             }
-            if existing &>> indexBits == tag {
-                let other = table.entrySlot(existing)
+            if geometry.entryTag(existing) == tag {
+                let other = geometry.entrySlot(existing)
                 let hash = hash ?? segment.hash(slot)
                 if segment.isSlot(other), segment.hash(other) == hash, segment.isLive(meta: segment.meta(other)) {
                     if other != slot, segment.lastUse(slot) > segment.lastUse(other) { table.entries[position] = entry }
                     return true
                 }
             }
-            position = table.advance(position)
+            position = geometry.advance(position)
         }
         return false
     }

@@ -151,7 +151,7 @@ extension ShmLRU {
         guard s.isSlot(next) else { return }
         let prev = s.prev(next)
         if s.isSlot(prev) { cshm_prefetch(s.record(prev)) }
-        cshm_prefetch(_probe.entries + _probe.home(mixed: _mix32(s.hash(next))))
+        _probe.prefetchHome(s.hash(next))
         let payload = s.payload(next)
         var offset = 0
         let end = min(recordSize, 256)  // the first lines: a hint, not a copy

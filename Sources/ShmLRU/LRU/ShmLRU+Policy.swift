@@ -298,27 +298,3 @@ extension ShmLRU {
         cshm_store_relaxed_u64(bucket + chosen, UInt64(hash) << 32 | UInt64(clock))
     }
 }
-
-// The policies' header fields (offsets in `_Layout.H`).
-extension _Segment {
-    var sieveHand: UInt32 {
-        get { load(_Layout.H.sieveHand) }
-        nonmutating set { store(_Layout.H.sieveHand, newValue) }
-    }
-    var smallTail: UInt32 {
-        get { load(_Layout.H.smallTail) }
-        nonmutating set { store(_Layout.H.smallTail, newValue) }
-    }
-    var smallCount: UInt32 {
-        get { load(_Layout.H.smallCount) }
-        nonmutating set { store(_Layout.H.smallCount, newValue) }
-    }
-    var ghostClock: UInt32 {
-        get { load(_Layout.H.ghostClock) }
-        nonmutating set { store(_Layout.H.ghostClock, newValue) }
-    }
-    var s3Evicted: UInt32 {
-        get { load(_Layout.H.s3Evicted) }
-        nonmutating set { store(_Layout.H.s3Evicted, newValue) }
-    }
-}

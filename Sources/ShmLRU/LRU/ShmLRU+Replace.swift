@@ -37,7 +37,7 @@ extension ShmLRU {
         if let shared = _sharedIndex, let position = shared.position(of: hash, slot: old) {
             // One store: a lock-free reader finds the old record (whole until it is
             // freed inside its seqlock below) or the new one (already whole).
-            shared.store(position, shared.tag(mixed: _mix32(hash)) << shared.indexBits | (fresh &+ 1))
+            shared.store(position, shared.geometry.entry(mixed: _mix32(hash), slot: fresh))
         } else {
             _indexRemove(hash: hash, slot: old, knownPosition: nil)
             try _indexInsert(hash, slot: fresh)

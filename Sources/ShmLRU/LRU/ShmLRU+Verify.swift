@@ -166,13 +166,13 @@ extension ShmLRU {
                 let entry = table.load(position)
                 if entry == 0 { continue }
                 entries += 1
-                let target = table.entrySlot(entry)
+                let target = table.geometry.entrySlot(entry)
                 guard s.isSlot(target), seen[Int(target)] == 1 else {
                     report.add("index entry \(position) names \(target), not a live record")
                     continue
                 }
                 let hash = s.hash(target)
-                if table.entryTag(entry) != table.tag(mixed: _mix32(hash)) {
+                if table.geometry.entryTag(entry) != table.geometry.tag(mixed: _mix32(hash)) {
                     report.add("index entry \(position) has the wrong tag for hash \(hash)")
                 } else if table.find(hash)?.slot != target {
                     report.add("index entry \(position) for hash \(hash) is unreachable from its home")

@@ -193,7 +193,19 @@ public final class ShmLRU: @unchecked Sendable {
         key: ShmKey? = nil, recordSize: Int, capacity: Int, index: IndexKind = .shared,
         permissions: UInt16 = 0o600, persistent: Bool = false, options: Options = Options()
     ) throws(ShmError) -> ShmLRU {
-        let operation = "ShmLRU.create(key: \(key.map(\.description) ?? "random"), recordSize: \(recordSize), capacity: \(capacity))"
+        try _create(
+            key: key, recordSize: recordSize, capacity: capacity, index: index, permissions: permissions,
+            persistent: persistent, options: options, hugePages: false)
+    }
+
+    /// `create`, in a segment of huge pages or not (ShmLRU+HugePages.swift).
+    static func _create(
+        key: ShmKey?, recordSize: Int, capacity: Int, index: IndexKind, permissions: UInt16, persistent: Bool,
+        options: Options, hugePages: Bool
+    ) throws(ShmError) -> ShmLRU {
+        let operation =
+            "ShmLRU.create(key: \(key.map(\.description) ?? "random"), recordSize: \(recordSize), capacity: \(capacity)"
+            + (hugePages ? ", hugePages: true)" : ")")
         try options._validate(operation)
         guard let layout = _Layout(recordSize: recordSize, capacity: capacity, indexKind: index, policy: options.policy ?? .lru)
         else {
@@ -202,7 +214,7 @@ public final class ShmLRU: @unchecked Sendable {
                 detail: "recordSize must be in 1...\(_Layout.maxRecordSize), capacity in 1...\(_Layout.maxCapacity)")
         }
         let region = try ShmRegion.create(
-            key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
+            key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent, hugePages: hugePages)
         do {
             return try ShmLRU(initializing: region, layout: layout, zeroFilled: true, options: options)
         } catch {

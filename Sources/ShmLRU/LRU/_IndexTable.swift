@@ -8,33 +8,21 @@ import CShm
 /// live and carry the asked hash, so a stale or corrupt entry yields a miss,
 /// never another key's value. Mutations happen under the segment's lock.
 struct _IndexTable: @unchecked Sendable {
-    let entries: UnsafeMutablePointer<UInt32>
-    let slots: Int
-    let indexBits: UInt32
-    let tagMask: UInt32
-    let slotMask: UInt32
+    let geometry: _IndexGeometry
     let segment: _Segment
 
     init(entries: UnsafeMutablePointer<UInt32>, slots: Int, segment: _Segment) {
-        self.entries = entries
-        self.slots = slots
+        geometry = _IndexGeometry(entries: entries, slots: slots, segment: segment)
         self.segment = segment
-        indexBits = UInt32(segment.layout.indexBits)
-        tagMask = segment.layout.tagMask
-        slotMask = segment.layout.slotMask
     }
 
     /// How many entries a process-local table holds for a capacity.
     static func localSlots(capacity: Int) -> Int { max(16, 2 * capacity) }
 
-    @inline(__always) func home(mixed: UInt32) -> Int { Int((UInt64(mixed) &* UInt64(slots)) >> 32) }
-    @inline(__always) func tag(mixed: UInt32) -> UInt32 { mixed & tagMask }
-    @inline(__always) func entryTag(_ entry: UInt32) -> UInt32 { entry >> indexBits }
-    /// The slot an entry names (may be out of range in a corrupt segment: check it).
-    @inline(__always) func entrySlot(_ entry: UInt32) -> UInt32 { (entry & slotMask) &- 1 }
-    @inline(__always) func load(_ position: Int) -> UInt32 { cshm_load_acquire_u32(entries + position) }
-    @inline(__always) func store(_ position: Int, _ value: UInt32) { cshm_store_release_u32(entries + position, value) }
-    @inline(__always) func advance(_ position: Int) -> Int { position &+ 1 == slots ? 0 : position &+ 1 }
+    var entries: UnsafeMutablePointer<UInt32> { geometry.entries }
+    var slots: Int { geometry.slots }
+    @inline(__always) func load(_ position: Int) -> UInt32 { cshm_load_acquire_u32(geometry.entries + position) }
+    @inline(__always) func store(_ position: Int, _ value: UInt32) { cshm_store_release_u32(geometry.entries + position, value) }
 
     /// The position and slot of the live record with `hash` (under the lock).
     func find(_ hash: UInt32) -> (position: Int, slot: UInt32)? {
@@ -45,13 +33,13 @@ struct _IndexTable: @unchecked Sendable {
     @inline(__always)
     func position(of hash: UInt32, slot: UInt32) -> Int? {
         let mixed = _mix32(hash)
-        let wanted = tag(mixed: mixed) << indexBits | (slot &+ 1)
-        var position = home(mixed: mixed)
+        let wanted = geometry.entry(mixed: mixed, slot: slot)
+        var position = geometry.home(mixed: mixed)
         for _ in 0..<slots {
             let entry = load(position)
             if entry == 0 { return nil }
             if entry == wanted { return position }
-            position = advance(position)
+            position = geometry.advance(position)
         }
         return nil
     }
@@ -60,14 +48,14 @@ struct _IndexTable: @unchecked Sendable {
     @inline(__always)
     func insert(_ hash: UInt32, slot: UInt32) -> Bool {
         let mixed = _mix32(hash)
-        let entry = tag(mixed: mixed) << indexBits | (slot &+ 1)
-        var position = home(mixed: mixed)
+        let entry = geometry.entry(mixed: mixed, slot: slot)
+        var position = geometry.home(mixed: mixed)
         for _ in 0..<slots {
             if load(position) == 0 {
                 store(position, entry)
                 return true
             }
-            position = advance(position)
+            position = geometry.advance(position)
         }
         return false
     }
@@ -80,15 +68,15 @@ struct _IndexTable: @unchecked Sendable {
         var hole = position
         var probe = position
         for _ in 0..<slots {
-            probe = advance(probe)
+            probe = geometry.advance(probe)
             let entry = load(probe)
             if entry == 0 { break }
-            let slot = entrySlot(entry)
+            let slot = geometry.entrySlot(entry)
             // Move the entry into the hole unless its home lies cyclically in (hole, probe].
             // An entry naming no valid slot is garbage: moving it keeps the run intact.
             var homeInBetween = false
             if segment.isSlot(slot) {
-                let home = home(mixed: _mix32(segment.hash(slot)))
+                let home = geometry.home(mixed: _mix32(segment.hash(slot)))
                 homeInBetween = hole <= probe ? (home > hole && home <= probe) : (home > hole || home <= probe)
             }
             if !homeInBetween {

@@ -1,68 +1,96 @@
 import CShm
 
-/// What the lock-free read needs, flattened into one struct of plain values that
-/// the handle holds: the index's geometry and the records' base and stride. The
-/// read path then loads each with one instruction instead of copying the index
-/// table and the layout (the hot path's prologue was most of its cost).
+/// What the searches of the index need, flattened into one struct of plain values
+/// that the handle holds: the index's geometry (with the records' base and stride).
+/// The read path then loads each with one instruction instead of copying the
+/// index table and the layout (the hot path's prologue was most of its cost).
 ///
 /// It describes the same memory as `_IndexTable` and `_Segment` and checks what it
 /// reads the same way: a slot from an entry is checked against the capacity
 /// before it is used, a length from a record against the record size.
+///
+/// It owns the one probe loop (`probe(_:_:)`): the locked `find`, the cache's
+/// lock-free `get` and the store's lock-free reads all walk the index through it.
 struct _Probe: @unchecked Sendable {
-    let entries: UnsafeMutablePointer<UInt32>
-    let slots: Int
-    /// Shift from an entry to its tag (< 32: capacities are below 2^30).
-    let indexBits: UInt32
-    let tagMask: UInt32
-    let slotMask: UInt32
-    /// The first record.
-    let records: UnsafeMutableRawPointer
-    let stride: Int
-    let capacity: Int
+    let geometry: _IndexGeometry
+    /// The largest value a record holds: a longer length read from a record is torn or corrupt.
     let recordSize: Int
+    /// Odd while the index is being reshaped (`_Layout.H.indexSeq`).
     let indexSeq: UnsafeMutablePointer<UInt32>
 
     init(table: _IndexTable, segment: _Segment) {
-        entries = table.entries
-        slots = table.slots
-        indexBits = table.indexBits & 31
-        tagMask = table.tagMask
-        slotMask = table.slotMask
-        records = segment.base + segment.layout.recordsOffset
-        stride = segment.layout.stride
-        capacity = segment.layout.capacity
+        geometry = table.geometry
         recordSize = segment.layout.recordSize
         indexSeq = segment.indexSeqPointer
+    }
+
+    /// Walks the positions of `hash` from its home until an empty entry, or until
+    /// every position was seen: for each entry whose tag matches and whose slot is
+    /// in range, calls `visit` with the position, the slot and its record, and
+    /// returns the first non-nil result. Entries are loaded with acquire ordering
+    /// (a reader that sees an entry sees the record published before it).
+    @inline(__always)
+    func probe<R>(_ hash: UInt32, _ visit: (_ position: Int, _ slot: UInt32, _ record: UnsafeMutableRawPointer) -> R?) -> R? {
+        let g = geometry
+        let mixed = _mix32(hash)
+        let wanted = g.tag(mixed: mixed)
+        var position = g.home(mixed: mixed)
+        var probes = g.slots
+        while probes != 0 {
+            let entry = cshm_load_acquire_u32(g.entries + position)
+            if entry == 0 { return nil }
+            if g.entryTag(entry) == wanted {
+                let slot = g.entrySlot(entry)
+                if let record = g.record(slot: slot), let found = visit(position, slot, record) { return found }
+            }
+            position &+= 1
+            if position == g.slots { position = 0 }
+            probes &-= 1
+        }
+        return nil
     }
 
     /// The position and slot of the live record with `hash` (under the lock). The
     /// one implementation of the search: `_IndexTable.find` calls it too.
     @inline(__always)
     func find(_ hash: UInt32) -> (position: Int, slot: UInt32)? {
-        let mixed = _mix32(hash)
-        let wanted = mixed & tagMask
-        var position = home(mixed: mixed)
-        var probes = slots
-        while probes != 0 {
-            let entry = cshm_load_relaxed_u32(entries + position)
-            if entry == 0 { return nil }
-            if entry &>> indexBits == wanted {
-                let slot = (entry & slotMask) &- 1
-                if Int(slot) < capacity {
-                    let record = records + Int(slot) &* stride
-                    if cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self)) == hash,
-                        cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self)) >> 24
-                            == _Layout.stateLive
-                    {
-                        return (position, slot)
-                    }
-                }
-            }
-            position &+= 1
-            if position == slots { position = 0 }
-            probes &-= 1
+        probe(hash) { position, slot, record in
+            let r = _RecordWords(record)
+            return r.hash == hash && r.meta >> 24 == _Layout.stateLive ? (position, slot) : nil
         }
-        return nil
+    }
+
+    /// A lock-free search for a live record with `hash` (or with one of `hash`,
+    /// `hash + 1`, … `probeHashes` hashes in all, tried in turn), inside one even
+    /// reading of the index sequence. For each record met, live and with the hash
+    /// sought (its sequence read first, and even), `body` settles the search, or
+    /// answers `.absent` to go on with the next hash. A record met with an odd
+    /// sequence ends it as `.contended`; so does an absence if the index changed
+    /// meanwhile (an entry being shifted may have been missed).
+    @inline(__always)
+    func lockFreeSearch<R>(_ hash: UInt32, probeHashes: Int = 1, _ body: (_RecordSight) -> _Sighting<R>) -> _Sighting<R> {
+        let indexBefore = cshm_load_acquire_u32(indexSeq)
+        if indexBefore & 1 != 0 { return .contended }
+        var tried = 0
+        while tried < probeHashes {
+            let sought = hash &+ UInt32(truncatingIfNeeded: tried)
+            tried &+= 1
+            let found = probe(sought) { _, slot, record -> _Sighting<R>? in
+                let r = _RecordWords(record)
+                let seq = cshm_load_acquire_u32(r.seqPointer)
+                if seq & 1 != 0 { return .contended }
+                let meta = r.meta
+                guard r.hash == sought, meta >> 24 == _Layout.stateLive else { return nil }  // another record: probe on
+                return body(_RecordSight(words: r, slot: slot, hash: sought, seq: seq, meta: meta))
+            }
+            switch found {
+            case .found(let value)?: return .found(value)
+            case .contended?: return .contended
+            case .absent?, nil: continue  // the next hash
+            }
+        }
+        cshm_fence_acquire()
+        return cshm_load_relaxed_u32(indexSeq) == indexBefore ? .absent : .contended
     }
 
     /// Before the lock is taken: asks for the lines that a locked `find(hash)`
@@ -73,11 +101,10 @@ struct _Probe: @unchecked Sendable {
     /// real lookup; a prefetch never faults. The locked path checks everything again.
     @inline(__always)
     func warm(_ hash: UInt32) {
+        let g = geometry
         let mixed = _mix32(hash)
-        let entry = cshm_load_relaxed_u32(entries + home(mixed: mixed))
-        let slot = (entry & slotMask) &- 1
-        guard entry &>> indexBits == mixed & tagMask, Int(slot) < capacity else { return }
-        let record = records + Int(slot) &* stride
+        let entry = cshm_load_relaxed_u32(g.entries + g.home(mixed: mixed))
+        guard g.entryTag(entry) == g.tag(mixed: mixed), let record = g.record(slot: g.entrySlot(entry)) else { return }
         cshm_prefetch(record)
         var offset = 64
         let end = _Layout.R.payload &+ min(recordSize, 256)
@@ -88,11 +115,56 @@ struct _Probe: @unchecked Sendable {
         cshm_prefetch(record + (end &- 1))
     }
 
-    @inline(__always) func home(mixed: UInt32) -> Int { Int(truncatingIfNeeded: (UInt64(mixed) &* UInt64(slots)) &>> 32) }
+    /// Asks for the home entry of `hash` (a hint: see `warm(_:)`).
+    @inline(__always) func prefetchHome(_ hash: UInt32) {
+        cshm_prefetch(geometry.entries + geometry.home(mixed: _mix32(hash)))
+    }
+}
 
-    /// The record an entry names, if the entry's slot is in range.
-    @inline(__always) func record(entry: UInt32) -> UnsafeMutableRawPointer? {
-        let slot = (entry & slotMask) &- 1  // 0 - 1 wraps above any capacity
-        return Int(slot) < capacity ? records + Int(slot) &* stride : nil
+/// What one lock-free search found.
+enum _Sighting<Found> {
+    /// The search settled on a record.
+    case found(Found)
+    /// No record: the key is absent.
+    case absent
+    /// A writer was met: retry, or take the lock.
+    case contended
+}
+
+/// A record's header words, read racily (relaxed) through its address: the lock-free
+/// paths' view of a record (`_Segment` is the locked one). Offsets from `_Layout.R`.
+struct _RecordWords {
+    let record: UnsafeMutableRawPointer
+    @inline(__always) init(_ record: UnsafeMutableRawPointer) { self.record = record }
+
+    @inline(__always) var seqPointer: UnsafeMutablePointer<UInt32> {
+        (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
+    }
+    @inline(__always) var hash: UInt32 { cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self)) }
+    @inline(__always) var meta: UInt32 { cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self)) }
+    @inline(__always) var stamp: UInt64 { cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self)) }
+    @inline(__always) var payload: UnsafeMutableRawPointer { record + _Layout.R.payload }
+}
+
+/// A live record met by a lock-free search, inside its seqlock window: `hash` is
+/// the hash it was found under, `seq` the even sequence read before anything
+/// else, `meta` its length and state then. Whatever is read from it is only good
+/// if `isUnchanged()` holds afterwards.
+struct _RecordSight {
+    let words: _RecordWords
+    let slot: UInt32
+    let hash: UInt32
+    let seq: UInt32
+    let meta: UInt32
+
+    @inline(__always) var record: UnsafeMutableRawPointer { words.record }
+    /// The value's length as the record claims it (check it against the record size).
+    @inline(__always) var length: Int { Int(meta & _Layout.lengthMask) }
+
+    /// Whether the record is as it was when the search met it: everything read
+    /// from it in between is whole, and belongs to it.
+    @inline(__always) func isUnchanged() -> Bool {
+        cshm_fence_acquire()
+        return cshm_load_relaxed_u32(words.seqPointer) == seq
     }
 }

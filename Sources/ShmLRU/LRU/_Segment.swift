@@ -5,6 +5,7 @@ import CShm
 /// Every accessor takes a slot that the caller has already checked with
 /// `isSlot(_:)`; values read *from* the segment (links, lengths) come back raw
 /// and must be checked again before they are used as slots or sizes.
+@dynamicMemberLookup
 struct _Segment: _RawFields, @unchecked Sendable {
     let base: UnsafeMutableRawPointer
     let layout: _Layout
@@ -31,25 +32,14 @@ struct _Segment: _RawFields, @unchecked Sendable {
     // MARK: Header
 
     var lock: UnsafeMutableRawPointer { base + _Layout.H.lock }
-    var count: UInt32 {
-        get { load(_Layout.H.count) }
-        nonmutating set { store(_Layout.H.count, newValue) }
-    }
-    var freeCount: UInt32 {
-        get { load(_Layout.H.freeCount) }
-        nonmutating set { store(_Layout.H.freeCount, newValue) }
-    }
-    var freeHead: UInt32 {
-        get { load(_Layout.H.freeHead) }
-        nonmutating set { store(_Layout.H.freeHead, newValue) }
-    }
-    var head: UInt32 {
-        get { load(_Layout.H.lruHead) }
-        nonmutating set { store(_Layout.H.lruHead, newValue) }
-    }
-    var tail: UInt32 {
-        get { load(_Layout.H.lruTail) }
-        nonmutating set { store(_Layout.H.lruTail, newValue) }
+    /// A word of the header's list state by name (`s.count`, `s.head`, `s.sieveHand`
+    /// …: the names are `_ListState`'s), read and written relaxed, under the lock.
+    /// The key path is a literal at every use, so an optimised build folds it to
+    /// one load or store at the field's offset.
+    @inline(__always)
+    subscript(dynamicMember field: KeyPath<_ListState, Int>) -> UInt32 {
+        get { load(_ListState()[keyPath: field]) }
+        nonmutating set { store(_ListState()[keyPath: field], newValue) }
     }
     var generation: UInt32 {
         get { cshm_load_acquire_u32(u32(_Layout.H.generation)) }
@@ -152,4 +142,20 @@ struct _Segment: _RawFields, @unchecked Sendable {
     /// Runs `body`, which writes the record, inside the record's seqlock (under the lock).
     @inline(__always)
     func withSeqlockWrite<R>(_ slot: UInt32, _ body: () -> R) -> R { _seqlockWrite(seqPointer(slot), body) }
+}
+
+/// The names of the header's list-state words (UInt32, written under the lock),
+/// each its offset in `_Layout.H`: `_Segment` reads and writes them by these names.
+struct _ListState {
+    var count: Int { _Layout.H.count }
+    var freeCount: Int { _Layout.H.freeCount }
+    var freeHead: Int { _Layout.H.freeHead }
+    var head: Int { _Layout.H.lruHead }
+    var tail: Int { _Layout.H.lruTail }
+    // The eviction policies' (ShmLRU+Policy.swift).
+    var sieveHand: Int { _Layout.H.sieveHand }
+    var smallTail: Int { _Layout.H.smallTail }
+    var smallCount: Int { _Layout.H.smallCount }
+    var ghostClock: Int { _Layout.H.ghostClock }
+    var s3Evicted: Int { _Layout.H.s3Evicted }
 }

@@ -28,11 +28,13 @@ extension ShmRegion {
     public static func list() -> [SegmentInfo] {
         _listSegments()
             .map { line in
-                SegmentInfo(
-                    key: line.key, id: line.id, byteCount: line.size > UInt64(Int.max) ? .max : Int(line.size),
-                    permissions: UInt16(line.mode & 0o777),
-                    attachCount: line.attachCount > UInt64(Int.max) ? .max : Int(line.attachCount),
-                    creatorPID: line.creatorPID, lastPID: line.lastPID, ownerUID: line.ownerUID)
+                let status = line.status
+                return SegmentInfo(
+                    key: ShmKey(rawValue: status.key), id: line.id,
+                    byteCount: status.size > UInt64(Int.max) ? .max : Int(status.size),
+                    permissions: UInt16(status.mode & 0o777),
+                    attachCount: status.attachCount > UInt64(Int.max) ? .max : Int(status.attachCount),
+                    creatorPID: status.creatorPID, lastPID: status.lastPID, ownerUID: status.ownerUID)
             }
             .sorted { ($0.key, $0.id) < ($1.key, $1.id) }
     }

@@ -75,16 +75,10 @@ func _hexKey(_ key: Int32) -> String {
     "0x" + String(UInt32(bitPattern: key), radix: 16)
 }
 
-/// One line of `/proc/sysvipc/shm`: the machine's segments as the kernel lists them.
+/// One line of `/proc/sysvipc/shm`: a segment's id and the kernel's view of it.
 struct _SegmentListing: Sendable {
-    var key: ShmKey
     var id: Int32
-    var mode: UInt32
-    var size: UInt64
-    var creatorPID: Int32
-    var lastPID: Int32
-    var attachCount: UInt64
-    var ownerUID: UInt32
+    var status: _SegmentStatus
 }
 
 /// Reads a small file of /proc whole (its size is not known in advance).
@@ -113,8 +107,10 @@ func _listSegments() -> [_SegmentListing] {
         else { continue }
         result.append(
             _SegmentListing(
-                key: ShmKey(rawValue: key), id: id, mode: perms & 0o777, size: size, creatorPID: cpid, lastPID: lpid,
-                attachCount: nattch, ownerUID: uid))
+                id: id,
+                status: _SegmentStatus(
+                    key: key, mode: perms & 0o777, size: size, attachCount: nattch, creatorPID: cpid, lastPID: lpid,
+                    ownerUID: uid)))
     }
     return result
 }

@@ -94,75 +94,48 @@ extension ShmStore {
         _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R?
     ) -> _LockFreeOutcome<R> {
         let p = cache._lockFreeView.probe
-        let indexSeq = cshm_load_acquire_u32(p.indexSeq)
-        if indexSeq & 1 != 0 { return .contended }
-        var probe = 0
-        let probeLimit = configuration.probeLimit
-        while probe < probeLimit {
-            let hash = base &+ UInt32(truncatingIfNeeded: probe)
-            probe &+= 1
-            let mixed = _mix32(hash)
-            let wanted = mixed & p.tagMask
-            var position = p.home(mixed: mixed)
-            var probes = p.slots
-            while probes != 0 {
-                let entry = cshm_load_acquire_u32(p.entries + position)
-                if entry == 0 { break }
-                if entry &>> p.indexBits == wanted, let record = p.record(entry: entry) {
-                    let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
-                    let before = cshm_load_acquire_u32(seqPointer)
-                    if before & 1 != 0 { return .contended }
-                    let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
-                    let recordHash = cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self))
-                    if recordHash == hash, meta >> 24 == _Layout.stateLive {
-                        // The one live record of this hash: is it the key's?
-                        let payload = record + _Layout.R.payload
-                        let length = Int(meta & _Layout.lengthMask)
-                        let keyLength = Int(
-                            cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-                        let isStoreRecord =
-                            length <= p.recordSize && length >= _StoreLayout.payloadHeaderSize
-                            && keyLength <= length &- _StoreLayout.payloadHeaderSize
-                        let matches =
-                            isStoreRecord && keyLength == key.count
-                            && (keyLength == 0
-                                || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
-                        if !matches {
-                            // Another key (or not a store record): decided only if nothing moved.
-                            cshm_fence_acquire()
-                            if cshm_load_relaxed_u32(seqPointer) != before { return .contended }
-                            break  // next probe hash
-                        }
-                        let expiresAt = cshm_load_relaxed_u64(
-                            (payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
-                        let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
-                        let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
-                        let slot = (entry & p.slotMask) &- 1  // in range: `p.record(entry:)` checked it
-                        let view = _RecordView(
-                            record: record, slot: slot, seq: before, hash: hash, expiresAt: expiresAt,
-                            value: UnsafeRawBufferPointer(
-                                start: payload + _StoreLayout.P.key + keyLength,
-                                count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
-                            flags: cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self)))
-                        let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
-                        let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
-                        let result: R? = expired || renews ? nil : body(view)
-                        cshm_fence_acquire()
-                        if cshm_load_relaxed_u32(seqPointer) != before { return .contended }
-                        if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
-                        if renews { return .needsLock }
-                        guard let result else { return .contended }  // a spilled value's chunks changed under the copy
-                        if use { cache._lockFreeView.noteHit(record, stamp: stamp) }
-                        return .hit(result, view)
-                    }
-                }
-                position &+= 1
-                if position == p.slots { position = 0 }
-                probes &-= 1
+        let sighting = p.lockFreeSearch(base, probeHashes: configuration.probeLimit) { (sight) -> _Sighting<_LockFreeOutcome<R>> in
+            // The one live record of this hash: is it the key's?
+            let payload = sight.words.payload
+            let length = sight.length
+            let keyLength = Int(
+                cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
+            let isStoreRecord =
+                length <= p.recordSize && length >= _StoreLayout.payloadHeaderSize
+                && keyLength <= length &- _StoreLayout.payloadHeaderSize
+            let matches =
+                isStoreRecord && keyLength == key.count
+                && (keyLength == 0
+                    || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
+            if !matches {
+                // Another key (or not a store record): decided only if nothing moved.
+                return sight.isUnchanged() ? .absent : .contended  // absent: the next probe hash
             }
+            let expiresAt = cshm_load_relaxed_u64(
+                (payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
+            let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
+            let stamp = sight.words.stamp
+            let view = _RecordView(
+                record: sight.record, slot: sight.slot, seq: sight.seq, hash: sight.hash, expiresAt: expiresAt,
+                value: UnsafeRawBufferPointer(
+                    start: payload + _StoreLayout.P.key + keyLength,
+                    count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
+                flags: cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self)))
+            let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
+            let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
+            let result: R? = expired || renews ? nil : body(view)
+            guard sight.isUnchanged() else { return .contended }
+            if expired { return .found(use ? .needsLock : .miss) }  // a get reclaims it, under the lock
+            if renews { return .found(.needsLock) }
+            guard let result else { return .contended }  // a spilled value's chunks changed under the copy
+            if use { cache._lockFreeView.noteHit(sight.record, stamp: stamp) }
+            return .found(.hit(result, view))
         }
-        cshm_fence_acquire()
-        return cshm_load_relaxed_u32(p.indexSeq) == indexSeq ? .miss : .contended
+        switch sighting {
+        case .found(let outcome): return outcome
+        case .absent: return .miss
+        case .contended: return .contended
+        }
     }
 
     /// Whether the record a decoded value came from is unchanged: same slot, same
@@ -172,8 +145,7 @@ extension ShmStore {
     @inline(__always)
     func _isUnchanged(slot: UInt32, seq: UInt32, hash: UInt32, key: UnsafeRawBufferPointer) -> Bool {
         let p = cache._lockFreeView.probe
-        guard Int(slot) < p.capacity else { return false }
-        let record = p.records + Int(slot) &* p.stride
+        guard let record = p.geometry.record(slot: slot) else { return false }
         let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
         guard cshm_load_acquire_u32(seqPointer) == seq else { return false }
         let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
