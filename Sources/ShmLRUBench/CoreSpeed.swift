@@ -42,7 +42,7 @@ struct CoreSection {
     mutating func runCapacity(_ capacity: Int) throws {
         let ops = config.ops(capacity)
         progress("core speed, capacity \(capacity): floor, exact, lock-free and batched gets")
-        var stores = try CoreStores(capacity: capacity, hugePages: false, intervalNanoseconds: config.intervalNanoseconds, value: value)
+        let stores = try CoreStores(capacity: capacity, hugePages: false, intervalNanoseconds: config.intervalNanoseconds, value: value)
         defer { stores.remove() }
         var huge: CoreStores? = nil
         var reservation: HugePageReservation? = nil

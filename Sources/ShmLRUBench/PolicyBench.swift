@@ -153,7 +153,7 @@ final class PolicyBench {
         var line = [CChar](repeating: 0, count: 4096)
         while fgets(&line, Int32(line.count), pipe) != nil {
             // "NAME CAPACITY LRU S3FIFO"
-            let fields = String(cString: line).split(separator: " ").map { $0.trimmingCharacters() }
+            let fields = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: " ").map { $0.trimmingCharacters() }
             guard fields.count == 4, let lru = Double(fields[2]), let s3 = Double(fields[3]) else { continue }
             result["\(fields[0]) \(fields[1])"] = (lru, s3)
         }

@@ -78,7 +78,7 @@ func writeTrace(_ keys: [UInt32], to path: String) throws(BenchFailure) {
 func formatRatio(_ value: Double) -> String {
     var buffer = [CChar](repeating: 0, count: 32)
     _ = withVaList([value]) { vsnprintf(&buffer, buffer.count, "%.5f", $0) }
-    return String(cString: buffer)
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func replayMain(_ arguments: [String]) -> Int32 {

@@ -127,14 +127,14 @@ public final class RedisInvalidationSubscriber: Sendable {
                 token = nil  // judged dead and taken over: the state entry is the new holder's
                 continue
             }
-            try? cache._writeState(pid: getpid(), connected: false)
+            _ = try? cache._writeState(pid: getpid(), connected: false)
             setRole(.active(connected: false))
             if stopping { break }
             pause(backoff)
             backoff = min(backoff * 2, cache.configuration.maxBackoff)
         }
         if let token {
-            try? cache._writeState(pid: 0, connected: false)
+            _ = try? cache._writeState(pid: 0, connected: false)
             try? store.unlock(lockKey, token)
         }
         setRole(.stopped)

@@ -40,7 +40,7 @@ import Testing
     }
 
     func ownerWord(_ cache: ShmLRU) throws -> UInt64 {
-        try cache.region.withUnsafeBytes { $0.load(fromByteOffset: Self.lockWordOffset, as: UInt64.self) }
+        cache.region.withUnsafeBytes { $0.load(fromByteOffset: Self.lockWordOffset, as: UInt64.self) }
     }
 
     /// Killed right after its compare-and-swap took the lock: the next locker
