@@ -251,22 +251,21 @@ extension ShmLRU {
         return value.count
     }
 
-    /// One lock-free attempt through the shared index (`_Probe.lockFreeSearch`).
+    /// One lock-free attempt through the shared index (`_Probe.sight`).
     @inline(__always)
     func _readOptimistic(_ hash: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _ReadOutcome {
         let p = _probe
-        let sighting = p.lockFreeSearch(hash) { (sight) -> _Sighting<_ReadOutcome> in
+        guard let snapshot = p.indexSnapshot() else { return .contended }
+        switch p.sight(hash) {
+        case .found(let sight):
             let length = sight.length
             if length > p.recordSize { return .contended }  // torn header: the recheck decides
-            if length > buffer.count { return sight.isUnchanged() ? .found(.tooSmall(length: length)) : .contended }
+            if length > buffer.count { return sight.isUnchanged() ? .tooSmall(length: length) : .contended }
             if length > 0 { cshm_racy_copy(buffer.baseAddress, sight.words.payload, length) }
             let stamp = sight.words.stamp
             guard sight.isUnchanged() else { return .contended }
-            return .found(.hit(length: length, record: sight.record, stamp: stamp))
-        }
-        switch sighting {
-        case .found(let outcome): return outcome
-        case .absent: return .miss
+            return .hit(length: length, record: sight.record, stamp: stamp)
+        case .absent: return p.indexUnchanged(since: snapshot) ? .miss : .contended
         case .contended: return .contended
         }
     }

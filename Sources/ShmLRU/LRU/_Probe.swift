@@ -9,8 +9,9 @@ import CShm
 /// reads the same way: a slot from an entry is checked against the capacity
 /// before it is used, a length from a record against the record size.
 ///
-/// It owns the one probe loop (`probe(_:_:)`): the locked `find`, the cache's
-/// lock-free `get` and the store's lock-free reads all walk the index through it.
+/// It owns the one probe loop (`probe(_:_:)`): the locked `find`, and through
+/// `sight(_:)` the cache's lock-free `get` and the store's lock-free reads, all
+/// walk the index through it.
 struct _Probe: @unchecked Sendable {
     let geometry: _IndexGeometry
     /// The largest value a record holds: a longer length read from a record is torn or corrupt.
@@ -60,37 +61,43 @@ struct _Probe: @unchecked Sendable {
         }
     }
 
-    /// A lock-free search for a live record with `hash` (or with one of `hash`,
-    /// `hash + 1`, … `probeHashes` hashes in all, tried in turn), inside one even
-    /// reading of the index sequence. For each record met, live and with the hash
-    /// sought (its sequence read first, and even), `body` settles the search, or
-    /// answers `.absent` to go on with the next hash. A record met with an odd
-    /// sequence ends it as `.contended`; so does an absence if the index changed
-    /// meanwhile (an entry being shifted may have been missed).
+    /// The lock-free sight of the live record with `hash`: the first record met
+    /// on its positions that is live and carries the hash, its sequence read first
+    /// (and even), then its hash and state. `.contended` if a record met on the
+    /// way is being written (odd sequence); `.absent` if none, which holds only if
+    /// the index did not change meanwhile (`indexUnchanged(since:)`: an entry
+    /// being shifted may have been missed). The caller reads what it needs from
+    /// the record and keeps it only if `isUnchanged()` holds after.
+    ///
+    /// No closure is handed in: the callers (`ShmLRU._readOptimistic`,
+    /// `ShmStore._readOnce`) keep their own checks inline, so a value they read
+    /// (a store read's array) never passes through a closure's result.
     @inline(__always)
-    func lockFreeSearch<R>(_ hash: UInt32, probeHashes: Int = 1, _ body: (_RecordSight) -> _Sighting<R>) -> _Sighting<R> {
-        let indexBefore = cshm_load_acquire_u32(indexSeq)
-        if indexBefore & 1 != 0 { return .contended }
-        var tried = 0
-        while tried < probeHashes {
-            let sought = hash &+ UInt32(truncatingIfNeeded: tried)
-            tried &+= 1
-            let found = probe(sought) { _, slot, record -> _Sighting<R>? in
-                let r = _RecordWords(record)
-                let seq = cshm_load_acquire_u32(r.seqPointer)
-                if seq & 1 != 0 { return .contended }
-                let meta = r.meta
-                guard r.hash == sought, meta >> 24 == _Layout.stateLive else { return nil }  // another record: probe on
-                return body(_RecordSight(words: r, slot: slot, hash: sought, seq: seq, meta: meta))
-            }
-            switch found {
-            case .found(let value)?: return .found(value)
-            case .contended?: return .contended
-            case .absent?, nil: continue  // the next hash
-            }
-        }
+    func sight(_ hash: UInt32) -> _Sighting<_RecordSight> {
+        probe(hash) { _, slot, record -> _Sighting<_RecordSight>? in
+            let r = _RecordWords(record)
+            let seq = cshm_load_acquire_u32(r.seqPointer)
+            if seq & 1 != 0 { return .contended }
+            let meta = r.meta
+            guard r.hash == hash, meta >> 24 == _Layout.stateLive else { return nil }  // another record: probe on
+            return .found(_RecordSight(words: r, slot: slot, seq: seq, meta: meta))
+        } ?? .absent
+    }
+
+    /// The index sequence before a lock-free search, or nil while the index is
+    /// being reshaped (then the search would be `.contended`).
+    @inline(__always)
+    func indexSnapshot() -> UInt32? {
+        let seq = cshm_load_acquire_u32(indexSeq)
+        return seq & 1 == 0 ? seq : nil
+    }
+
+    /// Whether the index is as it was at `snapshot`: an absence the search
+    /// found holds only then.
+    @inline(__always)
+    func indexUnchanged(since snapshot: UInt32) -> Bool {
         cshm_fence_acquire()
-        return cshm_load_relaxed_u32(indexSeq) == indexBefore ? .absent : .contended
+        return cshm_load_relaxed_u32(indexSeq) == snapshot
     }
 
     /// Before the lock is taken: asks for the lines that a locked `find(hash)`
@@ -146,14 +153,12 @@ struct _RecordWords {
     @inline(__always) var payload: UnsafeMutableRawPointer { record + _Layout.R.payload }
 }
 
-/// A live record met by a lock-free search, inside its seqlock window: `hash` is
-/// the hash it was found under, `seq` the even sequence read before anything
-/// else, `meta` its length and state then. Whatever is read from it is only good
-/// if `isUnchanged()` holds afterwards.
+/// A live record met by a lock-free search, inside its seqlock window: `seq` is
+/// the even sequence read before anything else, `meta` its length and state
+/// then. Whatever is read from it is only good if `isUnchanged()` holds afterwards.
 struct _RecordSight {
     let words: _RecordWords
     let slot: UInt32
-    let hash: UInt32
     let seq: UInt32
     let meta: UInt32
 

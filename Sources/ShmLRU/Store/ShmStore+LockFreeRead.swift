@@ -94,29 +94,38 @@ extension ShmStore {
         _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R?
     ) -> _LockFreeOutcome<R> {
         let p = cache._lockFreeView.probe
-        let sighting = p.lockFreeSearch(base, probeHashes: configuration.probeLimit) { (sight) -> _Sighting<_LockFreeOutcome<R>> in
+        guard let snapshot = p.indexSnapshot() else { return .contended }
+        var probe = 0
+        let probeLimit = configuration.probeLimit
+        while probe < probeLimit {
+            let hash = base &+ UInt32(truncatingIfNeeded: probe)
+            probe &+= 1
+            let sight: _RecordSight
+            switch p.sight(hash) {
+            case .found(let found): sight = found
+            case .absent: continue  // the next probe hash
+            case .contended: return .contended
+            }
             // The one live record of this hash: is it the key's?
             let payload = sight.words.payload
             let length = sight.length
-            let keyLength = Int(
-                cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
+            let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
             let isStoreRecord =
                 length <= p.recordSize && length >= _StoreLayout.payloadHeaderSize
                 && keyLength <= length &- _StoreLayout.payloadHeaderSize
             let matches =
                 isStoreRecord && keyLength == key.count
-                && (keyLength == 0
-                    || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
+                && (keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
             if !matches {
                 // Another key (or not a store record): decided only if nothing moved.
-                return sight.isUnchanged() ? .absent : .contended  // absent: the next probe hash
+                if !sight.isUnchanged() { return .contended }
+                continue  // next probe hash
             }
-            let expiresAt = cshm_load_relaxed_u64(
-                (payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
+            let expiresAt = cshm_load_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
             let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
             let stamp = sight.words.stamp
             let view = _RecordView(
-                record: sight.record, slot: sight.slot, seq: sight.seq, hash: sight.hash, expiresAt: expiresAt,
+                record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt,
                 value: UnsafeRawBufferPointer(
                     start: payload + _StoreLayout.P.key + keyLength,
                     count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
@@ -124,18 +133,14 @@ extension ShmStore {
             let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
             let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
             let result: R? = expired || renews ? nil : body(view)
-            guard sight.isUnchanged() else { return .contended }
-            if expired { return .found(use ? .needsLock : .miss) }  // a get reclaims it, under the lock
-            if renews { return .found(.needsLock) }
+            if !sight.isUnchanged() { return .contended }
+            if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
+            if renews { return .needsLock }
             guard let result else { return .contended }  // a spilled value's chunks changed under the copy
             if use { cache._lockFreeView.noteHit(sight.record, stamp: stamp) }
-            return .found(.hit(result, view))
+            return .hit(result, view)
         }
-        switch sighting {
-        case .found(let outcome): return outcome
-        case .absent: return .miss
-        case .contended: return .contended
-        }
+        return p.indexUnchanged(since: snapshot) ? .miss : .contended
     }
 
     /// Whether the record a decoded value came from is unchanged: same slot, same
