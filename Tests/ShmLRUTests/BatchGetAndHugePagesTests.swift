@@ -72,7 +72,7 @@ import Testing
             let keys: [UInt32] = [1, 2]
             var lengths = [Int](repeating: 7, count: 1)
             var buffer = [UInt8](repeating: 0, count: 64)
-            keys.withUnsafeBufferPointer { keys in
+            _ = keys.withUnsafeBufferPointer { keys in
                 buffer.withUnsafeMutableBytes { bytes in
                     lengths.withUnsafeMutableBufferPointer { lengths in
                         expectShmError(.invalidArgument) { try cache.get(keys, into: bytes, stride: 32, lengths: lengths) }
