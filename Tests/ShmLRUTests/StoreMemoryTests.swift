@@ -136,6 +136,27 @@ struct StoreMemoryTests {
         }
     }
 
+    @Test("SIEVE whose hand would pick the entry being updated passes over it")
+    func sieveHandOnTheUpdatedEntry() throws {
+        try withStoreKey { key in
+            // The entry is the oldest (the SIEVE tail) and every entry is marked
+            // used: the hand clears every mark, wraps to the tail and would evict it.
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 3 * Self.mib, maxValueSize: Self.mib, policy: .sieve))
+            try store.set("self", bytes: value(7, 1, 600 * 1024))
+            var names = ["self"]
+            while try store.memoryUsage().freeHeapChunks >= 20 {
+                names.append("o\(names.count)")
+                try store.set(names.last!, bytes: value(UInt32(names.count), 1, 16 * 1024))
+            }
+            for name in names { #expect(try store.bytes(name) != nil, "\(name) before the update") }
+            let new = value(7, 2, Self.mib)
+            try store.set("self", bytes: new)
+            do { let same = try store.bytes("self") == new; #expect(same, "the updated entry lost its new value") }
+            #expect(store.count < names.count)
+            #expect(try store.verify().isClean)
+        }
+    }
+
     @Test("4 processes churn mixed sizes (64 B...64 KiB): no torn or foreign value, verify() clean")
     func churn() throws {
         try withStoreKey { key in

@@ -35,6 +35,12 @@ import Glibc
 //   fragments, so 0, false and "" round-trip (cluster-shared-memory loses them). Only
 //   ShmStore+Codable.swift imports it. A key plus value larger than a record is
 //   `.valueTooLarge` and changes nothing.
+// * Sized by memory (`Configuration(memory:maxValueSize:)`, ShmStore+Memory.swift):
+//   records of 256 bytes, and a value that does not fit one spills to the value
+//   heap at the end of the store segment, chained over 1024-byte chunks
+//   (_ValueHeap.swift; write, free and eviction in ShmStore+SpilledValues.swift,
+//   lock-free reads in ShmStore+SpilledRead.swift, recovery and verify in
+//   ShmStore+ValueHeapRecovery.swift). The heap is guarded by the data lock.
 // * Every operation on values runs under the data segment's robust mutex
 //   (`ShmLRU._withLock`), including the change-log append, so the log order is the
 //   order of the changes.
