@@ -127,7 +127,10 @@ struct StoreMemoryTests {
             #expect(try store.bytes("self") != nil, "filling evicted the big entry (allowed), set it again")
             for version in UInt32(2)...6 {
                 if try store.bytes("self") == nil { try store.set("self", bytes: value(7, version, 900 * 1024)) }
+                let recoveries = store.cache.stats.recoveries
                 try store.set("self", bytes: value(7, version, Self.mib - Int(version)))
+                #expect(heap(store).busy == 0, "the update evicted its own entry")
+                #expect(store.cache.stats.recoveries == recoveries, "the update evicted its own entry, then repaired")
                 do { let same = try store.bytes("self") == value(7, version, Self.mib - Int(version)); #expect(same, "try store.bytes('self') differs") }
                 try store.set("o\(id)", bytes: value(id, 1, 16 * 1024))
                 id += 1
@@ -149,8 +152,13 @@ struct StoreMemoryTests {
                 try store.set(names.last!, bytes: value(UInt32(names.count), 1, 16 * 1024))
             }
             for name in names { #expect(try store.bytes(name) != nil, "\(name) before the update") }
+            let recoveries = store.cache.stats.recoveries
             let new = value(7, 2, Self.mib)
             try store.set("self", bytes: new)
+            // Had the entry been evicted, the update would have found its record
+            // gone: a repair (counted in the data segment's recoveries) and a retry.
+            #expect(heap(store).busy == 0)
+            #expect(store.cache.stats.recoveries == recoveries, "the update evicted its own entry, then repaired")
             do { let same = try store.bytes("self") == new; #expect(same, "the updated entry lost its new value") }
             #expect(store.count < names.count)
             #expect(try store.verify().isClean)
