@@ -73,6 +73,41 @@ struct StoreMemoryTests {
         }
     }
 
+    @Test("every way an entry goes frees its chunks: remove, update to nil, expiry, eviction, replacement by a small value")
+    func everyRemovalFreesChunks() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 4 * Self.mib, maxValueSize: 512 * 1024))
+            let total = try store.memoryUsage().heapChunks
+            func free() throws -> Int { try store.memoryUsage().freeHeapChunks }
+            try store.set("a", bytes: value(1, 1, 50_000))
+            #expect(try free() == total - _ValueHeap.chunks(for: 50_000))
+            #expect(try store.remove("a"))
+            #expect(try free() == total)
+            try store.set("b", [String](repeating: "a large Codable value", count: 3000))
+            #expect(try store.get("b", as: [String].self)?.count == 3000)
+            #expect(try free() < total)
+            try store.update("b", as: [String].self) { _ in nil }
+            #expect(try free() == total)
+            try store.set("c", bytes: value(3, 1, 40_000), expiry: .after(.milliseconds(1)))
+            usleep(5_000)
+            #expect(try store.purgeExpired() == 1)
+            #expect(try free() == total)
+            try store.set("d", bytes: value(4, 1, 40_000), expiry: .after(.milliseconds(1)))
+            usleep(5_000)
+            #expect(try store.bytes("d") == nil)  // reclaimed when met
+            #expect(try free() == total)
+            try store.set("e", bytes: value(5, 1, 40_000))
+            try store.set("e", bytes: [9])
+            #expect(try free() == total)
+            for id in UInt32(0)..<60 { try store.set("e\(id)", bytes: value(id, 1, 100_000)) }  // ~38 fit: evictions
+            let live = try store.memoryUsage()
+            let present = try (0..<60).filter { try store.contains("e\($0)") }.count
+            #expect(present < 60 && present > 0)
+            #expect(live.heapChunks - live.freeHeapChunks == present * _ValueHeap.chunks(for: 100_000))
+            #expect(try store.verify().isClean)
+        }
+    }
+
     @Test("a budget too small for the tables or for two maxValueSize values is .invalidSize")
     func tooSmall() throws {
         try withStoreKey { key in

@@ -78,9 +78,11 @@ import Glibc
 public final class ShmStore: @unchecked Sendable {
     /// Fixed when the store is created; every process that attaches uses it.
     public struct Configuration: Sendable, Hashable {
-        /// The most entries held (cluster-shared-memory's `max`): the LRU's capacity.
+        /// The most entries held (cluster-shared-memory's `max`): the LRU's capacity
+        /// (sized by memory: `expectedEntries`, by default one per 4 KiB of `memory`).
         public var capacity: Int
-        /// Bytes per record: 24 + the key's UTF-8 length + the encoded value must fit.
+        /// Bytes per record: 24 + the key's UTF-8 length + the encoded value must fit
+        /// (sized by memory: 256, and a larger value spills to the value heap).
         public var recordSize: Int
         /// The default time an entry lives after its set; nil: entries do not expire.
         public var maxAge: Duration?
@@ -174,7 +176,8 @@ public final class ShmStore: @unchecked Sendable {
 
     /// Records in use, expired ones included until they are reclaimed.
     public var count: Int { cache.count }
-    /// The largest key + value a record holds: `recordSize - 24`.
+    /// The largest key + value a record holds: `recordSize - 24` (in a store
+    /// sized by memory, larger values spill to its value heap, up to `maxValueSize`).
     public var maxEntryBytes: Int { cache.recordSize - _StoreLayout.payloadHeaderSize }
 
     private init(
