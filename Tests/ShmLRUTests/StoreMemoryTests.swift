@@ -342,6 +342,29 @@ struct StoreMemoryTests {
         }
     }
 
+    @Test("a listener behind a large value's replacements gets whole values, never older than the entry's")
+    func listenerBehindReplacements() async throws {
+        try await withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 4 * Self.mib, maxValueSize: 256 * 1024))
+            let changes = store.listen("big")
+            // v3 reuses v1's chunks: a pump that reads v1's entry after that finds the
+            // stamps changed and delivers the key's value then (v3).
+            for version in UInt32(1)...6 { try store.set("big", bytes: value(4, version, 150_000 + Int(version))) }
+            let seen = await collect(changes, count: 6)
+            #expect(seen.count == 6)
+            var last: UInt32 = 0
+            for change in seen {
+                guard let bytes = change.bytes, let version = decodeValue(bytes, hash: 4) else {
+                    Issue.record("a torn or missing large value in a change (\(change.bytes?.count ?? -1) bytes)")
+                    continue
+                }
+                #expect(version >= last, "versions go back: \(version) after \(last)")
+                last = version
+            }
+            #expect(last == 6)
+        }
+    }
+
     @Test("attach reads the memory configuration; open with it attaches, another one is refused")
     func attachAndOpen() throws {
         try withStoreKey { key in
