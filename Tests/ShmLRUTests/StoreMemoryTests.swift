@@ -73,6 +73,41 @@ struct StoreMemoryTests {
         }
     }
 
+    @Test("every way an entry goes frees its chunks: remove, update to nil, expiry, eviction, replacement by a small value")
+    func everyRemovalFreesChunks() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 4 * Self.mib, maxValueSize: 512 * 1024))
+            let total = try store.memoryUsage().heapChunks
+            func free() throws -> Int { try store.memoryUsage().freeHeapChunks }
+            try store.set("a", bytes: value(1, 1, 50_000))
+            #expect(try free() == total - _ValueHeap.chunks(for: 50_000))
+            #expect(try store.remove("a"))
+            #expect(try free() == total)
+            try store.set("b", [String](repeating: "a large Codable value", count: 3000))
+            #expect(try store.get("b", as: [String].self)?.count == 3000)
+            #expect(try free() < total)
+            try store.update("b", as: [String].self) { _ in nil }
+            #expect(try free() == total)
+            try store.set("c", bytes: value(3, 1, 40_000), expiry: .after(.milliseconds(1)))
+            usleep(5_000)
+            #expect(try store.purgeExpired() == 1)
+            #expect(try free() == total)
+            try store.set("d", bytes: value(4, 1, 40_000), expiry: .after(.milliseconds(1)))
+            usleep(5_000)
+            #expect(try store.bytes("d") == nil)  // reclaimed when met
+            #expect(try free() == total)
+            try store.set("e", bytes: value(5, 1, 40_000))
+            try store.set("e", bytes: [9])
+            #expect(try free() == total)
+            for id in UInt32(0)..<60 { try store.set("e\(id)", bytes: value(id, 1, 100_000)) }  // ~38 fit: evictions
+            let live = try store.memoryUsage()
+            let present = try (0..<60).filter { try store.contains("e\($0)") }.count
+            #expect(present < 60 && present > 0)
+            #expect(live.heapChunks - live.freeHeapChunks == present * _ValueHeap.chunks(for: 100_000))
+            #expect(try store.verify().isClean)
+        }
+    }
+
     @Test("a budget too small for the tables or for two maxValueSize values is .invalidSize")
     func tooSmall() throws {
         try withStoreKey { key in
@@ -127,11 +162,40 @@ struct StoreMemoryTests {
             #expect(try store.bytes("self") != nil, "filling evicted the big entry (allowed), set it again")
             for version in UInt32(2)...6 {
                 if try store.bytes("self") == nil { try store.set("self", bytes: value(7, version, 900 * 1024)) }
+                let recoveries = store.cache.stats.recoveries
                 try store.set("self", bytes: value(7, version, Self.mib - Int(version)))
+                #expect(heap(store).busy == 0, "the update evicted its own entry")
+                #expect(store.cache.stats.recoveries == recoveries, "the update evicted its own entry, then repaired")
                 do { let same = try store.bytes("self") == value(7, version, Self.mib - Int(version)); #expect(same, "try store.bytes('self') differs") }
                 try store.set("o\(id)", bytes: value(id, 1, 16 * 1024))
                 id += 1
             }
+            #expect(try store.verify().isClean)
+        }
+    }
+
+    @Test("SIEVE whose hand would pick the entry being updated passes over it")
+    func sieveHandOnTheUpdatedEntry() throws {
+        try withStoreKey { key in
+            // The entry is the oldest (the SIEVE tail) and every entry is marked
+            // used: the hand clears every mark, wraps to the tail and would evict it.
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 3 * Self.mib, maxValueSize: Self.mib, policy: .sieve))
+            try store.set("self", bytes: value(7, 1, 600 * 1024))
+            var names = ["self"]
+            while try store.memoryUsage().freeHeapChunks >= 20 {
+                names.append("o\(names.count)")
+                try store.set(names.last!, bytes: value(UInt32(names.count), 1, 16 * 1024))
+            }
+            for name in names { #expect(try store.bytes(name) != nil, "\(name) before the update") }
+            let recoveries = store.cache.stats.recoveries
+            let new = value(7, 2, Self.mib)
+            try store.set("self", bytes: new)
+            // Had the entry been evicted, the update would have found its record
+            // gone: a repair (counted in the data segment's recoveries) and a retry.
+            #expect(heap(store).busy == 0)
+            #expect(store.cache.stats.recoveries == recoveries, "the update evicted its own entry, then repaired")
+            do { let same = try store.bytes("self") == new; #expect(same, "the updated entry lost its new value") }
+            #expect(store.count < names.count)
             #expect(try store.verify().isClean)
         }
     }
@@ -275,6 +339,29 @@ struct StoreMemoryTests {
             let seen = await collect(changes, count: 1)
             let same = seen.first?.bytes == bytes
             #expect(same, "the listener got \(seen.first?.bytes?.count ?? -1) bytes")
+        }
+    }
+
+    @Test("a listener behind a large value's replacements gets whole values, never older than the entry's")
+    func listenerBehindReplacements() async throws {
+        try await withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 4 * Self.mib, maxValueSize: 256 * 1024))
+            let changes = store.listen("big")
+            // v3 reuses v1's chunks: a pump that reads v1's entry after that finds the
+            // stamps changed and delivers the key's value then (v3).
+            for version in UInt32(1)...6 { try store.set("big", bytes: value(4, version, 150_000 + Int(version))) }
+            let seen = await collect(changes, count: 6)
+            #expect(seen.count == 6)
+            var last: UInt32 = 0
+            for change in seen {
+                guard let bytes = change.bytes, let version = decodeValue(bytes, hash: 4) else {
+                    Issue.record("a torn or missing large value in a change (\(change.bytes?.count ?? -1) bytes)")
+                    continue
+                }
+                #expect(version >= last, "versions go back: \(version) after \(last)")
+                last = version
+            }
+            #expect(last == 6)
         }
     }
 

@@ -138,7 +138,9 @@ extension ShmStore {
 
     func _negativeKey(_ key: String) -> String { "\u{0}neg\u{0}" + key }
 
-    func _fitsRecord(_ key: String) -> Bool { _StoreLayout.payloadHeaderSize + key.utf8.count <= cache.recordSize }
+    func _fitsRecord(_ key: String) -> Bool {
+        _StoreLayout.payloadHeaderSize + key.utf8.count + (_heap == nil ? 0 : _ValueHeap.descriptorSize) <= cache.recordSize
+    }
 
     var _negativeTTLNanoseconds: UInt64 { configuration.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0 }
     var _staleIfErrorNanoseconds: UInt64 { configuration.staleIfError.map { UInt64(max(1, _nanoseconds($0))) } ?? 0 }

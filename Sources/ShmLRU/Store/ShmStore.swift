@@ -35,6 +35,12 @@ import Glibc
 //   fragments, so 0, false and "" round-trip (cluster-shared-memory loses them). Only
 //   ShmStore+Codable.swift imports it. A key plus value larger than a record is
 //   `.valueTooLarge` and changes nothing.
+// * Sized by memory (`Configuration(memory:maxValueSize:)`, ShmStore+Memory.swift):
+//   records of 256 bytes, and a value that does not fit one spills to the value
+//   heap at the end of the store segment, chained over 1024-byte chunks
+//   (_ValueHeap.swift; write, free and eviction in ShmStore+SpilledValues.swift,
+//   lock-free reads in ShmStore+SpilledRead.swift, recovery and verify in
+//   ShmStore+ValueHeapRecovery.swift). The heap is guarded by the data lock.
 // * Every operation on values runs under the data segment's robust mutex
 //   (`ShmLRU._withLock`), including the change-log append, so the log order is the
 //   order of the changes.
@@ -72,9 +78,11 @@ import Glibc
 public final class ShmStore: @unchecked Sendable {
     /// Fixed when the store is created; every process that attaches uses it.
     public struct Configuration: Sendable, Hashable {
-        /// The most entries held (cluster-shared-memory's `max`): the LRU's capacity.
+        /// The most entries held (cluster-shared-memory's `max`): the LRU's capacity
+        /// (sized by memory: `expectedEntries`, by default one per 4 KiB of `memory`).
         public var capacity: Int
-        /// Bytes per record: 24 + the key's UTF-8 length + the encoded value must fit.
+        /// Bytes per record: 24 + the key's UTF-8 length + the encoded value must fit
+        /// (sized by memory: 256, and a larger value spills to the value heap).
         public var recordSize: Int
         /// The default time an entry lives after its set; nil: entries do not expire.
         public var maxAge: Duration?
@@ -168,7 +176,8 @@ public final class ShmStore: @unchecked Sendable {
 
     /// Records in use, expired ones included until they are reclaimed.
     public var count: Int { cache.count }
-    /// The largest key + value a record holds: `recordSize - 24`.
+    /// The largest key + value a record holds: `recordSize - 24` (in a store
+    /// sized by memory, larger values spill to its value heap, up to `maxValueSize`).
     public var maxEntryBytes: Int { cache.recordSize - _StoreLayout.payloadHeaderSize }
 
     private init(
