@@ -68,6 +68,7 @@ func storeCountUntilKilled(_ arguments: [String]) throws {
 private final class RaceFlag: @unchecked Sendable {
     let value = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     init() { value.initialize(to: 0) }
+    deinit { value.deallocate() }  // (LeakSanitizer failed the helper under `make sanitize` without it)
 }
 
 /// detach-race KEY KIND ROUNDS  (KIND: exact, interval, store)
@@ -147,6 +148,7 @@ func detachRace(_ arguments: [String]) throws {
 private final class StormFlag: @unchecked Sendable {
     let running = UnsafeMutablePointer<UInt32>.allocate(capacity: 1)
     init() { running.initialize(to: 1) }
+    deinit { running.deallocate() }
 }
 
 /// store-listen-cancel-storm KEY ROUNDS  → rounds=ROUNDS
