@@ -23,7 +23,18 @@ extension ShmStore.Configuration {
     ///   - expectedEntries: how many entries the store may hold at most (its
     ///     records, 256 bytes each); by default one per 4 KiB of `memory`, at
     ///     least 64.
-    ///   - Other parameters: as `init(capacity:recordSize:…)`.
+    ///   - maxAge: the default time an entry lives after its set; nil: no expiry.
+    ///   - renewsAgeOnGet: whether a get restarts the entry's max age.
+    ///   - whenFull: evict to make room (by `policy`), or throw `.full`.
+    ///   - lockSlots: keys that may be locked or waited for at once.
+    ///   - lockWaiters: lock calls that may wait at once.
+    ///   - changeLogCapacity: changes kept for listeners that fall behind.
+    ///   - probeLimit: hashes a key may use when its own is taken (1...64).
+    ///   - policy: how a full store chooses what to evict.
+    ///   - promotion: when a get moves its entry towards the head (lock-free by default).
+    ///   - negativeTTL: get-or-load: how long a load's nil is remembered.
+    ///   - staleIfError: get-or-load: how long past expiry a value may answer a failed load.
+    ///   - lockTimeout: this handle's limit on every lock wait (not stored in the segment).
     public init(
         memory: Int, maxValueSize: Int = 1 << 20, expectedEntries: Int? = nil, maxAge: Duration? = nil,
         renewsAgeOnGet: Bool = false, whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256,
