@@ -94,25 +94,38 @@ final class SpawnedProcess {
 
     /// Waits for the exit; the status is the exit code, or 128 + signal.
     func wait() -> HelperRun {
-        let output = Self.drain(stdoutFD)
-        let errors = Self.drain(stderrFD)
+        let (output, errors) = Self.drain(stdoutFD, stderrFD)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let code = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
         return HelperRun(status: code, output: output, errorOutput: errors)
     }
 
-    private static func drain(_ fd: Int32) -> String {
-        var bytes: [UInt8] = []
+    /// Reads both pipes to their ends together. Reading stdout to its end first
+    /// hung for ever when a helper filled the stderr pipe (64 KiB) meanwhile:
+    /// ThreadSanitizer's reports in `make sanitize` blocked the helper's write.
+    private static func drain(_ out: Int32, _ err: Int32) -> (String, String) {
+        var bytes: [[UInt8]] = [[], []]
+        var fds = [pollfd(fd: out, events: Int16(POLLIN), revents: 0), pollfd(fd: err, events: Int16(POLLIN), revents: 0)]
         var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
+        while fds.contains(where: { $0.fd >= 0 }) {
+            if poll(&fds, nfds_t(fds.count), -1) < 0 {
+                if errno == EINTR { continue }
+                break
+            }
+            for i in fds.indices where fds[i].fd >= 0 && fds[i].revents != 0 {
+                let n = chunk.withUnsafeMutableBytes { read(fds[i].fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 {
+                    close(fds[i].fd)
+                    fds[i].fd = -1  // poll ignores it from now on
+                } else {
+                    bytes[i].append(contentsOf: chunk[0..<n])
+                }
+            }
         }
-        close(fd)
-        return String(decoding: bytes, as: UTF8.self)
+        for entry in fds where entry.fd >= 0 { close(entry.fd) }
+        return (String(decoding: bytes[0], as: UTF8.self), String(decoding: bytes[1], as: UTF8.self))
     }
 }
 
