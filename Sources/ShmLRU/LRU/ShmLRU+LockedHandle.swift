@@ -105,6 +105,13 @@ extension ShmLRU {
         /// The error for a structure found broken (the lock's caller rebuilds on it).
         func corrupted(_ what: String) -> ShmError { cache._corrupted(what) }
 
+        /// The data segment's rebuild generation (bumped by every repair of its
+        /// structure): the store's value heap rebuilds when it moved.
+        var dataGeneration: UInt32 { segment.generation }
+
+        /// A kill point for tests (see `_FaultInjection`); nothing in a release build.
+        @inline(__always) func fault(_ point: _FaultInjection.Point) { cache._fault(point) }
+
         /// The cache's own integrity checks (see `ShmLRU.verify()`).
         func verify() -> IntegrityReport { cache._verifyLocked() }
 

@@ -132,14 +132,6 @@ enum _ShmStoreSpare {
     static let operation = "ShmStore._evictOneLocked(sparing:)"
 }
 
-extension ShmLRU._LockedHandle {
-    /// The data segment's rebuild generation (bumped by every repair of its structure).
-    var dataGeneration: UInt32 { segment.generation }
-
-    /// A kill point for tests (see `_FaultInjection`).
-    @inline(__always) func fault(_ point: _FaultInjection.Point) { cache._fault(point) }
-}
-
 extension ShmStore {
     /// `_checkFits` for a store with a value heap: the key must fit a record
     /// beside a descriptor, the value `maxValueSize`.
