@@ -87,39 +87,13 @@ func detachRace(_ arguments: [String]) throws {
         let stopped = RaceFlag()
         var threads: [pthread_t] = []
         let detach: () throws -> Void
-        switch kind {
-        case "exact", "interval":
-            let options = ShmLRU.Options(promotion: kind == "exact" ? .onEveryRead : .atMostEvery(.milliseconds(1)))
-            let cache = try ShmLRU.attach(key: key, options: options)
-            for thread in 0..<2 {
-                threads.append(Thread_spawn {
-                    var hash = UInt32(thread * 1000)
-                    while true {
-                        do {
-                            if hash % 3 == 0 { try cache.set(hash % 64, "value \(hash)") } else { _ = try cache.bytes(hash % 64) }
-                        } catch let error as ShmError where error.code == .detached {
-                            cshm_fetch_add_u32(stopped.value, 1)
-                            return
-                        } catch {
-                            FileHandleLite.standardError.write("round \(round): \(error)\n")
-                            cshm_store_release_u32(failure.value, 1)
-                            return
-                        }
-                        hash &+= 1
-                    }
-                })
-            }
-            detach = { _ = try cache.detach() }
-        case "store":
-            let store = try ShmStore.attach(key: key)
-            _ = store.listenAll()
+        /// Two threads running `operation(step)` with growing steps until it reports `.detached`.
+        func spawnUntilDetached(_ operation: @escaping @Sendable (Int) throws -> Void) {
             for thread in 0..<2 {
                 threads.append(Thread_spawn {
                     var step = thread * 1000
                     while true {
-                        do {
-                            if step % 3 == 0 { try store.set("k\(step % 32)", step) } else { _ = try store.get("k\(step % 32)", as: Int.self) }
-                        } catch let error as ShmError where error.code == .detached {
+                        do { try operation(step) } catch let error as ShmError where error.code == .detached {
                             cshm_fetch_add_u32(stopped.value, 1)
                             return
                         } catch {
@@ -130,6 +104,22 @@ func detachRace(_ arguments: [String]) throws {
                         step &+= 1
                     }
                 })
+            }
+        }
+        switch kind {
+        case "exact", "interval":
+            let options = ShmLRU.Options(promotion: kind == "exact" ? .onEveryRead : .atMostEvery(.milliseconds(1)))
+            let cache = try ShmLRU.attach(key: key, options: options)
+            spawnUntilDetached { step in
+                let hash = UInt32(truncatingIfNeeded: step)
+                if hash % 3 == 0 { try cache.set(hash % 64, "value \(hash)") } else { _ = try cache.bytes(hash % 64) }
+            }
+            detach = { _ = try cache.detach() }
+        case "store":
+            let store = try ShmStore.attach(key: key)
+            _ = store.listenAll()
+            spawnUntilDetached { step in
+                if step % 3 == 0 { try store.set("k\(step % 32)", step) } else { _ = try store.get("k\(step % 32)", as: Int.self) }
             }
             detach = { try store.detach() }
         default:
