@@ -7,6 +7,7 @@ let storeReadCommands: [String: HelperCommand] = [
     "store-read-hammer": storeReadHammer,
     "store-coherence-writer": storeCoherenceWriter,
     "store-coherence-reader": storeCoherenceReader,
+    "store-update-loop": storeUpdateLoop,
 ]
 
 /// The names the hammer uses: pairs sharing probe hashes, and a few plain ones.
@@ -124,4 +125,17 @@ func storeCoherenceReader(_ arguments: [String]) throws {
     }
     emit("reads", reads)
     emit("l1hits", store.decodedCacheStats.hits)
+}
+
+/// store-update-loop KEY NAME COUNT  → sets NAME to 1, 2, … COUNT (each an
+/// update of a present key: a fresh record switched in by the index), then sets
+/// "done". Prints updates.
+func storeUpdateLoop(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    guard arguments.count > 1 else { throw HelperFailure(message: "usage: store-update-loop KEY NAME COUNT") }
+    let name = arguments[1]
+    let count: Int = try intArgument(arguments, 2, "COUNT")
+    for value in 1...max(1, count) { try store.set(name, value) }
+    try store.set("done", true)
+    emit("updates", count)
 }

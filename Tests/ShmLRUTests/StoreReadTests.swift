@@ -210,21 +210,53 @@ import Testing
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 64, recordSize: 128))
             store.decodedCacheLimits = .init(maxEntries: 8, maxBytes: 1 << 20)
             for i in 0..<16 { try store.set("k\(i)", Person(name: "p\(i)", age: i)) }
-            let failures = Atomic<Int>(0)
+            // Each failure says what it was (a miss, another value, an error).
+            let failures = Mutex<[String]>([])
             DispatchQueue.concurrentPerform(iterations: 4) { thread in
                 for step in 0..<2_000 {
                     let i = (step &* 7 &+ thread) % 16
                     do {
                         if step % 50 == 0 { try store.set("k\(i)", Person(name: "p\(i)", age: i)) }
-                        guard try store.get("k\(i)", as: Person.self) == Person(name: "p\(i)", age: i) else {
-                            failures.add(1, ordering: .relaxed)
-                            continue
+                        let read = try store.get("k\(i)", as: Person.self)
+                        if read != Person(name: "p\(i)", age: i) {
+                            failures.withLock { $0.append("thread \(thread) step \(step): k\(i) read \(String(describing: read))") }
                         }
-                    } catch { failures.add(1, ordering: .relaxed) }
+                    } catch { failures.withLock { $0.append("thread \(thread) step \(step): k\(i) threw \(error)") } }
                 }
             }
-            #expect(failures.load(ordering: .relaxed) == 0)
+            let failed = failures.withLock { $0 }
+            #expect(failed.isEmpty, "\(failed.count) failed reads: \(failed.prefix(5))")
             #expect(store.decodedCacheStats.entries <= 8)
+        }
+    }
+
+    /// Another process updates a key over and over (each update writes a fresh
+    /// record and switches the key's index entry to it, then frees the old
+    /// record) while this one reads it lock-free: the key is present throughout,
+    /// so no read may miss. A read that had loaded the index entry of the old
+    /// record and met that record already freed took it for an absent key, and the
+    /// index looked unchanged (the switch did not mark the index as moving): a
+    /// miss of a present key (`decodedCacheIsThreadSafe` caught one read of 8,000
+    /// under ThreadSanitizer).
+    @Test func anUpdateByAnotherProcessNeverHidesTheKey() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 16, recordSize: 128))
+            try store.set("k", 0)
+            let writer = try spawnHelper(["store-update-loop", key.description, "k", "200000"])
+            var reads = 0, misses = 0, decodedMisses = 0
+            // Until the writer is done (bounded: a writer that died ends the loop too).
+            while reads < 20_000_000 {
+                if try store.bytes("k") == nil { misses += 1 }
+                if try store.get("k", as: Int.self) == nil { decodedMisses += 1 }
+                reads += 1
+                if reads % 256 == 0, try store.contains("done") { break }
+            }
+            let run = writer.wait()
+            #expect(run.status == 0, "\(run.errorOutput)")
+            #expect(misses == 0 && decodedMisses == 0, "\(misses) bytes and \(decodedMisses) get misses in \(reads) reads")
+            #expect(reads > 0)
+            #expect(try store.get("k", as: Int.self) == 200_000)
+            #expect(try store.verify().isClean)
         }
     }
 

@@ -36,8 +36,13 @@ extension ShmLRU {
         _fault(.setWritten)
         if let shared = _sharedIndex, let position = shared.position(of: hash, slot: old) {
             // One store: a lock-free reader finds the old record (whole until it is
-            // freed inside its seqlock below) or the new one (already whole).
-            shared.store(position, shared.geometry.entry(mixed: _mix32(hash), slot: fresh))
+            // freed inside its seqlock below) or the new one (already whole). Inside
+            // the index seqlock all the same: a reader that loaded the old entry and
+            // meets the old record already freed (or reused) must not take the key
+            // for absent; the moved index sequence makes it retry.
+            _seqlockWrite(_segment.indexSeqPointer) {
+                shared.store(position, shared.geometry.entry(mixed: _mix32(hash), slot: fresh))
+            }
         } else {
             _indexRemove(hash: hash, slot: old, knownPosition: nil)
             try _indexInsert(hash, slot: fresh)
