@@ -93,7 +93,9 @@ struct StatCommand: ParsableCommand {
         commandName: "stat",
         abstract: "Show a cache's (or a store's) size, fill, counters and policy.",
         discussion: """
-            For a store, its configuration first, then the figures of its data segment. \
+            For a store, its configuration and memory first (budget, key and value bytes \
+            held, value heap chunks: read under the store's data lock, waiting at most 1 s), \
+            then the figures of its data segment. \
             Hits and misses count every process's reads: each process adds its counts \
             to the segment when it next takes the cache's lock.
             """)
@@ -118,6 +120,7 @@ struct StatCommand: ParsableCommand {
                     ["change log", "\(store.changeLogCapacity) entries"],
                     ["max age", store.maxAge.map { formatSeconds(Double($0.components.seconds) + Double($0.components.attoseconds) / 1e18) } ?? "none"],
                 ]
+                rows += memoryRows(key)
             } catch where error.code == .incompatibleSegment {
                 // not a store: a cache, or another program's segment (reported below)
             } catch {
@@ -152,6 +155,26 @@ struct StatCommand: ParsableCommand {
             ]
             print(table(rows))
         }
+    }
+}
+
+/// A store's memory: its budget, what its entries hold, and its value heap.
+/// Read under the data lock, waiting at most 1 s for it (a stopped holder makes
+/// the row say so instead of hanging `stat`).
+func memoryRows(_ key: ShmKey) -> [[String]] {
+    do throws(ShmError) {
+        let store = try ShmStore.attach(key: key, wait: .milliseconds(200), lockTimeout: .seconds(1))
+        defer { try? store.detach() }
+        let usage = try store.memoryUsage()
+        let budget = store.configuration.memory.map { "\($0) bytes" } ?? "none (sized by records)"
+        return [
+            ["memory budget", budget],
+            ["live bytes", "\(usage.liveBytes) in \(usage.entries) entries (\(format3(usage.efficiency)) of \(usage.budgetBytes))"],
+            ["value heap", usage.heapChunks == 0
+                ? "none" : "\(usage.heapChunks) chunks, \(usage.freeHeapChunks) free"],
+        ]
+    } catch {
+        return [["memory", "unavailable: \(error)"]]
     }
 }
 

@@ -142,6 +142,26 @@ private struct Point: Codable, Equatable {
             #expect(fields["key"] == store.cache.key.description)
             #expect(fields["records"] == "1 of 9 (8 free)")
             #expect(fields["policy"] == "s3fifo")  // the store's default eviction policy
+            #expect(fields["memory budget"] == "none (sized by records)")
+            #expect(fields["live bytes"]?.hasPrefix("2 in 1 entries (") == true, "key a + value 1: \(stat.output)")
+            #expect(fields["value heap"] == "none")
+        }
+    }
+
+    @Test func statShowsAStoreSizedByMemory() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(memory: 1 << 20, maxValueSize: 64 * 1024))
+            try store.set("big", bytes: [UInt8](repeating: 7, count: 3_000))  // spilled to the heap: 3 chunks
+            try store.set("small", bytes: [1, 2, 3])
+            let usage = try store.memoryUsage()
+            #expect(usage.liveBytes == 3 + 3_000 + 5 + 3)
+            #expect(usage.freeHeapChunks == usage.heapChunks - 3)
+            let stat = try cli("stat", key.description)
+            #expect(stat.status == 0, "\(stat.errorOutput)")
+            let fields = statFields(stat.output)
+            #expect(fields["memory budget"] == "1048576 bytes")
+            #expect(fields["live bytes"]?.hasPrefix("3011 in 2 entries (") == true, "\(stat.output)")
+            #expect(fields["value heap"] == "\(usage.heapChunks) chunks, \(usage.heapChunks - 3) free")
         }
     }
 
