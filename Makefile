@@ -9,18 +9,28 @@ SHM_IDS = awk 'NR > 1 { print $$2 }' /proc/sysvipc/shm
 LEAKED = awk -v before=" $$before " 'NR > 1 && index(before, " " $$2 " ") == 0 && $$7 == 0 { print $$2, $$5 }' /proc/sysvipc/shm \
 	| while read id cpid; do [ -d /proc/$$cpid ] || printf '%s ' "$$id"; done
 
-.PHONY: all build test example example-peers example-http bench bench-quick bench-policies bench-venv bench-redis bench-peers stress fuzz sanitize docs clean
+.PHONY: all build build-all test example example-peers example-http bench bench-quick bench-policies bench-venv bench-redis bench-peers stress fuzz sanitize docs clean
 
 # The Redis near cache (ShmLRURedis) needs libhiredis-dev to build and a
-# redis-server for its tests: .ci/with-redis installs both if missing, and runs a
-# command with a server of its own on a free port (stopped after, even on failure).
+# redis-server for its tests: .ci/with-redis installs both if missing (saying so
+# first), and runs a command with a server of its own on a free port (stopped
+# after, even on failure). Only the test, stress, sanitize and Redis bench
+# targets call it: `make build` installs nothing.
 WITH_REDIS = .ci/with-redis
+# Every integration is behind a package trait (Package.swift); the project's own
+# builds enable them all, FaultInjection (the test-only kill points) included.
+ALL_TRAITS = --enable-all-traits
 
 all: build
 
+# The core library and its examples: the Swift toolchain alone.
 build:
-	$(WITH_REDIS) --install
 	$(SWIFT) build
+
+# Every product, integrations included: needs libhiredis-dev (SwiftPM names the
+# apt package if it is missing); runs no package manager itself.
+build-all:
+	$(SWIFT) build $(ALL_TRAITS)
 
 # Builds everything (the tests spawn the helper and example executables), runs the
 # suite, then fails if it left any shared-memory segment behind. Tests run one at a
@@ -29,7 +39,8 @@ build:
 # tests' tasks; the suite is CPU-bound, so it takes no longer.
 test:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
-	$(WITH_REDIS) --install && $(SWIFT) build --build-tests && $(WITH_REDIS) $(SWIFT) test --skip-build --no-parallel; status=$$?; \
+	$(WITH_REDIS) --install && $(SWIFT) build --build-tests $(ALL_TRAITS) && \
+	$(WITH_REDIS) $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS); status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then \
 		echo "make test: shared-memory segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; \
@@ -54,9 +65,9 @@ example-peers:
 # with ab (apache2-utils, installed if missing): req/s per variant (mutex,
 # withLock, update, no lock), the counter checked against the successful responses.
 example-http:
-	cd Examples/HTTPCounter && $(SWIFT) build -c release
-	command -v ab >/dev/null || { apt-get update && apt-get install -y apache2-utils; }
-	Examples/HTTPCounter/load.sh "$$(cd Examples/HTTPCounter && $(SWIFT) build -c release --show-bin-path)/HTTPCounter"
+	$(SWIFT) build -c release --traits Hummingbird --product HTTPCounter
+	command -v ab >/dev/null || { echo "example-http: installing apache2-utils (apt-get)"; apt-get update && apt-get install -y apache2-utils; }
+	Examples/HTTPCounter/load.sh "$$($(SWIFT) build -c release --traits Hummingbird --show-bin-path)/HTTPCounter"
 
 # --- performance (issue: make bench) ---
 # The fixed workload of ../shared/bench/WORKLOAD.md, release build: a table on stdout,
@@ -94,8 +105,8 @@ bench-venv:
 # A near-cache hit vs a Redis GET round trip on loopback, same run (issue 17).
 bench-redis:
 	$(WITH_REDIS) --install
-	$(SWIFT) build -c release --product ShmLRURedisBench
-	$(WITH_REDIS) $$($(SWIFT) build -c release --show-bin-path)/ShmLRURedisBench
+	$(SWIFT) build -c release --traits Redis --product ShmLRURedisBench
+	$(WITH_REDIS) $$($(SWIFT) build -c release --traits Redis --show-bin-path)/ShmLRURedisBench
 
 # make bench-peers: Boost.Interprocess (unordered_map + interprocess_mutex) and LMDB
 # on the same workload (get-hit, set-update; 1 and 2 processes; 10K and 1M records),
@@ -125,8 +136,8 @@ bench-peers:
 # and 50k seeded-mutator inputs, on the debug build.
 stress:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
-	$(WITH_REDIS) --install && $(SWIFT) build --build-tests && \
-	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel --filter 'FaultInjectionTests|SoakTests|CorruptionTests'; status=$$?; \
+	$(WITH_REDIS) --install && $(SWIFT) build --build-tests $(ALL_TRAITS) && \
+	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --filter 'FaultInjectionTests|SoakTests|CorruptionTests'; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then echo "make stress: segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; fi; \
 	exit $$status
@@ -160,12 +171,12 @@ fuzz:
 # Tests/tsan-suppressions.txt (only the seqlock's intentional racy copy).
 sanitize:
 	$(WITH_REDIS) --install
-	$(SWIFT) build --build-tests -Xswiftc -sanitize=address --scratch-path .build-asan
+	$(SWIFT) build --build-tests $(ALL_TRAITS) -Xswiftc -sanitize=address --scratch-path .build-asan
 	LSAN_OPTIONS="suppressions=$(CURDIR)/Tests/lsan-suppressions.txt" \
-		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-asan
-	$(SWIFT) build --build-tests -Xswiftc -sanitize=thread --scratch-path .build-tsan
+		$(WITH_REDIS) $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --scratch-path .build-asan
+	$(SWIFT) build --build-tests $(ALL_TRAITS) -Xswiftc -sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0" \
-		$(SWIFT) test --skip-build --no-parallel --scratch-path .build-tsan
+		$(WITH_REDIS) $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --scratch-path .build-tsan
 
 # make docs: the DocC catalog (Sources/ShmLRU/ShmLRU.docc) and every public symbol's
 # documentation, built by swift-docc-plugin, which SHMLRU_DOCS=1 adds to the package

@@ -1,3 +1,4 @@
+#if Lifecycle
 import Glibc
 import Logging
 import ServiceLifecycle
@@ -82,3 +83,9 @@ if withService {
     fflush(nil)
     while true { pause() }
 }
+#else
+import Glibc
+let message = "GracefulShutdown: built without the Lifecycle trait (swift build --traits Lifecycle)\n"
+_ = message.withCString { write(2, $0, strlen($0)) }
+exit(2)
+#endif  // Lifecycle

@@ -1,3 +1,4 @@
+#if Lifecycle
 import Glibc
 import ServiceLifecycle
 import ShmLRU
@@ -86,3 +87,4 @@ public struct ShmSegmentsService: Service {
         }
     }
 }
+#endif  // Lifecycle

@@ -1,3 +1,4 @@
+#if Logging
 import Logging
 import ShmLRU
 import Synchronization
@@ -64,3 +65,4 @@ public final class ShmLRULogging: Sendable {
         }
     }
 }
+#endif  // Logging

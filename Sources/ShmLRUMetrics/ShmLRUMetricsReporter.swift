@@ -1,3 +1,4 @@
+#if Metrics
 import Metrics
 import ShmLRU
 import Synchronization
@@ -131,3 +132,4 @@ public final class ShmLRUMetricsReporter: Sendable {
         }
     }
 }
+#endif  // Metrics

@@ -1,3 +1,4 @@
+#if Redis
 import Glibc
 import ShmLRU
 import Synchronization
@@ -226,3 +227,4 @@ public final class RedisInvalidationSubscriber: Sendable {
         return String(decoding: kind, as: UTF8.self)
     }
 }
+#endif  // Redis

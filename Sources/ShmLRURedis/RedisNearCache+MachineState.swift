@@ -1,3 +1,4 @@
+#if Redis
 import ShmLRU
 
 // The machine's invalidation state, shared by its processes through one entry
@@ -113,3 +114,4 @@ extension RedisNearCache {
         }
     }
 }
+#endif  // Redis

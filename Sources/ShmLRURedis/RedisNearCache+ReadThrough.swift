@@ -1,3 +1,4 @@
+#if Redis
 import ShmLRU
 
 // A miss becomes one Redis load per machine. This is the only place that knows
@@ -47,3 +48,4 @@ extension RedisNearCache {
         return (value, milliseconds)
     }
 }
+#endif  // Redis

@@ -1,3 +1,4 @@
+#if Redis
 import Glibc
 import ShmLRU
 
@@ -267,3 +268,4 @@ func _hostName() -> String {
     guard gethostname(&buffer, buffer.count - 1) == 0 else { return "localhost" }
     return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
+#endif  // Redis

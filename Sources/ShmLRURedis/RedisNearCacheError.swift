@@ -1,3 +1,4 @@
+#if Redis
 import ShmLRU
 
 /// Every failure of the Redis near cache: what went wrong (`code`), what was
@@ -43,3 +44,4 @@ func _local<R>(_ operation: @autoclosure () -> String, _ body: () throws(ShmErro
         throw RedisNearCacheError(.store, operation(), detail: "\(error)", storeError: error)
     }
 }
+#endif  // Redis

@@ -1,3 +1,4 @@
+#if Redis
 import Synchronization
 
 // The connections a near cache's commands (loads and writes) use: idle ones are
@@ -100,3 +101,4 @@ func _nanoseconds(_ duration: Duration) -> UInt64 {
     let (total, overflow2) = ns.addingReportingOverflow(UInt64(attoseconds / 1_000_000_000))
     return overflow2 ? UInt64.max : total
 }
+#endif  // Redis

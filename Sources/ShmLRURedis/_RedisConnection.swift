@@ -1,3 +1,4 @@
+#if Redis
 import CHiredis
 import Glibc
 
@@ -178,3 +179,4 @@ func _sleep(_ duration: Duration) {
     var remaining = timespec()
     while nanosleep(&request, &remaining) != 0 && errno == EINTR { request = remaining }
 }
+#endif  // Redis

@@ -1,3 +1,4 @@
+#if Redis
 import CHiredis
 import Glibc
 import ShmLRU
@@ -129,3 +130,9 @@ print("  read-through miss (lock, GET + PTTL, store)  \(format(miss))/op")
 let ratio = getRoundTrip / hit
 print("  hit vs GET: \(Int(ratio))× faster (target ≥ 100×: \(ratio >= 100 ? "met" : "NOT met"))")
 if sink == 42 { print("") }  // keeps the loops' results alive
+#else
+import Glibc
+let message = "ShmLRURedisBench: built without the Redis trait (swift build --traits Redis)\n"
+_ = message.withCString { write(2, $0, strlen($0)) }
+exit(2)
+#endif  // Redis

@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 import Glibc
 import ShmLRU
@@ -242,3 +243,4 @@ struct VerifyCommand: ParsableCommand {
         }
     }
 }
+#endif  // CLI

@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 import ShmLRU
 
@@ -124,3 +125,4 @@ struct RemoveCommand: ParsableCommand {
         }
     }
 }
+#endif  // CLI

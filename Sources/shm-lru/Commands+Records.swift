@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 import ShmLRU
 
@@ -116,3 +117,4 @@ struct EvictCommand: ParsableCommand {
         }
     }
 }
+#endif  // CLI

@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 import Glibc
 import ShmLRU
@@ -299,3 +300,4 @@ func withStore(_ key: ShmKey, _ body: (ShmStore) throws(ShmError) -> Void) throw
     defer { try? store.detach() }
     do { try body(store) } catch { throw describe(error, key: key) }
 }
+#endif  // CLI

@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 import Glibc
 import ShmLRU
@@ -141,3 +142,4 @@ func table(_ rows: [[String]]) -> String {
         }.joined(separator: "  ")
     }.joined(separator: "\n")
 }
+#endif  // CLI

@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 
 /// The tool's version (`shm-lru --version`).
@@ -31,3 +32,4 @@ struct ShmLRUTool: AsyncParsableCommand {
             DelCommand.self, EvictCommand.self, CreateCommand.self, RemoveCommand.self, StoreCommand.self,
         ])
 }
+#endif  // CLI

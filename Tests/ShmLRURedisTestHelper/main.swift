@@ -1,3 +1,4 @@
+#if Redis
 import Glibc
 import ShmLRU
 import ShmLRURedis
@@ -96,3 +97,9 @@ func clock_gettime_ns() -> UInt64 {
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
 }
+#else
+import Glibc
+let message = "ShmLRURedisTestHelper: built without the Redis trait (swift build --traits Redis)\n"
+_ = message.withCString { write(2, $0, strlen($0)) }
+exit(2)
+#endif  // Redis

@@ -1,3 +1,4 @@
+#if Redis
 import Glibc
 import ShmLRU
 import Testing
@@ -215,3 +216,4 @@ struct RedisNearCacheTests {
         }
     }
 }
+#endif  // Redis

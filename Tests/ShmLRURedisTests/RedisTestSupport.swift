@@ -1,3 +1,4 @@
+#if Redis
 import Glibc
 import ShmLRU
 import Testing
@@ -235,3 +236,4 @@ func startRedisServer(port: Int) throws -> Child {
     }
     return child
 }
+#endif  // Redis

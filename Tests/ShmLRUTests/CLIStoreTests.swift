@@ -1,3 +1,4 @@
+#if CLI
 import Glibc
 @testable import ShmLRU
 import Testing
@@ -266,3 +267,4 @@ private struct Point: Codable, Equatable {
         }
     }
 }
+#endif  // CLI

@@ -1,3 +1,4 @@
+#if CLI
 import Glibc
 @testable import ShmLRU
 import Testing
@@ -318,3 +319,4 @@ private func makeForeignSegment(_ key: ShmKey) throws -> (ShmRegion, [UInt8]) {
         #expect(!ShmRegion.exists(key: 0x10) || arguments[0] != "create")
     }
 }
+#endif  // CLI

@@ -1,3 +1,4 @@
+#if Metrics && Logging && Lifecycle
 import Glibc
 import InMemoryLogging
 import Logging
@@ -296,3 +297,4 @@ private func makeForeignSegment(_ key: ShmKey) throws -> ShmRegion {
         }
     }
 }
+#endif  // Metrics && Logging && Lifecycle

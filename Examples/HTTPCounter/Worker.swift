@@ -1,3 +1,4 @@
+#if Hummingbird
 import Glibc
 import HTTPTypes
 import HummingbirdCore
@@ -93,3 +94,4 @@ func runWorker(variant: Variant, port: Int, key: ShmKey) async throws {
         }
     }
 }
+#endif  // Hummingbird

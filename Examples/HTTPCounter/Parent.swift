@@ -1,3 +1,4 @@
+#if Hummingbird
 import Glibc
 import ShmLRU
 
@@ -81,3 +82,4 @@ func say(_ line: String) {
     var text = line + "\n"
     text.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
 }
+#endif  // Hummingbird

@@ -1,3 +1,4 @@
+#if Hummingbird
 // HTTPCounter: cluster-shared-memory's test server on ShmStore.
 //
 //   HTTPCounter serve --variant mutex|withLock|update|none [--workers 4] [--port 8089] [--key 0x48545443]
@@ -49,3 +50,9 @@ case "worker":
 default:
     fail("unknown command \(command)")
 }
+#else
+import Glibc
+let message = "HTTPCounter: built without the Hummingbird trait (swift build --traits Hummingbird)\n"
+_ = message.withCString { write(2, $0, strlen($0)) }
+exit(2)
+#endif  // Hummingbird

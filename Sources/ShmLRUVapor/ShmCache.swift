@@ -1,0 +1,4 @@
+#if Vapor
+import ShmLRU
+import Vapor
+#endif
