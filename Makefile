@@ -178,15 +178,18 @@ sanitize:
 	TSAN_OPTIONS="suppressions=$(CURDIR)/Tests/tsan-suppressions.txt halt_on_error=0" \
 		$(WITH_REDIS) $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --scratch-path .build-tsan
 
-# make docs: the DocC catalog (Sources/ShmLRU/ShmLRU.docc) and every public symbol's
-# documentation, built by swift-docc-plugin, which SHMLRU_DOCS=1 adds to the package
-# for this build only (scratch path .build-docs). Fails on any DocC warning. The
-# archive: .build-docs/ShmLRU.doccarchive (`docc preview` serves it).
+# make docs: the DocC documentation of every library product (the core's catalog,
+# Sources/ShmLRU/ShmLRU.docc, and each integration's), built by swift-docc-plugin,
+# which SHMLRU_DOCS=1 adds to the package for this build only (scratch path
+# .build-docs), with every integration trait enabled. Fails on any DocC warning. Archives:
+# .build-docs/<Product>.doccarchive (`docc preview` serves one).
 DOCS_DIR = .build-docs
+DOC_TRAITS = --traits Hummingbird,Vapor,Redis,Metrics,Logging,Lifecycle
+DOC_TARGETS = ShmLRU ShmLRUHummingbird ShmLRUVapor ShmLRURedis ShmLRUMetrics ShmLRULogging ShmLRULifecycle
 docs:
 	mkdir -p $(DOCS_DIR)
-	SHMLRU_DOCS=1 $(SWIFT) package --scratch-path $(DOCS_DIR) --allow-writing-to-directory $(DOCS_DIR) \
-		generate-documentation --target ShmLRU --output-path $(DOCS_DIR)/ShmLRU.doccarchive 2>&1 | tee $(DOCS_DIR)/docs.log; \
+	SHMLRU_DOCS=1 $(SWIFT) package --scratch-path $(DOCS_DIR) $(DOC_TRAITS) --allow-writing-to-directory $(DOCS_DIR) \
+		generate-documentation $(foreach t,$(DOC_TARGETS),--target $(t)) --output-path $(DOCS_DIR)/archives 2>&1 | tee $(DOCS_DIR)/docs.log; \
 	status=$${PIPESTATUS[0]}; [ $$status -eq 0 ] || exit $$status; \
 	if grep -q 'warning:' $(DOCS_DIR)/docs.log; then echo "make docs: DocC warnings (above)"; exit 1; fi
 

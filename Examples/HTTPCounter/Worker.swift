@@ -35,7 +35,7 @@ func count(_ store: ShmStore, _ variant: Variant) async throws -> Int {
 /// (as an application might): safe here only because the body never suspends, and
 /// bounded by the store's lock timeout.
 func countBlocking(_ store: ShmStore) throws -> Int {
-    try store.withLock("requestTimes") { _ in
+    try store.withBlockingLock("requestTimes") { _ in
         let next = (try store.get("requestTimes", as: Int.self) ?? 0) + 1
         try store.set("requestTimes", next)
         return next

@@ -21,7 +21,7 @@ func measureLockHandoff(rounds: Int, mode: HandoffMode) throws {
     defer { try? store.remove() }
     let clock = try ShmRegion.create(byteCount: 64)
     defer { try? clock.remove() }
-    let token = try store.lock("ball")
+    let token = try store.blockingLock("ball")
     let argv = [selfExecutable(), "handoff", key.description, clock.key.description, "\(rounds)", mode.rawValue]
     var pid: pid_t = 0
     var out: [Int32] = [0, 0]
@@ -111,7 +111,7 @@ private final class Box<T>: @unchecked Sendable { var value: T? = nil }
 private func take(_ store: ShmStore, _ mode: HandoffMode) throws -> (ShmStore.LockToken, UInt64) {
     switch mode {
     case .blocking:
-        let token = try store.lock("ball")
+        let token = try store.blockingLock("ball")
         return (token, _monotonicNanoseconds())
     case .async:
         let done = DispatchSemaphore(value: 0)

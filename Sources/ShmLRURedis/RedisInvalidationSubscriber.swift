@@ -216,7 +216,7 @@ public final class RedisInvalidationSubscriber: Sendable {
         let store = cache.store
         let localKey = key
         let lockKey = cache._loadLock(key)
-        let token = try? store.lock(lockKey, timeout: cache.configuration.lockTimeout)
+        let token = try? store.blockingLock(lockKey, timeout: cache.configuration.lockTimeout)
         defer { if let token { try? store.unlock(lockKey, token) } }
         _ = try _local("RedisInvalidationSubscriber.invalidate(\"\(key)\")", { () throws(ShmError) in try store.remove(localKey) })
         control.withLock { $0.invalidations += 1 }

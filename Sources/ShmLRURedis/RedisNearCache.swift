@@ -247,7 +247,7 @@ public final class RedisNearCache: Sendable {
 
     func _withLoadLock<R>(_ key: String, _ operation: String, _ body: () throws(RedisNearCacheError) -> R) throws(RedisNearCacheError) -> R {
         let lockKey = _loadLock(key)
-        let token = try _local(operation, { () throws(ShmError) in try store.lock(lockKey, timeout: configuration.lockTimeout) })
+        let token = try _local(operation, { () throws(ShmError) in try store.blockingLock(lockKey, timeout: configuration.lockTimeout) })
         defer { try? store.unlock(lockKey, token) }
         return try body()
     }

@@ -22,6 +22,9 @@ struct ListCommand: ParsableCommand {
     @Flag(help: "Also list segments that are neither caches nor stores, with the reason.")
     var all = false
 
+    @Flag(help: "Print a JSON array of objects (one a segment) instead of a table.")
+    var json = false
+
     func run() throws {
         try reporting {
             let segments = ShmRegion.list()
@@ -78,7 +81,7 @@ struct ListCommand: ParsableCommand {
                     }
                 }
             }
-            print(table(rows))
+            print(json ? jsonArray(rows) : table(rows))
         }
     }
 }
@@ -103,6 +106,9 @@ struct StatCommand: ParsableCommand {
 
     @Argument(help: "The segment's key (decimal or 0x-hex).", transform: parseKey)
     var key: ShmKey
+
+    @Flag(help: "Print one JSON object instead of a table.")
+    var json = false
 
     func run() throws {
         try reporting {
@@ -154,7 +160,7 @@ struct StatCommand: ParsableCommand {
                 ["recoveries", String(stats.recoveries)],
                 ["promotions", String(stats.promotions)],
             ]
-            print(table(rows))
+            print(json ? jsonObject(rows) : table(rows))
         }
     }
 }
@@ -199,7 +205,7 @@ func formatSeconds(_ seconds: Double) -> String {
 struct DumpCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dump",
-        abstract: "Print a cache's LRU list as JSON.",
+        abstract: "Print a cache's (or a store's data segment's) LRU list as JSON.",
         discussion: """
             Most recently used first, or least recently used first with --backwards. Each \
             record has its offset, hash, share key, neighbours' offsets, last use \
@@ -214,7 +220,9 @@ struct DumpCommand: ParsableCommand {
 
     func run() throws {
         try reporting {
-            try withCache(key) { (cache) throws(ShmError) in print(try cache.dumpJSON(backwards: backwards)) }
+            try withCache(cacheKey(following: key)) { (cache) throws(ShmError) in
+                print(try cache.dumpJSON(backwards: backwards))
+            }
         }
     }
 }
@@ -222,8 +230,11 @@ struct DumpCommand: ParsableCommand {
 struct VerifyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Check a cache's structure (lists, links, counts, index).",
-        discussion: "Prints `clean: …` and exits 0, or the problems found and exits 4. Repairs nothing.")
+        abstract: "Check a cache's or a store's structure (lists, links, counts, index; a store's tables and value heap).",
+        discussion: """
+            Prints `clean: …` and exits 0, or the problems found and exits 4. Repairs nothing. \
+            For a store's key, checks the store (its data segment included).
+            """)
 
     @Argument(help: "The segment's key (decimal or 0x-hex).", transform: parseKey)
     var key: ShmKey
@@ -231,14 +242,24 @@ struct VerifyCommand: ParsableCommand {
     func run() throws {
         try reporting {
             var report: ShmLRU.IntegrityReport?
-            try withCache(key) { (cache) throws(ShmError) in report = try cache.verify() }
+            if (try? ShmStore.probe(key: key)) != nil {
+                do throws(ShmError) {
+                    let store = try ShmStore.attach(key: key, wait: .milliseconds(200), lockTimeout: .seconds(5))
+                    defer { try? store.detach() }
+                    report = try store.verify()
+                } catch {
+                    throw describe(error, key: key)
+                }
+            } else {
+                try withCache(key) { (cache) throws(ShmError) in report = try cache.verify() }
+            }
             guard let report else { return }
             if report.isClean {
                 print(report.description)
             } else {
                 print("\(report.problems.count) problem(s):")
                 for problem in report.problems { print("  " + problem) }
-                throw ToolFailure("cache \(key) failed verification", exitCode: Exit.problems)
+                throw ToolFailure("\(key) failed verification", exitCode: Exit.problems)
             }
         }
     }

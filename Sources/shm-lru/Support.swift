@@ -88,6 +88,11 @@ func openCache(_ key: ShmKey) throws(ToolFailure) -> ShmLRU {
     }
 }
 
+/// The cache a key names: itself, or for a store's key, the store's data segment.
+func cacheKey(following key: ShmKey) -> ShmKey {
+    (try? ShmStore.probe(key: key))?.dataKey ?? key
+}
+
 /// Runs `body` on an open cache; a library error becomes a clear failure.
 func withCache(_ key: ShmKey, _ body: (ShmLRU) throws(ShmError) -> Void) throws(ToolFailure) {
     let cache = try openCache(key)
@@ -143,3 +148,55 @@ func table(_ rows: [[String]]) -> String {
     }.joined(separator: "\n")
 }
 #endif  // CLI
+
+// MARK: JSON output (--json)
+
+/// A table's cell as JSON: a number when it reads as one, else a string.
+private func jsonValue(_ text: String) -> String {
+    if let number = Int(text) { return String(number) }
+    if text == "-" { return "null" }
+    var escaped = "\""
+    for scalar in text.unicodeScalars {
+        switch scalar {
+        case "\"": escaped += "\\\""
+        case "\\": escaped += "\\\\"
+        case "\n": escaped += "\\n"
+        case "\t": escaped += "\\t"
+        case "\r": escaped += "\\r"
+        default:
+            if scalar.value < 0x20 {
+                let hex = String(scalar.value, radix: 16)
+                escaped += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                escaped.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return escaped + "\""
+}
+
+/// A JSON name from a column or row title: `record size` → `recordSize`.
+private func jsonName(_ title: String) -> String {
+    let words = title.lowercased().split(whereSeparator: { !$0.isLetter && !$0.isNumber })
+    guard let first = words.first else { return "_" }
+    return String(first) + words.dropFirst().map { $0.prefix(1).uppercased() + $0.dropFirst() }.joined()
+}
+
+/// A table (first row: the column titles) as a JSON array of objects.
+func jsonArray(_ rows: [[String]]) -> String {
+    guard let titles = rows.first else { return "[]" }
+    let names = titles.map(jsonName)
+    let objects = rows.dropFirst().map { row in
+        "{" + zip(names, row).map { "\(jsonValue($0)): \(jsonValue($1))" }.joined(separator: ", ") + "}"
+    }
+    return "[\n  " + objects.joined(separator: ",\n  ") + "\n]"
+}
+
+/// Name / value rows as one JSON object.
+func jsonObject(_ rows: [[String]]) -> String {
+    let members = rows.compactMap { row -> String? in
+        guard row.count >= 2 else { return nil }
+        return "  \(jsonValue(jsonName(row[0]))): \(jsonValue(row[1]))"
+    }
+    return "{\n" + members.joined(separator: ",\n") + "\n}"
+}

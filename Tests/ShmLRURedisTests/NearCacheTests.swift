@@ -34,7 +34,7 @@ struct RedisNearCacheTests {
             // Hold the key's load lock until all four have missed and queue for it:
             // they then really race for the one load.
             let lockKey = cache._loadLock("k")
-            let token = try store.lock(lockKey)
+            let token = try store.blockingLock(lockKey)
             var released = false
             defer { if !released { try? store.unlock(lockKey, token) } }
             let workers = try (0..<4).map { _ in try spawnHelper(["get", String(store.key.unsignedValue), name, String(port), "k"]) }

@@ -73,7 +73,7 @@ func storeIncrement(_ arguments: [String]) throws {
     let name = try argument(arguments, 1, "NAME")
     let count: Int = try intArgument(arguments, 2, "COUNT")
     for _ in 0..<count {
-        try store.withLock(name, timeout: .seconds(60)) { _ in
+        try store.withBlockingLock(name, timeout: .seconds(60)) { _ in
             let value = try store.get(name, as: Int.self) ?? 0
             sched_yield()
             try store.set(name, value + 1)
@@ -85,7 +85,7 @@ func storeIncrement(_ arguments: [String]) throws {
 /// store-hold-lock KEY NAME  → takes NAME's lock, prints locked=1, then blocks until killed.
 func storeHoldLock(_ arguments: [String]) throws {
     let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
-    let token = try store.lock(try argument(arguments, 1, "NAME"), timeout: .seconds(60))
+    let token = try store.blockingLock(try argument(arguments, 1, "NAME"), timeout: .seconds(60))
     emit("token", token.id)
     emit("locked", 1)
     while true { pause() }
@@ -98,7 +98,7 @@ func storeLockAppend(_ arguments: [String]) throws {
     let name = try argument(arguments, 1, "NAME")
     let list = try argument(arguments, 2, "LIST")
     let label = try argument(arguments, 3, "LABEL")
-    try store.withLock(name, timeout: .seconds(60)) { token in
+    try store.withBlockingLock(name, timeout: .seconds(60)) { token in
         var labels = try store.get(list, as: [String].self) ?? []
         labels.append(label)
         try store.set(list, labels)
@@ -171,7 +171,7 @@ func storeFigures(_ arguments: [String]) throws {
     let bytes = [UInt8](repeating: 7, count: 100)
     try time("set_bytes_ns") { try store.set(names[$0 % 1000], bytes: bytes) }
     try time("get_bytes_ns") { _ = try store.bytes(names[$0 % 1000]) }
-    try time("lock_unlock_ns") { try store.unlock(names[$0 % 1000], try store.lock(names[$0 % 1000])) }
+    try time("lock_unlock_ns") { try store.unlock(names[$0 % 1000], try store.blockingLock(names[$0 % 1000])) }
     // Listener wake-up: set here, received by this process's pump thread.
     let changes = store.listen("watched")
     let done = DispatchSemaphore(value: 0)

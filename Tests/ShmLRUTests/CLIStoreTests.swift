@@ -1,4 +1,5 @@
 #if CLI
+import Foundation
 import Glibc
 @testable import ShmLRU
 import Testing
@@ -264,6 +265,45 @@ private struct Point: Codable, Equatable {
             #expect(run.output.contains("  \(name) "), "\(name) missing: \(run.output)")
             let help = try cli("store", name, "--help")
             #expect(help.status == 0 && help.output.contains("USAGE: shm-lru store \(name)"), "\(help.output)")
+        }
+    }
+
+    /// `verify`, `dump` and `stat` follow a store's key to its data segment
+    /// (`verify` checks the store's own structures too); `list --json` and
+    /// `stat --json` print JSON that parses and holds the same figures.
+    @Test func inspectionFollowsAStoreKeyAndSpeaksJSON() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 16, recordSize: 128))
+            defer { try? store.detach() }
+            try store.set("a", 1)
+            try store.set("b", 2)
+            let k = key.description
+            var run = try cli("verify", k)
+            #expect(run.status == 0, "\(run.output) \(run.errorOutput)")
+            #expect(run.output.hasPrefix("clean"), "\(run.output)")
+            run = try cli("dump", k)
+            #expect(run.status == 0, "\(run.errorOutput)")
+            let dumped = try JSONSerialization.jsonObject(with: Data(run.output.utf8))
+            #expect((dumped as? [Any])?.count == 2 || (dumped as? [String: Any]) != nil, "\(run.output)")
+
+            run = try cli("stat", k, "--json")
+            #expect(run.status == 0, "\(run.errorOutput)")
+            let stat = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [String: Any])
+            #expect(stat["store"] as? String == k || (stat["store"] as? Int).map { "\($0)" } == k, "\(stat)")
+            #expect(stat["records"] as? String == "2 of 17 (15 free)", "\(stat)")
+
+            run = try cli("list", "--json")
+            #expect(run.status == 0, "\(run.errorOutput)")
+            let rows = try #require(try JSONSerialization.jsonObject(with: Data(run.output.utf8)) as? [[String: Any]])
+            let mine = rows.first { ($0["key"] as? String) == k || ($0["key"] as? Int).map { "\($0)" } == k }
+            #expect(mine?["kind"] as? String == "store", "\(rows)")
+            #expect(mine?["records"] as? Int == 2, "\(rows)")
+
+            // A damaged store fails verification through its key.
+            store._store.store(_StoreLayout.H.probeLimit, 0)
+            run = try cli("verify", k)
+            #expect(run.status != 0, "\(run.output)")
+            store._store.store(_StoreLayout.H.probeLimit, UInt32(store.configuration.probeLimit))
         }
     }
 }

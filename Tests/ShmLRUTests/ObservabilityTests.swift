@@ -123,13 +123,13 @@ private func makeForeignSegment(_ key: ShmKey) throws -> ShmRegion {
             }
             while let line = holder.readLine(), line != "locked=1" {}
             let (_, timeouts) = recordingEvents(of: [key]) {
-                #expect(throws: ShmError.self) { try store.lock("job", timeout: .milliseconds(100)) }
+                #expect(throws: ShmError.self) { try store.blockingLock("job", timeout: .milliseconds(100)) }
             }
             #expect(timeouts.map(\.kind) == [.lockTimeout], "\(timeouts)")
             #expect((timeouts.first?.waited ?? .zero) >= .milliseconds(100))
             holder.kill(SIGKILL)
             _ = holder.wait()
-            let (token, taken) = try recordingEvents(of: [key]) { try store.lock("job", timeout: .seconds(30)) }
+            let (token, taken) = try recordingEvents(of: [key]) { try store.blockingLock("job", timeout: .seconds(30)) }
             #expect(token.previousHolderDied)
             #expect(taken.map(\.kind).contains(.keyLockHolderDied), "\(taken)")
             try store.unlock("job", token)

@@ -141,7 +141,7 @@ import Testing
         try withStoreKey { key in
             let store = try ShmStore.create(
                 key: key, configuration: .init(capacity: 8, recordSize: 64, lockWaiters: 16, lockTimeout: .seconds(120)))
-            let token = try store.lock("job")
+            let token = try store.blockingLock("job")
             let helpers = try (0..<4).map { _ in try spawnHelper(["store-async-queue", key.description, "job", "250"]) }
             for helper in helpers { #expect(helper.readLine() == "queued=250") }
             #expect(try eventually { try store.lockState("job").waiters == 1000 })
@@ -230,14 +230,14 @@ private func await_expired(_ store: ShmStore, _ key: String) throws -> Bool {
     @Test func lockStateDoesNotCountWaitersOfDeadProcesses() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 256))
-            let token = try store.lock("job")
+            let token = try store.blockingLock("job")
             let waiter = try spawnHelper(["store-lock-append", key.description, "job", "order", "A"])
             #expect(try eventually { try store.lockState("job").waiters == 1 })
             waiter.kill(SIGKILL)
             _ = waiter.wait()
             #expect(try store.lockState("job").waiters == 0)
             try store.unlock("job", token)
-            let next = try store.lock("job", timeout: .seconds(60))  // the dead waiter is skipped
+            let next = try store.blockingLock("job", timeout: .seconds(60))  // the dead waiter is skipped
             #expect(!next.previousHolderDied)
             try store.unlock("job", next)
             #expect(try store.get("order", as: [String].self) == nil)

@@ -19,7 +19,7 @@ import Testing
             let free = try await store.lock("job", timeout: .seconds(Int64.max))
             // Contended waits with either timeout: a blocked thread and an async task.
             let blocked = _startThread {
-                if let token = try? store.lock("job", timeout: .seconds(1e12)) { try? store.unlock("job", token) }
+                if let token = try? store.blockingLock("job", timeout: .seconds(1e12)) { try? store.unlock("job", token) }
             }
             #expect(try await eventually { try store.lockState("job").waiters == 1 })
             let waiter = Task { try await store.lock("job", timeout: .seconds(Int64.max)) }
@@ -48,11 +48,11 @@ import Testing
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
             expectError(.invalidArgument) { _ = try ShmStore.attach(key: key, lockTimeout: .nanoseconds(-1)) }
             expectError(.invalidArgument) { _ = try ShmLRU.attach(key: store.cache.key, options: .init(lockTimeout: .seconds(-3))) }
-            expectError(.invalidArgument) { _ = try store.lock("job", timeout: .milliseconds(-5)) }
+            expectError(.invalidArgument) { _ = try store.blockingLock("job", timeout: .milliseconds(-5)) }
             await expectError(.invalidArgument) { _ = try await store.lock("job", timeout: .milliseconds(-5)) }
             // 0 = try once.
             let token = try await store.lock("job", timeout: .zero)
-            expectError(.lockTimeout) { _ = try store.lock("job", timeout: .zero) }
+            expectError(.lockTimeout) { _ = try store.blockingLock("job", timeout: .zero) }
             await expectError(.lockTimeout) { _ = try await store.lock("job", timeout: .zero) }
             #expect(try store.lockState("job").waiters == 0)
             try store.unlock("job", token)
@@ -68,7 +68,7 @@ import Testing
             let store = try ShmStore._create(
                 key: key, configuration: .init(capacity: 8, recordSize: 64), permissions: 0o600, persistent: false, hash: nil,
                 lockHash: { _ in 42 })
-            let a = try store.lock("alpha")
+            let a = try store.blockingLock("alpha")
             let b = try #require(try store.tryLock("beta"), "a colliding key's lock must be free")
             #expect(try store.tryLock("alpha") == nil)
             #expect(try store.tryLock("beta") == nil)
@@ -81,10 +81,10 @@ import Testing
             // so force it here on identical prefixes instead: the identity compares every byte.
             let long1 = String(repeating: "x", count: 39) + "1"
             let long2 = String(repeating: "x", count: 39) + "2"
-            let t1 = try store.lock(long1)
+            let t1 = try store.blockingLock(long1)
             #expect(try store.tryLock(long2) != nil)
             try store.unlock(long1, t1)
-            expectError(.invalidArgument) { _ = try store.lock(String(repeating: "k", count: 65)) }
+            expectError(.invalidArgument) { _ = try store.blockingLock(String(repeating: "k", count: 65)) }
         }
     }
 
@@ -102,7 +102,7 @@ import Testing
             expectError(.lockTimeout) { _ = try store.tryLock("job") }
             #expect(ContinuousClock.now - start < .seconds(5))
             let second = ContinuousClock.now
-            expectError(.lockTimeout) { _ = try store.lock("job", timeout: .milliseconds(200)) }
+            expectError(.lockTimeout) { _ = try store.blockingLock("job", timeout: .milliseconds(200)) }
             #expect(ContinuousClock.now - second < .seconds(5))
             let short = try ShmStore.attach(key: key, lockTimeout: .milliseconds(200))
             let third = ContinuousClock.now

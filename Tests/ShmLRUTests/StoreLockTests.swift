@@ -6,7 +6,7 @@ import Testing
     @Test func tokensAreCheckedOnUnlock() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
-            let token = try store.lock("job")
+            let token = try store.blockingLock("job")
             #expect(!token.previousHolderDied)
             #expect(try store.tryLock("job") == nil)
             #expect(try store.lockState("job").holder == getpid())
@@ -27,10 +27,10 @@ import Testing
         struct Boom: Error {}
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
-            #expect(throws: Boom.self) { try store.withLock("job") { _ in throw Boom() } }
+            #expect(throws: Boom.self) { try store.withBlockingLock("job") { _ in throw Boom() } }
             let token = try #require(try store.tryLock("job"))
             try store.unlock("job", token)
-            #expect(try store.withLock("job") { _ in 7 } == 7)
+            #expect(try store.withBlockingLock("job") { _ in 7 } == 7)
         }
     }
 
@@ -42,7 +42,7 @@ import Testing
             let helpers = try (0..<3).map { _ in try spawnHelper(["store-increment", key.description, "counter", "\(perProcess)"]) }
             // This process takes part too.
             for _ in 0..<perProcess {
-                try store.withLock("counter", timeout: .seconds(60)) { _ in
+                try store.withBlockingLock("counter", timeout: .seconds(60)) { _ in
                     let value = try store.get("counter", as: Int.self) ?? 0
                     sched_yield()
                     try store.set("counter", value + 1)
@@ -68,10 +68,10 @@ import Testing
             holder.kill(SIGKILL)
             let run = holder.wait()
             #expect(run.status == 128 + SIGKILL)
-            let token = try store.lock("job", timeout: .seconds(60))
+            let token = try store.blockingLock("job", timeout: .seconds(60))
             #expect(token.previousHolderDied)
             try store.unlock("job", token)
-            let next = try store.lock("job", timeout: .seconds(60))
+            let next = try store.blockingLock("job", timeout: .seconds(60))
             #expect(!next.previousHolderDied)
             try store.unlock("job", next)
         }
@@ -100,7 +100,7 @@ import Testing
     @Test func waitersAreServedInArrivalOrder() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 256))
-            let token = try store.lock("job")
+            let token = try store.blockingLock("job")
             var helpers: [SpawnedProcess] = []
             for (index, label) in ["A", "B", "C"].enumerated() {
                 helpers.append(try spawnHelper(["store-lock-append", key.description, "job", "order", label]))
@@ -126,7 +126,7 @@ import Testing
             }
             _ = holder.readLine()
             #expect(holder.readLine() == "locked=1")
-            expectError(.lockTimeout) { _ = try store.lock("job", timeout: .milliseconds(120)) }
+            expectError(.lockTimeout) { _ = try store.blockingLock("job", timeout: .milliseconds(120)) }
             #expect(try store.lockState("job").waiters == 0)  // the timed-out waiter left the queue
             #expect(try store.tryLock("other") != nil)  // other keys are independent
         }

@@ -179,6 +179,10 @@ extension ShmLRU {
         @inline(__always) func noteHit(_ record: UnsafeMutableRawPointer, stamp: UInt64) {
             cache._noteOptimisticHit(record, stamp: stamp)
         }
+        /// Counts a read that did not find its key (the store's misses, lock-free or locked).
+        @inline(__always) func noteMiss() { cache._countMiss() }
+        /// Counts a hit found under the lock (the store's locked reads).
+        @inline(__always) func noteLockedHit() { cache._countHit() }
     }
 
     /// The lock-free reader's view (see `_LockFreeView`).

@@ -213,8 +213,15 @@ public final class ShmLRU: @unchecked Sendable {
                 .invalidSize, operation,
                 detail: "recordSize must be in 1...\(_Layout.maxRecordSize), capacity in 1...\(_Layout.maxCapacity)")
         }
-        let region = try ShmRegion.create(
-            key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent, hugePages: hugePages)
+        let region: ShmRegion
+        do {
+            region = try ShmRegion.create(
+                key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent, hugePages: hugePages)
+        } catch where error.code == .exists {
+            throw ShmError(
+                .exists, operation, errno: error.errno,
+                detail: "a segment already has this key: ShmLRU.attach(key:) attaches it, ShmLRU.create(key: nil, …) picks a free key")
+        }
         do {
             return try ShmLRU(initializing: region, layout: layout, zeroFilled: true, options: options)
         } catch {
@@ -425,17 +432,6 @@ public final class ShmLRU: @unchecked Sendable {
             return try body()
         }
     }
-}
-
-/// A duration in nanoseconds, saturating at the bounds of Int64.
-@inline(__always)
-func _nanoseconds(_ duration: Duration) -> Int64 {
-    let (seconds, attoseconds) = duration.components
-    let (total, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-    if overflow { return seconds < 0 ? .min : .max }
-    let (sum, overflow2) = total.addingReportingOverflow(attoseconds / 1_000_000_000)
-    if overflow2 { return total < 0 ? .min : .max }
-    return sum
 }
 
 extension ShmLRU.Options {

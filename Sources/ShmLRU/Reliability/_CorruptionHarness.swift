@@ -1,6 +1,6 @@
 import CShm
 
-// Test-only: compiled into test builds (SHMLRU_TESTING: debug builds, `make fuzz`), never into a release.
+// Test-only: compiled into this package's own test builds (SHMLRU_TESTING: the FaultInjection trait, `make fuzz`), never into an app's build.
 #if SHMLRU_TESTING
 
 /// Feeds hostile segments through the real attach path: the seeded-mutator test

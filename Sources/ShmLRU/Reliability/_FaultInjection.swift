@@ -6,9 +6,11 @@ import Synchronization
 /// inside a structural change, so tests can prove that a holder killed anywhere
 /// leaves a cache the next locker repairs.
 ///
-/// Compiled only into test builds (the `SHMLRU_TESTING` condition, set for debug
-/// builds by Package.swift and by `make fuzz`): in a release build every kill
-/// point is an empty inline function and the environment is never read.
+/// Compiled only into this package's own test builds (the `SHMLRU_TESTING`
+/// condition, set by the package trait `FaultInjection`, which `make test`
+/// enables, and by `make fuzz`): in any other build, an app's debug build
+/// included, every kill point is an empty inline function and the environment
+/// is never read.
 /// In a test build it is armed by the environment variable `SHMLRU_FAULT_INJECTION`,
 /// read once per process when the first cache handle is made:
 ///

@@ -1,6 +1,6 @@
 import CShm
 
-// Test-only: compiled into test builds (SHMLRU_TESTING: debug builds, `make fuzz`), never into a release.
+// Test-only: compiled into this package's own test builds (SHMLRU_TESTING: the FaultInjection trait, `make fuzz`), never into an app's build.
 #if SHMLRU_TESTING
 
 /// Feeds hostile store segments through the real attach path, as
@@ -62,7 +62,7 @@ package final class _StoreCorruptionHarness {
         layout = store._store.layout
         for index in 0..<10 { try store.set("key\(index)", bytes: [UInt8](repeating: UInt8(index), count: index * 3)) }
         _ = try store.remove("key3")
-        let token = try store.lock("locked")
+        let token = try store.blockingLock("locked")
         try store.unlock("locked", token)
         _ = try store.tryLock("held")  // held by this process while it lives
         var descriptors: [Int] = []
@@ -218,7 +218,7 @@ package final class _StoreCorruptionHarness {
         }
         for name in ["locked", "held", "other\(reader.byte() % 4)"] {
             if let token = try? store.tryLock(name) { try? store.unlock(name, token) }
-            if let token = try? store.lock(name, timeout: .milliseconds(2)) { try? store.unlock(name, token) }
+            if let token = try? store.blockingLock(name, timeout: .milliseconds(2)) { try? store.unlock(name, token) }
             _ = try? store.lockState(name)
         }
         _ = try? store.verify()

@@ -6,14 +6,12 @@ import CShm
 
 extension ShmStore {
     /// Encodes `value` with the handle's codec and stores it under `key`; see `set(_:bytes:expiry:)`.
+    /// A `[UInt8]` or `Data` value is stored as its bytes, as `set(_:bytes:)`
+    /// does, and `get(_:as:)` of either type reads them back as they are.
     /// - Throws: `.codingFailed` if the value cannot be encoded, and everything
     ///   `set(_:bytes:expiry:)` throws.
     public func set<Value: Encodable>(_ key: String, _ value: Value, expiry: Expiry = .storeDefault) throws(ShmError) {
-        let bytes: [UInt8]
-        do { bytes = try _decoded.codec.encode(value) } catch {
-            throw ShmError(.codingFailed, _operation("set", key), detail: "cannot encode \(Value.self): \(error)")
-        }
-        try set(key, bytes: bytes, expiry: expiry)
+        try set(key, bytes: try _encode(value, _operation("set", key), codec: _decoded.codec), expiry: expiry)
     }
 
     /// The value stored under `key`, decoded with the handle's codec; nil when
@@ -59,10 +57,11 @@ extension ShmStore {
     }
 }
 
-/// Encodes `value` with `codec` (JSON by default).
+/// Encodes `value` with `codec` (JSON by default); bytes (`[UInt8]`, `Data`) as they are.
 func _encode<Value: Encodable>(
     _ value: Value, _ operation: @autoclosure () -> String, codec: any ShmStoreCodec = JSONStoreCodec()
 ) throws(ShmError) -> [UInt8] {
+    if let bytes = _rawBytes(value) { return bytes }
     do { return try codec.encode(value) } catch {
         throw ShmError(.codingFailed, operation(), detail: "cannot encode \(Value.self): \(error)")
     }
@@ -76,10 +75,11 @@ extension ShmStore.Change {
     }
 }
 
-/// Decodes stored bytes as `Value` with `codec` (JSON by default).
+/// Decodes stored bytes as `Value` with `codec` (JSON by default); bytes (`[UInt8]`, `Data`) as they are.
 func _decode<Value: Decodable>(
     _ type: Value.Type, from bytes: [UInt8], _ operation: @autoclosure () -> String, codec: any ShmStoreCodec = JSONStoreCodec()
 ) throws(ShmError) -> Value {
+    if let value = _fromRawBytes(bytes, as: Value.self) { return value }
     do { return try bytes.withUnsafeBytes { try codec.decode(Value.self, from: $0) } } catch {
         throw ShmError(.codingFailed, operation(), detail: "the stored \(bytes.count) bytes are not a \(Value.self): \(error)")
     }

@@ -140,7 +140,9 @@ extension ShmStore {
             if use { cache._lockFreeView.noteHit(sight.record, stamp: stamp) }
             return .hit(result, view)
         }
-        return p.indexUnchanged(since: snapshot) ? .miss : .contended
+        guard p.indexUnchanged(since: snapshot) else { return .contended }
+        if use { cache._lockFreeView.noteMiss() }
+        return .miss
     }
 
     /// Whether the record a decoded value came from is unchanged: same slot, same
@@ -190,7 +192,11 @@ extension ShmStore {
         if cache._lockFreeView.isAttached { cache._lockFreeView.probe.warm(base) }
         return try cache._withLockedHandle(_operation("get", key)) { (lru) throws(ShmError) -> _VersionedRead? in
             let now = _monotonicNanoseconds()
-            guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else { return nil }
+            guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else {
+                cache._lockFreeView.noteMiss()
+                return nil
+            }
+            cache._lockFreeView.noteLockedHit()
             try lru.promote(found.slot)
             var expiresAt = found.header.expiresAt
             if configuration.renewsAgeOnGet, found.header.maxAge != 0 {

@@ -43,7 +43,8 @@ extension ShmStore {
     ///   key longer than the record size; `.full` when every lock slot is bound
     ///   to another key. A full waiter table is not an error: the call waits for
     ///   an entry to free up.
-    public func lock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
+    @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
+    public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
         let operation = _operation("lock", key)
         let deadline = try _lockDeadline(timeout, operation)
         let identity = try _locks.identity(key, operation)
@@ -90,11 +91,11 @@ extension ShmStore {
     /// Runs `body` holding the lock of `key`; releases it when `body` returns or
     /// throws. Blocks the calling thread while it waits: from async code use the
     /// async `withLock` (or `mutex`).
-    /// (Disfavoured, so that in async code `withLock` resolves to the async overload.)
-    @_disfavoredOverload
+    /// (A name of its own, so that `withLock` in async code, top-level code
+    /// included, can only be the async one.)
     @available(*, noasync, message: "blocks the thread while waiting: use the async withLock(_:timeout:_:) or mutex(_:timeout:_:)")
-    public func withLock<R>(_ key: String, timeout: Duration? = nil, _ body: (LockToken) throws -> R) throws -> R {
-        let token = try lock(key, timeout: timeout)
+    public func withBlockingLock<R>(_ key: String, timeout: Duration? = nil, _ body: (LockToken) throws -> R) throws -> R {
+        let token = try blockingLock(key, timeout: timeout)
         let result: R
         do { result = try body(token) } catch {
             try? unlock(key, token)

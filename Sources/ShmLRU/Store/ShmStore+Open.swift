@@ -54,7 +54,9 @@ extension ShmStore {
                     continue
                 }
                 throw ShmError(
-                    .incompatibleSegment, operation, detail: "a live store with another configuration is there: \(difference)")
+                    .incompatibleSegment, operation,
+                    detail: "a live store with another configuration is there (\(difference)): attach it as it is with "
+                        + "ShmStore.attach(key:), or open it with its configuration")
             }
             return store
         }
@@ -94,6 +96,9 @@ extension ShmStore {
     /// The first stored setting in which `existing` differs from `wanted`; nil if none.
     static func _difference(_ existing: Configuration, _ wanted: Configuration) -> String? {
         func differs<T: Equatable>(_ name: String, _ a: T, _ b: T) -> String? { a == b ? nil : "\(name) \(a), not \(b)" }
+        func differs<T: Equatable>(_ name: String, _ a: T?, _ b: T?) -> String? {
+            a == b ? nil : "\(name) \(a.map { "\($0)" } ?? "none"), not \(b.map { "\($0)" } ?? "none")"
+        }
         let differences: [String?] = [
             differs("capacity", existing.capacity, wanted.capacity),
             differs("recordSize", existing.recordSize, wanted.recordSize),

@@ -176,9 +176,3 @@ extension ShmStore {
 func _withBytes<R>(_ array: [UInt8], _ body: (UnsafeRawBufferPointer) throws(ShmError) -> R) throws(ShmError) -> R {
     try array.withUnsafeBytes { buffer in Result { () throws(ShmError) -> R in try body(buffer) } }.get()
 }
-
-@inline(__always)
-func _saturatingAdd(_ a: UInt64, _ b: UInt64) -> UInt64 {
-    let (sum, overflow) = a.addingReportingOverflow(b)
-    return overflow ? .max : sum
-}

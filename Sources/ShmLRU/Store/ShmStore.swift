@@ -70,7 +70,7 @@ import Glibc
 ///     try store.set("myObj", Person(name: "Tom", age: 10))
 ///     // any process
 ///     let peer = try ShmStore.attach(key: 0x5EED)
-///     try peer.withLock("myObj") { _ in
+///     try peer.withBlockingLock("myObj") { _ in
 ///         var tom = try peer.get("myObj", as: Person.self)!
 ///         tom.age += 1
 ///         try peer.set("myObj", tom)
@@ -206,14 +206,16 @@ public final class ShmStore: @unchecked Sendable {
 
     // MARK: Create
 
-    /// Creates a store: its store segment under `key`, and an LRU data segment
-    /// under a free random key.
+    /// Creates a store: its store segment under `key` (a free random key when
+    /// nil: read it back from `key` to hand to other processes), and an LRU data
+    /// segment under a free random key.
     ///
-    /// - Throws: `.exists` for a taken key; `.invalidSize` for a capacity, record
+    /// - Throws: `.exists` for a taken key (`open(key:configuration:)` attaches
+    ///   or replaces a stale one; `attach(key:)` attaches it); `.invalidSize` for a capacity, record
     ///   size or table size out of range; `.invalidArgument` for a max age that is
     ///   not positive or a probe limit outside 1...64.
     public static func create(
-        key: ShmKey, configuration: Configuration = Configuration(), permissions: UInt16 = 0o600,
+        key: ShmKey? = nil, configuration: Configuration = Configuration(), permissions: UInt16 = 0o600,
         persistent: Bool = false
     ) throws(ShmError) -> ShmStore {
         try _create(key: key, configuration: configuration, permissions: permissions, persistent: persistent, hash: nil)
@@ -229,10 +231,10 @@ public final class ShmStore: @unchecked Sendable {
 
     /// `create` with a replaceable hash function (tests force collisions with it).
     static func _create(
-        key: ShmKey, configuration: Configuration, permissions: UInt16, persistent: Bool,
+        key: ShmKey?, configuration: Configuration, permissions: UInt16, persistent: Bool,
         hash: (@Sendable (String) -> UInt32)?, lockHash: (@Sendable ([UInt8]) -> UInt64)? = nil
     ) throws(ShmError) -> ShmStore {
-        let operation = "ShmStore.create(key: \(key))"
+        let operation = "ShmStore.create(key: \(key.map { "\($0)" } ?? "nil"))"
         let c = configuration
         try _validateHandleOptions(lockTimeout: c.lockTimeout, operation)
         for (name, window) in [("negativeTTL", c.negativeTTL), ("staleIfError", c.staleIfError)] {
@@ -259,7 +261,15 @@ public final class ShmStore: @unchecked Sendable {
         guard c.capacity >= 1, c.capacity < _Layout.maxCapacity else {
             throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity - 1)")
         }
-        let region = try ShmRegion.create(key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
+        let region: ShmRegion
+        do {
+            region = try ShmRegion.create(key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
+        } catch where error.code == .exists {
+            throw ShmError(
+                .exists, operation, errno: error.errno,
+                detail: "a segment already has this key: ShmStore.open(key:configuration:) attaches it (or replaces a stale "
+                    + "store), ShmStore.attach(key:) attaches it as it is")
+        }
         let cache: ShmLRU
         do {
             cache = try ShmLRU.create(
@@ -272,7 +282,7 @@ public final class ShmStore: @unchecked Sendable {
             _ = try? region.detach()
             throw error
         }
-        _claim(cache, for: key)
+        _claim(cache, for: region.key)
         let s = _StoreSegment(base: region._attachment.base, layout: layout)
         s.store(_StoreLayout.H.version, _StoreLayout.version)
         s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))

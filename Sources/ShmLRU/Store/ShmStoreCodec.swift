@@ -36,3 +36,23 @@ public struct JSONStoreCodec: ShmStoreCodec {
         return try JSONDecoder().decode(type, from: data)
     }
 }
+
+// MARK: Bytes stay bytes
+
+/// The bytes to store for `value` when it is itself bytes (`[UInt8]` or `Data`):
+/// those are stored as they are, never through the codec (a JSON array would
+/// triple their size). nil for every other type.
+@inline(__always)
+func _rawBytes<Value>(_ value: Value) -> [UInt8]? {
+    if let bytes = value as? [UInt8] { return bytes }
+    if let data = value as? Data { return [UInt8](data) }
+    return nil
+}
+
+/// `bytes` as a `Value` that is itself bytes (`[UInt8]` or `Data`); nil for every other type.
+@inline(__always)
+func _fromRawBytes<Value>(_ bytes: [UInt8], as type: Value.Type) -> Value? {
+    if Value.self == [UInt8].self { return (bytes as! Value) }
+    if Value.self == Data.self { return (Data(bytes) as! Value) }
+    return nil
+}
