@@ -60,7 +60,7 @@ struct StoreRestoreCommand: ParsableCommand {
             if ShmRegion.exists(key: key) {
                 store = try openStore(key)
             } else {
-                do {
+                do throws(ShmError) {
                     store = try ShmStore.create(key: key, configuration: summary.configuration, persistent: true)
                     print("created  \(key)")
                 } catch { throw describe(error, key: key) }
