@@ -73,12 +73,14 @@ bench:
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench snapshot
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies --quick
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory --quick
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench snapshot --quick
 
 bench-policies:
 	$(SWIFT) build -c release --product ShmLRUBench

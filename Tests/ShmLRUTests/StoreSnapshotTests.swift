@@ -261,7 +261,7 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
             let ratio = { (hits: Int, of: Int) in Double(hits) / Double(of) }
             print(
                 "snapshot: warm-up \((warmed - started) / 1_000_000) ms, snapshot with 4 writers \((snapshotted - warmed) / 1_000_000) ms "
-                    + "(its own \(report.duration), \(report.retried) retried); "
+                    + "(its own \(report.duration), \(report.retried) retried, \(report.followed) followed); "
                     + "\(report.entries) entries; hit ratio before \(ratio(before.hits, measured)) (first 1000: \(ratio(before.firstHits, 1_000))), "
                     + "restored \(ratio(after.hits, measured)) (first 1000: \(ratio(after.firstHits, 1_000))), "
                     + "cold \(ratio(coldRun.hits, measured)) (first 1000: \(ratio(coldRun.firstHits, 1_000)))")

@@ -71,7 +71,7 @@ extension ShmStore {
         }
         return SnapshotReport(
             path: path, entries: written.entries, bytes: written.bytes + _SnapshotFormat.headerSize, payloadBytes: written.payloadBytes,
-            skippedExpired: written.skippedExpired, retried: written.retried,
+            skippedExpired: written.skippedExpired, retried: written.retried, followed: written.followed,
             duration: .nanoseconds(Int64(clamping: _monotonicNanoseconds() &- started)))
     }
 
@@ -104,6 +104,7 @@ extension ShmStore {
         var payloadBytes: Int
         var skippedExpired: Int
         var retried: Int
+        var followed: Int
         /// Bytes after the header (blocks and trailer).
         var bytes: Int
     }
@@ -113,7 +114,7 @@ extension ShmStore {
     func _writeSnapshot(_ operation: String, sink: ([UInt8]) throws(ShmError) -> Void) throws(ShmError) -> _SnapshotWritten {
         let writtenAt = _realtimeNanoseconds()
         var result = _SnapshotWritten(
-            header: _snapshotHeader(writtenAt: writtenAt), entries: 0, payloadBytes: 0, skippedExpired: 0, retried: 0, bytes: 0)
+            header: _snapshotHeader(writtenAt: writtenAt), entries: 0, payloadBytes: 0, skippedExpired: 0, retried: 0, followed: 0, bytes: 0)
         var running = _crc32cStart
         var blockIndex: UInt32 = 0
         var block: [UInt8] = []
@@ -131,11 +132,10 @@ extension ShmStore {
             block.removeAll(keepingCapacity: true)
             blockEntries = 0
         }
-        for candidate in _snapshotCandidates() {
-            guard cache._lockFreeView.isAttached else { throw ShmError(.detached, operation) }
-            switch try _snapshotCopy(slot: candidate.slot, retried: &result.retried, operation) {
-            case .entry(let entry):
-                guard seen.insert(entry.key).inserted else { continue }  // moved to a record met earlier
+        func take(_ read: _SnapshotRead) throws(ShmError) {
+            switch read {
+            case .entry(let entry, _):
+                guard seen.insert(entry.key).inserted else { return }  // met under another record already
                 if !block.isEmpty, block.count + entry.encodedSize > _SnapshotFormat.blockTarget { try flush() }
                 _SnapshotEncoder.append(entry, to: &block)
                 blockEntries += 1
@@ -144,7 +144,19 @@ extension ShmStore {
             case .expired:
                 result.skippedExpired += 1
             case .empty, .busy:
-                continue
+                return
+            }
+        }
+        for candidate in _snapshotCandidates() {
+            guard cache._lockFreeView.isAttached else { throw ShmError(.detached, operation) }
+            let read = try _snapshotCopy(slot: candidate.slot, retried: &result.retried, operation)
+            try take(read)
+            if case .entry(_, let hash) = read, hash == candidate.hash { continue }
+            if case .expired = read { continue }
+            // The record was freed or reused since pass 1: the entry it held may live on under its hash.
+            if let moved = _snapshotSlot(of: candidate.hash), moved != candidate.slot {
+                result.followed += 1
+                try take(try _snapshotCopy(slot: moved, retried: &result.retried, operation))
             }
         }
         try flush()

@@ -22,9 +22,12 @@ extension ShmStore {
         public var payloadBytes: Int
         /// Entries met expired and left out.
         public var skippedExpired: Int
-        /// Entries that moved while the snapshot copied them, met again under their
-        /// new record or copied under the data lock: counted, never written twice.
+        /// Records met while a writer changed them: copied again (after a few
+        /// tries, under the data lock for that record alone).
         public var retried: Int
+        /// Records freed or reused between the snapshot's listing and its copy, whose
+        /// entry was found again under its hash (an update writes a new record).
+        public var followed: Int
         /// The time the snapshot took, file written and synced.
         public var duration: Duration
     }

@@ -15,20 +15,24 @@ import Glibc
 // and after `attempts` tries copied under the data lock, for that one record: the
 // store never stops for the snapshot as a whole. A record reused by another key
 // between the passes is copied as it is now (its own key, its own value, each
-// whole); a key met twice (its value moved to a new record meanwhile) is written
-// once. Entries set after pass 1 looked at their record may be missed: the
+// whole), and the hash pass 1 saw there is looked up in the index: an update
+// writes its new value into another record (ShmLRU+Replace.swift), and the entry
+// is copied from there. A key met twice is written once. Entries set after pass 1 looked at their record may be missed: the
 // snapshot is of each entry at some instant while it ran, not of one instant.
 
 extension ShmStore {
     /// A live record seen by pass 1, and its rank (higher: more worth keeping).
     struct _SnapshotCandidate {
         var slot: UInt32
+        /// The record's hash then: if the record changed by pass 2, the index finds where that hash went.
+        var hash: UInt32
         var rank: UInt64
     }
 
     /// One record copied by pass 2.
     enum _SnapshotRead {
-        case entry(_SnapshotEntry)
+        /// A whole entry, and the hash its record was stored under.
+        case entry(_SnapshotEntry, hash: UInt32)
         /// Not live (freed since pass 1), or not a store record.
         case empty
         case expired
@@ -62,7 +66,9 @@ extension ShmStore {
         var slot: UInt32 = 0
         while let record = geometry.record(slot: slot) {
             let words = _RecordWords(record)
-            if words.meta >> 24 == _Layout.stateLive { result.append(_SnapshotCandidate(slot: slot, rank: _snapshotRank(words.stamp))) }
+            if words.meta >> 24 == _Layout.stateLive {
+                result.append(_SnapshotCandidate(slot: slot, hash: words.hash, rank: _snapshotRank(words.stamp)))
+            }
             slot &+= 1
         }
         result.sort { $0.rank > $1.rank }
@@ -93,6 +99,7 @@ extension ShmStore {
         let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
         let flags = cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self))
         let stamp = words.stamp
+        let hash = words.hash
         var key = [UInt8](repeating: 0, count: keyLength)
         if keyLength > 0 { key.withUnsafeMutableBytes { cshm_racy_copy($0.baseAddress, payload + _StoreLayout.P.key, keyLength) } }
         let view = _RecordView(
@@ -109,7 +116,23 @@ extension ShmStore {
         return .entry(
             _SnapshotEntry(
                 key: key, value: value, remaining: expiresAt == 0 ? 0 : min(expiresAt - now, UInt64(Int64.max)), maxAge: maxAge,
-                uses: _snapshotUses(stamp)))
+                uses: _snapshotUses(stamp)), hash: hash)
+    }
+
+    /// The slot of the live record stored under `hash` now, found through the
+    /// shared index without the lock (nil: none, or the index kept moving).
+    func _snapshotSlot(of hash: UInt32) -> UInt32? {
+        let probe = cache._lockFreeView.probe
+        for attempt in 0..<16 {
+            if attempt >= 8 { sched_yield() }
+            guard let snapshot = probe.indexSnapshot() else { continue }
+            switch probe.sight(hash) {
+            case .found(let sight): return sight.slot
+            case .absent: if probe.indexUnchanged(since: snapshot) { return nil }
+            case .contended: continue
+            }
+        }
+        return nil
     }
 
     /// Pass 2 for one record: lock-free attempts, then one copy under the data lock.
