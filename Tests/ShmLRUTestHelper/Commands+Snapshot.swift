@@ -6,7 +6,27 @@ import ShmLRUTestSupport
 let snapshotCommands: [String: HelperCommand] = [
     "store-zipf": storeZipf,
     "store-snapshot-loop": storeSnapshotLoop,
+    "store-rewrite": storeRewrite,
 ]
+
+/// store-rewrite KEY COUNT WRITER  → ready=1, then steps=…
+///
+/// Sets "k0" … "k<COUNT-1>" in turn, over and over, each to
+/// `zipfValue(name, writer: WRITER, step:)`, until the store holds "stop".
+func storeRewrite(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    let count: Int = try intArgument(arguments, 1, "COUNT")
+    let writer: Int = try intArgument(arguments, 2, "WRITER")
+    var step = 0
+    emit("ready", 1)
+    while true {
+        if step % 256 == 0, try store.contains("stop") { break }
+        let name = "k\(step % count)"
+        try store.set(name, bytes: zipfValue(name, writer: writer, step: step))
+        step += 1
+    }
+    emit("steps", step)
+}
 
 /// store-zipf KEY SEED KEYS WRITER MAX-OPS  → ready=1, then steps=… hits=… misses=…
 ///

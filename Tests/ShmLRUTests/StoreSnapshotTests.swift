@@ -271,6 +271,40 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
         }
     }
 
+    /// An update writes its value into another record (ShmLRU+Replace.swift): a
+    /// snapshot taken while two processes rewrite every key still holds every key
+    /// (followed through the index), each with a value it held.
+    @Test func aSnapshotWhileEveryKeyIsRewrittenHoldsEveryKey() throws {
+        try withSnapshotDirectory { directory in
+            let path = directory + "/store.snap"
+            try withStoreKey { key in
+                let count = 3_000
+                let store = try ShmStore.create(key: key, configuration: .init(capacity: count + 10, recordSize: 128))
+                for n in 0..<count { try store.set("k\(n)", bytes: zipfValue("k\(n)", writer: 0, step: n)) }
+                let writers = try (1...2).map { try spawnHelper(["store-rewrite", key.description, "\(count)", "\($0)"]) }
+                for writer in writers { #expect(writer.readLine() == "ready=1") }
+                usleep(100_000)
+                var reports: [ShmStore.SnapshotReport] = []
+                for _ in 0..<3 { reports.append(try store.snapshot(to: path)) }
+                try store.set("stop", bytes: [1])
+                for writer in writers {
+                    let run = writer.wait()
+                    #expect(run.status == 0, "\(run.errorOutput)")
+                }
+                print("snapshots while every key is rewritten: \(reports.map { "\($0.entries) entries, \($0.followed) followed" })")
+                for report in reports { #expect(report.entries == count) }
+                let target = uniqueKey()
+                defer { removeStore(target) }
+                let restored = try ShmStore.create(key: target, configuration: .init(capacity: count + 10, recordSize: 128))
+                #expect(try restored.restore(from: path).restored == count)
+                for n in 0..<count {
+                    let value = try #require(try restored.bytes("k\(n)"))
+                    #expect(decodeZipfValue(value, name: "k\(n)") != nil)
+                }
+            }
+        }
+    }
+
     /// Done-when 2: kill -9 at random moments during snapshots, 20 times: the
     /// latest snapshot is always whole, and the next snapshot clears the abandoned temporaries.
     @Test func killedSnapshotsNeverLeaveAnUnreadableLatestSnapshot() throws {
