@@ -112,7 +112,7 @@ extension ShmStore {
                 block = try reader.block(at: blocks[blockNumber].offset, index: UInt32(blockNumber), running: &ignored)
             } catch {
                 // The file changed under the restore: what was written stays; the rest is reported.
-                report.damage = SnapshotDamage(offset: error.offset, reason: error.reason + " (changed during the restore)", entriesBefore: 0)
+                report.damage = SnapshotDamage(offset: error.offset, reason: error.reason + " (changed during the restore)", entriesBefore: report.entriesInSnapshot)
                 report.skippedNoRoom += chosen[0...blockNumber].reduce(0) { $0 + $1.count }
                 break
             }

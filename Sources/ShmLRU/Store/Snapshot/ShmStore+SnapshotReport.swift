@@ -49,7 +49,7 @@ extension ShmStore {
     public struct RestoreReport: Sendable, Hashable {
         /// The snapshot file read.
         public var path: String
-        /// Entries the file holds (as its header says; those before the damage when damaged).
+        /// Entries read from the file (those before the damage when it is damaged).
         public var entriesInSnapshot: Int
         /// Entries written into the store.
         public var restored: Int
