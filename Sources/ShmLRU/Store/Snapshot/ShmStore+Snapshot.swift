@@ -1,3 +1,4 @@
+import CShm
 import Glibc
 
 // Warm restarts: `snapshot(to:)` writes a store's live entries to a file while the
