@@ -84,12 +84,14 @@ bench:
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench snapshot
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench --quick
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies --quick
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory --quick
+	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench snapshot --quick
 
 bench-policies:
 	$(SWIFT) build -c release --product ShmLRUBench
@@ -144,7 +146,8 @@ stress:
 
 # make fuzz: libFuzzer (swiftc -sanitize=fuzzer,address) over attach, verify() and
 # operations on mutated cache segments, and attach, listen, lock, set/get on mutated
-# store segments (header, lock table, waiter table, change log): the library's sources and Tests/Fuzz/FuzzEntry.swift
+# store segments (header, lock table, waiter table, change log), and restores of mutated snapshot files
+# (inputs starting with "P"): the library's sources and Tests/Fuzz/FuzzEntry.swift
 # compiled as one module. FUZZ_RUNS inputs; a crash or finding fails.
 # Default 150k, so that the whole target ends within 10 minutes on the 2-core VM
 # while other builds run: the compile takes ~2.5 min, and inputs run at ~440/s
@@ -162,6 +165,9 @@ fuzz:
 	@for i in 000 001 002 003 040 041 100 140 200 201 202 240 241 242; do printf "\\$$i" > $(FUZZ_DIR)/corpus/seed-$$i; done
 	@for i in 000 001 002 003 020; do printf "S\\$$i" > $(FUZZ_DIR)/corpus/seed-store-$$i; done; printf "S" > $(FUZZ_DIR)/corpus/seed-store
 	@for i in 000 001 002 003 020 040 050 140; do printf "M\\$$i" > $(FUZZ_DIR)/corpus/seed-memory-$$i; done
+	@# inputs starting with "P" are snapshot files (image 0-2, target bit 2, raw bit 7; then 4-byte patches: set, xor, cut, insert)
+	@for i in 000 001 002 004 005 006 200; do printf "P\\$$i" > $(FUZZ_DIR)/corpus/seed-snapshot-$$i; done
+	@printf "P\\001\\000\\100\\000\\377\\002\\000\\002\\000" > $(FUZZ_DIR)/corpus/seed-snapshot-patched
 	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}

@@ -20,6 +20,8 @@ if arguments.first == "worker" {
 if arguments.first == "replay" { exit(replayMain(arguments)) }  // Replay.swift
 if arguments.first == "policies" { exit(policyBenchMain(arguments)) }  // PolicyBench.swift
 if arguments.first == "memory" { exit(memoryBenchMain(arguments)) }  // MemoryBench.swift
+if arguments.first == "snapshot" { exit(snapshotBenchMain(arguments)) }  // SnapshotBench.swift
+if arguments.first == "snapshot-worker" { exit(snapshotWorkerMain(arguments)) }
 if arguments.first == "store-worker" { exit(storeWorkerMain(arguments)) }
 if arguments.first == "store-profile" {
     do { exit(try storeProfileMain(arguments)) } catch {

@@ -3,7 +3,8 @@ import ArgumentParser
 import Glibc
 import ShmLRU
 
-// store keys|get|set|rm-key|locks|listen: a ShmStore's entries, locks and changes.
+// store keys|get|set|rm-key|locks|listen: a ShmStore's entries, locks and changes
+// (snapshot|restore: Commands+Snapshot.swift).
 // Every command probes the store segment read-only first, so another program's
 // segment (or a cache) is reported and never locked or written.
 
@@ -18,7 +19,7 @@ struct StoreCommand: AsyncParsableCommand {
             """,
         subcommands: [
             StoreKeysCommand.self, StoreGetCommand.self, StoreSetCommand.self, StoreRemoveKeyCommand.self,
-            StoreLocksCommand.self, StoreListenCommand.self,
+            StoreLocksCommand.self, StoreListenCommand.self, StoreSnapshotCommand.self, StoreRestoreCommand.self,
         ])
 }
 

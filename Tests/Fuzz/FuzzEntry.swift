@@ -7,7 +7,8 @@
 // see _StoreCorruptionHarness) into a real SysV segment; for a cache, it copies one of its
 // valid cache images into a real SysV segment, corrupts it as the input says,
 // attaches, verifies, operates, repairs, and requires a clean verify() after the
-// repair. A finding aborts (libFuzzer saves the input); so does any crash, and
+// repair. Inputs starting with "P" are snapshot files restored into a store, every
+// restored value checked (_SnapshotCorruptionHarness). A finding aborts (libFuzzer saves the input); so does any crash, and
 // AddressSanitizer reports any access past the segment's real size (the slack
 // up to the page end is poisoned).
 import Glibc
@@ -28,6 +29,8 @@ nonisolated(unsafe) var fuzzHarness: _CorruptionHarness? = nil
 nonisolated(unsafe) var fuzzStoreHarness: _StoreCorruptionHarness? = nil
 /// A store sized by memory (value heap, spilled values): inputs starting with "M".
 nonisolated(unsafe) var fuzzMemoryStoreHarness: _StoreCorruptionHarness? = nil
+/// Snapshot files (the reader and restore): inputs starting with "P".
+nonisolated(unsafe) var fuzzSnapshotHarness: _SnapshotCorruptionHarness? = nil
 
 func makeFuzzStoreHarness(memory: Bool = false) -> _StoreCorruptionHarness {
     do {
@@ -57,10 +60,29 @@ func makeFuzzHarness() -> _CorruptionHarness {
 }
 
 /// Inputs whose first byte is "S" go to the store segment (the rest of the
-/// input, after that byte), "M" to a store sized by memory (value heap); the others to the cache segment (every bit of the
+/// input, after that byte), "M" to a store sized by memory (value heap), "P" to
+/// the snapshot reader and restore (_SnapshotCorruptionHarness: a valid snapshot
+/// image patched, or raw bytes); the others to the cache segment (every bit of the
 /// cache harness's first byte selects something, so the store takes one value).
 @_cdecl("LLVMFuzzerTestOneInput")
 public func shmlruFuzzOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    if size > 0, let data, data[0] == UInt8(ascii: "P") {
+        let harness: _SnapshotCorruptionHarness
+        if let existing = fuzzSnapshotHarness {
+            harness = existing
+        } else {
+            do { harness = try _SnapshotCorruptionHarness() } catch { fatalError("shmlru-fuzz: cannot set up the snapshot stores: \(error)") }
+            print("shmlru-fuzz: snapshot images of \(harness.images.map(\.count)) bytes")
+            fuzzSnapshotHarness = harness
+        }
+        do {
+            try harness.run(UnsafeRawBufferPointer(start: data + 1, count: size - 1))
+        } catch {
+            print("shmlru-fuzz: FINDING (snapshot): \(error)")
+            abort()
+        }
+        return 0
+    }
     if size > 0, let data, data[0] == UInt8(ascii: "S") || data[0] == UInt8(ascii: "M") {
         let memory = data[0] == UInt8(ascii: "M")
         let harness = (memory ? fuzzMemoryStoreHarness : fuzzStoreHarness) ?? makeFuzzStoreHarness(memory: memory)

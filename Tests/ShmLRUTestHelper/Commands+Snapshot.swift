@@ -1,0 +1,75 @@
+import Glibc
+import ShmLRU
+import ShmLRUTestSupport
+
+/// Commands for the snapshot tests (StoreSnapshotTests).
+let snapshotCommands: [String: HelperCommand] = [
+    "store-zipf": storeZipf,
+    "store-snapshot-loop": storeSnapshotLoop,
+    "store-rewrite": storeRewrite,
+]
+
+/// store-rewrite KEY COUNT WRITER  → ready=1, then steps=…
+///
+/// Sets "k0" … "k<COUNT-1>" in turn, over and over, each to
+/// `zipfValue(name, writer: WRITER, step:)`, until the store holds "stop".
+func storeRewrite(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    let count: Int = try intArgument(arguments, 1, "COUNT")
+    let writer: Int = try intArgument(arguments, 2, "WRITER")
+    var step = 0
+    emit("ready", 1)
+    while true {
+        if step % 256 == 0, try store.contains("stop") { break }
+        let name = "k\(step % count)"
+        try store.set(name, bytes: zipfValue(name, writer: writer, step: step))
+        step += 1
+    }
+    emit("steps", step)
+}
+
+/// store-zipf KEY SEED KEYS WRITER MAX-OPS  → ready=1, then steps=… hits=… misses=…
+///
+/// A read-through Zipf workload (exponent 0.9 over KEYS keys): get, and on a
+/// miss set `zipfValue(name, writer: WRITER, step:)`. Every value read must be
+/// whole and its key's. Runs until the store holds the key "stop" (looked at
+/// every 256 requests) or MAX-OPS requests.
+func storeZipf(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    let seed: UInt64 = try intArgument(arguments, 1, "SEED", as: UInt64.self)
+    let count: Int = try intArgument(arguments, 2, "KEYS")
+    let writer: Int = try intArgument(arguments, 3, "WRITER")
+    let maxOps: Int = try intArgument(arguments, 4, "MAX-OPS")
+    let keys = ZipfKeys(count: count, exponent: 0.9)
+    var random = SplitMix64(seed: seed)
+    var hits = 0, misses = 0, step = 0
+    emit("ready", 1)
+    while step < maxOps {
+        if step % 256 == 0, try store.contains("stop") { break }
+        let name = ZipfKeys.name(keys.next(&random))
+        if let value = try store.bytes(name) {
+            guard decodeZipfValue(value, name: name) != nil else { throw HelperFailure(message: "torn or foreign value for \(name)") }
+            hits += 1
+        } else {
+            misses += 1
+            try store.set(name, bytes: zipfValue(name, writer: writer, step: step))
+        }
+        step += 1
+    }
+    emit("steps", step)
+    emit("hits", hits)
+    emit("misses", misses)
+}
+
+/// store-snapshot-loop KEY FILE  → snapshot=N after each snapshot, forever (the test kills it).
+func storeSnapshotLoop(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    let file = try argument(arguments, 1, "FILE")
+    var n = 0
+    emit("ready", 1)
+    while true {
+        try store.snapshot(to: file)
+        n += 1
+        emit("snapshot", n)
+    }
+}
