@@ -1,3 +1,4 @@
+#if Lifecycle
 import Glibc
 import ServiceLifecycle
 import ShmLRU
@@ -74,3 +75,4 @@ public struct ShmSnapshotService: Service {
         }
     }
 }
+#endif  // Lifecycle

@@ -1,3 +1,4 @@
+#if CLI
 import ArgumentParser
 import Glibc
 import ShmLRU
@@ -77,3 +78,4 @@ struct StoreRestoreCommand: ParsableCommand {
         }
     }
 }
+#endif  // CLI

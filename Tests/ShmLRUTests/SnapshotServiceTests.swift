@@ -1,3 +1,4 @@
+#if Lifecycle
 import Glibc
 import Logging
 import ServiceLifecycle
@@ -76,3 +77,4 @@ private func removeSnapshot(_ path: String) {
         }
     }
 }
+#endif  // Lifecycle

@@ -369,7 +369,7 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
         print("snapshot mutations: \(rejected) rejected, \(damaged) restored up to the damage, \(whole) whole")
         #expect(rejected > 0 && damaged > 0)
     }
-
+    #if CLI
     @Test func cliSnapshotsAndRestores() throws {
         try withSnapshotDirectory { directory in
             let path = directory + "/store.snap"
@@ -397,6 +397,7 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
             #expect(run.status != 0 && run.errorOutput.contains("notFound"), "\(run.errorOutput)")
         }
     }
+    #endif
 }
 
 /// One seeded mutation of a snapshot file.
