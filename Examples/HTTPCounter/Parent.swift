@@ -2,8 +2,9 @@
 import Glibc
 import ShmLRU
 
-/// The store's configuration (every process opens or attaches the same).
-let storeConfiguration = ShmStore.Configuration(capacity: 64, recordSize: 128)
+/// The store's configuration (every process opens or attaches the same): the
+/// counter, the workers' start-up count, and the values of `/persist/:key`.
+let storeConfiguration = ShmStore.Configuration(capacity: 1024, recordSize: 256)
 
 /// Opens the store, starts the workers, waits for SIGTERM/SIGINT, stops them.
 func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
