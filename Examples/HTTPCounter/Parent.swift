@@ -42,7 +42,7 @@ func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
     }
     // Ready when every worker listens (each adds one to "listening").
     var waited = 0
-    while ((try? store.get("listening", as: Int.self)) ?? 0) ?? 0 < workers {
+    while ((try? store.get("listening", as: Int.self)) ?? 0) < workers {
         usleep(20_000)
         waited += 1
         var status: Int32 = 0

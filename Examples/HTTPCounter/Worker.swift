@@ -144,12 +144,16 @@ struct ReusePortServer<Responder: HTTPResponder>: Service where Responder.Contex
                 http.setup(channel: channel, logger: logger)
             }
         try onListening()
-        try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await http.handle(value: connection, logger: logger) }
+        await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                do {
+                    try await server.executeThenClose { inbound in
+                        for try await connection in inbound {
+                            group.addTask { await http.handle(value: connection, logger: logger) }
+                        }
                     }
+                } catch {
+                    logger.debug("accept: \(error)")  // the socket closed by a graceful shutdown ends here too
                 }
             }
         } onGracefulShutdown: {

@@ -78,7 +78,7 @@ public struct ShmCache: Cache, Sendable {
     public func get<T: Decodable>(_ key: String, as type: T.Type) -> EventLoopFuture<T?> {
         do {
             let value = try store.get(keyPrefix + key, as: T.self)
-            return eventLoop.makeSucceededFuture(_Handoff(value: value)).map { $0.value }
+            return eventLoop.makeSucceededFuture(_Handoff(value: value)).map(\.value)
         } catch {
             return eventLoop.makeFailedFuture(error)
         }

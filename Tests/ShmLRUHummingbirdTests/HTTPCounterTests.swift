@@ -4,6 +4,7 @@ import Glibc
 import ShmLRU
 import ShmLRUHummingbird
 import ShmLRUTestSupport
+import Synchronization
 import Testing
 
 /// Examples/HTTPCounter, the Router example: started as a real server of 3 worker
@@ -47,7 +48,7 @@ import Testing
         var pids: Set<Int32> = []
         for result in results.all {
             switch result {
-            case .success(let response):
+            case .success(let response)?:
                 #expect(response.status == 200, "\(response)")
                 let fields = response.body.split(separator: " ", omittingEmptySubsequences: true)
                 guard fields.count == 2, let count = Int(fields[0]), let pid = Int32(fields[1].dropLast()) else {
@@ -56,7 +57,7 @@ import Testing
                 }
                 counts.append(count)
                 pids.insert(pid)
-            case .failure(let error):
+            case .failure(let error)?:
                 Issue.record("request failed: \(error)")
             case nil:
                 Issue.record("a request was not sent")
@@ -99,24 +100,11 @@ import Testing
 }
 
 /// Results written by several threads, one slot each.
-final class Results: @unchecked Sendable {
-    private var slots: [Result<TestHTTPResponse, any Error>?]
-    private let lock = NSLockLite()
-    init(count: Int) { slots = Array(repeating: nil, count: count) }
-    func store(_ index: Int, _ result: Result<TestHTTPResponse, any Error>) { lock.with { slots[index] = result } }
-    var all: [Result<TestHTTPResponse, any Error>?] { lock.with { slots } }
-}
-
-/// A pthread mutex (no Foundation).
-final class NSLockLite: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func with<R>(_ body: () throws -> R) rethrows -> R {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
+final class Results: Sendable {
+    private let slots: Mutex<[Result<TestHTTPResponse, any Error>?]>
+    init(count: Int) { slots = Mutex(Array(repeating: nil, count: count)) }
+    func store(_ index: Int, _ result: Result<TestHTTPResponse, any Error>) { slots.withLock { $0[index] = result } }
+    var all: [Result<TestHTTPResponse, any Error>?] { slots.withLock { $0 } }
 }
 
 /// Runs blocking work (sockets, a child's output) on a Dispatch thread, not on
