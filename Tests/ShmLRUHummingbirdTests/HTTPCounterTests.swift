@@ -16,7 +16,7 @@ import Testing
     /// worker processes answered, `/count` and the parent's final `counter=` say N.
     /// A value PUT through one worker's PersistDriver is read by every worker and
     /// by this process's own driver; the stop leaves no process and no segment.
-    @Test(arguments: ["mutex", "update"])
+    @Test(arguments: ["mutex", "withLock", "update"])
     func workersShareTheCounterAndThePersistedValues(variant: String) async throws {
         let key = uniqueStoreKey()
         let port = try freeLoopbackPort()

@@ -1,5 +1,6 @@
 #if Vapor
 import Glibc
+import NIOPosix
 import ShmLRU
 import ShmLRUTestSupport
 import ShmLRUVapor
@@ -141,11 +142,22 @@ func addCacheRoutes(_ app: Application) {
     /// `req.cache` is the shared handle bound to the request's event loop: the
     /// same store object on every request, and no attach per request.
     @Test func requestCacheIsACheapHandle() async throws {
+        let elsewhere = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        do { try await cheapHandle(elsewhere) } catch {
+            try? await elsewhere.shutdownGracefully()
+            throw error
+        }
+        try await elsewhere.shutdownGracefully()
+    }
+
+    func cheapHandle(_ elsewhere: MultiThreadedEventLoopGroup) async throws {
         try await withCachedApp { app, store in
             app.get("handle") { req -> String in
                 guard let cache = req.cache as? ShmCache else { return "not a ShmCache: \(type(of: req.cache))" }
                 let sameStore = cache.store === (req.application.cache as? ShmCache)?.store
-                return "\(sameStore) \(cache.eventLoop === req.eventLoop) \(try store.cache.region.attachCount)"
+                // `for(request)` binds a cache made on another loop to the request's.
+                let bound = ShmCache(store: store, on: elsewhere.next()).for(req).eventLoop === req.eventLoop
+                return "\(sameStore) \(bound) \(try store.cache.region.attachCount)"
             }
             let attached = try store.cache.region.attachCount
             let tester = try app.testing()
