@@ -167,12 +167,15 @@ let package = Package(
             dependencies: [
                 "ShmLRU", "ShmLRUHummingbird", product("Hummingbird", "hummingbird", "Hummingbird"),
                 product("HummingbirdTesting", "hummingbird", "Hummingbird"),
+                // Spawned: the other process of the multi-process tests, and the Router example.
+                "ShmLRUTestSupport", "ShmLRUTestHelper", "HTTPCounter",
             ],
             swiftSettings: strict),
         .testTarget(
             name: "ShmLRUVaporTests",
             dependencies: [
                 "ShmLRU", "ShmLRUVapor", product("Vapor", "vapor", "Vapor"), product("VaporTesting", "vapor", "Vapor"),
+                "ShmLRUTestSupport", "ShmLRUTestHelper",  // the other process of the multi-process test
             ],
             swiftSettings: strict),
     ]

@@ -2,8 +2,9 @@
 import Glibc
 import ShmLRU
 
-/// The store's configuration (every process opens or attaches the same).
-let storeConfiguration = ShmStore.Configuration(capacity: 64, recordSize: 128)
+/// The store's configuration (every process opens or attaches the same): the
+/// counter, the workers' start-up count, and the values of `/persist/:key`.
+let storeConfiguration = ShmStore.Configuration(capacity: 1024, recordSize: 256)
 
 /// Opens the store, starts the workers, waits for SIGTERM/SIGINT, stops them.
 func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
@@ -41,7 +42,7 @@ func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
     }
     // Ready when every worker listens (each adds one to "listening").
     var waited = 0
-    while ((try? store.get("listening", as: Int.self)) ?? 0) ?? 0 < workers {
+    while ((try? store.get("listening", as: Int.self)) ?? 0) < workers {
         usleep(20_000)
         waited += 1
         var status: Int32 = 0

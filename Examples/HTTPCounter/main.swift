@@ -1,5 +1,6 @@
 #if Hummingbird
-// HTTPCounter: cluster-shared-memory's test server on ShmStore.
+// HTTPCounter: cluster-shared-memory's test server as a Hummingbird 2 Router on
+// ShmStore, served by N worker processes on one port.
 //
 //   HTTPCounter serve --variant mutex|withLock|update|none [--workers 4] [--port 8089] [--key 0x48545443]
 //       opens the store (ShmStore.open: a store left by a killed run is replaced),
@@ -8,11 +9,17 @@
 //       SIGINT stops them, prints `counter=N` and removes the store.
 //   HTTPCounter worker VARIANT PORT KEY      (started by serve)
 //
-// Every `GET /` adds one to the Int under "requestTimes" and answers the new count:
-//   mutex     under the key's lock, async (cluster-shared-memory's `mutex`)
-//   withLock  under the key's lock, blocking, reached through a synchronous helper
-//   update    ShmStore.update (the data lock alone, no per-key lock)
-//   none      get then set with no lock (loses updates: the baseline for speed)
+// Routes (Worker.swift, `makeRouter`):
+//   GET /                 adds one to the Int under "requestTimes", answers the new
+//                         count and the worker's PID (fixed width), the variant's way:
+//       mutex     under the key's lock, async (cluster-shared-memory's `mutex`)
+//       withLock  under the key's lock, blocking, reached through a synchronous helper
+//       update    ShmStore.update (the data lock alone, no per-key lock)
+//       none      get then set with no lock (loses updates: the baseline for speed)
+//   GET /count            the counter
+//   PUT /persist/:key     stores the body through the PersistDriver (?ttl=SECONDS)
+//   GET /persist/:key     the stored body (204 when absent or expired)
+//   DELETE /persist/:key  removes it
 import Glibc
 import ShmLRU
 
