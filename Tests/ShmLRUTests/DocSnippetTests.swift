@@ -114,10 +114,20 @@ private func compileAndRun(_ snippet: DocSnippet, run: Bool) throws {
     guard let file = fopen(source, "w") else { throw ShmError(.systemCall, "fopen(\(source))", errno: errno) }
     fputs(snippet.code + "\n", file)
     fclose(file)
-    let objects = (try SpawnedProcess("/usr/bin/find", [products + "/ShmLRU.build", "-name", "*.o"]).wait()).output
-        .split(separator: "\n").map(String.init)
+    // The package's modules the snippet imports, linked from their object files.
+    let imported = snippet.code.split(separator: "\n").compactMap { line -> String? in
+        line.hasPrefix("import ShmLRU") ? String(line.dropFirst("import ".count)).trimmingBlanks() : nil
+    }
+    var objects: [String] = []
+    for module in Set(imported + ["ShmLRU"]) {
+        objects += (try SpawnedProcess("/usr/bin/find", [products + "/\(module).build", "-name", "*.o"]).wait()).output
+            .split(separator: "\n").map(String.init)
+    }
+    if imported.contains("ShmLRURedis") { objects.append("-lhiredis") }
     let swiftc = (try? SpawnedProcess("/usr/bin/which", ["swiftc"]).wait())?.output.trimmingBlanks() ?? "swiftc"
-    var arguments = ["-swift-version", "6", "-I", products + "/Modules", "-I", root + "/Sources/CShm", source]
+    var arguments = [
+        "-swift-version", "6", "-I", products + "/Modules", "-I", root + "/Sources/CShm", "-I", root + "/Sources/CHiredis", source,
+    ]
     arguments += run ? objects + ["-o", directory + "/snippet"] : ["-typecheck"]
     let compiled = try SpawnedProcess(swiftc.isEmpty ? "/usr/bin/swiftc" : swiftc, arguments).wait()
     #expect(compiled.status == 0, "\(snippet) does not compile:\n\(compiled.errorOutput)\n--- the block:\n\(snippet.code)")
