@@ -42,10 +42,11 @@ public struct JSONStoreCodec: ShmStoreCodec {
 /// The bytes to store for `value` when it is itself bytes (`[UInt8]` or `Data`):
 /// those are stored as they are, never through the codec (a JSON array would
 /// triple their size). nil for every other type.
+/// (The type is compared, not cast: an empty `[Int]` casts to `[UInt8]`.)
 @inline(__always)
 func _rawBytes<Value>(_ value: Value) -> [UInt8]? {
-    if let bytes = value as? [UInt8] { return bytes }
-    if let data = value as? Data { return [UInt8](data) }
+    if Value.self == [UInt8].self { return (value as! [UInt8]) }
+    if Value.self == Data.self { return [UInt8](value as! Data) }
     return nil
 }
 
