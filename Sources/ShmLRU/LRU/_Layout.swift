@@ -117,9 +117,11 @@ struct _Layout: Equatable, Sendable {
     static let lengthMask: UInt32 = 0x00FF_FFFF
     /// Stamp bit 0: the record was used since it was last linked at the head.
     static let stampUsed: UInt64 = 1
-    /// S3-FIFO stamp bits: the 2-bit frequency and the small-queue bit.
-    static let stampFrequency: UInt64 = 3
-    static let stampSmall: UInt64 = 4
+    /// The stamp's low bits a policy may use (its own: Policy/); the time is above them.
+    static let stampPolicyBits: UInt64 = 7
+    /// S3-FIFO's stamp bits (`_S3FIFOPolicy`): the 2-bit frequency and the small-queue bit.
+    static var stampFrequency: UInt64 { _S3FIFOPolicy.frequency }
+    static var stampSmall: UInt64 { _S3FIFOPolicy.small }
     static let ghostWays = 4
     /// High half of `H.owner` for a ShmStore's data segment ("STOR").
     static let ownerTagStore: UInt64 = 0x5354_4F52 << 32
@@ -226,17 +228,10 @@ struct _Layout: Equatable, Sendable {
         self.policy = policy
         let indexEnd = _Layout.headerSize + indexSlots * 4
         ghostOffset = (indexEnd + 63) & ~63
-        if policy == .s3fifo {
-            smallTarget = capacity / 10
-            ghostLength = capacity * 9 / 10
-            var slots = 8
-            while slots < 2 * ghostLength { slots <<= 1 }  // at most half full
-            ghostSlots = slots
-        } else {
-            smallTarget = 0
-            ghostLength = 0
-            ghostSlots = 0
-        }
+        let area = _PolicyDispatch.area(policy, capacity: capacity)  // the policy's (Policy/)
+        smallTarget = area.smallTarget
+        ghostLength = area.ghostLength
+        ghostSlots = area.words
         recordsOffset = ghostOffset + ghostSlots * 8
         let (records, overflow1) = capacity.multipliedReportingOverflow(by: stride)
         let (total, overflow2) = recordsOffset.addingReportingOverflow(records)
@@ -251,7 +246,7 @@ struct _Layout: Equatable, Sendable {
         guard let one = _Layout(recordSize: recordSize, capacity: 1, indexKind: indexKind, policy: policy),
             byteCount >= one.totalSize
         else { return 0 }
-        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (policy == .s3fifo ? 16 : 0)
+        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (8 * _PolicyDispatch.area(policy, capacity: 1 << 20).words) >> 20
         var guess = min(maxCapacity, max(1, (byteCount - headerSize) / perRecord))
         while guess > 1,
             (_Layout(recordSize: recordSize, capacity: guess, indexKind: indexKind, policy: policy)?.totalSize ?? .max) > byteCount
@@ -280,10 +275,10 @@ struct _Layout: Equatable, Sendable {
     }
 
     /// The mask of a stamp's time bits under this layout's policy.
-    var stampTimeMask: UInt64 { policy == .s3fifo ? ~UInt64(7) : ~_Layout.stampUsed }
+    var stampTimeMask: UInt64 { _PolicyDispatch.timeMask(policy) }
     /// The mask of a stamp's use bits under this layout's policy: S3-FIFO's 2-bit
     /// frequency, else the used bit alone (bit 1 is then part of the time).
-    var stampMarkMask: UInt64 { policy == .s3fifo ? _Layout.stampFrequency : _Layout.stampUsed }
+    var stampMarkMask: UInt64 { _PolicyDispatch.markMask(policy) }
 
     var tagMask: UInt32 { indexBits >= 32 ? 0 : UInt32.max >> UInt32(indexBits) }
     var slotMask: UInt32 { indexBits >= 32 ? .max : (1 << UInt32(indexBits)) - 1 }

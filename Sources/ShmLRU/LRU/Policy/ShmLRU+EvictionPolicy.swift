@@ -1,0 +1,37 @@
+// The public name of each eviction policy and its code in the segment header
+// (`_Layout.H.policy`). A policy's behaviour lives in its own file in this
+// folder; `_PolicyDispatch.swift` says how to add one.
+
+extension ShmLRU {
+    /// How a full cache chooses what to evict. Chosen when the cache is created
+    /// and recorded in the segment: every handle uses the segment's policy.
+    public enum EvictionPolicy: String, Sendable, CaseIterable, Codable {
+        /// Least recently used (shm-typed-lru's model): exact with
+        /// `Promotion.onEveryRead`, CLOCK (second chance) with `.atMostEvery`.
+        case lru
+        /// SIEVE (Zhang et al., NSDI '24): a FIFO whose hand skips, and unmarks,
+        /// records read since it last passed. Hits set one bit, without the lock.
+        case sieve
+        /// S3-FIFO (Yang et al., SOSP '23): a small FIFO (10 %) that filters
+        /// one-hit wonders, a main FIFO with a 2-bit frequency, and a ghost FIFO of
+        /// recently evicted hashes. Hits bump the frequency, without the lock.
+        case s3fifo
+
+        /// The policy's code in the segment header.
+        var code: UInt32 {
+            switch self {
+            case .lru: 0
+            case .sieve: 1
+            case .s3fifo: 2
+            }
+        }
+
+        init?(code: UInt32) {
+            guard let policy = Self.allCases.first(where: { $0.code == code }) else { return nil }
+            self = policy
+        }
+    }
+
+    /// The segment's eviction policy.
+    public var policy: EvictionPolicy { _segment.layout.policy }
+}
