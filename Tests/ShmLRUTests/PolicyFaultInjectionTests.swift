@@ -4,8 +4,9 @@ import ShmLRU
 import ShmLRUTestSupport
 import Testing
 
-/// Issue 15: a helper SIGKILLed at named points inside SIEVE's and S3-FIFO's
-/// eviction (the hand's walk, a move between queues, the ghost insertion, the
+/// Issues 15 and 29: a helper SIGKILLed at named points inside SIEVE's, S3-FIFO's
+/// and TinyLFU's eviction (the hand's walk, a move between queues, the ghost
+/// insertion, TinyLFU's admission, the
 /// victim's detach and unlink, the age eviction, a repair's relinking): the next
 /// locker repairs, `verify()` is clean, every entry the victim was not evicting
 /// keeps its value, and the cache goes on evicting by its policy.
@@ -23,12 +24,15 @@ import Testing
         switch policy {
         case .sieve: cases += [(.sieveHand, .evictingInsert)]
         case .s3fifo: cases += [(.policyMoving, .evictingInsert), (.ghostInserted, .evictingInsert)]
+        // TinyLFU: record 1 (the window's only record, read twice) is admitted to the main queue
+        // against record 2: killed while it moves, and after it moved with 2 not yet evicted.
+        case .tinylfu: cases += [(.policyMoving, .evictingInsert), (.admitted, .evictingInsert)]
         case .lru: break
         }
         return cases
     }
 
-    @Test(arguments: [ShmLRU.EvictionPolicy.sieve, .s3fifo])
+    @Test(arguments: [ShmLRU.EvictionPolicy.sieve, .s3fifo, .tinylfu])
     func killInsideEvictionKeepsTheCacheWhole(policy: ShmLRU.EvictionPolicy) throws {
         var kills = 0
         for (point, scenario) in Self.cases(policy) {

@@ -16,6 +16,17 @@ extension ShmLRU {
         /// one-hit wonders, a main FIFO with a 2-bit frequency, and a ghost FIFO of
         /// recently evicted hashes. Hits bump the frequency, without the lock.
         case s3fifo
+        /// Adaptive W-TinyLFU (Einziger, Friedman, Manes, ACM ToS '17; Caffeine's
+        /// hill climber): a window FIFO (1 % to start) in front of a main FIFO with
+        /// a 2-bit frequency; a count-min sketch of hash frequencies in the segment
+        /// (8 to 16 bytes per record, aged every 10 x capacity additions) admits the
+        /// window's oldest record only if it is more frequent than the main queue's
+        /// victim; the window's size is tuned online by hill climbing on the hit
+        /// ratio. Hits bump the frequency, without the lock, as S3-FIFO's do.
+        case tinylfu
+
+        /// The policy `ShmStore` uses unless told otherwise.
+        public static let storeDefault: EvictionPolicy = .s3fifo
 
         /// The policy's code in the segment header.
         var code: UInt32 {
@@ -23,6 +34,7 @@ extension ShmLRU {
             case .lru: 0
             case .sieve: 1
             case .s3fifo: 2
+            case .tinylfu: 3
             }
         }
 

@@ -1,7 +1,7 @@
 import CShm
 
 // The policy room: one file per eviction policy (`_LRUPolicy`, `_SievePolicy`,
-// `_S3FIFOPolicy`), each an enum of static members with the same names, and this
+// `_S3FIFOPolicy`, `_TinyLFUPolicy`), each an enum of static members with the same names, and this
 // file, the one place that switches on the segment's policy. The rest of the
 // cache calls only the `ShmLRU` methods below.
 //
@@ -40,6 +40,7 @@ enum _PolicyDispatch {
         case .lru: _LRUPolicy.area(capacity: capacity)
         case .sieve: _SievePolicy.area(capacity: capacity)
         case .s3fifo: _S3FIFOPolicy.area(capacity: capacity)
+        case .tinylfu: _TinyLFUPolicy.area(capacity: capacity)
         }
     }
 
@@ -48,6 +49,7 @@ enum _PolicyDispatch {
         case .lru: _LRUPolicy.initialize(s)
         case .sieve: _SievePolicy.initialize(s)
         case .s3fifo: _S3FIFOPolicy.initialize(s)
+        case .tinylfu: _TinyLFUPolicy.initialize(s)
         }
     }
 
@@ -57,6 +59,7 @@ enum _PolicyDispatch {
         case .lru: _LRUPolicy.timeMask
         case .sieve: _SievePolicy.timeMask
         case .s3fifo: _S3FIFOPolicy.timeMask
+        case .tinylfu: _TinyLFUPolicy.timeMask
         }
     }
 
@@ -66,6 +69,7 @@ enum _PolicyDispatch {
         case .lru: _LRUPolicy.markMask
         case .sieve: _SievePolicy.markMask
         case .s3fifo: _S3FIFOPolicy.markMask
+        case .tinylfu: _TinyLFUPolicy.markMask
         }
     }
 
@@ -74,7 +78,7 @@ enum _PolicyDispatch {
     static func countsFrequency(_ policy: ShmLRU.EvictionPolicy) -> Bool {
         switch policy {
         case .lru, .sieve: false
-        case .s3fifo: true
+        case .s3fifo, .tinylfu: true
         }
     }
 
@@ -83,6 +87,7 @@ enum _PolicyDispatch {
         case .lru: _LRUPolicy.rebuildOrder(s, live)
         case .sieve: _SievePolicy.rebuildOrder(s, live)
         case .s3fifo: _S3FIFOPolicy.rebuildOrder(s, live)
+        case .tinylfu: _TinyLFUPolicy.rebuildOrder(s, live)
         }
     }
 
@@ -91,6 +96,7 @@ enum _PolicyDispatch {
         case .lru: _LRUPolicy.rebuilt(s, kept: kept)
         case .sieve: _SievePolicy.rebuilt(s, kept: kept)
         case .s3fifo: _S3FIFOPolicy.rebuilt(s, kept: kept)
+        case .tinylfu: _TinyLFUPolicy.rebuilt(s, kept: kept)
         }
     }
 }
@@ -103,6 +109,7 @@ extension ShmLRU {
         case .lru: try _LRUPolicy.link(self, slot, hash: hash, now: now)
         case .sieve: try _SievePolicy.link(self, slot, hash: hash, now: now)
         case .s3fifo: try _S3FIFOPolicy.link(self, slot, hash: hash, now: now)
+        case .tinylfu: try _TinyLFUPolicy.link(self, slot, hash: hash, now: now)
         }
     }
 
@@ -114,6 +121,7 @@ extension ShmLRU {
         case .lru: try _LRUPolicy.unlink(self, slot, prev: prev)
         case .sieve: try _SievePolicy.unlink(self, slot, prev: prev)
         case .s3fifo: try _S3FIFOPolicy.unlink(self, slot, prev: prev)
+        case .tinylfu: try _TinyLFUPolicy.unlink(self, slot, prev: prev)
         }
     }
 
@@ -127,6 +135,7 @@ extension ShmLRU {
         case .lru: try _LRUPolicy.selectVictim(self)
         case .sieve: try _SievePolicy.selectVictim(self)
         case .s3fifo: try _S3FIFOPolicy.selectVictim(self)
+        case .tinylfu: try _TinyLFUPolicy.selectVictim(self)
         }
     }
 
@@ -137,6 +146,7 @@ extension ShmLRU {
         case .lru: _LRUPolicy.evicting(self, slot)
         case .sieve: _SievePolicy.evicting(self, slot)
         case .s3fifo: _S3FIFOPolicy.evicting(self, slot)
+        case .tinylfu: _TinyLFUPolicy.evicting(self, slot)
         }
     }
 
@@ -147,6 +157,7 @@ extension ShmLRU {
         case .lru: _LRUPolicy.evicted(self)
         case .sieve: _SievePolicy.evicted(self)
         case .s3fifo: _S3FIFOPolicy.evicted(self)
+        case .tinylfu: _TinyLFUPolicy.evicted(self)
         }
     }
 
@@ -157,6 +168,7 @@ extension ShmLRU {
         case .lru: _LRUPolicy.replaced(self, old, with: fresh)
         case .sieve: _SievePolicy.replaced(self, old, with: fresh)
         case .s3fifo: _S3FIFOPolicy.replaced(self, old, with: fresh)
+        case .tinylfu: _TinyLFUPolicy.replaced(self, old, with: fresh)
         }
     }
 
@@ -166,6 +178,7 @@ extension ShmLRU {
         case .lru: _LRUPolicy.verify(self, order: order, into: &report)
         case .sieve: _SievePolicy.verify(self, order: order, into: &report)
         case .s3fifo: _S3FIFOPolicy.verify(self, order: order, into: &report)
+        case .tinylfu: _TinyLFUPolicy.verify(self, order: order, into: &report)
         }
     }
 
@@ -173,6 +186,7 @@ extension ShmLRU {
     /// touch of the record's stamp word. One branch on a Bool the handle holds.
     @inline(__always)
     func _touch(_ stampWord: UnsafeMutablePointer<UInt64>, stamp: UInt64, now: UInt64) {
+        // S3-FIFO's and TinyLFU's touch (the same frequency count: `_TinyLFUPolicy.touch`).
         if _countsFrequency { return _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: _promotionNanoseconds) }
         _LRUPolicy.touch(self, stampWord, stamp: stamp, now: now)  // SIEVE's touch is the same mark
     }
