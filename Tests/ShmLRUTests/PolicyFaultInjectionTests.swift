@@ -24,9 +24,10 @@ import Testing
         switch policy {
         case .sieve: cases += [(.sieveHand, .evictingInsert)]
         case .s3fifo: cases += [(.policyMoving, .evictingInsert), (.ghostInserted, .evictingInsert)]
-        // TinyLFU: record 1 (the window's only record, read twice) is admitted to the main queue
-        // against record 2: killed while it moves, and after it moved with 2 not yet evicted.
-        case .tinylfu: cases += [(.policyMoving, .evictingInsert), (.admitted, .evictingInsert)]
+        // TinyLFU: record 1 (the window's only record) loses its duel against record 2 (neither
+        // is in the sketch yet) and is the victim; its admission's kill points are in
+        // TinyLFUPolicyTests, which can make it the more frequent.
+        case .tinylfu: break
         case .lru: break
         }
         return cases
@@ -63,7 +64,7 @@ import Testing
                 var allowed: [UInt32: Set<UInt32?>] = [:]
                 for hash in prefill { allowed[hash] = [1] }
                 switch scenario {
-                case .evictingInsert: (allowed[2], allowed[100]) = ([nil, 1], [nil, 7])
+                case .evictingInsert: (allowed[policy == .tinylfu ? 1 : 2], allowed[100]) = ([nil, 1], [nil, 7])
                 case .insert: allowed[100] = [nil, 7]
                 case .evictBatch: for hash in prefill { allowed[hash] = [nil, 1] }  // any 3 of the oldest
                 case .repair: break

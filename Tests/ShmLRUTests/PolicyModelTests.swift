@@ -367,7 +367,6 @@ struct ReferenceTinyLFU: ReferencePolicy {
         var evicted: UInt32? = nil
         if count == capacity { evicted = evict() }
         climb()
-        increment(hash)
         if !evictedOnce && window.count >= target { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
         frequency[hash] = 0
         return evicted
@@ -380,7 +379,9 @@ struct ReferenceTinyLFU: ReferencePolicy {
         while true {
             if window.count > target, count > window.count, budget > 0 {
                 budget -= 1
-                main.insert(window.removeLast(), at: 0)
+                let moved = window.removeLast()
+                fold(moved)
+                main.insert(moved, at: 0)
                 continue
             }
             if window.isEmpty {
@@ -390,21 +391,30 @@ struct ReferenceTinyLFU: ReferencePolicy {
                 return victim
             }
             let candidate = window.last!
-            for _ in 0..<frequency[candidate]! { increment(candidate) }
-            frequency[candidate] = 0
             if !main.isEmpty {
                 let victim = mainVictim(&budget)
                 if estimate(candidate) > estimate(victim) {
                     main.removeLast()
-                    if window.count >= target { main.insert(window.removeLast(), at: 0) }  // else it stays in the window
+                    if window.count >= target {  // else it stays in the window
+                        window.removeLast()
+                        fold(candidate)
+                        main.insert(candidate, at: 0)
+                    }
                     frequency[victim] = nil
                     return victim
                 }
             }
             window.removeLast()
+            fold(candidate)
             frequency[candidate] = nil
             return candidate
         }
+    }
+
+    /// A record leaving the window (after its duel): its access and its hits there join the sketch.
+    mutating func fold(_ hash: UInt32) {
+        for _ in 0...frequency[hash]! { increment(hash) }
+        frequency[hash] = 0
     }
 
     /// The main queue's oldest record of frequency 0 (left in place), CLOCK-fashion.
@@ -444,9 +454,10 @@ struct ReferenceTinyLFU: ReferencePolicy {
 
     mutating func increment(_ hash: UInt32) {
         let spread = Self.spread(hash)
-        for i in 0..<4 {
+        let least = estimate(hash)
+        for i in 0..<4 where least < 15 {
             let (word, shift) = place(spread, i)
-            if (sketch[word] >> shift) & 15 != 15 { sketch[word] += 1 << shift }
+            if (sketch[word] >> shift) & 15 == least { sketch[word] += 1 << shift }
         }
         sketchAdds += 1
         if sketchAdds >= 10 * capacity {

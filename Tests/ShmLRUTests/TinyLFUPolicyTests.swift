@@ -23,16 +23,17 @@ import Testing
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
             for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
-            // The next increment (the helper's insert) is the one that ages the sketch.
-            cache._segment.sketchAdds = UInt32(_TinyLFUPolicy.sampleSize(20) - 1)
+            // The next increment (the helper's insert evicting the window's record, whose
+            // access then joins the sketch) is the one that ages it.
+            cache._segment.sketchAdds = UInt32(_TinyLFUPolicy.agingSize(20) - 1)
             let before = cache.stats.recoveries
             let run = try runHelper(["rel-op", key.description, "sketch.aging@1", "set", "100", "7", "40"])
             try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
             let report = try cache.verify()
             #expect(report.isClean, "\(report)")
             #expect(cache.stats.recoveries == before + 1)
-            // The insert had evicted record 1 (the window's candidate, no more frequent than
-            // record 2) and written record 100 in full: repair keeps a whole record.
+            // The insert was evicting record 1 (the window's candidate, no more frequent than
+            // record 2): repair keeps every whole record.
             for hash in UInt32(1)...20 {
                 let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
                 #expect(version == 1 || (version == nil && hash == 1), "hash \(hash) holds \(String(describing: version))")
@@ -43,6 +44,35 @@ import Testing
             #expect(cache.count == 20)
             #expect(try cache.verify().isClean)
             _ = try relCheckAllValues(cache, hashes: 512, "after the ageing kill")
+        }
+    }
+
+    /// Kills inside the admission: record 1 (the window's only record), counted
+    /// three times in the sketch, wins its duel against record 2 (the main
+    /// queue's victim) and moves to the main queue: killed while it moves
+    /// (unlinked, not relinked) and after it moved with 2 not yet evicted.
+    @Test(arguments: [_FaultInjection.Point.policyMoving, .admitted])
+    func aKillInsideTheAdmissionLeavesTheCacheWhole(point: _FaultInjection.Point) throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            try cache._withLock("test") { for _ in 0..<3 { _TinyLFUPolicy.increment(cache, 1) } }
+            #expect(_TinyLFUPolicy.estimate(cache._segment, 1) > _TinyLFUPolicy.estimate(cache._segment, 2))
+            let before = cache.stats.recoveries
+            let run = try runHelper(["rel-op", key.description, "\(point.rawValue)@1", "set", "100", "7", "40"])
+            try #require(run.status == 128 + SIGKILL, "\(point): not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+            let report = try cache.verify()
+            #expect(report.isClean, "\(point): \(report)")
+            #expect(cache.stats.recoveries == before + 1)
+            for hash in UInt32(1)...20 {
+                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+                #expect(version == 1, "\(point): hash \(hash) holds \(String(describing: version)) (nothing was evicted yet)")
+            }
+            #expect(try cache.bytes(100) == nil)
+            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
+            #expect(cache.count == 20)
+            #expect(try cache.verify().isClean)
+            _ = try relCheckAllValues(cache, hashes: 256, "\(point)")
         }
     }
 

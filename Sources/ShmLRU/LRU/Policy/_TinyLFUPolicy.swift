@@ -15,19 +15,21 @@ import CShm
 //
 // Hits are S3-FIFO's: one compare-and-swap of the stamp word adds one to the
 // record's 2-bit frequency (never a list move, never the sketch). Under the lock:
-//   link     the hash's sketch counters += 1 (a miss is an access); the new record
-//            joins the window (before the first eviction, a full window sends it to
-//            the main queue, as S3-FIFO does).
+//   link     the new record joins the window (before the first eviction, a full
+//            window sends it to the main queue, as S3-FIFO does).
 //   evict    window records above the target move to the main queue, unfiltered
 //            (the target shrank). Then every eviction is a duel, as Caffeine's: the
-//            window's oldest record W (its hits, the frequency bits, added to the
-//            sketch and cleared) against the main victim M, the main queue's oldest
+//            window's oldest record W against the main victim M, the main queue's oldest
 //            record of frequency 0 (CLOCK: one of frequency f >= 1 goes back to the
 //            main queue's head with f - 1, and its sketch counters += 1). If the
 //            sketch estimates W above M, M is evicted and W stays (in the window
 //            while it is below its target, which so grows; else it joins the main
 //            queue); else W is evicted (ties keep M: a scan's one-time keys never
 //            displace the main queue). An empty window gives M; an empty main queue W.
+//            A record leaving the window (evicted, or to the main queue) adds its
+//            access and its hits there (the frequency bits, then cleared) to the
+//            sketch, after the duel (as libCacheSim's W-TinyLFU): both sides of a
+//            duel count earlier accesses only.
 //   climb    every `sampleSize` reads (the segment's hit and miss counts), the hit
 //            ratio of the sample against the previous one decides the step: the
 //            same direction if it did not fall, else the other; a change of 5 % or
@@ -37,8 +39,9 @@ import CShm
 // The sketch: `words` (a power of two >= the capacity, >= 8) UInt64 words after
 // the index (the layout's policy area, `ghostOffset`/`ghostSlots`), each 16
 // 4-bit counters, so 8 to 16 bytes per record (1M records: 8 MiB). A hash's four
-// counters lie in one 64-byte block; the estimate is their minimum. After
-// `sampleSize` = 10 x capacity increments every counter halves (ageing). Any
+// counters lie in one 64-byte block; the estimate is their minimum, and an
+// increment adds one to those equal to it (conservative update). After
+// `agingSize` = 10 x capacity increments every counter halves (ageing). Any
 // content is a valid hint: verify does not check it and a repair leaves it.
 //
 // Header words (line 5, under the lock): the window target, the sketch's
@@ -80,8 +83,11 @@ enum _TinyLFUPolicy {
     }
 
     static func initialStep(_ capacity: Int) -> Double { 0.0625 * Double(capacity) }
-    /// Reads per climb sample, and sketch increments per ageing.
+    /// Reads per climb sample.
     static func sampleSize(_ capacity: Int) -> Int { 10 * capacity }
+    /// Sketch increments per ageing (Caffeine's; libCacheSim's W-TinyLFU ages every
+    /// 32 x: measured here, that forgets too slowly on recency-heavy traces).
+    static func agingSize(_ capacity: Int) -> Int { 10 * capacity }
     static func maxWindow(_ capacity: Int) -> Int { capacity * 8 / 10 }
 
     /// The window target in force: the header's, within [1, capacity] (a window
@@ -96,7 +102,6 @@ enum _TinyLFUPolicy {
     static func link(_ c: ShmLRU, _ slot: UInt32, hash: UInt32, now: UInt64) throws(ShmError) {
         let s = c._segment
         climb(s)
-        increment(c, hash)
         let toMain = s.s3Evicted == 0 && Int(s.smallCount) >= target(s)
         s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, (now & timeMask) | (toMain ? 0 : window))
         c._fault(.setWritten)
@@ -131,27 +136,18 @@ enum _TinyLFUPolicy {
             if windowCount > windowTarget, count > windowCount, budget > 0 {
                 budget -= 1
                 let last = try windowTail(c)
-                try toMain(c, last, stamp: s.stamp(last) & ~window)
+                try toMain(c, last, stamp: fold(c, last) & ~window)
                 continue
             }
             if windowCount == 0 { return try mainVictim(c, budget: &budget) }
             let candidate = try windowTail(c)
-            let stamp = s.stamp(candidate)
-            var hits = stamp & frequency
-            if hits > 0 {
-                s.store64(s.layout.recordOffset(candidate) &+ _Layout.R.stamp, stamp & ~frequency)
-                while hits > 0 {
-                    increment(c, s.hash(candidate))
-                    hits -= 1
-                }
-            }
             if count == windowCount { return candidate }
             let victim = try mainVictim(c, budget: &budget)
             guard estimate(s, s.hash(candidate)) > estimate(s, s.hash(victim)) else { return candidate }
             // The candidate stays. Below the target it stays in the window (which grows
             // by the new record), else it joins the main queue.
             if windowCount >= windowTarget {
-                try toMain(c, candidate, stamp: s.stamp(candidate) & ~window)
+                try toMain(c, candidate, stamp: fold(c, candidate) & ~window)
                 c._fault(.admitted)
             }
             return victim
@@ -196,9 +192,29 @@ enum _TinyLFUPolicy {
         }
     }
 
-    /// Before the victim is detached: from now on new records join the window.
+    /// A record leaving the window (to the main queue, or evicted): its access,
+    /// and its hits while there, join the sketch. After the duel, never before
+    /// it (as libCacheSim's W-TinyLFU): the candidate's estimate and the main
+    /// victim's then both count earlier accesses alone. Returns its stamp with
+    /// the frequency cleared (written).
     @inline(__always)
-    static func evicting(_ c: ShmLRU, _ slot: UInt32) { c._segment.s3Evicted = 1 }
+    static func fold(_ c: ShmLRU, _ slot: UInt32) -> UInt64 {
+        let s = c._segment
+        let stamp = s.stamp(slot)
+        let hash = s.hash(slot)
+        for _ in 0...(stamp & frequency) { increment(c, hash) }
+        let cleared = stamp & ~frequency
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, cleared)
+        return cleared
+    }
+
+    /// Before the victim is detached: a window record's accesses join the
+    /// sketch; from now on new records join the window.
+    @inline(__always)
+    static func evicting(_ c: ShmLRU, _ slot: UInt32) {
+        if c._segment.stamp(slot) & window != 0 { _ = fold(c, slot) }
+        c._segment.s3Evicted = 1
+    }
     @inline(__always) static func evicted(_ c: ShmLRU) {}
 
     // MARK: Lock-free
@@ -254,19 +270,23 @@ enum _TinyLFUPolicy {
         return (s.u64(s.layout.ghostOffset &+ word &* 8), ((byte >> 1) & 15) &* 4)
     }
 
-    /// Adds one to the hash's four counters (saturating at 15); every
-    /// `sampleSize` increments, halves every counter.
+    /// Adds one to the least of the hash's four counters (conservative update:
+    /// those equal to the estimate; saturating at 15); every `agingSize`
+    /// increments, halves every counter.
     static func increment(_ c: ShmLRU, _ hash: UInt32) {
         let s = c._segment
         guard s.layout.ghostSlots >= 8 else { return }
         let spread = spread(hash)
-        for i in 0..<4 {
-            let (word, shift) = counter(s, spread, i)
-            let value = cshm_load_relaxed_u64(word)
-            if (value >> shift) & 15 != 15 { cshm_store_relaxed_u64(word, value &+ (1 << shift)) }
+        let least = estimate(s, hash)
+        if least < 15 {
+            for i in 0..<4 {
+                let (word, shift) = counter(s, spread, i)
+                let value = cshm_load_relaxed_u64(word)
+                if (value >> shift) & 15 == least { cshm_store_relaxed_u64(word, value &+ (1 << shift)) }
+            }
         }
         let adds = Int(s.sketchAdds) + 1
-        if adds >= sampleSize(s.layout.capacity) {
+        if adds >= agingSize(s.layout.capacity) {
             age(c)
             s.sketchAdds = UInt32(adds / 2)
         } else {
