@@ -74,15 +74,29 @@ example-http:
 # JSON in $$BENCH_JSON (default bench-results.json), an SVG chart in $$BENCH_SVG
 # (default bench-results.svg). bench-quick: fewer runs and operations (< 1 minute).
 # Then the eviction policies' section (Sources/ShmLRUBench/PolicyBench.swift): miss
-# ratios on synthetic traces, next to libCacheSim's when `make bench-venv` was run,
+# ratios on synthetic traces and on the real traces in $$SHMLRU_TRACES, next to
+# libCacheSim's (LRU, ARC, SIEVE, S3-FIFO, W-TinyLFU) when `make bench-venv` was run,
 # and each policy's hit throughput. bench-policies runs that section alone.
+#
+# Real traces are not in the repository and `make bench` fetches nothing: set
+# SHMLRU_TRACES to a directory of them; the table lists those present, each read
+# in the format its file name says (Sources/ShmLRUBench/Replay.swift: .be32 / .be64
+# Caffeine's 32- and 64-bit big-endian key streams, .lirs LIRS text,
+# .oracleGeneral.bin and .csv libCacheSim's). The set measured for issue 29:
+#   git clone https://github.com/ben-manes/caffeine; R=simulator/src/main/resources/com/github/benmanes/caffeine/cache/simulator/parser
+#   xz -dc $$R/cache2k/web07.trace.xz > web07.be32              (web; and orm-busy: database ORM, cache2k)
+#   xz -dc $$R/scarab/scarab-recs.trace.xz > scarab-recs.be64   (recommendations)
+#   xz -dc $$R/cloud_physics/w106.trace.xz > w106.be32          (block I/O)
+#   gzip -dc $$R/lirs/loop.trace.gz > loop.lirs                 (and 2_pools, sprite, multi2)
+#   https://github.com/1a1a11a/libCacheSim data/: cloudPhysicsIO.oracleGeneral.bin, cloudPhysicsIO.csv
+# then: make bench SHMLRU_TRACES=/path/to/traces
 # Last, the store sized by memory (Sources/ShmLRUBench/MemoryBench.swift): memory
 # efficiency under log-uniform 64 B–64 KiB churn, a 1 MiB get against memcpy, and
 # 200-byte gets against the record-sized store, each marked met or missed.
 bench:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
-	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
+	SHMLRU_TRACES=$(SHMLRU_TRACES) $$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench snapshot
 
@@ -95,14 +109,15 @@ bench-quick:
 
 bench-policies:
 	$(SWIFT) build -c release --product ShmLRUBench
-	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
+	SHMLRU_TRACES=$(SHMLRU_TRACES) $$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 
-# The bench's optional reference: libCacheSim (PyPI) in a venv of its own. Neither
-# the library nor `make test` needs Python.
+# The bench's optional reference: libCacheSim (PyPI), pinned, in a venv of its own.
+# Neither the library nor `make test` needs Python.
 BENCH_VENV ?= .bench-venv
+LIBCACHESIM_VERSION = 0.3.5
 bench-venv:
 	python3 -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/pip install --quiet libcachesim
+	$(BENCH_VENV)/bin/pip install --quiet libcachesim==$(LIBCACHESIM_VERSION)
 
 # A near-cache hit vs a Redis GET round trip on loopback, same run (issue 17).
 bench-redis:

@@ -2,6 +2,7 @@
 // over the same flat array, and ShmLRU in its two promotion modes. Each exposes
 // the three operations of the timed loops; the loops (Loops.swift) are generic
 // over them and specialised per store, so a store costs only its own work.
+import Glibc
 import ShmLRU
 
 /// What the timed loops call. `index` is the record index (the floor's slot),
@@ -162,5 +163,7 @@ struct LRUStore: BenchStore {
 func lruOptions(_ kind: StoreKind, intervalNanoseconds: Int64) -> ShmLRU.Options {
     var options = ShmLRU.Options()
     if kind == .lruInterval { options.promotion = .atMostEvery(.nanoseconds(intervalNanoseconds)) }
+    // PROFILE_POLICY (profile only): the eviction policy, for a profiler's count of its hit path.
+    if let name = getenv("PROFILE_POLICY").map({ String(cString: $0) }) { options.policy = ShmLRU.EvictionPolicy(rawValue: name) }
     return options
 }

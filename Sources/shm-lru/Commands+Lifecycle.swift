@@ -30,7 +30,7 @@ struct CreateCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Where the hash map lives: shared (in the segment) or processLocal.", valueName: "kind"))
     var index: String = "shared"
 
-    @Option(help: ArgumentHelp("The eviction policy: lru, sieve or s3fifo.", valueName: "name"))
+    @Option(help: ArgumentHelp("The eviction policy: lru, sieve, s3fifo or tinylfu.", valueName: "name"))
     var policy: String = "lru"
 
     @Option(help: ArgumentHelp("The segment's permission bits, in octal.", valueName: "octal"))
@@ -38,7 +38,7 @@ struct CreateCommand: ParsableCommand {
 
     func validate() throws {
         guard ShmLRU.IndexKind(rawValue: index) != nil else { throw ValidationError("--index must be shared or processLocal") }
-        guard ShmLRU.EvictionPolicy(rawValue: policy) != nil else { throw ValidationError("--policy must be lru, sieve or s3fifo") }
+        guard ShmLRU.EvictionPolicy(rawValue: policy) != nil else { throw ValidationError("--policy must be lru, sieve, s3fifo or tinylfu") }
         guard let bits = UInt16(mode, radix: 8), bits <= 0o777 else { throw ValidationError("--mode must be octal, 0 to 777") }
         guard recordSize >= 1 else { throw ValidationError("--record-size must be 1 or more") }
         guard capacity >= 1 else { throw ValidationError("--capacity must be 1 or more") }

@@ -3,8 +3,8 @@ import Glibc
 import ShmLRUTestSupport
 import Testing
 
-/// Issue 15, model-based: SIEVE and S3-FIFO replayed against reference
-/// implementations written here (plain arrays, newest first), over random gets
+/// Issues 15 and 29, model-based: SIEVE, S3-FIFO and adaptive W-TinyLFU replayed
+/// against reference implementations written here (plain arrays, newest first), over random gets
 /// (a miss sets, as a cache's user does), sets, updates and removes. Both
 /// policies are deterministic in one process, so every decision must match: each
 /// get's hit or miss, each insert's evicted hash, the count and the eviction
@@ -29,6 +29,13 @@ import Testing
         Config(policy: .s3fifo, capacity: 1, hashRange: 4, operations: 50_000, seed: 5),
         Config(policy: .sieve, index: .processLocal, capacity: 20, hashRange: 50, operations: 100_000, seed: 6),
         Config(policy: .s3fifo, index: .processLocal, capacity: 30, hashRange: 90, operations: 100_000, seed: 7),
+        // TinyLFU: the sketch's ageing (every 500 increments at 50 records) and the climber's samples
+        // (every 500 reads) both come round hundreds of times; the edges as above.
+        Config(policy: .tinylfu, capacity: 50, hashRange: 120, operations: 1_000_000, seed: 8),
+        Config(policy: .tinylfu, capacity: 200, hashRange: 700, operations: 1_000_000, seed: 9),
+        Config(policy: .tinylfu, capacity: 7, hashRange: 20, operations: 100_000, seed: 10),
+        Config(policy: .tinylfu, capacity: 1, hashRange: 4, operations: 50_000, seed: 11),
+        Config(policy: .tinylfu, index: .processLocal, capacity: 30, hashRange: 90, operations: 100_000, seed: 12),
     ]
 
     @Test(arguments: configs)
@@ -40,7 +47,13 @@ import Testing
             defer { _ = try? cache.detach() }
             #expect(cache.policy == config.policy)
             var reference: any ReferencePolicy =
-                config.policy == .sieve ? ReferenceSIEVE(capacity: config.capacity) : ReferenceS3FIFO(capacity: config.capacity)
+                switch config.policy {
+                case .sieve: ReferenceSIEVE(capacity: config.capacity)
+                case .s3fifo: ReferenceS3FIFO(capacity: config.capacity)
+                case .tinylfu: ReferenceTinyLFU(capacity: config.capacity)
+                case .lru: preconditionFailure("no LRU model here")
+                }
+            var windowTargets = Set<Int>()
             var rng = SplitMix64(seed: config.seed)
             var evictions = 0
             var hits = 0
@@ -82,6 +95,12 @@ import Testing
                     let report = try cache.verify()
                     if !report.isClean { mismatch = "verify(): \(report)" }
                 }
+                if let tiny = reference as? ReferenceTinyLFU {
+                    windowTargets.insert(tiny.windowTarget)
+                    if Int(cache._segment.windowTarget) != tiny.windowTarget {
+                        mismatch = (mismatch ?? "") + " window target \(cache._segment.windowTarget), reference \(tiny.windowTarget)"
+                    }
+                }
                 if let mismatch {
                     Issue.record("\(config.testDescription): step \(step): \(mismatch)")
                     return
@@ -92,6 +111,11 @@ import Testing
             #expect(evictions > config.operations / 20)
             #expect(hits > config.operations / 20)
             if config.policy == .s3fifo, config.capacity >= 10 { #expect(cache.stats.promotions > 100) }
+            // TinyLFU: the climber moved the window (several sizes seen) and admissions happened.
+            if config.policy == .tinylfu, config.capacity >= 50 {
+                #expect(windowTargets.count >= 3, "window targets seen: \(windowTargets.sorted())")
+                #expect(cache.stats.promotions > 100)
+            }
         }
     }
 
@@ -287,5 +311,179 @@ struct ReferenceS3FIFO: ReferencePolicy {
             }
         }
         ghost[chosen!] = (hash, ghostClock)
+    }
+}
+
+/// Adaptive W-TinyLFU as Policy/_TinyLFUPolicy.swift's notes describe it, written
+/// again with plain arrays (newest first): a window FIFO and a main FIFO, the
+/// 2-bit frequency, a count-min sketch (its own copy of the hashing, the counter
+/// placement and the ageing), the admission of the window's oldest record against
+/// the main queue's CLOCK victim, and the hill climber fed with the reads' hit and
+/// miss counts (the cache's statistics, which a single handle publishes whenever
+/// it takes the lock: before every insert, all reads so far).
+struct ReferenceTinyLFU: ReferencePolicy {
+    let capacity: Int
+    var window: [UInt32] = []
+    var main: [UInt32] = []
+    var frequency: [UInt32: Int] = [:]
+    var evictedOnce = false
+    var sketch: [UInt64]
+    var sketchAdds = 0
+    var windowTarget: Int
+    var step: Float
+    var previousRate: UInt32 = 0
+    var hits: UInt64 = 0
+    var misses: UInt64 = 0
+    var sampleHits: UInt64 = 0
+    var sampleMisses: UInt64 = 0
+
+    init(capacity: Int) {
+        self.capacity = capacity
+        var words = 8
+        while words < capacity { words <<= 1 }
+        sketch = Array(repeating: 0, count: words)
+        windowTarget = capacity / 100
+        step = Float(0.0625 * Double(capacity))
+    }
+
+    var count: Int { window.count + main.count }
+    func contains(_ hash: UInt32) -> Bool { frequency[hash] != nil }
+
+    mutating func get(_ hash: UInt32) -> Bool {
+        guard contains(hash) else {
+            misses += 1
+            return false
+        }
+        hits += 1
+        touch(hash)
+        return true
+    }
+    mutating func touch(_ hash: UInt32) { frequency[hash] = min(frequency[hash]! + 1, 3) }
+
+    var target: Int { min(max(windowTarget, 1), capacity) }
+    var maxWindow: Int { capacity * 8 / 10 }
+
+    mutating func insert(_ hash: UInt32) -> UInt32? {
+        var evicted: UInt32? = nil
+        if count == capacity { evicted = evict() }
+        climb()
+        if !evictedOnce && window.count >= target { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
+        frequency[hash] = 0
+        return evicted
+    }
+
+    mutating func evict() -> UInt32 {
+        evictedOnce = true
+        var budget = 4 * capacity + 8
+        let target = target
+        while true {
+            if window.count > target, count > window.count, budget > 0 {
+                budget -= 1
+                let moved = window.removeLast()
+                fold(moved)
+                main.insert(moved, at: 0)
+                continue
+            }
+            if window.isEmpty {
+                let victim = mainVictim(&budget)
+                main.removeLast()
+                frequency[victim] = nil
+                return victim
+            }
+            let candidate = window.last!
+            if !main.isEmpty {
+                let victim = mainVictim(&budget)
+                if estimate(candidate) > estimate(victim) {
+                    main.removeLast()
+                    if window.count >= target {  // else it stays in the window
+                        window.removeLast()
+                        fold(candidate)
+                        main.insert(candidate, at: 0)
+                    }
+                    frequency[victim] = nil
+                    return victim
+                }
+            }
+            window.removeLast()
+            fold(candidate)
+            frequency[candidate] = nil
+            return candidate
+        }
+    }
+
+    /// A record leaving the window (after its duel): its access and its hits there join the sketch.
+    mutating func fold(_ hash: UInt32) {
+        for _ in 0...frequency[hash]! { increment(hash) }
+        frequency[hash] = 0
+    }
+
+    /// The main queue's oldest record of frequency 0 (left in place), CLOCK-fashion.
+    mutating func mainVictim(_ budget: inout Int) -> UInt32 {
+        while true {
+            let last = main.last!
+            let f = frequency[last]!
+            guard f >= 1, budget > 0 else { return last }
+            budget -= 1
+            increment(last)
+            main.removeLast()
+            main.insert(last, at: 0)
+            frequency[last] = f - 1
+        }
+    }
+
+    mutating func remove(_ hash: UInt32) -> Bool {
+        guard contains(hash) else { return false }
+        if let i = window.firstIndex(of: hash) { window.remove(at: i) } else { main.remove(at: main.firstIndex(of: hash)!) }
+        frequency[hash] = nil
+        return true
+    }
+
+    // The sketch.
+    static func spread(_ hash: UInt32) -> UInt64 {
+        var z = UInt64(hash) &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    func place(_ spread: UInt64, _ i: Int) -> (word: Int, shift: UInt64) {
+        let block = Int((spread >> 32) & UInt64(sketch.count / 8 - 1)) * 8
+        let byte = (spread >> UInt64(i * 8)) & 0xFF
+        return (block + i * 2 + Int(byte & 1), ((byte >> 1) & 15) * 4)
+    }
+
+    mutating func increment(_ hash: UInt32) {
+        let spread = Self.spread(hash)
+        let least = estimate(hash)
+        for i in 0..<4 where least < 15 {
+            let (word, shift) = place(spread, i)
+            if (sketch[word] >> shift) & 15 == least { sketch[word] += 1 << shift }
+        }
+        sketchAdds += 1
+        if sketchAdds >= 10 * capacity {
+            for i in sketch.indices { sketch[i] = (sketch[i] >> 1) & 0x7777_7777_7777_7777 }
+            sketchAdds /= 2
+        }
+    }
+
+    func estimate(_ hash: UInt32) -> UInt64 {
+        let spread = Self.spread(hash)
+        return (0..<4).map { i in let (word, shift) = place(spread, i); return (sketch[word] >> shift) & 15 }.min()!
+    }
+
+    // The hill climber.
+    mutating func climb() {
+        let h = hits - sampleHits
+        let m = misses - sampleMisses
+        guard h + m >= UInt64(10 * capacity) else { return }
+        let rate = Double(h) / Double(h + m)
+        let change = rate - Double(previousRate) / Double(1 << 24)
+        let amount = change >= 0 ? Double(step) : -Double(step)
+        let next = abs(change) >= 0.05 ? 0.0625 * Double(capacity) * (amount >= 0 ? 1 : -1) : 0.98 * amount
+        previousRate = UInt32(rate * Double(1 << 24))
+        step = Float(next)
+        sampleHits = hits
+        sampleMisses = misses
+        windowTarget = min(max(windowTarget + Int(amount.rounded(.towardZero)), 0), maxWindow)
     }
 }

@@ -130,10 +130,10 @@ extension ShmLRU {
 
     /// Evicts `victim`, which `_selectVictim()` returned under this same lock.
     func _evictSelected(_ victim: UInt32, reused: Bool = false) throws(ShmError) -> (slot: UInt32, hash: UInt32) {
-        _noteEviction(victim)
+        _noteEvicting(victim)
         let hash = try _detachRecord(victim, indexPosition: nil, reused: reused)
         _segment.bumpStat(_Layout.H.statEvictions)
-        if _segment.layout.policy == .lru { _prefetchNextVictim() }
+        _noteEvicted()
         return (victim, hash)
     }
 
@@ -160,20 +160,5 @@ extension ShmLRU {
             offset &+= 64
         }
         if end > 1 { cshm_prefetch(payload + (end &- 1)) }
-    }
-
-    /// If the live record `slot` is marked used, moves it to the head, unmarked,
-    /// and returns true (under the lock).
-    @inline(__always)
-    func _secondChance(_ slot: UInt32) throws(ShmError) -> Bool {
-        let s = _segment
-        let stamp = s.stamp(slot)
-        guard s.isMarkedUsed(stamp: stamp) else { return false }
-        try _unlink(slot)
-        _fault(.policyMoving)
-        try _linkAtHead(slot)
-        s.setStamp(slot, stamp)  // clears the mark
-        s.bumpStat(_Layout.H.statPromotions)
-        return true
     }
 }

@@ -3,7 +3,7 @@ import Synchronization
 
 // Promotion: what a use of a record does to its place in the eviction order.
 // Exact LRU (`.onEveryRead`) moves the record to the head under the lock;
-// interval promotion, SIEVE and S3-FIFO only mark it (one store into the
+// interval promotion, SIEVE and S3-FIFO only mark it (the policy's `touch`, Policy/) (one store into the
 // record's own header line, lock-free on a hit), and eviction reads the marks.
 
 extension ShmLRU {
@@ -66,16 +66,12 @@ extension ShmLRU {
 
     @inline(__always)
     func _markIfStale(_ slot: UInt32, stamp: UInt64, now: UInt64) {
-        if _isS3FIFO { return _s3Touch(_segment.u64(_segment.layout.recordOffset(slot) &+ _Layout.R.stamp), stamp: stamp, now: now) }
-        if let time = _markUse(stamp: stamp, now: now) { _segment.markUsed(slot, now: time) }
+        _touch(_segment.u64(_segment.layout.recordOffset(slot) &+ _Layout.R.stamp), stamp: stamp, now: now)
     }
 
     /// The same, for a record found by the lock-free read (no slot arithmetic).
     @inline(__always)
     func _markIfStale(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
-        if _isS3FIFO { return _s3Touch((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), stamp: stamp, now: now) }
-        if let time = _markUse(stamp: stamp, now: now) {
-            cshm_store_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), time | _Layout.stampUsed)
-        }
+        _touch((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), stamp: stamp, now: now)
     }
 }

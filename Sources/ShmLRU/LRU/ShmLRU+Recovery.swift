@@ -48,12 +48,8 @@ extension ShmLRU {
             }
         }
         live.sort { $0.stamp != $1.stamp ? $0.stamp > $1.stamp : $0.slot < $1.slot }
-        // S3-FIFO: the small queue first (its records' stamps say so), then the main queue.
-        let s3fifo = s.layout.policy == .s3fifo
-        if s3fifo {
-            let small = live.filter { s.stamp($0.slot) & _Layout.stampSmall != 0 }
-            live = small + live.filter { s.stamp($0.slot) & _Layout.stampSmall == 0 }
-        }
+        // The policy's order (S3-FIFO: the small queue first, by its records' stamps).
+        live = _PolicyDispatch.rebuildOrder(s, live)
 
         // Index first (deduplicating), then the lists.
         _sharedIndex?.removeAll()
@@ -85,10 +81,7 @@ extension ShmLRU {
         s.head = kept.first ?? _Layout.none
         s.tail = kept.last ?? _Layout.none
         s.count = UInt32(kept.count)
-        let smallKept = s3fifo ? kept.prefix { s.stamp($0) & _Layout.stampSmall != 0 } : []
-        s.smallCount = UInt32(smallKept.count)
-        s.smallTail = smallKept.last ?? _Layout.none
-        s.sieveHand = _Layout.none  // the next SIEVE eviction starts at the tail
+        _PolicyDispatch.rebuilt(s, kept: kept)  // the policy's words (SIEVE's hand at the tail, S3-FIFO's small queue)
         _fault(.repairFreeing)
 
         freeSlots.sort(by: >)

@@ -28,8 +28,8 @@ extension ShmLRU {
         // It takes the old record's place in the list and its policy bits (use
         // mark, S3-FIFO frequency and queue), stamped after the old one's last use,
         // so that a repair that finds both complete keeps this one.
-        let policyBits = s.stamp(old) & (_Layout.stampFrequency | _Layout.stampSmall)
-        let time = max(_monotonicNanoseconds(), s.lastUse(old) &+ 8) & ~(_Layout.stampFrequency | _Layout.stampSmall)
+        let policyBits = s.stamp(old) & _Layout.stampPolicyBits
+        let time = max(_monotonicNanoseconds(), s.lastUse(old) &+ 8) & ~_Layout.stampPolicyBits
         s.writeRecord(fresh, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(fresh, s.shareKey(old))
         s.store64(s.layout.recordOffset(fresh) &+ _Layout.R.stamp, time | policyBits)
@@ -60,7 +60,7 @@ extension ShmLRU {
 
 extension ShmLRU {
     /// Puts `fresh` (on no list) where `old` stands in the LRU list and takes
-    /// `old` off it; SIEVE's hand and S3-FIFO's small-queue tail follow. Every
+    /// `old` off it; the policy's words follow (`_noteReplaced`: SIEVE's hand, S3-FIFO's small-queue tail). Every
     /// link is checked before it is followed.
     func _spliceReplacing(_ old: UInt32, with fresh: UInt32) throws(ShmError) {
         let s = _segment
@@ -87,7 +87,6 @@ extension ShmLRU {
         }
         s.setPrev(old, _Layout.none)
         s.setNext(old, _Layout.none)
-        if s.sieveHand == old { s.sieveHand = fresh }
-        if s.smallTail == old { s.smallTail = fresh }
+        _noteReplaced(old, with: fresh)
     }
 }

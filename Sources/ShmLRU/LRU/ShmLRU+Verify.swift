@@ -58,10 +58,7 @@ extension ShmLRU {
 
         // Forward walk.
         let lru = _LockedHandle(cache: self)
-        let s3fifo = s.layout.policy == .s3fifo
-        var smallSeen = 0
-        var lastSmall = _Layout.none
-        var mainSeen = false
+        var order: [UInt32] = []
         var hashes = Set<UInt32>()
         var previous = _Layout.none
         var forward = 0
@@ -78,15 +75,7 @@ extension ShmLRU {
             if s.length(meta: meta) > recordSize { report.add("record \(slot) claims \(s.length(meta: meta)) bytes") }
             if cshm_load_relaxed_u32(s.seqPointer(slot)) & 1 != 0 { report.add("record \(slot) was left half-written") }
             if s.prev(slot) != previous { report.add("record \(slot).prev is \(s.prev(slot)), expected \(previous)") }
-            if s3fifo {
-                if s.stamp(slot) & _Layout.stampSmall != 0 {
-                    if mainSeen { report.add("small-queue record \(slot) follows a main-queue record") }
-                    smallSeen += 1
-                    lastSmall = slot
-                } else {
-                    mainSeen = true
-                }
-            }
+            order.append(slot)
             if !hashes.insert(s.hash(slot)).inserted, indexKind == .shared {
                 report.add("hash \(s.hash(slot)) is live twice")
             }
@@ -97,18 +86,7 @@ extension ShmLRU {
         report.liveRecords = forward
         if s.tail != previous { report.add("tail is \(s.tail), the forward walk ends at \(previous)") }
         if Int(s.count) != forward { report.add("count is \(s.count), the LRU list holds \(forward)") }
-        switch s.layout.policy {
-        case .lru:
-            break
-        case .sieve:
-            let hand = s.sieveHand
-            if hand != _Layout.none, !(s.isSlot(hand) && seen[Int(hand)] == 1) {
-                report.add("SIEVE hand \(hand) is not a record on the list")
-            }
-        case .s3fifo:
-            if Int(s.smallCount) != smallSeen { report.add("small-queue count is \(s.smallCount), the list holds \(smallSeen)") }
-            if s.smallTail != lastSmall { report.add("small-queue tail is \(s.smallTail), the list's last small record \(lastSmall)") }
-        }
+        _verifyPolicy(order: order, into: &report)
 
         // Backward walk.
         var backward = 0

@@ -108,8 +108,9 @@ public final class ShmLRU: @unchecked Sendable {
     let _promotionNanoseconds: UInt64
     /// Exact LRU: a use moves the record to the head, under the lock.
     let _exactLRU: Bool
-    /// S3-FIFO: a use bumps the record's frequency (see `_s3Touch`).
-    let _isS3FIFO: Bool
+    /// The policy's hit counts a frequency (S3-FIFO) rather than marking CLOCK's
+    /// bit (`_PolicyDispatch.countsFrequency`): the hit path's one policy branch.
+    let _countsFrequency: Bool
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
     /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
@@ -165,7 +166,7 @@ public final class ShmLRU: @unchecked Sendable {
             _localIndex = _LocalIndex(segment: segment)
         }
         _probe = _Probe(table: _sharedIndex ?? _localIndex!.table, segment: segment)
-        _isS3FIFO = layout.policy == .s3fifo
+        _countsFrequency = _PolicyDispatch.countsFrequency(layout.policy)
         switch options.promotion {
         case .onEveryRead:
             // SIEVE and S3-FIFO read without the lock whenever the index is shared.
@@ -285,8 +286,7 @@ public final class ShmLRU: @unchecked Sendable {
         segment.freeHead = _Layout.none
         segment.head = _Layout.none
         segment.tail = _Layout.none
-        segment.sieveHand = _Layout.none
-        segment.smallTail = _Layout.none
+        _PolicyDispatch.initialize(segment)
         segment.store64(_Layout.H.createdAt, _monotonicNanoseconds())
         _SegmentLock.initialize(at: segment.lock)
         // Publish: the magic goes last, with release ordering, so an attacher that

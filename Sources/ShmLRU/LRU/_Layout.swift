@@ -2,12 +2,12 @@
 //
 //  byte 0                                                           segment end
 //  +--------------+-------------------------+---------------------+-----------------------------+
-//  | header 512 B | index: UInt32 x slots   | ghost: UInt64 x     | records: capacity x stride  |
-//  |              |                         |   ghostSlots        |                             |
+//  | header 512 B | index: UInt32 x slots   | policy area: UInt64 | records: capacity x stride  |
+//  |              |                         |   x ghostSlots      |                             |
 //  +--------------+-------------------------+---------------------+-----------------------------+
 //                 ^ indexOffset (0 bytes    ^ ghostOffset         ^ recordsOffset (64-aligned)
 //                   for a process-local       (64-aligned; 0 bytes
-//                   index)                     unless the policy is S3-FIFO)
+//                   index)                     unless S3-FIFO's ghost or TinyLFU's sketch)
 //
 //  Header (each line of 64 bytes has one writer pattern, to keep false sharing off
 //  the read path):
@@ -29,12 +29,16 @@
 //            and whether S3-FIFO has evicted yet
 //   line 3   index sequence: odd while the index is being reshaped (a reader that
 //            misses while it moved retries)
-//   line 4-5 statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
+//   line 4   statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
 //            promotions, hits, misses (hits and misses: each handle adds its own
 //            counts when it next takes the lock; wrapping)
-//   line 6   immutable after init: eviction policy (0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO),
-//            ghost offset and slots, the S3-FIFO small queue's target size and the
-//            ghost FIFO's length
+//   line 5   TinyLFU's adaptive state, written under the lock: the window target,
+//            the sketch's increments since its ageing, the hill climber's step, last
+//            hit ratio and the hit and miss totals when its sample began (zero else)
+//   line 6   immutable after init: eviction policy (0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO,
+//            3 TinyLFU), the policy area's offset and words (S3-FIFO's ghost, TinyLFU's
+//            sketch), the small queue's (window's first) target size and the ghost
+//            FIFO's length
 //   line 7   owner (UInt64 at 448): 0, or "STOR" << 32 | the key of the ShmStore
 //            whose data segment this is (ShmStore checks it before using or
 //            removing it); the rest reserved (zero)
@@ -88,6 +92,17 @@
 //          queue's last record with frequency f >= 1 moves to the main queue's head
 //          with min(f, 3) - 1, else is evicted.
 //
+//   TinyLFU (adaptive W-TinyLFU, Policy/_TinyLFUPolicy.swift) S3-FIFO's list, words and
+//          stamp bits, its small queue being the window: new records join the window;
+//          the window's oldest record joins the main queue only if the sketch counts
+//          its hash more often than the main queue's victim's, else it is evicted; the
+//          window's target moves by hill climbing on the hit ratio (line 5).
+//
+//  Sketch (TinyLFU only, in the policy area): a power of two >= capacity (>= 8) of
+//  UInt64 words, each 16 4-bit counters; a hash's 4 counters lie in one 64-byte block
+//  computed from the hash alone; all halve every 10 x capacity increments. Any
+//  content is a valid hint.
+//
 //  Ghost (S3-FIFO only): a FIFO of the hashes of the last `ghostLength` records
 //  evicted from the small queue, kept as a 4-way set-associative table of UInt64
 //  entries `hash << 32 | tick`, where tick is the ghost clock (header) after the
@@ -117,9 +132,11 @@ struct _Layout: Equatable, Sendable {
     static let lengthMask: UInt32 = 0x00FF_FFFF
     /// Stamp bit 0: the record was used since it was last linked at the head.
     static let stampUsed: UInt64 = 1
-    /// S3-FIFO stamp bits: the 2-bit frequency and the small-queue bit.
-    static let stampFrequency: UInt64 = 3
-    static let stampSmall: UInt64 = 4
+    /// The stamp's low bits a policy may use (its own: Policy/); the time is above them.
+    static let stampPolicyBits: UInt64 = 7
+    /// S3-FIFO's stamp bits (`_S3FIFOPolicy`): the 2-bit frequency and the small-queue bit.
+    static var stampFrequency: UInt64 { _S3FIFOPolicy.frequency }
+    static var stampSmall: UInt64 { _S3FIFOPolicy.small }
     static let ghostWays = 4
     /// High half of `H.owner` for a ShmStore's data segment ("STOR").
     static let ownerTagStore: UInt64 = 0x5354_4F52 << 32
@@ -167,8 +184,15 @@ struct _Layout: Equatable, Sendable {
         static let statPromotions = 296
         static let statHits = 304
         static let statMisses = 312
-        static let policy = 384  // 0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO
-        static let ghostSlots = 388  // UInt32 entries of 8 bytes; 0 unless S3-FIFO
+        // Line 5: TinyLFU's adaptive state (under the lock; see _TinyLFUPolicy).
+        static let windowTarget = 320  // TinyLFU: the window's target size (the climber moves it)
+        static let sketchAdds = 324  // TinyLFU: sketch increments since its last ageing
+        static let climbStep = 328  // TinyLFU: the climber's step, a Float32's bits
+        static let climbRate = 332  // TinyLFU: the previous sample's hit ratio x 2^24
+        static let climbHits = 336  // UInt64: TinyLFU: statHits when the sample began
+        static let climbMisses = 344  // UInt64: TinyLFU: statMisses when the sample began
+        static let policy = 384  // 0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO, 3 TinyLFU
+        static let ghostSlots = 388  // UInt32: the policy area's 8-byte words (S3-FIFO ghost, TinyLFU sketch); else 0
         static let ghostOffset = 392  // UInt64
         static let smallTarget = 400  // S3-FIFO: the small queue's share of the capacity
         static let ghostLength = 404  // S3-FIFO: hashes the ghost FIFO remembers
@@ -226,17 +250,10 @@ struct _Layout: Equatable, Sendable {
         self.policy = policy
         let indexEnd = _Layout.headerSize + indexSlots * 4
         ghostOffset = (indexEnd + 63) & ~63
-        if policy == .s3fifo {
-            smallTarget = capacity / 10
-            ghostLength = capacity * 9 / 10
-            var slots = 8
-            while slots < 2 * ghostLength { slots <<= 1 }  // at most half full
-            ghostSlots = slots
-        } else {
-            smallTarget = 0
-            ghostLength = 0
-            ghostSlots = 0
-        }
+        let area = _PolicyDispatch.area(policy, capacity: capacity)  // the policy's (Policy/)
+        smallTarget = area.smallTarget
+        ghostLength = area.ghostLength
+        ghostSlots = area.words
         recordsOffset = ghostOffset + ghostSlots * 8
         let (records, overflow1) = capacity.multipliedReportingOverflow(by: stride)
         let (total, overflow2) = recordsOffset.addingReportingOverflow(records)
@@ -251,7 +268,7 @@ struct _Layout: Equatable, Sendable {
         guard let one = _Layout(recordSize: recordSize, capacity: 1, indexKind: indexKind, policy: policy),
             byteCount >= one.totalSize
         else { return 0 }
-        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (policy == .s3fifo ? 16 : 0)
+        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (8 * _PolicyDispatch.area(policy, capacity: 1 << 20).words) >> 20
         var guess = min(maxCapacity, max(1, (byteCount - headerSize) / perRecord))
         while guess > 1,
             (_Layout(recordSize: recordSize, capacity: guess, indexKind: indexKind, policy: policy)?.totalSize ?? .max) > byteCount
@@ -280,10 +297,10 @@ struct _Layout: Equatable, Sendable {
     }
 
     /// The mask of a stamp's time bits under this layout's policy.
-    var stampTimeMask: UInt64 { policy == .s3fifo ? ~UInt64(7) : ~_Layout.stampUsed }
+    var stampTimeMask: UInt64 { _PolicyDispatch.timeMask(policy) }
     /// The mask of a stamp's use bits under this layout's policy: S3-FIFO's 2-bit
     /// frequency, else the used bit alone (bit 1 is then part of the time).
-    var stampMarkMask: UInt64 { policy == .s3fifo ? _Layout.stampFrequency : _Layout.stampUsed }
+    var stampMarkMask: UInt64 { _PolicyDispatch.markMask(policy) }
 
     var tagMask: UInt32 { indexBits >= 32 ? 0 : UInt32.max >> UInt32(indexBits) }
     var slotMask: UInt32 { indexBits >= 32 ? .max : (1 << UInt32(indexBits)) - 1 }

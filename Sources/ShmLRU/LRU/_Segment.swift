@@ -152,10 +152,5 @@ struct _ListState {
     var freeHead: Int { _Layout.H.freeHead }
     var head: Int { _Layout.H.lruHead }
     var tail: Int { _Layout.H.lruTail }
-    // The eviction policies' (ShmLRU+Policy.swift).
-    var sieveHand: Int { _Layout.H.sieveHand }
-    var smallTail: Int { _Layout.H.smallTail }
-    var smallCount: Int { _Layout.H.smallCount }
-    var ghostClock: Int { _Layout.H.ghostClock }
-    var s3Evicted: Int { _Layout.H.s3Evicted }
+    // The eviction policies' words: in their files (Policy/), as extensions.
 }

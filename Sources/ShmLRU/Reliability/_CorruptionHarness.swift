@@ -48,6 +48,7 @@ package final class _CorruptionHarness {
         let plans: [(recordSize: Int, index: ShmLRU.IndexKind, fill: Double, slack: Int, policy: ShmLRU.EvictionPolicy)] = [
             (24, .shared, 0.8, 5, .lru), (24, .processLocal, 0.8, 3, .lru), (40, .shared, 1.5, 0, .lru), (8, .shared, 0.5, 40, .lru),
             (24, .shared, 1.5, 0, .sieve), (16, .shared, 2.5, 0, .s3fifo), (24, .processLocal, 1.5, 2, .s3fifo),
+            (16, .shared, 2.5, 0, .tinylfu),
         ]
         for plan in plans {
             base.initializeMemory(as: UInt8.self, repeating: 0, count: size)
@@ -178,7 +179,8 @@ package final class _CorruptionHarness {
         case 2:  // a list head or count
             let fields = [
                 _Layout.H.lruHead, _Layout.H.lruTail, _Layout.H.freeHead, _Layout.H.count, _Layout.H.freeCount, _Layout.H.highWater,
-                _Layout.H.sieveHand, _Layout.H.smallTail, _Layout.H.smallCount, _Layout.H.ghostClock,
+                _Layout.H.sieveHand, _Layout.H.smallTail, _Layout.H.smallCount, _Layout.H.ghostClock, _Layout.H.windowTarget,
+                _Layout.H.sketchAdds, _Layout.H.climbStep, _Layout.H.climbRate,
             ]
             put(fields[place % fields.count], value)
         case 3:  // a record's state and length, hash or sequence

@@ -58,6 +58,10 @@ package final class _FaultInjection: Sendable {
         case sieveHand = "sieve.hand"
         /// S3-FIFO eviction: a hash is written into the ghost, the victim not yet detached.
         case ghostInserted = "ghost.inserted"
+        /// TinyLFU eviction: the window's candidate joined the main queue, the main queue's victim not yet detached.
+        case admitted = "tinylfu.admitted"
+        /// TinyLFU: half the sketch's words halved (ageing), the rest not.
+        case sketchAging = "sketch.aging"
         /// A process-local index rebuild (attach, reloadIndex) half done.
         case reloadPartial = "reload.partial"
         /// Repair: the index is cleared, the lists not yet rebuilt.

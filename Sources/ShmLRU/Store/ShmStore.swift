@@ -100,8 +100,9 @@ public final class ShmStore: @unchecked Sendable {
         public var probeLimit: Int
         /// How a full store chooses the entry to evict (recorded in the data segment;
         /// attach takes the segment's). See `ShmLRU.EvictionPolicy`. The default,
-        /// S3-FIFO, missed least of every policy on every trace the bench replays,
-        /// and its hits take no lock.
+        /// `ShmLRU.EvictionPolicy.storeDefault` (S3-FIFO), missed least of this
+        /// library's policies on most of the synthetic and real traces the bench
+        /// replays (README, "Eviction policies"), and its hits take no lock.
         public var policy: ShmLRU.EvictionPolicy
         /// When a get moves its entry towards the head of the LRU list. With
         /// `.atMostEvery` (the default) store reads take no lock (see
@@ -128,7 +129,7 @@ public final class ShmStore: @unchecked Sendable {
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
             whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
-            changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .s3fifo,
+            changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .storeDefault,
             promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1)), negativeTTL: Duration? = nil, staleIfError: Duration? = nil,
             lockTimeout: Duration? = ShmStore.defaultLockTimeout
         ) {

@@ -1,0 +1,347 @@
+import CShm
+
+// Adaptive W-TinyLFU (after Einziger, Friedman, Manes, "TinyLFU", ACM ToS '17,
+// and Caffeine's hill-climbing window), shaped for lock-free hits: a window FIFO
+// and a main FIFO in the one list (the window first, as S3-FIFO's small queue,
+// whose words, stamp bits and links it shares), a count-min sketch of hash
+// frequencies in the segment that decides which of the window's oldest record
+// and the main queue's victim stays, and a window size tuned online by hill
+// climbing on the observed hit ratio.
+//
+//   head                 smallTail                                    tail
+//    | window (stamp bit 2) |  main queue (bit 2 clear)                 |
+//    [w]->[w]-> ... ->[w] ---->[m]->[m]->  ...                    ->[m]
+//    ^ new records       ^ the candidate   ^ admitted candidates       ^ the main victim
+//
+// Hits are S3-FIFO's: one compare-and-swap of the stamp word adds one to the
+// record's 2-bit frequency (never a list move, never the sketch). Under the lock:
+//   link     the new record joins the window (before the first eviction, a full
+//            window sends it to the main queue, as S3-FIFO does).
+//   evict    window records above the target move to the main queue, unfiltered
+//            (the target shrank). Then every eviction is a duel, as Caffeine's: the
+//            window's oldest record W against the main victim M, the main queue's oldest
+//            record of frequency 0 (CLOCK: one of frequency f >= 1 goes back to the
+//            main queue's head with f - 1, and its sketch counters += 1). If the
+//            sketch estimates W above M, M is evicted and W stays (in the window
+//            while it is below its target, which so grows; else it joins the main
+//            queue); else W is evicted (ties keep M: a scan's one-time keys never
+//            displace the main queue). An empty window gives M; an empty main queue W.
+//            A record leaving the window (evicted, or to the main queue) adds its
+//            access and its hits there (the frequency bits, then cleared) to the
+//            sketch, after the duel (as libCacheSim's W-TinyLFU): both sides of a
+//            duel count earlier accesses only.
+//   climb    every `sampleSize` reads (the segment's hit and miss counts), the hit
+//            ratio of the sample against the previous one decides the step: the
+//            same direction if it did not fall, else the other; a change of 5 % or
+//            more restarts the step at 6.25 % of the capacity, else it decays by 0.98
+//            (Caffeine's climber). The window target stays within [0, 80 %].
+//
+// The sketch: `words` (a power of two >= the capacity, >= 8) UInt64 words after
+// the index (the layout's policy area, `ghostOffset`/`ghostSlots`), each 16
+// 4-bit counters, so 8 to 16 bytes per record (1M records: 8 MiB). A hash's four
+// counters lie in one 64-byte block; the estimate is their minimum, and an
+// increment adds one to those equal to it (conservative update). After
+// `agingSize` = 10 x capacity increments every counter halves (ageing). Any
+// content is a valid hint: verify does not check it and a repair leaves it.
+//
+// Header words (line 5, under the lock): the window target, the sketch's
+// increments since its last ageing, the climber's step (Float32), the previous
+// sample's hit ratio (x 2^24) and the hit and miss counts at the sample's start.
+
+extension _ListState {
+    /// TinyLFU: the window's target size (adapted by the climber).
+    var windowTarget: Int { _Layout.H.windowTarget }
+    /// TinyLFU: sketch increments since its last ageing.
+    var sketchAdds: Int { _Layout.H.sketchAdds }
+    /// TinyLFU: the climber's step, a Float32's bits.
+    var climbStep: Int { _Layout.H.climbStep }
+    /// TinyLFU: the previous sample's hit ratio x 2^24.
+    var climbRate: Int { _Layout.H.climbRate }
+}
+
+enum _TinyLFUPolicy {
+    // MARK: Stamp bits (S3-FIFO's: the 2-bit frequency, bit 2 = in the window)
+
+    static let frequency = _S3FIFOPolicy.frequency
+    static let window = _S3FIFOPolicy.small
+    static let markMask = _S3FIFOPolicy.markMask
+    static let timeMask = _S3FIFOPolicy.timeMask
+
+    // MARK: Segment
+
+    /// The sketch's words; the window's first target (1 % of the capacity).
+    static func area(capacity: Int) -> _PolicyArea {
+        var words = 8
+        while words < capacity { words <<= 1 }
+        return _PolicyArea(words: words, smallTarget: capacity / 100, ghostLength: 0)
+    }
+
+    static func initialize(_ s: _Segment) {
+        s.smallTail = _Layout.none
+        s.windowTarget = UInt32(s.layout.smallTarget)
+        s.climbStep = Float(initialStep(s.layout.capacity)).bitPattern
+    }
+
+    static func initialStep(_ capacity: Int) -> Double { 0.0625 * Double(capacity) }
+    /// Reads per climb sample.
+    static func sampleSize(_ capacity: Int) -> Int { 10 * capacity }
+    /// Sketch increments per ageing (Caffeine's; libCacheSim's W-TinyLFU ages every
+    /// 32 x: measured here, that forgets too slowly on recency-heavy traces).
+    static func agingSize(_ capacity: Int) -> Int { 10 * capacity }
+    static func maxWindow(_ capacity: Int) -> Int { capacity * 8 / 10 }
+
+    /// The window target in force: the header's, within [1, capacity] (a window
+    /// of at least one record: the candidate's place).
+    @inline(__always)
+    static func target(_ s: _Segment) -> Int {
+        min(max(Int(s.windowTarget), 1), s.layout.capacity)
+    }
+
+    // MARK: Linking (under the lock)
+
+    static func link(_ c: ShmLRU, _ slot: UInt32, hash: UInt32, now: UInt64) throws(ShmError) {
+        let s = c._segment
+        climb(s)
+        let toMain = s.s3Evicted == 0 && Int(s.smallCount) >= target(s)
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, (now & timeMask) | (toMain ? 0 : window))
+        c._fault(.setWritten)
+        if toMain { try _S3FIFOPolicy.linkMain(c, slot) } else { try _S3FIFOPolicy.linkSmall(c, slot) }
+    }
+
+    @inline(__always)
+    static func unlink(_ c: ShmLRU, _ slot: UInt32, prev: UInt32) throws(ShmError) {
+        try _S3FIFOPolicy.unlink(c, slot, prev: prev)
+    }
+
+    @inline(__always)
+    static func replaced(_ c: ShmLRU, _ old: UInt32, with fresh: UInt32) { _S3FIFOPolicy.replaced(c, old, with: fresh) }
+
+    // MARK: Choosing a victim (under the lock)
+
+    /// See the file's notes. Asking twice without a change in between returns the
+    /// same record: the candidate's hits are in the sketch after the first time,
+    /// and a candidate that joined the main queue leaves the window below its
+    /// target, where it would stay. Every move
+    /// lowers a frequency or shrinks the window: the budget bounds the walk.
+    static func selectVictim(_ c: ShmLRU) throws(ShmError) -> UInt32? {
+        let s = c._segment
+        let capacity = c.capacity
+        let windowTarget = target(s)
+        var budget = 4 * capacity + 8
+        while true {
+            let count = Int(s.count)
+            let windowCount = Int(s.smallCount)
+            guard windowCount <= count, count <= capacity else { throw c._corrupted("window \(windowCount) of \(count) records") }
+            if count == 0 { return nil }
+            if windowCount > windowTarget, count > windowCount, budget > 0 {
+                budget -= 1
+                let last = try windowTail(c)
+                try toMain(c, last, stamp: fold(c, last) & ~window)
+                continue
+            }
+            if windowCount == 0 { return try mainVictim(c, budget: &budget) }
+            let candidate = try windowTail(c)
+            if count == windowCount { return candidate }
+            let victim = try mainVictim(c, budget: &budget)
+            guard estimate(s, s.hash(candidate)) > estimate(s, s.hash(victim)) else { return candidate }
+            // The candidate stays. Below the target it stays in the window (which grows
+            // by the new record), else it joins the main queue.
+            if windowCount >= windowTarget {
+                try toMain(c, candidate, stamp: fold(c, candidate) & ~window)
+                c._fault(.admitted)
+            }
+            return victim
+        }
+    }
+
+    /// The window's oldest record, checked.
+    @inline(__always)
+    static func windowTail(_ c: ShmLRU) throws(ShmError) -> UInt32 {
+        let s = c._segment
+        let last = s.smallTail
+        guard s.isSlot(last), s.isLive(meta: s.meta(last)) else { throw c._corrupted("window tail \(last) is not a live record") }
+        guard s.stamp(last) & window != 0 else { throw c._corrupted("window tail \(last) is not in the window") }
+        return last
+    }
+
+    /// Moves a record (window or main) to the main queue's head with `stamp`.
+    @inline(__always)
+    static func toMain(_ c: ShmLRU, _ slot: UInt32, stamp: UInt64) throws(ShmError) {
+        let s = c._segment
+        try c._unlink(slot)
+        c._fault(.policyMoving)
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, stamp)
+        try _S3FIFOPolicy.linkMain(c, slot)
+        s.bumpStat(_Layout.H.statPromotions)
+    }
+
+    /// The main queue's oldest record of frequency 0, CLOCK-fashion (or the tail
+    /// once the budget is spent). The main queue must not be empty.
+    static func mainVictim(_ c: ShmLRU, budget: inout Int) throws(ShmError) -> UInt32 {
+        let s = c._segment
+        while true {
+            let tail = s.tail
+            guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw c._corrupted("tail \(tail) is not a live record") }
+            let stamp = s.stamp(tail)
+            guard stamp & window == 0 else { throw c._corrupted("tail \(tail) is in the window") }
+            let f = stamp & frequency
+            guard f >= 1, budget > 0 else { return tail }
+            budget -= 1
+            increment(c, s.hash(tail))
+            try toMain(c, tail, stamp: (stamp & ~frequency) | (f - 1))
+        }
+    }
+
+    /// A record leaving the window (to the main queue, or evicted): its access,
+    /// and its hits while there, join the sketch. After the duel, never before
+    /// it (as libCacheSim's W-TinyLFU): the candidate's estimate and the main
+    /// victim's then both count earlier accesses alone. Returns its stamp with
+    /// the frequency cleared (written).
+    @inline(__always)
+    static func fold(_ c: ShmLRU, _ slot: UInt32) -> UInt64 {
+        let s = c._segment
+        let stamp = s.stamp(slot)
+        let hash = s.hash(slot)
+        for _ in 0...(stamp & frequency) { increment(c, hash) }
+        let cleared = stamp & ~frequency
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, cleared)
+        return cleared
+    }
+
+    /// Before the victim is detached: a window record's accesses join the
+    /// sketch; from now on new records join the window.
+    @inline(__always)
+    static func evicting(_ c: ShmLRU, _ slot: UInt32) {
+        if c._segment.stamp(slot) & window != 0 { _ = fold(c, slot) }
+        c._segment.s3Evicted = 1
+    }
+    @inline(__always) static func evicted(_ c: ShmLRU) {}
+
+    // MARK: Lock-free
+
+    /// A hit: S3-FIFO's (one compare-and-swap of the stamp word, never a retry).
+    @inline(__always)
+    static func touch(_ stampWord: UnsafeMutablePointer<UInt64>, stamp: UInt64, now: UInt64, interval: UInt64) {
+        _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: interval)
+    }
+
+    // MARK: Verify and rebuild
+
+    /// S3-FIFO's queue checks (the window is its small queue), and the window
+    /// target within bounds.
+    static func verify(_ c: ShmLRU, order: [UInt32], into report: inout ShmLRU.IntegrityReport) {
+        _S3FIFOPolicy.verify(c, order: order, into: &report)
+        let target = Int(c._segment.windowTarget)
+        if target > maxWindow(c.capacity) { report.add("window target \(target) above \(maxWindow(c.capacity)) records") }
+    }
+
+    static func rebuildOrder(_ s: _Segment, _ live: [(stamp: UInt64, slot: UInt32)]) -> [(stamp: UInt64, slot: UInt32)] {
+        _S3FIFOPolicy.rebuildOrder(s, live)
+    }
+
+    /// The window from the records' bits; a window target out of bounds is clamped.
+    /// The sketch stays: any content is a valid hint.
+    static func rebuilt(_ s: _Segment, kept: [UInt32]) {
+        _S3FIFOPolicy.rebuilt(s, kept: kept)
+        if Int(s.windowTarget) > maxWindow(s.layout.capacity) { s.windowTarget = UInt32(maxWindow(s.layout.capacity)) }
+    }
+
+    // MARK: The sketch (under the lock)
+
+    /// splitmix64's finalizer: the hash spread over 64 bits (the block from the
+    /// high half, the four counters from bytes 0-3).
+    @inline(__always)
+    static func spread(_ hash: UInt32) -> UInt64 {
+        var z = UInt64(hash) &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// The word and the bit shift of counter `i` (0..<4) of a spread hash.
+    /// Computed from the hash and the layout alone: nothing read from the segment
+    /// chooses the address.
+    @inline(__always)
+    static func counter(_ s: _Segment, _ spread: UInt64, _ i: Int) -> (word: UnsafeMutablePointer<UInt64>, shift: UInt64) {
+        let blocks = UInt64(s.layout.ghostSlots / 8)
+        let block = Int((spread >> 32) & (blocks &- 1)) &* 8
+        let byte = (spread >> UInt64(i &* 8)) & 0xFF
+        let word = block &+ i &* 2 &+ Int(byte & 1)
+        return (s.u64(s.layout.ghostOffset &+ word &* 8), ((byte >> 1) & 15) &* 4)
+    }
+
+    /// Adds one to the least of the hash's four counters (conservative update:
+    /// those equal to the estimate; saturating at 15); every `agingSize`
+    /// increments, halves every counter.
+    static func increment(_ c: ShmLRU, _ hash: UInt32) {
+        let s = c._segment
+        guard s.layout.ghostSlots >= 8 else { return }
+        let spread = spread(hash)
+        let least = estimate(s, hash)
+        if least < 15 {
+            for i in 0..<4 {
+                let (word, shift) = counter(s, spread, i)
+                let value = cshm_load_relaxed_u64(word)
+                if (value >> shift) & 15 == least { cshm_store_relaxed_u64(word, value &+ (1 << shift)) }
+            }
+        }
+        let adds = Int(s.sketchAdds) + 1
+        if adds >= agingSize(s.layout.capacity) {
+            age(c)
+            s.sketchAdds = UInt32(adds / 2)
+        } else {
+            s.sketchAdds = UInt32(adds)
+        }
+    }
+
+    /// The hash's estimated frequency: the least of its four counters.
+    static func estimate(_ s: _Segment, _ hash: UInt32) -> UInt64 {
+        guard s.layout.ghostSlots >= 8 else { return 0 }
+        let spread = spread(hash)
+        var least: UInt64 = 15
+        for i in 0..<4 {
+            let (word, shift) = counter(s, spread, i)
+            least = min(least, (cshm_load_relaxed_u64(word) >> shift) & 15)
+        }
+        return least
+    }
+
+    /// Halves every counter (ageing). A kill half-way leaves some halved: a hint still.
+    static func age(_ c: ShmLRU) {
+        let s = c._segment
+        let words = s.layout.ghostSlots
+        let base = s.u64(s.layout.ghostOffset)
+        for index in 0..<words {
+            if index == words / 2 { c._fault(.sketchAging) }
+            cshm_store_relaxed_u64(base + index, (cshm_load_relaxed_u64(base + index) >> 1) & 0x7777_7777_7777_7777)
+        }
+    }
+
+    // MARK: Hill climbing (under the lock, on each link)
+
+    /// Closes the sample when `sampleSize` reads were counted since it began
+    /// (the segment's hit and miss totals: each handle adds its own when it
+    /// takes the lock), and moves the window target by the step.
+    static func climb(_ s: _Segment) {
+        let hits = s.load64(_Layout.H.statHits)
+        let misses = s.load64(_Layout.H.statMisses)
+        let sampleHits = hits &- s.load64(_Layout.H.climbHits)
+        let sampleMisses = misses &- s.load64(_Layout.H.climbMisses)
+        let (requests, overflow) = sampleHits.addingReportingOverflow(sampleMisses)
+        guard overflow || requests >= UInt64(sampleSize(s.layout.capacity)) else { return }
+        let rate = overflow || sampleHits > requests ? 0 : Double(sampleHits) / Double(requests)
+        let previous = Double(min(s.climbRate, 1 << 24)) / Double(1 << 24)
+        let change = rate - previous
+        var step = Double(Float(bitPattern: s.climbStep))
+        let capacity = s.layout.capacity
+        if !step.isFinite || abs(step) > Double(capacity) { step = initialStep(capacity) }
+        let amount = change >= 0 ? step : -step
+        let next = abs(change) >= 0.05 ? initialStep(capacity) * (amount >= 0 ? 1 : -1) : 0.98 * amount
+        s.climbRate = UInt32(rate * Double(1 << 24))
+        s.climbStep = Float(next).bitPattern
+        s.store64(_Layout.H.climbHits, hits)
+        s.store64(_Layout.H.climbMisses, misses)
+        let moved = Int(s.windowTarget) + Int(amount.rounded(.towardZero))
+        s.windowTarget = UInt32(min(max(moved, 0), maxWindow(capacity)))
+    }
+}
