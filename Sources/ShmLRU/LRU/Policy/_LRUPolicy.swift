@@ -7,6 +7,11 @@ import CShm
 // See `_PolicyDispatch.swift` for the members every policy has.
 
 enum _LRUPolicy {
+    /// A record's rank in the policy's order of preference (higher: kept
+    /// longer), from its stamp word alone: the last use. Snapshots write
+    /// records in this order, so a smaller store restores the best.
+    static func preferenceRank(_ stamp: UInt64) -> UInt64 { stamp }
+
     // MARK: Stamp bits
 
     /// Bit 0: used since last linked at the head; the rest is the time.

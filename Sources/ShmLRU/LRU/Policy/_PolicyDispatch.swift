@@ -19,6 +19,7 @@ import CShm
 //   touch          the hit, lock-free: a bounded number of stores or one
 //                  compare-and-swap into the record's stamp, never a list move
 //   verify         its invariants, from the forward walk's order
+//   preferenceRank a record's rank from its stamp (snapshots write in this order)
 //   rebuildOrder / rebuilt   how repair relinks the records and restores its words
 //
 // Adding a policy is one new file with those members, one case in
@@ -42,6 +43,21 @@ enum _PolicyDispatch {
         case .s3fifo: _S3FIFOPolicy.area(capacity: capacity)
         case .tinylfu: _TinyLFUPolicy.area(capacity: capacity)
         }
+    }
+
+    /// A record's rank in the policy's order of preference (higher: kept longer), from its stamp word.
+    static func preferenceRank(_ policy: ShmLRU.EvictionPolicy, stamp: UInt64) -> UInt64 {
+        switch policy {
+        case .lru: _LRUPolicy.preferenceRank(stamp)
+        case .sieve: _SievePolicy.preferenceRank(stamp)
+        case .s3fifo: _S3FIFOPolicy.preferenceRank(stamp)
+        case .tinylfu: _TinyLFUPolicy.preferenceRank(stamp)
+        }
+    }
+
+    /// How much the policy counted a record's uses (0-3), from its stamp word.
+    static func uses(_ policy: ShmLRU.EvictionPolicy, stamp: UInt64) -> UInt32 {
+        UInt32(truncatingIfNeeded: stamp & (countsFrequency(policy) ? _Layout.stampFrequency : _Layout.stampUsed))
     }
 
     static func initialize(_ s: _Segment) {

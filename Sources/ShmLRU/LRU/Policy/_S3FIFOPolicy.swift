@@ -21,6 +21,14 @@ extension _ListState {
 }
 
 enum _S3FIFOPolicy {
+    /// A record's rank in the policy's order of preference (higher: kept
+    /// longer), from its stamp word alone: its frequency, then the main queue
+    /// before the small one, then the later insert.
+    static func preferenceRank(_ stamp: UInt64) -> UInt64 {
+        let main: UInt64 = stamp & small == 0 ? 1 : 0
+        return (stamp & frequency) << 62 | main << 61 | (stamp >> 3) & ((1 << 61) - 1)
+    }
+
     // MARK: Stamp bits
 
     /// The 2-bit frequency (saturating at 3).

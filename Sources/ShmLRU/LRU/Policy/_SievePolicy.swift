@@ -12,6 +12,10 @@ extension _ListState {
 }
 
 enum _SievePolicy {
+    /// A record's rank in the policy's order of preference (higher: kept
+    /// longer), from its stamp word alone: visited first, then the later insert.
+    static func preferenceRank(_ stamp: UInt64) -> UInt64 { (stamp & _Layout.stampUsed) << 63 | stamp >> 1 }
+
     // MARK: Stamp bits (those of LRU: bit 0 is the visited bit)
 
     static let markMask: UInt64 = _Layout.stampUsed

@@ -60,6 +60,10 @@ extension _ListState {
 }
 
 enum _TinyLFUPolicy {
+    /// A record's rank in the policy's order of preference: S3-FIFO's (the
+    /// same frequency and queue bits; the window stands for the small queue).
+    static func preferenceRank(_ stamp: UInt64) -> UInt64 { _S3FIFOPolicy.preferenceRank(stamp) }
+
     // MARK: Stamp bits (S3-FIFO's: the 2-bit frequency, bit 2 = in the window)
 
     static let frequency = _S3FIFOPolicy.frequency

@@ -41,22 +41,10 @@ extension ShmStore {
     }
 
     /// How much the policy counted a record (0-3) from its stamp word.
-    func _snapshotUses(_ stamp: UInt64) -> UInt32 {
-        cache.policy == .s3fifo ? UInt32(stamp & _Layout.stampFrequency) : UInt32(stamp & _Layout.stampUsed)
-    }
+    func _snapshotUses(_ stamp: UInt64) -> UInt32 { _PolicyDispatch.uses(cache.policy, stamp: stamp) }
 
-    /// The record's rank from its stamp word (see the file's notes).
-    func _snapshotRank(_ stamp: UInt64) -> UInt64 {
-        switch cache.policy {
-        case .lru:
-            return stamp
-        case .sieve:
-            return (stamp & _Layout.stampUsed) << 63 | stamp >> 1
-        case .s3fifo:
-            let main: UInt64 = stamp & _Layout.stampSmall == 0 ? 1 : 0
-            return (stamp & _Layout.stampFrequency) << 62 | main << 61 | (stamp >> 3) & ((1 << 61) - 1)
-        }
-    }
+    /// The record's rank in the policy's order of preference (its room says how).
+    func _snapshotRank(_ stamp: UInt64) -> UInt64 { _PolicyDispatch.preferenceRank(cache.policy, stamp: stamp) }
 
     /// Pass 1: the live records, most preferred first. Reads two words per record, racily.
     func _snapshotCandidates() -> [_SnapshotCandidate] {
