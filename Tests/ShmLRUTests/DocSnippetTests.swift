@@ -120,8 +120,14 @@ private func compileAndRun(_ snippet: DocSnippet, run: Bool) throws {
     }
     var objects: [String] = []
     for module in Set(imported + ["ShmLRU"]) {
-        objects += (try SpawnedProcess("/usr/bin/find", [products + "/\(module).build", "-name", "*.o"]).wait()).output
-            .split(separator: "\n").map(String.init)
+        // The module's objects, one per source its build lists (a stale object of
+        // a removed source may still lie in the folder).
+        let build = products + "/\(module).build"
+        let sources = readTextFile(build + "/sources") ?? ""
+        objects += sources.split(separator: "\n").compactMap { path -> String? in
+            guard let name = path.split(separator: "/").last, name.hasSuffix(".swift") else { return nil }
+            return "\(build)/\(name).o"
+        }
     }
     if imported.contains("ShmLRURedis") { objects.append("-lhiredis") }
     let swiftc = (try? SpawnedProcess("/usr/bin/which", ["swiftc"]).wait())?.output.trimmingBlanks() ?? "swiftc"
