@@ -11,6 +11,7 @@ let helperCommands: [String: HelperCommand] = coreCommands
     .merging(exampleCommands) { first, _ in first }
     .merging(hardeningCommands) { first, _ in first }
     .merging(memoryCommands) { first, _ in first }
+    .merging(livenessCommands) { first, _ in first }
 
 /// Region and core LRU commands.
 let coreCommands: [String: HelperCommand] = [

@@ -165,7 +165,9 @@ import Testing
     /// A word naming a live process that does not hold the lock (a hostile peer
     /// could write one): a clear `.lockTimeout`, not a hang; recovered once that
     /// process is gone. The same process, named with another start time (its
-    /// id reused), is not it: recovered at once.
+    /// id reused), is not it: recovered at once. Named with start time 0 (a
+    /// holder that could not read its own), it is taken for alive while it
+    /// exists: a timeout, never a takeover (issue 24).
     @Test func forgedOwnerNamingALiveProcess() throws {
         try withKey { key in
             let cache = try prefilled(key, lockTimeout: .milliseconds(50))
@@ -182,14 +184,16 @@ import Testing
             let error = expectShmError(.lockTimeout) { try cache.set(5, "five") }
             #expect(error?.detail?.contains("\(pid)") == true, "the error names the holder: \(String(describing: error))")
             #expect(try ownerWord(cache) & ~(1 << 31) == exact, "the waiter only added the waiters bit")
-            // Another start time (its id reused), or none (a forged "thread N"): not the holder.
+            // Another start time (its id reused): not the holder.
             var recoveries = cache.stats.recoveries
-            for word in [UInt64(UInt32(truncatingIfNeeded: start &+ 1)) << 32 | pid, pid, 1] {
-                try forgeOwner(cache, word)
-                try cache.set(100, encodeValue(hash: 100, version: 4, length: 30))
-                recoveries += 1
-                #expect(cache.stats.recoveries == recoveries, "word 0x\(String(word, radix: 16))")
-            }
+            try forgeOwner(cache, UInt64(UInt32(truncatingIfNeeded: start &+ 1)) << 32 | pid)
+            try cache.set(100, encodeValue(hash: 100, version: 4, length: 30))
+            recoveries += 1
+            #expect(cache.stats.recoveries == recoveries, "another start time")
+            // No start time: alive while it exists.
+            try forgeOwner(cache, pid)
+            expectShmError(.lockTimeout) { try cache.set(5, "five") }
+            #expect(cache.stats.recoveries == recoveries, "start time 0 naming a live process")
             // The live process's exact word again; it exits: recovered.
             try forgeOwner(cache, exact)
             expectShmError(.lockTimeout) { _ = try cache.bytes(1) }
@@ -197,6 +201,65 @@ import Testing
             _ = sleeper.wait()
             try expectIntact(cache, versions: [4], "live then gone")
         }
+    }
+
+    /// A holder that cannot read its own start time records 0 in the owner
+    /// word; while it runs, lockers must time out, never take the lock over
+    /// (issue 24, item 1: a takeover let a second process into the structure,
+    /// and changed the value lent to the holder). Killed, it is recovered.
+    func expectLiveBlindHolderIsNeverRobbed(_ mode: String) throws {
+        try withKey { key in
+            let cache = try prefilled(key, lockTimeout: .milliseconds(200))
+            let holder = try spawnHelper(["lru-hold-lock-blind", key.description, "2", mode])
+            defer {
+                holder.kill(SIGKILL)
+                _ = holder.wait()
+            }
+            var values: [String: String] = [:]
+            while values["ready"] == nil, let line = holder.readLine() {
+                if let eq = line.firstIndex(of: "=") { values[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+            }
+            try #require(values["ready"] == "1", "the holder did not take the lock: \(values) \(holder.wait().errorOutput)")
+            try #require(values["procReadable"] == "0", "\(mode): the holder could read /proc, nothing tested")
+            let word = try ownerWord(cache)
+            #expect(word & Self._tidMask == UInt64(UInt32(bitPattern: holder.pid)), "the word names the holder")
+            #expect(word >> 32 == 0, "\(mode): the holder could not know its start time")
+            let before = cache.stats.recoveries
+            expectShmError(.lockTimeout, "\(mode): a live holder was robbed") {
+                try cache.set(2, encodeValue(hash: 2, version: 9, length: 22))
+            }
+            expectShmError(.lockTimeout, "\(mode)") { try cache.set(100, encodeValue(hash: 100, version: 9, length: 30)) }
+            #expect(cache.stats.recoveries == before, "\(mode): a live holder was taken over")
+            #expect(try ownerWord(cache) & ~(1 << 31) == word, "\(mode): the holder still owns the lock")
+            holder.kill(SIGKILL)
+            #expect(holder.wait().status == 128 + SIGKILL)
+            try cache.set(100, encodeValue(hash: 100, version: 3, length: 30))
+            #expect(cache.stats.recoveries == before + 1, "\(mode): the dead holder is recovered")
+            try expectIntact(cache, versions: [3], mode)
+        }
+    }
+
+    static let _tidMask: UInt64 = 0x3FFF_FFFF
+
+    @Test func liveHolderAtItsFdLimitIsNeverRobbed() throws {
+        try expectLiveBlindHolderIsNeverRobbed("fd-limit")
+    }
+
+    /// The holder's /proc is an empty tmpfs (a mount namespace of its own: root only).
+    @Test(.enabled(if: getuid() == 0, "mounting over /proc needs root"))
+    func liveHolderThatCannotSeeProcIsNeverRobbed() throws {
+        try expectLiveBlindHolderIsNeverRobbed("no-proc")
+    }
+
+    /// Item 8: a process whose first /proc read fails (no descriptor left) does
+    /// not keep start time 0 for good: it reads it again once it can.
+    @Test func processIdentityNeverCachesAnUnknownStartTime() throws {
+        let run = try runHelper(["identity-at-fd-limit"])
+        try #require(run.status == 0, "\(run.output) \(run.errorOutput)")
+        let values = run.values
+        try #require(values["first"] == "0", "the first read succeeded at the fd limit, nothing tested: \(values)")
+        #expect(values["after"] != "0", "start time 0 was cached: \(values)")
+        #expect(values["after"] == values["actual"], "\(values)")
     }
 
     /// Field 22 of /proc/PID/stat (clock ticks since boot).

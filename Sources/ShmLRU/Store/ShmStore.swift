@@ -200,6 +200,7 @@ public final class ShmStore: @unchecked Sendable {
         _hub = _ListenerHub(segment: segment, region: storeRegion)
         _heap = _ValueHeap(segment: segment, maxValueSize: configuration.maxValueSize)
         _hub.owner = self
+        _ = _ProcessIdentity.current  // read this process's start time now, while a descriptor is likely free
     }
 
     deinit { _hub.stop() }
