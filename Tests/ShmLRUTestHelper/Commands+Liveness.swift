@@ -103,3 +103,39 @@ func selfStartTicks() -> UInt64? {
     let fields = text[text.index(after: close)...].split(separator: " ")
     return fields.count > 19 ? UInt64(fields[19]) : nil
 }
+
+// MARK: open against dead and exiting creators (issue 24, items 2-5)
+
+let openCommands: [String: HelperCommand] = [
+    "store-create-killed": storeCreateKilled,
+    "store-create-exit": storeCreateExit,
+    "store-open-once": storeOpenOnce,
+]
+
+/// store-create-killed KEY → killed (SIGKILL) inside ShmStore.create, its data
+/// segment made and claimed, the store header unfinished (test builds only).
+func storeCreateKilled(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    setenv("SHMLRU_KILL_IN_STORE_CREATE", "1", 1)
+    _ = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
+    throw HelperFailure(message: "not killed inside create (not a test build?)")
+}
+
+/// store-create-exit KEY [persistent] → creates the store (capacity 8, records of
+/// 64 bytes), prints dataKey=…, exits.
+func storeCreateExit(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    let store = try ShmStore.create(
+        key: key, configuration: .init(capacity: 8, recordSize: 64), persistent: arguments.count > 1 && arguments[1] == "persistent")
+    emit("dataKey", store.cache.key)
+}
+
+/// store-open-once KEY → ShmStore.open (capacity 8, records of 64 bytes), one
+/// update of "boot", prints opened=1 and dataKey=…, exits (a creator among them
+/// removes its segments at exit).
+func storeOpenOnce(_ arguments: [String]) throws {
+    let store = try ShmStore.open(key: try keyArgument(arguments, 0), configuration: .init(capacity: 8, recordSize: 64))
+    _ = try store.update("boot", as: Int.self) { ($0 ?? 0) + 1 }
+    emit("opened", 1)
+    emit("dataKey", store.cache.key)
+}

@@ -261,23 +261,45 @@ public final class ShmStore: @unchecked Sendable {
             throw ShmError(.invalidSize, operation, detail: "capacity must be in 1...\(_Layout.maxCapacity - 1)")
         }
         let region = try ShmRegion.create(key: key, byteCount: layout.totalSize, permissions: permissions, persistent: persistent)
-        let cache: ShmLRU
-        do {
-            cache = try ShmLRU.create(
-                // One spare record: an update is written into a free record before
-                // the old one is let go (see ShmLRU+Replace.swift).
-                key: nil, recordSize: c.recordSize, capacity: c.capacity + 1, index: .shared, permissions: permissions,
-                persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, lockTimeout: c.lockTimeout, policy: c.policy))
-        } catch {
-            try? region.remove()
-            _ = try? region.detach()
-            throw error
-        }
-        _claim(cache, for: key)
         let s = _StoreSegment(base: region._attachment.base, layout: layout)
+        // Version and header size first, then the data segment's key before that
+        // segment exists: a creator killed from here on leaves a half-made store
+        // (no magic) that names every segment it made, so `open` and
+        // `remove(key:)` can reclaim them (ShmStore+Open.swift).
         s.store(_StoreLayout.H.version, _StoreLayout.version)
         s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
-        s.store(_StoreLayout.H.lruKey, cache.key.unsignedValue)
+        var cache: ShmLRU? = nil
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<1_000 where cache == nil {
+            let dataKey = ShmKey(UInt32.random(in: 1...0xFFFF_FFFE, using: &generator))
+            guard dataKey != key else { continue }
+            s.store(_StoreLayout.H.lruKey, dataKey.unsignedValue)
+            cshm_fence_seq_cst()
+            do {
+                cache = try ShmLRU.create(
+                    // One spare record: an update is written into a free record before
+                    // the old one is let go (see ShmLRU+Replace.swift).
+                    key: dataKey, recordSize: c.recordSize, capacity: c.capacity + 1, index: .shared, permissions: permissions,
+                    persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, lockTimeout: c.lockTimeout, policy: c.policy))
+            } catch where error.code == .exists {
+                continue
+            } catch {
+                try? region.remove()
+                _ = try? region.detach()
+                throw error
+            }
+        }
+        guard let cache else {
+            try? region.remove()
+            _ = try? region.detach()
+            throw ShmError(.exists, operation, detail: "no free key found for the data segment")
+        }
+        _claim(cache, for: key)
+        #if SHMLRU_TESTING
+        // Test-only: a creator killed inside create, its data segment made and
+        // claimed, its header unfinished (issue 24, item 5).
+        if getenv("SHMLRU_KILL_IN_STORE_CREATE") != nil { kill(getpid(), SIGKILL) }
+        #endif
         s.store(_StoreLayout.H.recordSize, UInt32(layout.recordSize))
         s.store(_StoreLayout.H.lockSlots, UInt32(layout.lockSlots))
         s.store(_StoreLayout.H.waiterSlots, UInt32(layout.waiterSlots))
@@ -469,6 +491,8 @@ public final class ShmStore: @unchecked Sendable {
     /// store's (an ShmLRU cache of its record size claimed by this key, see
     /// ShmStore+Ownership.swift): a forged header cannot make it remove another
     /// program's segment.
+    /// A store left half-made by a creator that died inside `create` is removed
+    /// with the data segment that creator made.
     /// - Throws: `.notFound`, `.incompatibleSegment` if the key holds no store,
     ///   `.corrupted` if the segment it names as its data is not its own
     ///   (nothing is removed then: remove the store segment alone with
@@ -477,7 +501,19 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.remove(key: \(key))"
         let region = try ShmRegion.attach(key: key)
         defer { _ = try? region.detach() }
-        let (layout, _, lruKey) = try _validateHeader(of: region, wait: .zero)
+        let header: (_StoreLayout, Configuration, ShmKey)
+        do { header = try _validateHeader(of: region, wait: .zero) } catch {
+            // A store whose creator died inside `create`: reclaim what it made.
+            if _isHalfMadeStore(region), case .success(let info) = _shmStat(id: region.id),
+                !(info.creatorPID > 0 && _ProcessIdentity(pid: info.creatorPID, start: 0).isAlive)
+            {
+                _removeDataSegment(of: region, storeKey: key)
+                try region.remove()
+                return
+            }
+            throw error
+        }
+        let (layout, _, lruKey) = header
         if ShmRegion.exists(key: lruKey) {
             let data: ShmRegion
             do { data = try ShmRegion.attach(key: lruKey, readOnly: true) } catch {
