@@ -168,6 +168,11 @@ public final class ShmStore: @unchecked Sendable {
     let _hash: @Sendable (String) -> UInt32
     /// `_hash` is the stable hash: reads hash the key's UTF-8 bytes in place.
     let _usesStableHash: Bool
+    /// The record hash's key, from the header (see _StableHash.swift).
+    let _hashSeed: _SipKey
+
+    /// The record hash of `key` in this store (tests choose colliding keys with it).
+    package func _recordHash(_ key: String) -> UInt32 { _hash(key) }
     let _hub: _ListenerHub
     /// This handle's decoded values and codec (_DecodedCache.swift).
     let _decoded = _DecodedCache()
@@ -195,7 +200,9 @@ public final class ShmStore: @unchecked Sendable {
         self.cache = cache
         self.configuration = configuration
         _maxAgeNanoseconds = configuration.maxAge.map { UInt64(max(0, _nanoseconds($0))) } ?? 0
-        _hash = hash ?? { _stableHash($0) }
+        let seed = _SipKey(k0: segment.load64(_StoreLayout.H.hashSeed0), k1: segment.load64(_StoreLayout.H.hashSeed1))
+        _hashSeed = seed
+        _hash = hash ?? { _storeKeyHash(seed, $0) }
         _usesStableHash = hash == nil
         _hub = _ListenerHub(segment: segment, region: storeRegion)
         _heap = _ValueHeap(segment: segment, maxValueSize: configuration.maxValueSize)
@@ -268,6 +275,9 @@ public final class ShmStore: @unchecked Sendable {
         // `remove(key:)` can reclaim them (ShmStore+Open.swift).
         s.store(_StoreLayout.H.version, _StoreLayout.version)
         s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
+        let seed = _SipKey.random()
+        s.store64(_StoreLayout.H.hashSeed0, seed.k0)
+        s.store64(_StoreLayout.H.hashSeed1, seed.k1)
         var cache: ShmLRU? = nil
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<1_000 where cache == nil {
