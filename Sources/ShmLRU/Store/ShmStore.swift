@@ -117,6 +117,16 @@ public final class ShmStore: @unchecked Sendable {
         /// per-key lock when no timeout is given (0: try once; nil: no limit).
         /// Not stored in the segment: each process chooses its own.
         public var lockTimeout: Duration?
+        /// get-or-load: the longest a load may run; a load still running then is
+        /// abandoned (cancelled, its result ignored) and its caller and waiters get
+        /// `.loadFailed` (nil: no limit). Not stored in the segment.
+        public var loadTimeout: Duration? = ShmStore.defaultLoadTimeout
+        /// get-or-load: how long a failed load (thrown or timed out) is remembered,
+        /// for every process: callers within it get `.loadFailed` (or the stale
+        /// value `staleIfError` allows) instead of running the load again, so a
+        /// burst of waiters sees one failure, not one per waiter (nil: not
+        /// remembered). Not stored in the segment.
+        public var loadFailureTTL: Duration? = .seconds(1)
         /// Memory mode (`init(memory:maxValueSize:expectedEntries:…)`): the byte
         /// budget of both segments, values spilling to a chunk heap; nil: sized by records.
         public var memory: Int?
@@ -152,6 +162,10 @@ public final class ShmStore: @unchecked Sendable {
     /// The default `lockTimeout`: 10 s, as the cache's. A finite default turns a
     /// lock wait that cannot end (a holder that cannot run) into an error.
     public static let defaultLockTimeout: Duration? = .seconds(10)
+
+    /// The default `loadTimeout`: 10 s, the default lock timeout (waiters for a
+    /// load give up then anyway).
+    public static let defaultLoadTimeout: Duration? = .seconds(10)
 
     /// The store segment's key (the name other processes attach by).
     public var key: ShmKey { _storeRegion.key }
@@ -243,7 +257,10 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.create(key: \(key))"
         let c = configuration
         try _validateHandleOptions(lockTimeout: c.lockTimeout, operation)
-        for (name, window) in [("negativeTTL", c.negativeTTL), ("staleIfError", c.staleIfError)] {
+        for (name, window) in [
+            ("negativeTTL", c.negativeTTL), ("staleIfError", c.staleIfError), ("loadTimeout", c.loadTimeout),
+            ("loadFailureTTL", c.loadFailureTTL),
+        ] {
             if let window, window <= .zero {
                 throw ShmError(.invalidArgument, operation, detail: "\(name) must be positive (nil: none)")
             }
