@@ -3,6 +3,7 @@
 // (its own mount namespace). Neither must be taken for dead while it runs.
 import Glibc
 import ShmLRU
+import ShmLRUTestSupport
 
 let livenessCommands: [String: HelperCommand] = [
     "lru-hold-lock-blind": lruHoldLockBlind,
@@ -138,4 +139,66 @@ func storeOpenOnce(_ arguments: [String]) throws {
     _ = try store.update("boot", as: Int.self) { ($0 ?? 0) + 1 }
     emit("opened", 1)
     emit("dataKey", store.cache.key)
+}
+
+// MARK: make stress: processes at their fd limit beside normal ones, under kills
+
+let livenessStressCommands: [String: HelperCommand] = [
+    "liveness-hammer": livenessHammer
+]
+
+/// liveness-hammer CACHEKEY STOREKEY fd-limit|normal SEED DEADLINE-NS
+///
+/// fd-limit: uses up its descriptors before attaching (so it cannot read its
+/// start time). Then, until the monotonic clock passes DEADLINE-NS: sets and
+/// reads of 64 self-describing cache values, holds inside withValue (the lent
+/// bytes must not change while held: a change means the lock was taken over
+/// from this live process), and sets and gets of store values. Prints
+/// torn=… / robbed=… at once for each bad read, then operations=… and
+/// timeouts=… at the end.
+func livenessHammer(_ arguments: [String]) throws {
+    let cacheKey = try keyArgument(arguments, 0)
+    let storeKey = try keyArgument(arguments, 1)
+    let mode = try argument(arguments, 2, "MODE")
+    let seed: UInt64 = try intArgument(arguments, 3, "SEED", as: UInt64.self)
+    let deadline: UInt64 = try intArgument(arguments, 4, "DEADLINE-NS", as: UInt64.self)
+    var held: [Int32] = []
+    if mode == "fd-limit" { held = try exhaustDescriptors(limit: 24) }
+    let cache = try ShmLRU.attach(key: cacheKey, options: .init(lockTimeout: .seconds(20)))
+    let store = try ShmStore.attach(key: storeKey, lockTimeout: .seconds(20))
+    emit("procReadable", procReadable() ? 1 : 0)
+    emit("ready", 1)
+    var random = SplitMix64(seed: seed)
+    var version = UInt32(truncatingIfNeeded: seed) << 20
+    var operations = 0, timeouts = 0
+    while _monotonicNanoseconds() < deadline {
+        let hash = UInt32(random.next() % 64)
+        let name = "k\(hash % 16)"
+        do {
+            switch random.next() % 6 {
+            case 0, 1:
+                version &+= 1
+                try cache.set(hash, encodeValue(hash: hash, version: version, length: 20 + Int(hash % 40)))
+            case 2:
+                if let bytes = try cache.bytes(hash), decodeValue(bytes, hash: hash) == nil { emit("torn", "cache \(hash)") }
+            case 3:
+                _ = try cache.withValue(hash) { value in
+                    let before = Array(value)
+                    if decodeValue(before, hash: hash) == nil { emit("torn", "withValue \(hash)") }
+                    usleep(200)
+                    if !before.elementsEqual(value) { emit("robbed", "the value lent for \(hash) changed while held") }
+                }
+            case 4:
+                try store.set(name, StoreProbeValue(name: name, writer: Int(seed % 1000), step: operations))
+            default:
+                if let value = try store.get(name, as: StoreProbeValue.self), !value.isWhole(for: name) { emit("torn", "store \(name)") }
+            }
+        } catch let error as ShmError where error.code == .lockTimeout {
+            timeouts += 1
+        }
+        operations += 1
+    }
+    withExtendedLifetime(held) {}
+    emit("operations", operations)
+    emit("timeouts", timeouts)
 }

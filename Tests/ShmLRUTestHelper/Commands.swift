@@ -13,6 +13,7 @@ let helperCommands: [String: HelperCommand] = coreCommands
     .merging(memoryCommands) { first, _ in first }
     .merging(livenessCommands) { first, _ in first }
     .merging(openCommands) { first, _ in first }
+    .merging(livenessStressCommands) { first, _ in first }
 
 /// Region and core LRU commands.
 let coreCommands: [String: HelperCommand] = [
