@@ -165,9 +165,10 @@ import Testing
     /// A word naming a live process that does not hold the lock (a hostile peer
     /// could write one): a clear `.lockTimeout`, not a hang; recovered once that
     /// process is gone. The same process, named with another start time (its
-    /// id reused), is not it: recovered at once. Named with start time 0 (a
-    /// holder that could not read its own), it is taken for alive while it
-    /// exists: a timeout, never a takeover (issue 24).
+    /// id reused), or with none (a forged "thread N"), is not it: recovered at
+    /// once. Named with the "unknown" start time (a holder that could not read
+    /// its own), it is taken for alive while it exists: a timeout, never a
+    /// takeover (issue 24).
     @Test func forgedOwnerNamingALiveProcess() throws {
         try withKey { key in
             let cache = try prefilled(key, lockTimeout: .milliseconds(50))
@@ -184,16 +185,18 @@ import Testing
             let error = expectShmError(.lockTimeout) { try cache.set(5, "five") }
             #expect(error?.detail?.contains("\(pid)") == true, "the error names the holder: \(String(describing: error))")
             #expect(try ownerWord(cache) & ~(1 << 31) == exact, "the waiter only added the waiters bit")
-            // Another start time (its id reused): not the holder.
+            // Another start time (its id reused), or none (a forged "thread N"): not the holder.
             var recoveries = cache.stats.recoveries
-            try forgeOwner(cache, UInt64(UInt32(truncatingIfNeeded: start &+ 1)) << 32 | pid)
-            try cache.set(100, encodeValue(hash: 100, version: 4, length: 30))
-            recoveries += 1
-            #expect(cache.stats.recoveries == recoveries, "another start time")
-            // No start time: alive while it exists.
-            try forgeOwner(cache, pid)
+            for word in [UInt64(UInt32(truncatingIfNeeded: start &+ 1)) << 32 | pid, pid, 1] {
+                try forgeOwner(cache, word)
+                try cache.set(100, encodeValue(hash: 100, version: 4, length: 30))
+                recoveries += 1
+                #expect(cache.stats.recoveries == recoveries, "word 0x\(String(word, radix: 16))")
+            }
+            // The unknown start time: alive while it exists.
+            try forgeOwner(cache, 0xFFFF_FFFF << 32 | pid)
             expectShmError(.lockTimeout) { try cache.set(5, "five") }
-            #expect(cache.stats.recoveries == recoveries, "start time 0 naming a live process")
+            #expect(cache.stats.recoveries == recoveries, "the unknown start time naming a live process")
             // The live process's exact word again; it exits: recovered.
             try forgeOwner(cache, exact)
             expectShmError(.lockTimeout) { _ = try cache.bytes(1) }
@@ -223,7 +226,7 @@ import Testing
             try #require(values["procReadable"] == "0", "\(mode): the holder could read /proc, nothing tested")
             let word = try ownerWord(cache)
             #expect(word & Self._tidMask == UInt64(UInt32(bitPattern: holder.pid)), "the word names the holder")
-            #expect(word >> 32 == 0, "\(mode): the holder could not know its start time")
+            #expect(word >> 32 == 0xFFFF_FFFF, "\(mode): the holder marked its start time unknown")
             let before = cache.stats.recoveries
             expectShmError(.lockTimeout, "\(mode): a live holder was robbed") {
                 try cache.set(2, encodeValue(hash: 2, version: 9, length: 22))

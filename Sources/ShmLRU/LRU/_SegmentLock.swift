@@ -10,8 +10,10 @@ import Glibc
 ///     bit  30     zero (a word with it set is read as naming a dead owner)
 ///     bit  31     waiters: some thread sleeps on the low half (futex)
 ///     bits 32-63  the owner thread's start time (field 22 of /proc/TID/stat,
-///                 clock ticks since boot, low 32 bits; 0 if the owner could not
-///                 read it: "unknown", alive for as long as the thread exists)
+///                 clock ticks since boot, low 32 bits; 0xFFFFFFFF if the owner
+///                 could not read it: "unknown", alive for as long as the thread
+///                 exists; 0 is not written, and a word with it names a holder
+///                 only if that is the thread's real start time)
 ///
 /// The word is 0 when the lock is free. The owner's identity is part of the word
 /// itself, so there is no moment at which the lock is held but the holder unnamed.
@@ -25,11 +27,10 @@ import Glibc
 /// the cache answers with a rebuild from the records, as it did for EOWNERDEAD.
 /// A word that names no live thread (forged, or left by a crash) is therefore
 /// recovered the same way. A holder that could not read its own start time (at
-/// its descriptor limit, /proc hidden) wrote 0: it is never taken over while its
-/// thread exists (a start time is read once per thread while a descriptor is
-/// free, when a cache is opened, and only a successful read is cached). A forged
-/// word with start time 0 naming a live thread is therefore a lock timeout until
-/// that thread is gone, not a takeover. A live holder, stopped or not, makes lockers wait for
+/// its descriptor limit, /proc hidden) writes the "unknown" mark: it is never
+/// taken over while its thread exists (a start time is read once per thread
+/// while a descriptor is free, when a cache is opened, and only a successful
+/// read is cached). A live holder, stopped or not, makes lockers wait for
 /// their timeout and throw `.lockTimeout`. Locking it again from its holding
 /// thread throws at once (EDEADLK). All processes must share one PID namespace
 /// (as the store's lock table already assumes).
@@ -92,10 +93,13 @@ struct _SegmentLock: @unchecked Sendable {
     static func computeCurrentOwner() -> UInt64 {
         let tid = cshm_gettid()
         let start = _processStartTime(tid)
-        let owner = UInt64(UInt32(truncatingIfNeeded: start ?? 0)) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
+        let owner = UInt64(start.map { UInt32(truncatingIfNeeded: $0) } ?? unknownStart) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
         if start != nil { _ = pthread_setspecific(_ownerKey, UnsafeRawPointer(bitPattern: UInt(owner))) }  // else retried next time
         return owner
     }
+
+    /// The start-time half of an owner word whose holder could not read its start time.
+    static let unknownStart: UInt32 = 0xFFFF_FFFF
 
     /// The owner word without the waiters bit (what identifies a holder).
     @inline(__always)
@@ -115,12 +119,14 @@ struct _SegmentLock: @unchecked Sendable {
 
     /// True if the thread a (non-zero) owner word names still runs: it exists, is
     /// not a zombie, and started when the word says (so a reused id is not it); a
-    /// word with start time 0 (its holder could not read it) names a live holder
-    /// for as long as its thread exists.
+    /// word with the unknown start time (its holder could not read it) names a
+    /// live holder for as long as its thread exists.
     static func ownerIsAlive(_ word: UInt64) -> Bool {
         if namesNoThread(word) { return false }
         let bits = identity(word)
-        return _isRunning(Int32(truncatingIfNeeded: bits & tidMask), start: bits >> 32, startMask: 0xFFFF_FFFF)
+        let start = UInt32(truncatingIfNeeded: bits >> 32)
+        return _isRunning(
+            Int32(truncatingIfNeeded: bits & tidMask), start: start == unknownStart ? nil : UInt64(start), startMask: 0xFFFF_FFFF)
     }
 
     // MARK: Lock and unlock

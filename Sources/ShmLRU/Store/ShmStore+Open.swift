@@ -27,6 +27,7 @@ extension ShmStore {
         let deadline = _saturatingAdd(_monotonicNanoseconds(), _openTimeoutNanoseconds)
         var pause: UInt32 = 500
         var attempt = 0
+        var transientRetries = 0
         while true {
             if attempt > 0 {
                 guard _monotonicNanoseconds() < deadline else { throw lastError }
@@ -54,6 +55,12 @@ extension ShmStore {
                 guard let now = _segmentState(key), now.id == state.id else { continue }
                 if now.stale {
                     _removeStale(key, id: now.id)
+                    continue
+                }
+                // A creator exiting removes its data segment a moment before its
+                // store segment: a few quick retries, not a store that is corrupt.
+                if error.code == .corrupted || error.code == .notFound, transientRetries < 8 {
+                    transientRetries += 1
                     continue
                 }
                 throw lastError

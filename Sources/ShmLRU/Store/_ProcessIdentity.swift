@@ -34,5 +34,5 @@ package struct _ProcessIdentity: Equatable, Sendable {
 
     /// True while the process runs (a zombie or a PID now used by another process counts as dead).
     /// A start time of 0 (unknown) is alive for as long as the PID exists.
-    var isAlive: Bool { _isRunning(pid, start: start) }
+    var isAlive: Bool { _isRunning(pid, start: start == 0 ? nil : start) }
 }

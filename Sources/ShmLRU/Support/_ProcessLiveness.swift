@@ -8,13 +8,15 @@ import Glibc
 // clock ticks since boot), so that an id reused by a new thread or process is
 // not mistaken for the old holder. Reading the start time needs a new file
 // descriptor and a visible /proc: a process at its descriptor limit, chrooted,
-// or under a sandbox that hides /proc cannot read it, and then records 0,
-// "unknown". The rule, the same on both sides:
+// or under a sandbox that hides /proc cannot read it, and then records
+// "unknown" (the store's lock table: start time 0; the cache's owner word:
+// 0xFFFFFFFF in its start-time half, so that a zeroed or forged word with start
+// time 0 stays recoverable). The rule, the same on both sides:
 //
 // - a start time is read once per thread / process while that is possible, and
 //   only a successful read is cached (never 0), so a later lock does not need a
 //   descriptor and a failed read is tried again next time;
-// - "could not tell" is alive: a holder recorded with start time 0 is alive for
+// - "could not tell" is alive: a holder recorded with an unknown start time is alive for
 //   as long as its id exists (a reused id keeps it "alive": waiters then throw
 //   their lock timeout, which is safe, where taking a live holder's lock over
 //   would let two processes inside one structure); a waiter that cannot read
@@ -58,11 +60,11 @@ func _processStatus(_ id: Int32) -> (state: UInt8, start: UInt64)? {
 func _processStartTime(_ id: Int32) -> UInt64? { _processStatus(id)?.start }
 
 /// True unless the process or thread `id`, recorded with start time `start`
-/// (0: unknown), is known to be gone: it does not exist, is a zombie, or has a
-/// known start time other than `start` (its id was reused). `startMask` is the
-/// part of the start time that was recorded (the cache's owner word keeps the
-/// low 32 bits).
-func _isRunning(_ id: Int32, start: UInt64, startMask: UInt64 = .max) -> Bool {
+/// (nil: unknown, its holder could not read it), is known to be gone: it does
+/// not exist, is a zombie, or has a known start time other than `start` (its id
+/// was reused). `startMask` is the part of the start time that was recorded
+/// (the cache's owner word keeps the low 32 bits).
+func _isRunning(_ id: Int32, start: UInt64?, startMask: UInt64 = .max) -> Bool {
     guard id > 0 else { return false }
     guard let status = _processStatus(id) else {
         // No readable /proc entry: gone, or /proc hides it (hidepid, another
@@ -73,6 +75,6 @@ func _isRunning(_ id: Int32, start: UInt64, startMask: UInt64 = .max) -> Bool {
     if status.state == UInt8(ascii: "Z") || status.state == UInt8(ascii: "X") || status.state == UInt8(ascii: "x") {
         return false
     }
-    let recorded = start & startMask
-    return recorded == 0 || status.start & startMask == recorded
+    guard let start else { return true }
+    return status.start & startMask == start & startMask
 }
