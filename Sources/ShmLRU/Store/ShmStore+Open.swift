@@ -14,6 +14,12 @@ extension ShmStore {
     /// replaced: its values outlive its processes, as `create(persistent:)` asks.
     /// A stale store that does not match, or cannot be attached, is replaced.
     ///
+    /// A store whose creator died inside `create` (left half-made) is replaced
+    /// even while other processes wait attached to it, with the data segment that
+    /// creator made; a data segment is removed only if it is the store's own (as
+    /// `remove(key:)` checks). A creator that exits or dies meanwhile makes `open`
+    /// try again (for up to 10 s), to attach or create.
+    ///
     /// - Throws: `.incompatibleSegment` for a live store of another configuration
     ///   (the detail names the first difference) or a live segment that is not a
     ///   store; what `create` and `attach` throw.
