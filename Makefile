@@ -154,7 +154,7 @@ bench-peers:
 stress:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
 	$(WITH_REDIS) --install && $(SWIFT) build --build-tests $(ALL_TRAITS) && \
-	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --filter 'FaultInjectionTests|SoakTests|CorruptionTests'; status=$$?; \
+	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --filter 'FaultInjectionTests|SoakTests|CorruptionTests|LivenessStressTests'; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then echo "make stress: segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; fi; \
 	exit $$status

@@ -57,6 +57,8 @@ func storeLoad(_ arguments: [String]) throws {
             emit("value", value.map { "\($0)" } ?? "nil")
         } catch is LoadFailed {
             emit("error", "LoadFailed")
+        } catch let error as ShmError where error.code == .loadFailed {
+            emit("error", "loadFailed")
         }
     }
 }

@@ -11,17 +11,19 @@ let storeReadCommands: [String: HelperCommand] = [
 ]
 
 /// The names the hammer uses: pairs sharing probe hashes, and a few plain ones.
-func hammerNames() -> [String] { probeSharingNames(count: 16) + (0..<8).map { "plain-\($0)" } }
+func hammerNames(_ store: ShmStore) -> [String] {
+    probeSharingNames(count: 16, hash: store._recordHash) + (0..<8).map { "plain-\($0)" }
+}
 
 /// store-read-hammer KEY WRITER OPS  → random set (Codable) / get(as:) / bytes /
-/// contains / remove over `hammerNames()`, with other processes doing the same.
+/// contains / remove over `hammerNames(store)`, with other processes doing the same.
 /// Every value read (through the decoded cache or not) must be whole and for its
 /// key. Prints sets, hits, misses, removes, l1hits.
 func storeReadHammer(_ arguments: [String]) throws {
     let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
     let writer: Int = try intArgument(arguments, 1, "WRITER")
     let operations: Int = try intArgument(arguments, 2, "OPS")
-    let names = hammerNames()
+    let names = hammerNames(store)
     var random = SplitMix64(seed: UInt64(writer) &* 7_919 &+ 17)
     var sets = 0, hits = 0, misses = 0, removes = 0
     for step in 0..<operations {

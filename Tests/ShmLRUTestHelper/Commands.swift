@@ -12,6 +12,9 @@ let helperCommands: [String: HelperCommand] = coreCommands
     .merging(hardeningCommands) { first, _ in first }
     .merging(memoryCommands) { first, _ in first }
     .merging(snapshotCommands) { first, _ in first }
+    .merging(livenessCommands) { first, _ in first }
+    .merging(openCommands) { first, _ in first }
+    .merging(livenessStressCommands) { first, _ in first }
 
 /// Region and core LRU commands.
 let coreCommands: [String: HelperCommand] = [

@@ -1,7 +1,8 @@
 // Shared by the test helper and the tests of the store's read path: key names
 // whose store hashes share probe hashes, and self-describing Codable values.
 
-/// FNV-1a 32 of a string's UTF-8 bytes: an independent copy of the store's key hash.
+/// FNV-1a 32 of a string's UTF-8 bytes: the stores' key hash before layout
+/// version 4 (now keyed per store: pass the store's `_recordHash`).
 public func storeKeyHash(_ name: String) -> UInt32 {
     var hash: UInt32 = 0x811C_9DC5
     for byte in name.utf8 {
@@ -13,9 +14,9 @@ public func storeKeyHash(_ name: String) -> UInt32 {
 
 /// `count` names ("pk-N") in pairs whose hashes are less than `spread` apart, so
 /// each pair's probe hashes (hash, hash+1, …) overlap: a key of one may live
-/// under a probe hash of the other's. Deterministic.
-public func probeSharingNames(count: Int, spread: UInt32 = 4) -> [String] {
-    var hashed = (0..<300_000).map { (hash: storeKeyHash("pk-\($0)"), index: $0) }
+/// under a probe hash of the other's. Deterministic for one `hash` (one store).
+public func probeSharingNames(count: Int, spread: UInt32 = 4, hash: (String) -> UInt32 = storeKeyHash) -> [String] {
+    var hashed = (0..<300_000).map { (hash: hash("pk-\($0)"), index: $0) }
     hashed.sort { $0.hash < $1.hash }
     var chosen: [Int] = []
     var seen = Set<Int>()

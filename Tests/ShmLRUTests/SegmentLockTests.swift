@@ -165,7 +165,10 @@ import Testing
     /// A word naming a live process that does not hold the lock (a hostile peer
     /// could write one): a clear `.lockTimeout`, not a hang; recovered once that
     /// process is gone. The same process, named with another start time (its
-    /// id reused), is not it: recovered at once.
+    /// id reused), or with none (a forged "thread N"), is not it: recovered at
+    /// once. Named with the "unknown" start time (a holder that could not read
+    /// its own), it is taken for alive while it exists: a timeout, never a
+    /// takeover (issue 24).
     @Test func forgedOwnerNamingALiveProcess() throws {
         try withKey { key in
             let cache = try prefilled(key, lockTimeout: .milliseconds(50))
@@ -190,6 +193,10 @@ import Testing
                 recoveries += 1
                 #expect(cache.stats.recoveries == recoveries, "word 0x\(String(word, radix: 16))")
             }
+            // The unknown start time: alive while it exists.
+            try forgeOwner(cache, 0xFFFF_FFFF << 32 | pid)
+            expectShmError(.lockTimeout) { try cache.set(5, "five") }
+            #expect(cache.stats.recoveries == recoveries, "the unknown start time naming a live process")
             // The live process's exact word again; it exits: recovered.
             try forgeOwner(cache, exact)
             expectShmError(.lockTimeout) { _ = try cache.bytes(1) }
@@ -197,6 +204,65 @@ import Testing
             _ = sleeper.wait()
             try expectIntact(cache, versions: [4], "live then gone")
         }
+    }
+
+    /// A holder that cannot read its own start time records 0 in the owner
+    /// word; while it runs, lockers must time out, never take the lock over
+    /// (issue 24, item 1: a takeover let a second process into the structure,
+    /// and changed the value lent to the holder). Killed, it is recovered.
+    func expectLiveBlindHolderIsNeverRobbed(_ mode: String) throws {
+        try withKey { key in
+            let cache = try prefilled(key, lockTimeout: .milliseconds(200))
+            let holder = try spawnHelper(["lru-hold-lock-blind", key.description, "2", mode])
+            defer {
+                holder.kill(SIGKILL)
+                _ = holder.wait()
+            }
+            var values: [String: String] = [:]
+            while values["ready"] == nil, let line = holder.readLine() {
+                if let eq = line.firstIndex(of: "=") { values[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+            }
+            try #require(values["ready"] == "1", "the holder did not take the lock: \(values) \(holder.wait().errorOutput)")
+            try #require(values["procReadable"] == "0", "\(mode): the holder could read /proc, nothing tested")
+            let word = try ownerWord(cache)
+            #expect(word & Self._tidMask == UInt64(UInt32(bitPattern: holder.pid)), "the word names the holder")
+            #expect(word >> 32 == 0xFFFF_FFFF, "\(mode): the holder marked its start time unknown")
+            let before = cache.stats.recoveries
+            expectShmError(.lockTimeout, "\(mode): a live holder was robbed") {
+                try cache.set(2, encodeValue(hash: 2, version: 9, length: 22))
+            }
+            expectShmError(.lockTimeout, "\(mode)") { try cache.set(100, encodeValue(hash: 100, version: 9, length: 30)) }
+            #expect(cache.stats.recoveries == before, "\(mode): a live holder was taken over")
+            #expect(try ownerWord(cache) & ~(1 << 31) == word, "\(mode): the holder still owns the lock")
+            holder.kill(SIGKILL)
+            #expect(holder.wait().status == 128 + SIGKILL)
+            try cache.set(100, encodeValue(hash: 100, version: 3, length: 30))
+            #expect(cache.stats.recoveries == before + 1, "\(mode): the dead holder is recovered")
+            try expectIntact(cache, versions: [3], mode)
+        }
+    }
+
+    static let _tidMask: UInt64 = 0x3FFF_FFFF
+
+    @Test func liveHolderAtItsFdLimitIsNeverRobbed() throws {
+        try expectLiveBlindHolderIsNeverRobbed("fd-limit")
+    }
+
+    /// The holder's /proc is an empty tmpfs (a mount namespace of its own: root only).
+    @Test(.enabled(if: getuid() == 0, "mounting over /proc needs root"))
+    func liveHolderThatCannotSeeProcIsNeverRobbed() throws {
+        try expectLiveBlindHolderIsNeverRobbed("no-proc")
+    }
+
+    /// Item 8: a process whose first /proc read fails (no descriptor left) does
+    /// not keep start time 0 for good: it reads it again once it can.
+    @Test func processIdentityNeverCachesAnUnknownStartTime() throws {
+        let run = try runHelper(["identity-at-fd-limit"])
+        try #require(run.status == 0, "\(run.output) \(run.errorOutput)")
+        let values = run.values
+        try #require(values["first"] == "0", "the first read succeeded at the fd limit, nothing tested: \(values)")
+        #expect(values["after"] != "0", "start time 0 was cached: \(values)")
+        #expect(values["after"] == values["actual"], "\(values)")
     }
 
     /// Field 22 of /proc/PID/stat (clock ticks since boot).

@@ -74,6 +74,39 @@ import Testing
         }
     }
 
+    /// Issue 24, item 6: a burst of processes behind a load that throws sees one
+    /// load and one failure (the others get `.loadFailed` without loading); a
+    /// caller after it loads anew. A load longer than `loadTimeout` is abandoned
+    /// with `.loadFailed`, and the load lock is free again.
+    @Test func getOrLoadHasALoadTimeoutAndRemembersAFailure() async throws {
+        try await withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 64, recordSize: 128))
+            let helpers = try (0..<6).map { _ in try spawnHelper(["store-load", key.description, "flaky", "1500", "throw"]) }
+            let errors = waitAll(helpers).map { $0.values["error"] ?? "none" }
+            #expect(try store.get("loads:flaky", as: Int.self) == 1, "the load ran once for the burst: \(errors)")
+            #expect(errors.sorted() == ["LoadFailed"] + Array(repeating: "loadFailed", count: 5), "\(errors)")
+            let later = try runHelper(["store-load", key.description, "flaky", "0", "5"])
+            #expect(later.values["value"] == "5", "a caller after the failure loads: \(later.output) \(later.errorOutput)")
+        }
+        try await withStoreKey { key in
+            var configuration = ShmStore.Configuration(capacity: 64, recordSize: 128)
+            configuration.loadTimeout = .milliseconds(200)
+            let store = try ShmStore.create(key: key, configuration: configuration)
+            do {
+                _ = try await store.get("slow", as: Int.self) { () async throws -> Int? in
+                    try await Task.sleep(for: .seconds(20))
+                    return 1
+                }
+                Issue.record("a load longer than loadTimeout returned")
+            } catch let error as ShmError {
+                #expect(error.code == .loadFailed, "\(error)")
+            }
+            #expect(try await store.get("slow", as: Int.self) { () async throws -> Int? in 2 } == 2, "the load lock is free again")
+            configuration.loadTimeout = .zero
+            expectError(.invalidArgument) { _ = try ShmStore.create(key: uniqueKey(), configuration: configuration) }
+        }
+    }
+
     @Test func updateFromFourProcessesCountsExactly() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))

@@ -54,7 +54,7 @@ import Testing
             #expect(try store.get("tom", as: Person.self) == Person(name: "Tom", age: 10))  // decoded once, kept in the L1
             let peer = try ShmStore.attach(key: key)
             #expect(peer.configuration.promotion == .atMostEvery(.seconds(1)))
-            let holder = try holdDataLock(store, hash: _stableHash("held"))
+            let holder = try holdDataLock(store, hash: store._hash("held"))
             defer {
                 holder.kill(SIGKILL)
                 _ = holder.wait()
@@ -102,7 +102,7 @@ import Testing
             #expect(try store.get("short", as: Int.self) == 1)  // now in the L1, with its expiry
             usleep(80_000)
             do {
-                let holder = try holdDataLock(store, hash: _stableHash("long"))
+                let holder = try holdDataLock(store, hash: store._hash("long"))
                 defer {
                     holder.kill(SIGKILL)
                     _ = holder.wait()
@@ -350,13 +350,15 @@ import Testing
             #expect(l1hits > 0)
             let report = try store.verify()
             #expect(report.isClean, "\(report)")
-            for name in hammerNamesForTest() {
+            for name in hammerNamesForTest(store) {
                 if let value = try store.get(name, as: StoreProbeValue.self) { #expect(value.isWhole(for: name)) }
             }
         }
     }
 
-    func hammerNamesForTest() -> [String] { probeSharingNames(count: 16) + (0..<8).map { "plain-\($0)" } }
+    func hammerNamesForTest(_ store: ShmStore) -> [String] {
+        probeSharingNames(count: 16, hash: store._recordHash) + (0..<8).map { "plain-\($0)" }
+    }
 }
 
 /// The `round` field of the coherence writer's value.

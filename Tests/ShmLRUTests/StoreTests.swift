@@ -96,20 +96,21 @@ struct Person: Codable, Equatable {
         }
     }
 
-    /// "key-901258" and "key-1540052" have the same FNV-1a 32 hash: both are
-    /// stored (the second one probes to hash + 1), and neither reads the other's value.
+    /// Two keys with the same record hash in this store (found by brute force
+    /// with its seeded hash): both are stored (the second one probes to hash +
+    /// 1), and neither reads the other's value.
     @Test func realHashCollisionNeverReturnsAnotherKeysValue() throws {
-        let a = "key-901258", b = "key-1540052"
-        #expect(_stableHash(a) == _stableHash(b))
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 16, recordSize: 128))
+            let (a, b) = collidingPair(store)
+            #expect(store._hash(a) == store._hash(b))
             try store.set(a, 1)
             #expect(try store.get(b, as: Int.self) == nil)
             try store.set(b, 2)
             #expect(try store.get(a, as: Int.self) == 1)
             #expect(try store.get(b, as: Int.self) == 2)
-            #expect(try store.cache.contains(_stableHash(a)))
-            #expect(try store.cache.contains(_stableHash(a) &+ 1))
+            #expect(try store.cache.contains(store._hash(a)))
+            #expect(try store.cache.contains(store._hash(a) &+ 1))
             // Another process computes the same hashes and finds each key's own value.
             #expect(try runHelper(["store-get", key.description, a, "int"]).values["value"] == "1")
             #expect(try runHelper(["store-get", key.description, b, "int"]).values["value"] == "2")
@@ -120,6 +121,46 @@ struct Person: Codable, Equatable {
             #expect(try store.get(a, as: Int.self) == 3)
             #expect(try store.get(b, as: Int.self) == 2)
             #expect(store.count == 2)
+        }
+    }
+
+    /// Two "key-N" keys with the same record hash in `store` (a birthday search:
+    /// about 80,000 keys for 32 bits).
+    func collidingPair(_ store: ShmStore) -> (String, String) {
+        var seen: [UInt32: String] = [:]
+        for n in 0... {
+            let candidate = "key-\(n)"
+            if let other = seen.updateValue(candidate, forKey: store._hash(candidate)) { return (other, candidate) }
+        }
+        fatalError("unreachable")
+    }
+
+    /// Item 7 (issue 24): keys crafted to collide under the unseeded FNV-1a 32
+    /// (a probe window of 1 makes the second a `.keyCollision`) no longer collide:
+    /// the record hash is keyed with a per-store random seed, different in two
+    /// stores. A store segment of layout version 3 (FNV) is a typed error.
+    @Test func craftedFnvCollisionsNoLongerCollide() throws {
+        let a = "key-901258", b = "key-1540052"
+        try #require(_stableHash(a) == _stableHash(b), "the crafted pair collides under FNV-1a 32")
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 16, recordSize: 128, probeLimit: 1))
+            try store.set(a, 1)
+            try store.set(b, 2)  // a .keyCollision when both hash alike
+            #expect(try store.get(a, as: Int.self) == 1)
+            #expect(try store.get(b, as: Int.self) == 2)
+            #expect(store._hash(a) != store._hash(b))
+            try withStoreKey { otherKey in
+                let other = try ShmStore.create(key: otherKey, configuration: .init(capacity: 16, recordSize: 128))
+                #expect(other._hashSeed != store._hashSeed, "each store draws its own seed")
+                #expect(other._hash(a) != store._hash(a) || other._hash(b) != store._hash(b))
+            }
+            // Another process computes the same (seeded) hashes.
+            #expect(try runHelper(["store-get", key.description, b, "int"]).values["value"] == "2")
+            // An older layout (version 3, FNV-hashed) is refused with a typed error.
+            try store._storeRegion.withUnsafeMutableBytes {
+                $0.storeBytes(of: UInt32(3), toByteOffset: _StoreLayout.H.version, as: UInt32.self)
+            }
+            expectError(.incompatibleSegment) { _ = try ShmStore.attach(key: key, wait: .zero) }
         }
     }
 

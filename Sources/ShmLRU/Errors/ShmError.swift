@@ -52,6 +52,10 @@ public struct ShmError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let alreadyDeleted = Code(rawValue: "alreadyDeleted")
         /// The segment's lock could not be taken in time.
         public static let lockTimeout = Code(rawValue: "lockTimeout")
+        /// `ShmStore.get(_:as:orLoad:)`: the load took longer than the store's
+        /// `loadTimeout`, or a load of that key failed moments ago (within
+        /// `loadFailureTTL`; the detail quotes its error).
+        public static let loadFailed = Code(rawValue: "loadFailed")
     }
 
     /// What went wrong.

@@ -10,20 +10,27 @@ import Glibc
 ///     bit  30     zero (a word with it set is read as naming a dead owner)
 ///     bit  31     waiters: some thread sleeps on the low half (futex)
 ///     bits 32-63  the owner thread's start time (field 22 of /proc/TID/stat,
-///                 clock ticks since boot, low 32 bits; 0 if the owner could not
-///                 read it, which waiters that can read it take for a dead owner)
+///                 clock ticks since boot, low 32 bits; 0xFFFFFFFF if the owner
+///                 could not read it: "unknown", alive for as long as the thread
+///                 exists; 0 is not written, and a word with it names a holder
+///                 only if that is the thread's real start time)
 ///
 /// The word is 0 when the lock is free. The owner's identity is part of the word
 /// itself, so there is no moment at which the lock is held but the holder unnamed.
 ///
 /// Dead holders: a kernel robust list cannot name a hand-made lock, so a waiter
 /// whose short futex wait timed out (1 ms, doubling to 64 ms) reads the owner's
-/// /proc entry: a thread that no longer exists, is a zombie, or has another start
-/// time (its id was reused) is dead, and the waiter takes the word over with a
+/// /proc entry (`_isRunning`, Support/_ProcessLiveness.swift, the check the
+/// store's lock table uses too): a thread that no longer exists, is a zombie, or
+/// has another known start time (its id was reused) is dead, and the waiter takes the word over with a
 /// compare-and-swap (only one waiter wins) and reports `.previousOwnerDied`, which
 /// the cache answers with a rebuild from the records, as it did for EOWNERDEAD.
 /// A word that names no live thread (forged, or left by a crash) is therefore
-/// recovered the same way. A live holder, stopped or not, makes lockers wait for
+/// recovered the same way. A holder that could not read its own start time (at
+/// its descriptor limit, /proc hidden) writes the "unknown" mark: it is never
+/// taken over while its thread exists (a start time is read once per thread
+/// while a descriptor is free, when a cache is opened, and only a successful
+/// read is cached). A live holder, stopped or not, makes lockers wait for
 /// their timeout and throw `.lockTimeout`. Locking it again from its holding
 /// thread throws at once (EDEADLK). All processes must share one PID namespace
 /// (as the store's lock table already assumes).
@@ -52,11 +59,13 @@ struct _SegmentLock: @unchecked Sendable {
         word = address.assumingMemoryBound(to: UInt64.self)
         ownerKey = _ownerKey
         _faults = faults.map { Unmanaged.passUnretained($0) }
+        _ = currentOwner  // read this thread's start time now, while a descriptor is likely free
     }
     #else
     init(address: UnsafeMutableRawPointer) {
         word = address.assumingMemoryBound(to: UInt64.self)
         ownerKey = _ownerKey
+        _ = currentOwner  // read this thread's start time now, while a descriptor is likely free
     }
     #endif
 
@@ -84,10 +93,13 @@ struct _SegmentLock: @unchecked Sendable {
     static func computeCurrentOwner() -> UInt64 {
         let tid = cshm_gettid()
         let start = _processStartTime(tid)
-        let owner = UInt64(UInt32(truncatingIfNeeded: start ?? 0)) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
+        let owner = UInt64(start.map { UInt32(truncatingIfNeeded: $0) } ?? unknownStart) << 32 | (UInt64(UInt32(bitPattern: tid)) & tidMask)
         if start != nil { _ = pthread_setspecific(_ownerKey, UnsafeRawPointer(bitPattern: UInt(owner))) }  // else retried next time
         return owner
     }
+
+    /// The start-time half of an owner word whose holder could not read its start time.
+    static let unknownStart: UInt32 = 0xFFFF_FFFF
 
     /// The owner word without the waiters bit (what identifies a holder).
     @inline(__always)
@@ -106,23 +118,15 @@ struct _SegmentLock: @unchecked Sendable {
     }
 
     /// True if the thread a (non-zero) owner word names still runs: it exists, is
-    /// not a zombie, and started when the word says (so a reused id is not it).
+    /// not a zombie, and started when the word says (so a reused id is not it); a
+    /// word with the unknown start time (its holder could not read it) names a
+    /// live holder for as long as its thread exists.
     static func ownerIsAlive(_ word: UInt64) -> Bool {
         if namesNoThread(word) { return false }
         let bits = identity(word)
-        let tid = Int32(truncatingIfNeeded: bits & tidMask)
         let start = UInt32(truncatingIfNeeded: bits >> 32)
-        guard let status = _processStatus(tid) else {
-            // No /proc entry: either gone, or /proc hides it (hidepid): kill(0) tells.
-            return kill(tid, 0) == 0 || errno == EPERM
-        }
-        if status.state == UInt8(ascii: "Z") || status.state == UInt8(ascii: "X") || status.state == UInt8(ascii: "x") {
-            return false
-        }
-        // Exact match only: a forged word with start 0 naming a live process (say
-        // thread 1) must not pass for its holder. The cost: a holder that could not
-        // read its own start time (so wrote 0) is taken for dead by waiters that can.
-        return UInt32(truncatingIfNeeded: status.start) == start
+        return _isRunning(
+            Int32(truncatingIfNeeded: bits & tidMask), start: start == unknownStart ? nil : UInt64(start), startMask: 0xFFFF_FFFF)
     }
 
     // MARK: Lock and unlock

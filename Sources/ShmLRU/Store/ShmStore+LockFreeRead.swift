@@ -56,7 +56,7 @@ extension ShmStore {
     /// The key's hash, from its UTF-8 bytes (no copy), or from the replaceable hash.
     @inline(__always)
     func _keyHash(_ key: String, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        _usesStableHash ? _fnv1a32(bytes) : _hash(key)
+        _usesStableHash ? _storeKeyHash(_hashSeed, bytes) : _hash(key)
     }
 
     /// The thrown `.detached` error, formatted off the hot path.

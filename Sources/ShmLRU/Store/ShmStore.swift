@@ -118,6 +118,16 @@ public final class ShmStore: @unchecked Sendable {
         /// per-key lock when no timeout is given (0: try once; nil: no limit).
         /// Not stored in the segment: each process chooses its own.
         public var lockTimeout: Duration?
+        /// get-or-load: the longest a load may run; a load still running then is
+        /// abandoned (cancelled, its result ignored) and its caller and waiters get
+        /// `.loadFailed` (nil: no limit). Not stored in the segment.
+        public var loadTimeout: Duration? = ShmStore.defaultLoadTimeout
+        /// get-or-load: how long a failed load (thrown or timed out) is remembered,
+        /// for every process: callers within it get `.loadFailed` (or the stale
+        /// value `staleIfError` allows) instead of running the load again, so a
+        /// burst of waiters sees one failure, not one per waiter (nil: not
+        /// remembered). Not stored in the segment.
+        public var loadFailureTTL: Duration? = .seconds(1)
         /// Memory mode (`init(memory:maxValueSize:expectedEntries:…)`): the byte
         /// budget of both segments, values spilling to a chunk heap; nil: sized by records.
         public var memory: Int?
@@ -154,6 +164,10 @@ public final class ShmStore: @unchecked Sendable {
     /// lock wait that cannot end (a holder that cannot run) into an error.
     public static let defaultLockTimeout: Duration? = .seconds(10)
 
+    /// The default `loadTimeout`: 10 s, the default lock timeout (waiters for a
+    /// load give up then anyway).
+    public static let defaultLoadTimeout: Duration? = .seconds(10)
+
     /// The store segment's key (the name other processes attach by).
     public var key: ShmKey { _storeRegion.key }
     /// The LRU segment holding the values (for stats and `verify()`; change it only through the store).
@@ -169,6 +183,11 @@ public final class ShmStore: @unchecked Sendable {
     let _hash: @Sendable (String) -> UInt32
     /// `_hash` is the stable hash: reads hash the key's UTF-8 bytes in place.
     let _usesStableHash: Bool
+    /// The record hash's key, from the header (see _StableHash.swift).
+    let _hashSeed: _SipKey
+
+    /// The record hash of `key` in this store (tests choose colliding keys with it).
+    package func _recordHash(_ key: String) -> UInt32 { _hash(key) }
     let _hub: _ListenerHub
     /// This handle's decoded values and codec (_DecodedCache.swift).
     let _decoded = _DecodedCache()
@@ -196,11 +215,14 @@ public final class ShmStore: @unchecked Sendable {
         self.cache = cache
         self.configuration = configuration
         _maxAgeNanoseconds = configuration.maxAge.map { UInt64(max(0, _nanoseconds($0))) } ?? 0
-        _hash = hash ?? { _stableHash($0) }
+        let seed = _SipKey(k0: segment.load64(_StoreLayout.H.hashSeed0), k1: segment.load64(_StoreLayout.H.hashSeed1))
+        _hashSeed = seed
+        _hash = hash ?? { _storeKeyHash(seed, $0) }
         _usesStableHash = hash == nil
         _hub = _ListenerHub(segment: segment, region: storeRegion)
         _heap = _ValueHeap(segment: segment, maxValueSize: configuration.maxValueSize)
         _hub.owner = self
+        _ = _ProcessIdentity.current  // read this process's start time now, while a descriptor is likely free
     }
 
     deinit { _hub.stop() }
@@ -238,7 +260,10 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.create(key: \(key.map { "\($0)" } ?? "nil"))"
         let c = configuration
         try _validateHandleOptions(lockTimeout: c.lockTimeout, operation)
-        for (name, window) in [("negativeTTL", c.negativeTTL), ("staleIfError", c.staleIfError)] {
+        for (name, window) in [
+            ("negativeTTL", c.negativeTTL), ("staleIfError", c.staleIfError), ("loadTimeout", c.loadTimeout),
+            ("loadFailureTTL", c.loadFailureTTL),
+        ] {
             if let window, window <= .zero {
                 throw ShmError(.invalidArgument, operation, detail: "\(name) must be positive (nil: none)")
             }
@@ -271,23 +296,48 @@ public final class ShmStore: @unchecked Sendable {
                 detail: "a segment already has this key: ShmStore.open(key:configuration:) attaches it (or replaces a stale "
                     + "store), ShmStore.attach(key:) attaches it as it is")
         }
-        let cache: ShmLRU
-        do {
-            cache = try ShmLRU.create(
-                // One spare record: an update is written into a free record before
-                // the old one is let go (see ShmLRU+Replace.swift).
-                key: nil, recordSize: c.recordSize, capacity: c.capacity + 1, index: .shared, permissions: permissions,
-                persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, lockTimeout: c.lockTimeout, policy: c.policy))
-        } catch {
-            try? region.remove()
-            _ = try? region.detach()
-            throw error
-        }
-        _claim(cache, for: region.key)
         let s = _StoreSegment(base: region._attachment.base, layout: layout)
+        // Version and header size first, then the data segment's key before that
+        // segment exists: a creator killed from here on leaves a half-made store
+        // (no magic) that names every segment it made, so `open` and
+        // `remove(key:)` can reclaim them (ShmStore+Open.swift).
         s.store(_StoreLayout.H.version, _StoreLayout.version)
         s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
-        s.store(_StoreLayout.H.lruKey, cache.key.unsignedValue)
+        let seed = _SipKey.random()
+        s.store64(_StoreLayout.H.hashSeed0, seed.k0)
+        s.store64(_StoreLayout.H.hashSeed1, seed.k1)
+        var cache: ShmLRU? = nil
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<1_000 where cache == nil {
+            let dataKey = ShmKey(UInt32.random(in: 1...0xFFFF_FFFE, using: &generator))
+            guard dataKey != region.key else { continue }
+            s.store(_StoreLayout.H.lruKey, dataKey.unsignedValue)
+            cshm_fence_seq_cst()
+            do {
+                cache = try ShmLRU.create(
+                    // One spare record: an update is written into a free record before
+                    // the old one is let go (see ShmLRU+Replace.swift).
+                    key: dataKey, recordSize: c.recordSize, capacity: c.capacity + 1, index: .shared, permissions: permissions,
+                    persistent: persistent, options: ShmLRU.Options(promotion: c.promotion, lockTimeout: c.lockTimeout, policy: c.policy))
+            } catch where error.code == .exists {
+                continue
+            } catch {
+                try? region.remove()
+                _ = try? region.detach()
+                throw error
+            }
+        }
+        guard let cache else {
+            try? region.remove()
+            _ = try? region.detach()
+            throw ShmError(.exists, operation, detail: "no free key found for the data segment")
+        }
+        _claim(cache, for: region.key)
+        #if SHMLRU_TESTING
+        // Test-only: a creator killed inside create, its data segment made and
+        // claimed, its header unfinished (issue 24, item 5).
+        if getenv("SHMLRU_KILL_IN_STORE_CREATE") != nil { kill(getpid(), SIGKILL) }
+        #endif
         s.store(_StoreLayout.H.recordSize, UInt32(layout.recordSize))
         s.store(_StoreLayout.H.lockSlots, UInt32(layout.lockSlots))
         s.store(_StoreLayout.H.waiterSlots, UInt32(layout.waiterSlots))
@@ -479,6 +529,8 @@ public final class ShmStore: @unchecked Sendable {
     /// store's (an ShmLRU cache of its record size claimed by this key, see
     /// ShmStore+Ownership.swift): a forged header cannot make it remove another
     /// program's segment.
+    /// A store left half-made by a creator that died inside `create` is removed
+    /// with the data segment that creator made.
     /// - Throws: `.notFound`, `.incompatibleSegment` if the key holds no store,
     ///   `.corrupted` if the segment it names as its data is not its own
     ///   (nothing is removed then: remove the store segment alone with
@@ -487,7 +539,19 @@ public final class ShmStore: @unchecked Sendable {
         let operation = "ShmStore.remove(key: \(key))"
         let region = try ShmRegion.attach(key: key)
         defer { _ = try? region.detach() }
-        let (layout, _, lruKey) = try _validateHeader(of: region, wait: .zero)
+        let header: (_StoreLayout, Configuration, ShmKey)
+        do { header = try _validateHeader(of: region, wait: .zero) } catch {
+            // A store whose creator died inside `create`: reclaim what it made.
+            if _isHalfMadeStore(region), case .success(let info) = _shmStat(id: region.id),
+                !(info.creatorPID > 0 && _ProcessIdentity(pid: info.creatorPID, start: 0).isAlive)
+            {
+                _removeDataSegment(of: region, storeKey: key)
+                try region.remove()
+                return
+            }
+            throw error
+        }
+        let (layout, _, lruKey) = header
         if ShmRegion.exists(key: lruKey) {
             let data: ShmRegion
             do { data = try ShmRegion.attach(key: lruKey, readOnly: true) } catch {

@@ -16,7 +16,8 @@ func _fnv1a<Hash: FixedWidthInteger & UnsignedInteger, Bytes: Sequence<UInt8>>(
     return hash
 }
 
-/// FNV-1a, 32 bits, over the key's UTF-8 bytes: the store's record hash.
+/// FNV-1a, 32 bits, over the key's UTF-8 bytes: the store's record hash before
+/// layout version 4 (unseeded: tests craft collisions with it).
 @inline(__always)
 func _fnv1a32<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> UInt32 {
     _fnv1a(bytes, offsetBasis: 0x811C_9DC5, prime: 0x0100_0193)
@@ -28,5 +29,85 @@ func _fnv1a64<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> UInt64 {
     _fnv1a(bytes, offsetBasis: 0xCBF2_9CE4_8422_2325, prime: 0x0000_0100_0000_01B3)
 }
 
-/// The store's key hash (FNV-1a 32 of the UTF-8 key).
+/// FNV-1a 32 of the UTF-8 key: the unseeded hash stores used before layout
+/// version 4 (kept for tests that craft collisions for it).
 func _stableHash(_ key: String) -> UInt32 { _fnv1a32(key.utf8) }
+
+// MARK: The store's keyed record hash
+
+// The store's record hash is SipHash-1-3 (Aumasson & Bernstein; the variant
+// Rust's and Python's hash tables use) keyed with a random 128-bit seed drawn by
+// `create` and kept in the store header (`_StoreLayout.H.hashSeed`): every
+// process of one store computes the same hashes, but a client that chooses keys
+// (URL paths, user names) cannot compute offline which keys collide, so it cannot
+// fill a victim key's probe window (issue 24, item 7). FNV-1a 32, the hash
+// before layout version 4, is unseeded: colliding keys were a table lookup away.
+
+/// A SipHash-1-3 key (two 64-bit halves).
+struct _SipKey: Equatable, Sendable {
+    var k0: UInt64
+    var k1: UInt64
+
+    /// A fresh random key (`create`).
+    static func random() -> _SipKey {
+        var generator = SystemRandomNumberGenerator()
+        return _SipKey(k0: generator.next(), k1: generator.next())
+    }
+}
+
+/// SipHash-1-3 of `bytes` under `key`, 64 bits.
+@inline(__always)
+func _sipHash13(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    var v0 = key.k0 ^ 0x736F_6D65_7073_6575
+    var v1 = key.k1 ^ 0x646F_7261_6E64_6F6D
+    var v2 = key.k0 ^ 0x6C79_6765_6E65_7261
+    var v3 = key.k1 ^ 0x7465_6462_7974_6573
+    @inline(__always) func round() {
+        v0 &+= v1; v1 = v1.rotl(13); v1 ^= v0; v0 = v0.rotl(32)
+        v2 &+= v3; v3 = v3.rotl(16); v3 ^= v2
+        v0 &+= v3; v3 = v3.rotl(21); v3 ^= v0
+        v2 &+= v1; v1 = v1.rotl(17); v1 ^= v2; v2 = v2.rotl(32)
+    }
+    let count = bytes.count
+    let whole = count & ~7
+    var offset = 0
+    while offset < whole {
+        let m = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+        v3 ^= m
+        round()
+        v0 ^= m
+        offset &+= 8
+    }
+    var last = UInt64(truncatingIfNeeded: count) << 56
+    var shift: UInt64 = 0
+    while offset < count {
+        last |= UInt64(bytes[offset]) << shift
+        shift &+= 8
+        offset &+= 1
+    }
+    v3 ^= last
+    round()
+    v0 ^= last
+    v2 ^= 0xFF
+    round()
+    round()
+    round()
+    return v0 ^ v1 ^ v2 ^ v3
+}
+
+extension UInt64 {
+    @inline(__always) fileprivate func rotl(_ n: UInt64) -> UInt64 { (self << n) | (self >> (64 &- n)) }
+}
+
+/// The store's record hash of a key's UTF-8 bytes: SipHash-1-3 folded to 32 bits.
+@inline(__always)
+func _storeKeyHash(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    let h = _sipHash13(key, bytes)
+    return UInt32(truncatingIfNeeded: h ^ (h >> 32))
+}
+
+/// The store's record hash of `string`.
+func _storeKeyHash(_ key: _SipKey, _ string: String) -> UInt32 {
+    var string = string
+    return string.withUTF8 { _storeKeyHash(key, UnsafeRawBufferPointer($0)) }
+}

@@ -28,7 +28,9 @@ import CShm
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
-//   line 4-7 reserved (zero)
+//   line 4  the record hash's SipHash-1-3 key (two UInt64 at 256 and 264, drawn
+//           at random by create, immutable; see _StableHash.swift)
+//   line 5-7 reserved (zero)
 //
 //  Lock slot (lockSlotStride = 64 + lockKeyCapacity, lockKeyCapacity = recordSize
 //  rounded up to 8), bound to one key while it is held or waited for:
@@ -112,7 +114,8 @@ import CShm
 
 struct _StoreLayout: Equatable, Sendable {
     static let magic: UInt64 = 0x3152_4F54_534D_4853  // "SHMSTOR1" little-endian
-    static let version: UInt32 = 3
+    /// 4: keyed record hash (SipHash-1-3, seed in the header); 3 hashed keys with FNV-1a 32.
+    static let version: UInt32 = 4
     static let headerSize = 512
     static let lockSlotHeaderSize = 64
     static let waiterSize = 48
@@ -149,6 +152,8 @@ struct _StoreLayout: Equatable, Sendable {
         static let logHead = 192  // UInt64
         static let logWord = 200
         static let logWaiters = 204
+        static let hashSeed0 = 256  // UInt64
+        static let hashSeed1 = 264  // UInt64
     }
 
     enum L {
