@@ -140,8 +140,17 @@ extension RedisNearCache {
                 throw error
             }
         }
-        if let hit = try store.get(key, as: V.self) {
-            if let loader, configuration.refreshAhead != nil { _refreshAheadIfDue(key, V.self, timeToLive, loader, operation) }
+        // A plain get reclaims an expired entry: with stale-if-error (or refresh
+        // ahead) look at the entry's life first, and leave an expired one to the
+        // store's get-or-load, which serves it if the load fails.
+        var left: ShmStore.TimeToLive?? = .none
+        if store.configuration.staleIfError != nil || (loader != nil && configuration.refreshAhead != nil) {
+            left = .some(try store.timeToLive(key))
+        }
+        if left != .some(nil), let hit = try store.get(key, as: V.self) {
+            if let loader, let ahead = configuration.refreshAhead, case .remaining(let remaining)?? = left, remaining <= ahead {
+                _refreshAhead(key, V.self, timeToLive, loader, operation)
+            }
             return hit
         }
         let record = _LoadRecord(token: nil)
@@ -283,12 +292,10 @@ extension RedisNearCache {
 
     // MARK: Refresh ahead
 
-    func _refreshAheadIfDue<V: Codable & Sendable>(
+    /// Starts the background reload of `key`, unless one runs already on this machine.
+    func _refreshAhead<V: Codable & Sendable>(
         _ key: String, _ type: V.Type, _ timeToLive: Duration?, _ loader: @escaping @Sendable () async throws -> V?, _ operation: String
     ) {
-        guard let ahead = configuration.refreshAhead, case .remaining(let left)? = (try? store.timeToLive(key)) ?? nil, left <= ahead else {
-            return
-        }
         let lockKey = "\u{0}shmlru-redis/\(configuration.name)/refresh:\(key)"
         guard let token = (try? store.tryLock(lockKey)) ?? nil else { return }  // a refresh of it runs already
         Task.detached { [self] in
