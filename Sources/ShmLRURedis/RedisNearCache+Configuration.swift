@@ -35,9 +35,12 @@ extension RedisNearCache {
         public var initialBackoff: Duration
         /// The longest delay between two probes of an unavailable Redis.
         public var maxBackoff: Duration
-        /// The longest a load or write waits for the key's load lock (on this
-        /// machine, and for `get(_:as:timeToLive:orLoad:)` the Redis lock of
-        /// another machine's loader); then `.lockTimeout`, or a stale value.
+        /// The longest a byte load or a write waits for the key's load lock on
+        /// this machine, and the longest `get(_:as:timeToLive:orLoad:)` waits for
+        /// another machine's loader (its Redis lock); then `.lockTimeout`, or the
+        /// store's stale value. (Codable loads wait for one another on this
+        /// machine through the store's get-or-load, bounded by the store's own
+        /// `lockTimeout`, also reported as `.lockTimeout`.)
         public var lockTimeout: Duration
         /// The expiry of the Redis lock a loader holds while it runs: a loader
         /// that crashed blocks the others' loads of the key at most this long.
