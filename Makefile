@@ -119,7 +119,10 @@ bench-venv:
 	python3 -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/pip install --quiet libcachesim==$(LIBCACHESIM_VERSION)
 
-# A near-cache hit vs a Redis GET round trip on loopback, same run (issue 17).
+# The Redis near cache (Sources/ShmLRURedisBench): a near-cache hit vs a Redis
+# GET round trip on loopback, same run (issue 17); invalidation latency p50 /
+# p99 / max between two machines' stores; get-or-load with a 100 ms loader from
+# 8 processes on 2 machines, loader runs counted (issue 25). Quick: ShmLRURedisBench --quick.
 bench-redis:
 	$(WITH_REDIS) --install
 	$(SWIFT) build -c release --traits Redis --product ShmLRURedisBench

@@ -160,8 +160,16 @@ let package = Package(
         .executableTarget(
             name: "ShmLRURedisTestHelper", dependencies: ["ShmLRURedis", "ShmLRU"], path: "Tests/ShmLRURedisTestHelper",
             swiftSettings: strict),
+        // The near cache's Hummingbird handler test needs trait Hummingbird too.
         .testTarget(
-            name: "ShmLRURedisTests", dependencies: ["ShmLRURedis", "ShmLRU", "ShmLRURedisTestHelper"], swiftSettings: strict),
+            name: "ShmLRURedisTests",
+            dependencies: [
+                "ShmLRURedis", "ShmLRU", "ShmLRURedisTestHelper", product("Hummingbird", "hummingbird", "Hummingbird"),
+                product("HummingbirdTesting", "hummingbird", "Hummingbird"),
+                product("ServiceLifecycle", "swift-service-lifecycle", "Redis"),
+                product("ServiceLifecycleTestKit", "swift-service-lifecycle", "Redis"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "ShmLRUHummingbirdTests",
             dependencies: [

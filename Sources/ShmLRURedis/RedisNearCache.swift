@@ -1,6 +1,7 @@
 #if Redis
 import Glibc
 import ShmLRU
+import Synchronization
 
 // RedisNearCache: a ShmStore as each machine's near cache in front of Redis.
 //
@@ -11,11 +12,15 @@ import ShmLRU
 //   cache's own (one store per cache name; invalidating the near cache removes
 //   every key of the store but the reserved entries, whose names start with NUL).
 //   A hit therefore builds no string. Invalidations go to the channel "shmlru:name".
-// * Reads (RedisNearCache+ReadThrough.swift). A local hit is one store lookup,
-//   no Redis. A miss loads from Redis once per machine: the loader takes the
-//   store's per-key lock "load:k", looks again (a peer may have loaded it), sends
-//   GET and PTTL in one round trip, and stores the value locally with the time
-//   Redis has left for it.
+// * Async. Every call that may touch Redis is async: Redis commands run on the
+//   near cache's own threads (_RedisExecutor.swift), lock waits go through the
+//   store's async locks; no call blocks a thread of Swift's cooperative pool.
+// * Reads (RedisNearCache+ReadThrough.swift, bytes; RedisNearCache+Codable.swift,
+//   Codable values through the store's get-or-load). A local hit is one store
+//   lookup, no Redis. A miss loads from Redis once per machine, sends GET and
+//   PTTL in one round trip, and stores the value locally with the time Redis has
+//   left for it. `get(_:as:timeToLive:orLoad:)` adds the caller's loader behind
+//   Redis, under a Redis lock (one loader at a time across machines).
 // * Writes. `set` and `remove` run MULTI / SET or DEL / PUBLISH / EXEC (one round
 //   trip, applied together or not at all), then change the local store, under the
 //   same per-key lock as loads (so a machine's own writes and loads of a key are
@@ -24,12 +29,14 @@ import ShmLRU
 //   one process's subscriber is active: it holds the store lock "subscriber"
 //   (standbys poll `tryLock`; the store's lock liveness check frees a dead
 //   holder's lock, so a standby takes over). It subscribes to the channel and
-//   removes each key another machine changed, under the key's "load:" lock (so a
-//   load that read the old value before the write cannot store it after the
-//   removal).
+//   removes each key another machine changed, after bumping the key's
+//   invalidation sequence (RedisNearCache+MachineState.swift): a load that read
+//   the old value before the write drops its copy, however long it stalled. It
+//   takes no lock, so nothing can make it give up an invalidation.
 // * Caching is allowed only while the machine's subscriber is connected
 //   (RedisNearCache+MachineState.swift): the subscriber keeps a state entry in
-//   the store (its PID, connected or not, and an epoch). Each (re)subscription
+//   the store (its PID, connected or not, an epoch, and a heartbeat; hits are
+//   served only while the heartbeat is at most `heartbeatTimeout` old). Each (re)subscription
 //   writes a new epoch (not connected yet), removes every cached key (it cannot
 //   know what was published while nobody listened), then marks it connected. A loader reads the state before its GET;
 //   it caches only if the subscriber is connected and alive, and, after storing,
@@ -44,59 +51,28 @@ import ShmLRU
 //   own writes. The cost: writes that bypass RedisNearCache (another client
 //   writing the Redis keys) are not seen; such keys need a time to live.
 // * Redis down: local hits are still served (the near cache keeps what it had
-//   when invalidations stopped); loads and writes throw `.redisUnavailable`; the
-//   pool reconnects with exponential backoff, the subscriber too, and its
-//   reconnection invalidates the machine's near cache.
+//   when invalidations stopped, while its subscriber lives); loads and writes
+//   throw `.redisUnavailable` within the command timeout; the pool's circuit
+//   breaker (_ConnectionPool.swift) then fails further calls at once until a
+//   probe succeeds; the subscriber reconnects with backoff, and its reconnection
+//   invalidates the machine's near cache.
 
 /// A per-machine near cache in front of Redis: every process of a machine shares
 /// one `ShmStore` of cached values, and one invalidation subscriber.
 ///
 ///     let store = try ShmStore.create(key: 0x5EED)          // once per machine
-///     let cache = RedisNearCache(store: store, configuration: .init(name: "users"))
+///     let cache = try RedisNearCache(store: store, configuration: .init(name: "users", url: "redis://cache:6379/0"))
 ///     let subscriber = RedisInvalidationSubscriber(cache: cache)
 ///     try subscriber.start()                                // in every process; one is active
-///     try cache.set("42", bytes: Array("Tom".utf8), timeToLive: .seconds(60))
-///     let tom = try cache.get("42")                         // local hit, or one load per machine
+///     try await cache.set("42", User(name: "Tom"), timeToLive: .seconds(60))
+///     let tom = try await cache.get("42", as: User.self)    // local hit, or one load per machine
+///     let ann = try await cache.get("7", as: User.self, timeToLive: .seconds(60)) { try await db.user(7) }
 public final class RedisNearCache: Sendable {
-    public struct Configuration: Sendable, Hashable {
-        /// The cache's name, the same on every machine: Redis keys are "name:key",
-        /// invalidations go to the channel "shmlru:name".
-        public var name: String
-        public var host: String
-        public var port: Int
-        public var connectTimeout: Duration
-        /// The longest a command (or a pipeline of them) waits for its reply.
-        public var commandTimeout: Duration
-        /// The first delay after a failed connection; doubled at each failure up to `maxBackoff`.
-        public var initialBackoff: Duration
-        public var maxBackoff: Duration
-        /// The longest a load, write or invalidation waits for the key's "load:" lock.
-        public var lockTimeout: Duration
-        /// Names this machine in the messages it publishes (its own writes are not
-        /// invalidated by its subscriber): unique to the machine's store. Default:
-        /// the host name, the kernel's boot id and the store's key.
-        public var origin: String?
-
-        public init(
-            name: String, host: String = "127.0.0.1", port: Int = 6379, connectTimeout: Duration = .seconds(1),
-            commandTimeout: Duration = .seconds(1), initialBackoff: Duration = .milliseconds(50), maxBackoff: Duration = .seconds(1),
-            lockTimeout: Duration = .seconds(5), origin: String? = nil
-        ) {
-            self.name = name
-            self.host = host
-            self.port = port
-            self.connectTimeout = connectTimeout
-            self.commandTimeout = commandTimeout
-            self.initialBackoff = initialBackoff
-            self.maxBackoff = maxBackoff
-            self.lockTimeout = lockTimeout
-            self.origin = origin
-        }
-    }
-
     /// The machine's store holding the cached values, under the cache's keys. It
-    /// belongs to this cache: give each cache name a store of its own.
+    /// belongs to this cache: give each cache name a store of its own. Its
+    /// `negativeTTL` and `staleIfError` settings are the near cache's.
     public let store: ShmStore
+    /// The settings it was created with.
     public let configuration: Configuration
     /// This machine's name in published messages.
     public let origin: String
@@ -104,13 +80,25 @@ public final class RedisNearCache: Sendable {
     public var channel: String { "shmlru:\(configuration.name)" }
 
     let _pool: _ConnectionPool
+    let _executor: _RedisExecutor
     /// "name:" — the prefix of every key of this cache in Redis.
     let _prefix: String
     /// The store lock electing the machine's subscriber, and the state entry's key.
     let _electionLock: String
     let _stateKey: String
+    /// Local hits may be served until this instant (monotonic ns): the
+    /// subscriber's last heartbeat seen by this process + heartbeatTimeout.
+    let _trustedUntil = Atomic<UInt64>(0)
+    /// Test hook: runs after a load read Redis, before it stores (nil: none).
+    let _afterFetch = Mutex<(@Sendable (String) async -> Void)?>(nil)
 
-    public init(store: ShmStore, configuration: Configuration) {
+    /// A near cache over `store` (one per machine and cache name).
+    ///
+    /// - Throws: `.invalidConfiguration` naming the bad setting (see
+    ///   `Configuration.validate()`). Nothing connects yet: a wrong password
+    ///   or database shows at the first call that reaches Redis.
+    public init(store: ShmStore, configuration: Configuration) throws(RedisNearCacheError) {
+        try configuration.validate()
         self.store = store
         self.configuration = configuration
         origin = configuration.origin ?? "\(_hostName())/\(_bootID())/\(store.key)"
@@ -120,29 +108,33 @@ public final class RedisNearCache: Sendable {
         _stateKey = "\u{0}shmlru-redis/\(configuration.name)/state"
         _pool = _ConnectionPool(
             .init(
-                host: configuration.host, port: configuration.port, connectTimeout: configuration.connectTimeout,
+                host: configuration.host, port: configuration.port, user: configuration.user, password: configuration.password,
+                database: configuration.database, connectTimeout: configuration.connectTimeout,
                 commandTimeout: configuration.commandTimeout, initialBackoff: configuration.initialBackoff,
                 maxBackoff: configuration.maxBackoff))
+        _executor = _RedisExecutor(threads: configuration.ioThreads)
     }
 
     // MARK: Reads
 
-    /// The value of `key`: from the machine's store if it holds it, otherwise
-    /// loaded from Redis (once for the whole machine, however many processes miss
-    /// at once) and kept locally for the time Redis has left for it. Nil when
-    /// Redis has no such key.
+    /// The value of `key`: from the machine's store if it holds it (and the
+    /// machine's subscriber is alive), otherwise loaded from Redis (once for the
+    /// whole machine, however many processes miss at once) and kept locally for
+    /// the time Redis has left for it. Nil when Redis has no such key.
     ///
     /// - Throws: `.redisUnavailable` on a miss while Redis cannot be reached
-    ///   (hits are still served); `.redisError`; `.store`.
-    public func get(_ key: String) throws(RedisNearCacheError) -> [UInt8]? {
+    ///   (hits are still served); `.authenticationFailed` / `.invalidConfiguration`
+    ///   for a wrong password or database; `.lockTimeout`; `.redisError`; `.store`.
+    public func get(_ key: String) async throws(RedisNearCacheError) -> [UInt8]? {
         let localKey = key
-        if let hit = try _local("RedisNearCache.get(\"\(key)\")", { () throws(ShmError) in try store.bytes(localKey) }) {
+        if _trusted(), let hit = try _local("RedisNearCache.get(\"\(key)\")", { () throws(ShmError) in try store.bytes(localKey) }) {
             return hit
         }
-        return try _readThrough(key)
+        return try await _readThrough(key)
     }
 
-    /// The value of `key` in the machine's store only (no Redis); nil on a miss.
+    /// The value of `key` in the machine's store only (no Redis, no liveness
+    /// check); nil on a miss.
     public func cachedValue(_ key: String) throws(RedisNearCacheError) -> [UInt8]? {
         let localKey = key
         return try _local("RedisNearCache.cachedValue(\"\(key)\")", { () throws(ShmError) in try store.bytes(localKey) })
@@ -156,55 +148,57 @@ public final class RedisNearCache: Sendable {
     /// - Throws: `.redisUnavailable` (nothing was written, or it is unknown
     ///   whether Redis applied it: the local copy is dropped either way);
     ///   `.invalidArgument` for a non-positive time to live.
-    public func set(_ key: String, bytes value: [UInt8], timeToLive: Duration? = nil) throws(RedisNearCacheError) {
+    public func set(_ key: String, bytes value: [UInt8], timeToLive: Duration? = nil) async throws(RedisNearCacheError) {
         let operation = "RedisNearCache.set(\"\(key)\")"
         try _checkKey(key, operation)
         var command: [[UInt8]] = [Array("SET".utf8), _redisKey(key), value]
+        var ms: Int64? = nil
         if let timeToLive {
-            let ms = _milliseconds(timeToLive)
-            guard ms > 0 else { throw RedisNearCacheError(.invalidArgument, operation, detail: "a time to live must be at least 1 ms") }
-            command += [Array("PX".utf8), Array(String(ms).utf8)]
+            ms = _milliseconds(timeToLive)
+            guard ms! > 0 else { throw RedisNearCacheError(.invalidArgument, operation, detail: "a time to live must be at least 1 ms") }
+            command += [Array("PX".utf8), Array(String(ms!).utf8)]
         }
-        try _write(key, command, operation) { (epoch) throws(RedisNearCacheError) in
-            let ms = timeToLive.map { _milliseconds($0) }
-            _cacheLocally(key, value, redisMilliseconds: ms, epoch: epoch)
+        let milliseconds = ms ?? -1
+        try await _write(key, command, operation) { (token) in
+            self._settle(key, value, redisMilliseconds: milliseconds, token: token)
         }
     }
 
     /// Removes `key` from Redis, publishes the change, and removes it locally.
-    public func remove(_ key: String) throws(RedisNearCacheError) {
+    public func remove(_ key: String) async throws(RedisNearCacheError) {
         let operation = "RedisNearCache.remove(\"\(key)\")"
         try _checkKey(key, operation)
-        let localKey = key
-        try _write(key, [Array("DEL".utf8), _redisKey(key)], operation) { (_) throws(RedisNearCacheError) in
-            _ = try _local(operation, { () throws(ShmError) in try store.remove(localKey) })
-        }
+        try await _write(key, [Array("DEL".utf8), _redisKey(key)], operation) { (_) in }
     }
 
-    /// MULTI / `command` / PUBLISH / EXEC under the key's load lock, then `local`
-    /// with the caching epoch (nil: caching is off). On a Redis failure the local
-    /// copy is removed: whether Redis applied the write is then unknown.
+    /// Under the key's load lock (async): MULTI / `command` / PUBLISH / EXEC,
+    /// then the key's invalidation on this machine (loads in flight drop their
+    /// copies), then `local` with a token taken after it (nil: caching is off).
+    /// On a Redis failure the local copy is removed: whether Redis applied the
+    /// write is then unknown.
     func _write(
-        _ key: String, _ command: [[UInt8]], _ operation: String, local: (UInt64?) throws(RedisNearCacheError) -> Void
-    ) throws(RedisNearCacheError) {
-        let localKey = key
-        try _withLoadLock(key, operation) { () throws(RedisNearCacheError) in
-            let epoch = _cachingEpoch()
+        _ key: String, _ command: [[UInt8]], _ operation: String, local: (_CacheToken?) -> Void
+    ) async throws(RedisNearCacheError) {
+        try await _withLoadLock(key, operation) { () async throws(RedisNearCacheError) in
+            let message = _message(key)
+            let channel = channel
             do throws(RedisNearCacheError) {
-                let replies = try _pool.withConnection(operation) { (connection) throws(RedisNearCacheError) in
+                let replies = try await _command(operation) { (connection) throws(RedisNearCacheError) in
                     try connection.pipeline(
-                        [[Array("MULTI".utf8)], command, [Array("PUBLISH".utf8), Array(channel.utf8), _message(key)], [Array("EXEC".utf8)]],
+                        [[Array("MULTI".utf8)], command, [Array("PUBLISH".utf8), Array(channel.utf8), message], [Array("EXEC".utf8)]],
                         operation)
                 }
                 guard case .array(let results)? = replies.last, results.count == 2 else {
+                    if case .error(let text)? = replies.first, let denied = _authenticationError(text, operation, _pool.settings.host) { throw denied }
                     throw RedisNearCacheError(.redisError, operation, detail: "the transaction was not applied: \(replies)")
                 }
-                if case .error(let message) = results[0] { throw RedisNearCacheError(.redisError, operation, detail: message) }
+                if case .error(let text) = results[0] { throw RedisNearCacheError(.redisError, operation, detail: text) }
             } catch {
-                _ = try? store.remove(localKey)
+                _invalidate(key)
                 throw error
             }
-            try local(epoch)
+            _invalidate(key)
+            local(_beginLoad(key))
         }
     }
 
@@ -219,14 +213,17 @@ public final class RedisNearCache: Sendable {
         public var isConnected: Bool
     }
 
-    /// The machine's active subscriber; nil when no live process runs one (the
-    /// near cache then caches nothing new).
+    /// The machine's active subscriber; nil when no live process runs one (no
+    /// heartbeat within `heartbeatTimeout`: the near cache then serves and
+    /// caches nothing).
     public func subscriberStatus() throws(RedisNearCacheError) -> SubscriberStatus? {
-        guard let state = try _readState(), state.pid != 0 else { return nil }
-        let holder = try _local("RedisNearCache.subscriberStatus", { () throws(ShmError) in try store.lockState(_electionLock).holder })
-        guard holder == state.pid else { return nil }
+        guard let state = try _readState(), state.isAlive(now: _now(), timeout: _heartbeatTimeoutNanoseconds) else { return nil }
         return SubscriberStatus(pid: state.pid, isConnected: state.connected)
     }
+
+    /// How many times this process's circuit breaker opened (a connection
+    /// failed, or a command timed out).
+    public var circuitBreakerTrips: Int { _pool.trips }
 
     // MARK: Internals
 
@@ -242,14 +239,33 @@ public final class RedisNearCache: Sendable {
     /// The published message: the origin, a NUL byte, the key.
     func _message(_ key: String) -> [UInt8] { Array(origin.utf8) + [0] + Array(key.utf8) }
 
-    /// The store lock serializing a machine's loads and writes of `key`.
+    /// The store lock serializing a machine's byte loads and writes of `key`.
     func _loadLock(_ key: String) -> String { "\u{0}shmlru-redis/\(configuration.name)/load:\(key)" }
 
-    func _withLoadLock<R>(_ key: String, _ operation: String, _ body: () throws(RedisNearCacheError) -> R) throws(RedisNearCacheError) -> R {
+    /// Runs `body` holding the key's load lock, waited for asynchronously.
+    func _withLoadLock<R>(
+        _ key: String, _ operation: String, _ body: () async throws(RedisNearCacheError) -> R
+    ) async throws(RedisNearCacheError) -> R {
         let lockKey = _loadLock(key)
-        let token = try _local(operation, { () throws(ShmError) in try store.blockingLock(lockKey, timeout: configuration.lockTimeout) })
+        let token: ShmStore.LockToken
+        do throws(ShmError) { token = try await store.lock(lockKey, timeout: configuration.lockTimeout) } catch {
+            if error.code == .lockTimeout {
+                throw RedisNearCacheError(.lockTimeout, operation, detail: "the key's load lock: \(error)", storeError: error)
+            }
+            throw RedisNearCacheError(.store, operation, detail: "\(error)", storeError: error)
+        }
         defer { try? store.unlock(lockKey, token) }
-        return try body()
+        return try await body()
+    }
+
+    /// Runs `body` on a pooled connection, on one of the near cache's threads.
+    func _command<R: Sendable>(
+        _ operation: String, _ body: @escaping @Sendable (_RedisConnection) throws(RedisNearCacheError) -> R
+    ) async throws(RedisNearCacheError) -> R {
+        let pool = _pool
+        return try await _executor.run { () throws(RedisNearCacheError) -> R in
+            try pool.withConnection(operation, body)
+        }
     }
 }
 

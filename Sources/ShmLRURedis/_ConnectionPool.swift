@@ -1,15 +1,30 @@
 #if Redis
 import Synchronization
 
-// The connections a near cache's commands (loads and writes) use: idle ones are
-// reused, a broken one is dropped, and a failed connect delays the next attempt
-// (exponential backoff), so while Redis is down calls fail at once with
-// `.redisUnavailable` instead of each waiting out a connect timeout.
+// The connections a near cache's commands (loads and writes) use, and the
+// circuit breaker in front of them.
+//
+// * Idle connections are reused; a broken one is dropped. A reused connection
+//   that turns out closed (Redis restarted since it was last used: EOF, reset)
+//   is replaced and the command retried once (the commands sent here are safe
+//   to repeat). A timed-out one is not retried.
+// * The breaker. A failed connect or a command that times out opens it: for the
+//   backoff (initialBackoff, doubled at each failure up to maxBackoff) every call
+//   fails at once with `.redisUnavailable`, without touching the network. Then
+//   the first call is the probe: the others keep failing at once while it runs
+//   (at most connectTimeout + commandTimeout); its success closes the breaker,
+//   its failure opens it again for the next, doubled backoff.
+//   So a Redis that accepts connections and never answers costs one command
+//   timeout (per probe), not one per call. Calls already waiting on a connection
+//   when Redis hangs each wait out their one timeout (they are in flight).
 
 final class _ConnectionPool: Sendable {
     struct Settings: Sendable {
         var host: String
         var port: Int
+        var user: String?
+        var password: String?
+        var database: Int
         var connectTimeout: Duration
         var commandTimeout: Duration
         var initialBackoff: Duration
@@ -18,9 +33,13 @@ final class _ConnectionPool: Sendable {
 
     private struct State {
         var idle: [_RedisConnection] = []
-        /// No connect attempt before this instant (monotonic ns); 0: none pending.
-        var retryAt: UInt64 = 0
+        /// The breaker is open until this instant (monotonic ns); 0: closed.
+        var openUntil: UInt64 = 0
+        /// A probe is running (the breaker was open and its time came).
+        var probing = false
         var backoffNanoseconds: UInt64
+        /// Times the breaker opened (for tests and stats).
+        var trips = 0
     }
 
     let settings: Settings
@@ -33,9 +52,11 @@ final class _ConnectionPool: Sendable {
         state = Mutex(State(backoffNanoseconds: _nanoseconds(settings.initialBackoff)))
     }
 
-    /// Runs `body` on a connection. A reused connection that turns out broken
-    /// (Redis restarted since it was last used) is replaced and `body` retried
-    /// once: the commands sent here are safe to repeat.
+    /// How many times the breaker has opened.
+    var trips: Int { state.withLock { $0.trips } }
+
+    /// Runs `body` on a connection (blocking: call it on a thread of the
+    /// near cache's executor, never on Swift's cooperative pool).
     func withConnection<R>(
         _ operation: @autoclosure () -> String, _ body: (_RedisConnection) throws(RedisNearCacheError) -> R
     ) throws(RedisNearCacheError) -> R {
@@ -44,43 +65,76 @@ final class _ConnectionPool: Sendable {
             do {
                 let result = try body(connection)
                 checkIn(connection)
+                close()
                 return result
             } catch {
                 if !connection.isBroken {
                     checkIn(connection)  // Redis answered with an error: the connection is fine
+                    close()
                     throw error
                 }
-                guard reused else { throw error }
-                (connection, reused) = try checkOut(operation(), fresh: true)
+                if connection.timedOut || !reused {
+                    trip()  // a hung Redis, or a fresh connection that broke at once
+                    throw error
+                }
+                do throws(RedisNearCacheError) {
+                    (connection, reused) = try checkOut(operation(), fresh: true)
+                } catch {
+                    throw error
+                }
             }
         }
     }
 
     private func checkOut(_ operation: @autoclosure () -> String, fresh: Bool = false) throws(RedisNearCacheError) -> (_RedisConnection, Bool) {
         let now = _now()
-        if !fresh, let connection = state.withLock({ $0.idle.popLast() }) { return (connection, true) }
-        if let retryAt = state.withLock({ $0.retryAt > now ? $0.retryAt : nil }) {
-            throw RedisNearCacheError(
-                .redisUnavailable, operation(),
-                detail: "\(settings.host):\(settings.port) is down; next connection attempt in \((retryAt - now) / 1_000_000) ms")
+        let claimed: Result<_RedisConnection?, RedisNearCacheError> = state.withLock { state in
+            if state.openUntil != 0 {
+                if now < state.openUntil || state.probing {
+                    let wait = state.openUntil > now ? (state.openUntil - now) / 1_000_000 : 0
+                    return .failure(
+                        RedisNearCacheError(
+                            .redisUnavailable, operation(),
+                            detail: "\(settings.host):\(settings.port) is unavailable (circuit breaker open: "
+                                + (state.probing ? "a probe is running" : "next probe in \(wait) ms") + ")"))
+                }
+                state.probing = true  // this call is the probe
+                return .success(nil)
+            }
+            if !fresh, let connection = state.idle.popLast() { return .success(connection) }
+            return .success(nil)
         }
+        if let connection = try claimed.get() { return (connection, true) }
         do {
             let connection = try _RedisConnection.connect(
                 host: settings.host, port: settings.port, connectTimeout: settings.connectTimeout,
-                commandTimeout: settings.commandTimeout, operation())
-            state.withLock { state in
-                state.retryAt = 0
-                state.backoffNanoseconds = _nanoseconds(settings.initialBackoff)
-            }
+                commandTimeout: settings.commandTimeout, user: settings.user, password: settings.password,
+                database: settings.database, operation())
             return (connection, false)
         } catch {
-            state.withLock { state in
-                let after = _now()
-                state.retryAt = after &+ state.backoffNanoseconds
-                state.backoffNanoseconds = min(state.backoffNanoseconds &* 2, _nanoseconds(settings.maxBackoff))
-                state.idle.removeAll()  // they point at the same dead server
-            }
+            if error.code == .redisUnavailable { trip() } else { state.withLock { $0.probing = false } }
             throw error
+        }
+    }
+
+    /// Opens the breaker for the current backoff, and doubles the backoff.
+    private func trip() {
+        state.withLock { state in
+            state.openUntil = max(1, _now() &+ state.backoffNanoseconds)
+            state.backoffNanoseconds = min(state.backoffNanoseconds &* 2, _nanoseconds(settings.maxBackoff))
+            state.probing = false
+            state.idle.removeAll()  // they point at the same server
+            state.trips += 1
+        }
+    }
+
+    /// A command succeeded: the breaker closes and the backoff restarts.
+    private func close() {
+        state.withLock { state in
+            guard state.openUntil != 0 || state.probing else { return }
+            state.openUntil = 0
+            state.probing = false
+            state.backoffNanoseconds = _nanoseconds(settings.initialBackoff)
         }
     }
 

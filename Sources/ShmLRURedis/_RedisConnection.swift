@@ -57,9 +57,12 @@ final class _RedisConnection: @unchecked Sendable {
 
     deinit { redisFree(context) }
 
-    /// Connects, and sets `commandTimeout` on every later read and write.
+    /// Connects, sets `commandTimeout` on every later read and write, then logs
+    /// in (AUTH, if a password is given) and SELECTs `database` (if not 0), both
+    /// in one round trip.
     static func connect(
-        host: String, port: Int, connectTimeout: Duration, commandTimeout: Duration, _ operation: @autoclosure () -> String
+        host: String, port: Int, connectTimeout: Duration, commandTimeout: Duration, user: String? = nil, password: String? = nil,
+        database: Int = 0, _ operation: @autoclosure () -> String
     ) throws(RedisNearCacheError) -> _RedisConnection {
         let endpoint = "\(host):\(port)"
         guard let context = redisConnectWithTimeout(host, Int32(clamping: port), chiredis_timeval(_milliseconds(connectTimeout))) else {
@@ -74,15 +77,44 @@ final class _RedisConnection: @unchecked Sendable {
             redisFree(context)
             throw RedisNearCacheError(.redisUnavailable, operation(), detail: "\(endpoint): cannot set the socket timeout")
         }
-        return _RedisConnection(context: context, endpoint: endpoint)
+        let connection = _RedisConnection(context: context, endpoint: endpoint)
+        var login: [[[UInt8]]] = []
+        if let password { login.append([Array("AUTH".utf8)] + (user.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)]) }
+        if database != 0 { login.append([Array("SELECT".utf8), Array(String(database).utf8)]) }
+        if !login.isEmpty {
+            let replies = try connection.pipeline(login, operation())
+            var index = 0
+            if password != nil {
+                if case .error(let message) = replies[index] {
+                    throw RedisNearCacheError(
+                        .authenticationFailed, operation(), detail: "\(endpoint): AUTH: \(message)", setting: user == nil ? "password" : "user/password")
+                }
+                index += 1
+            }
+            if database != 0, case .error(let message) = replies[index] {
+                if let denied = _authenticationError(message, operation(), endpoint) { throw denied }
+                throw RedisNearCacheError(.invalidConfiguration, operation(), detail: "\(endpoint): SELECT \(database): \(message)", setting: "database")
+            }
+        }
+        return connection
     }
 
     /// True once an I/O or protocol error made the connection unusable.
     var isBroken: Bool { chiredis_error(context) != 0 }
 
+    /// True once a read or write timed out (`commandTimeout`): the server
+    /// accepted the connection but does not answer (hung, or SIGSTOPped).
+    private(set) var timedOut = false
+
     private func failure(_ operation: @autoclosure () -> String) -> RedisNearCacheError {
+        let savedErrno = errno
         let message = isBroken ? String(cString: chiredis_error_string(context)) : "no reply"
-        return RedisNearCacheError(.redisUnavailable, operation(), detail: "\(endpoint): \(message)")
+        if chiredis_error(context) == REDIS_ERR_IO,
+            savedErrno == EAGAIN || savedErrno == EWOULDBLOCK || message.contains("temporarily unavailable")
+        {
+            timedOut = true
+        }
+        return RedisNearCacheError(.redisUnavailable, operation(), detail: "\(endpoint): \(timedOut ? "no reply within the command timeout" : message)")
     }
 
     /// Queues `command` in the output buffer (nothing is sent yet).
@@ -154,6 +186,13 @@ final class _RedisConnection: @unchecked Sendable {
         defer { freeReplyObject(raw) }
         return _RedisReply(raw.assumingMemoryBound(to: redisReply.self))
     }
+}
+
+/// The typed error for a Redis error reply that means "log in first" or
+/// "wrong credentials"; nil for any other error.
+func _authenticationError(_ message: String, _ operation: String, _ endpoint: String) -> RedisNearCacheError? {
+    guard message.hasPrefix("NOAUTH") || message.hasPrefix("WRONGPASS") || message.hasPrefix("NOPERM") else { return nil }
+    return RedisNearCacheError(.authenticationFailed, operation, detail: "\(endpoint): \(message)", setting: "password")
 }
 
 /// Whole milliseconds in `duration` (negative: 0), saturating.

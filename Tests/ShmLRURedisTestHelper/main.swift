@@ -15,6 +15,11 @@ import Synchronization
 //       prints "ready", waits until the store holds the key "go", then gets the
 //       key through the near cache and prints "value=<utf8>", "value=nil" or
 //       "error=<code>".
+//   load <store key> <cache name> <port> <key> <ttl ms> <loader ms> <go key>
+//       prints "ready", waits until the store holds <go key>, then calls
+//       get(_:as:timeToLive:orLoad:) with a loader that sleeps <loader ms> and
+//       returns "by-<pid>"; prints "value=<value> ran=<0|1>" (ran: its own
+//       loader ran) or "error=<error>".
 
 let terminate = Atomic<Bool>(false)
 
@@ -35,11 +40,14 @@ func openCache(_ arguments: ArraySlice<String>) -> RedisNearCache {
     }
     do {
         let store = try ShmStore.attach(key: ShmKey(raw))
-        return RedisNearCache(store: store, configuration: .init(name: arguments[arguments.startIndex + 1], port: port))
+        return try RedisNearCache(store: store, configuration: .init(name: arguments[arguments.startIndex + 1], port: port))
     } catch {
         fail("attach: \(error)")
     }
 }
+
+/// Stops the subscriber from this process's main thread (not a pool thread).
+func stopSubscriber(_ subscriber: RedisInvalidationSubscriber) { subscriber.stop() }
 
 func describe(_ role: RedisInvalidationSubscriber.Role) -> String {
     switch role {
@@ -69,7 +77,7 @@ case "subscriber":
         }
         usleep(5_000)
     }
-    subscriber.stop()
+    stopSubscriber(subscriber)
     say("role=stopped pid=\(getpid())")
 
 case "get":
@@ -83,9 +91,34 @@ case "get":
         usleep(500)
     }
     do {
-        if let value = try cache.get(key) { say("value=\(String(decoding: value, as: UTF8.self))") } else { say("value=nil") }
+        if let value = try await cache.get(key) { say("value=\(String(decoding: value, as: UTF8.self))") } else { say("value=nil") }
     } catch {
         say("error=\(error.code)")
+    }
+
+case "load":
+    let cache = openCache(arguments.dropFirst())
+    let rest = Array(arguments.dropFirst(4))
+    guard rest.count == 4, let ttl = Int64(rest[1]), let loaderMs = Int64(rest[2]) else { fail("load: expected <key> <ttl ms> <loader ms> <go key>") }
+    let key = rest[0]
+    let goKey = rest[3]
+    say("ready")
+    let deadline = clock_gettime_ns() + 30_000_000_000
+    while (try? cache.store.contains(goKey)) != true {
+        if clock_gettime_ns() > deadline { fail("no go within 30 s") }
+        usleep(500)
+    }
+    let ran = Atomic<Int>(0)
+    let pid = getpid()
+    do {
+        let value = try await cache.get(key, as: String.self, timeToLive: .milliseconds(ttl)) {
+            ran.add(1, ordering: .relaxed)
+            try await Task.sleep(for: .milliseconds(loaderMs))
+            return "by-\(pid)"
+        }
+        say("value=\(value ?? "nil") ran=\(ran.load(ordering: .relaxed))")
+    } catch {
+        say("error=\(error)")
     }
 
 default:

@@ -37,6 +37,29 @@ func withMachine<R>(_ body: (ShmStore) throws -> R) throws -> R {
     return try body(store)
 }
 
+/// `withMachine` for async bodies.
+func onMachine<R>(capacity: Int = 1000, negativeTTL: Duration? = nil, staleIfError: Duration? = nil, _ body: (ShmStore) async throws -> R) async throws -> R {
+    let store = try ShmStore.create(
+        key: uniqueKey(), configuration: .init(capacity: capacity, recordSize: 256, negativeTTL: negativeTTL, staleIfError: staleIfError))
+    defer {
+        try? store.remove()
+        try? store.detach()
+    }
+    return try await body(store)
+}
+
+/// Polls `condition` every millisecond (async) until it holds or `deadline`
+/// passes; returns the time it took (nil: it never held).
+func eventually(_ deadline: Duration, _ condition: () async throws -> Bool) async rethrows -> Duration? {
+    let start = monotonicNanoseconds()
+    let limit = start + _nanoseconds(deadline)
+    while true {
+        if try await condition() { return .nanoseconds(Int64(monotonicNanoseconds() - start)) }
+        if monotonicNanoseconds() > limit { return nil }
+        try? await Task.sleep(for: .milliseconds(1))
+    }
+}
+
 func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
@@ -72,6 +95,15 @@ func getCalls(_ port: Int) throws -> Int {
         if let field = line.split(separator: ",").first, let eq = field.lastIndex(of: "=") {
             return Int(field[field.index(after: eq)...]) ?? -1
         }
+    }
+    return 0
+}
+
+/// How many times the server has run `command` (INFO commandstats; lower case).
+func commandCalls(_ port: Int, _ command: String) throws -> Int {
+    guard case .string(let bytes) = try redis(port, "INFO", "commandstats") else { return -1 }
+    for line in String(decoding: bytes, as: UTF8.self).split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_\(command):") {
+        if let field = line.split(separator: ",").first, let eq = field.lastIndex(of: "=") { return Int(field[field.index(after: eq)...]) ?? -1 }
     }
     return 0
 }
@@ -225,13 +257,20 @@ func freePort() -> Int {
     return Int(UInt16(bigEndian: address.sin_port))
 }
 
-/// A redis-server of the test's own (to stop and restart), on `port`, without persistence.
-func startRedisServer(port: Int) throws -> Child {
+/// A redis-server of the test's own (to stop and restart), on `port`, without
+/// persistence, with `extra` arguments (e.g. --requirepass).
+func startRedisServer(port: Int, _ extra: [String] = [], password: String? = nil) throws -> Child {
     let server = getenv("SHMLRU_REDIS_SERVER").map { String(cString: $0) } ?? "redis-server"
     let child = try Child(
-        server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+        server, ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"] + extra,
         stdoutToNull: true)
-    guard waitFor(.seconds(10), { (try? redis(port, "PING")) == .status("PONG") }) != nil else {
+    let ping: () -> Bool = {
+        guard let connection = try? _RedisConnection.connect(
+            host: "127.0.0.1", port: port, connectTimeout: .seconds(2), commandTimeout: .seconds(2), password: password, "test")
+        else { return false }
+        return (try? connection.pipeline([[Array("PING".utf8)]], "test"))?.first == .status("PONG")
+    }
+    guard waitFor(.seconds(10), ping) != nil else {
         throw ShmError(.lockTimeout, "redis-server on port \(port) did not answer PING")
     }
     return child
