@@ -135,6 +135,9 @@ private func compileAndRun(_ snippet: DocSnippet, run: Bool) throws {
         "-swift-version", "6", "-I", products + "/Modules", "-I", root + "/Sources/CShm", "-I", root + "/Sources/CHiredis", source,
     ]
     arguments += run ? objects + ["-o", directory + "/snippet"] : ["-typecheck"]
+    // Under `make sanitize` the module's objects are instrumented: link the same runtime.
+    if products.contains("/.build-asan/") { arguments.append("-sanitize=address") }
+    if products.contains("/.build-tsan/") { arguments.append("-sanitize=thread") }
     let compiled = try SpawnedProcess(swiftc.isEmpty ? "/usr/bin/swiftc" : swiftc, arguments).wait()
     #expect(compiled.status == 0, "\(snippet) does not compile:\n\(compiled.errorOutput)\n--- the block:\n\(snippet.code)")
     guard compiled.status == 0, run else { return }
