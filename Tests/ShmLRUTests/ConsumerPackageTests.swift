@@ -57,4 +57,19 @@ import Testing
             #expect(ran.status == 0, "\(environment): \(ran.output)\(ran.errorOutput)")
         }
     }
+
+    /// `make build` runs no package manager: what it would run (`make -n`) is
+    /// SwiftPM alone, no apt-get, no installer script.
+    @Test func makeBuildInstallsNothing() throws {
+        let run = try SpawnedProcess("/usr/bin/make", ["-n", "-C", packageRoot(), "build"]).wait()
+        #expect(run.status == 0, "\(run.errorOutput)")
+        let commands = run.output.split(separator: "\n").filter { !$0.hasPrefix("make") }
+        #expect(!commands.isEmpty)
+        for command in commands {
+            #expect(command.hasPrefix("swift build"), "make build runs: \(command)")
+            for installer in ["apt", "dpkg", "pip", "with-redis", "curl", "wget"] {
+                #expect(!command.contains(installer), "make build runs \(installer): \(command)")
+            }
+        }
+    }
 }
