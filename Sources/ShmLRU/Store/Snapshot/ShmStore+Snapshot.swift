@@ -268,9 +268,10 @@ func _removeAbandonedTemporaries(directory: String, name: String) {
     defer { closedir(dir) }
     let prefix = name + ".tmp-"
     while let entry = readdir(dir) {
-        let entryName = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-            String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-        }
+        // The name in place, up to its NUL: a dirent is allocated to its record
+        // length, so copying the whole 256-byte `d_name` field reads past it.
+        guard let nameOffset = MemoryLayout<dirent>.offset(of: \dirent.d_name) else { continue }
+        let entryName = String(cString: (UnsafeRawPointer(entry) + nameOffset).assumingMemoryBound(to: CChar.self))
         guard entryName.hasPrefix(prefix) else { continue }
         let rest = entryName.dropFirst(prefix.count)
         guard let dash = rest.firstIndex(of: "-"), let pid = Int32(rest[..<dash]), pid > 0 else { continue }
