@@ -23,7 +23,7 @@ extension StoreReadTests {
                 var called = false
                 #expect(try store.withBytes("absent") { _ in called = true } == nil)
                 #expect(!called, "the body is not called for an absent key")
-                #expect(throws: Thrown.self) { try store.withBytes("k") { _ in throw Thrown() } }
+                #expect(throws: Thrown.self) { try store.withBytes("k") { _ -> Int in throw Thrown() } }
                 try store.detach()
                 expectError(.detached) { _ = try store.withBytes("k") { $0.count } }
             }
