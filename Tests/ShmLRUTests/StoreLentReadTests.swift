@@ -51,14 +51,15 @@ extension StoreReadTests {
     @Test func withBytesNeverLendsATornOrForeignValue() throws {
         let names = Array(probeSharingNames(count: 2))
         let configurations: [(ShmStore.Configuration, spread: Int)] = [
-            (.init(capacity: 16, recordSize: 512), 400),
+            // Few spare records: a freed record is soon rewritten, under a reader that may still be copying it.
+            (.init(capacity: 6, recordSize: 512), 400),
             (.init(memory: 4 << 20, maxValueSize: 8192), 3_000),
         ]
         for (configuration, spread) in configurations {
             try withStoreKey { key in
                 let store = try ShmStore.create(key: key, configuration: configuration)
                 for name in names { try store.set(name, bytes: lentValue(name: name, round: 0, spread: spread)) }
-                let rounds = 20_000
+                let rounds = 100_000
                 let writer = try spawnHelper(["store-rewrite-loop", key.description, String(rounds), String(spread)] + names)
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8192, alignment: 16)
                 defer { buffer.deallocate() }
