@@ -80,7 +80,8 @@ struct StoreCell: Sendable {
     }
     var targetText: String {
         guard let limit else { return "" }
-        return (atMost ? "≤ " : "≥ ") + fmt(limit, absolute ? 0 : 1) + (absolute ? " ns" : "×")
+        let digits = absolute ? 0 : ((limit * 10).rounded() == limit * 10 ? 1 : 2)  // 1.15 stays 1.15
+        return (atMost ? "≤ " : "≥ ") + fmt(limit, digits) + (absolute ? " ns" : "×")
     }
 }
 
