@@ -8,6 +8,7 @@ let storeReadCommands: [String: HelperCommand] = [
     "store-coherence-writer": storeCoherenceWriter,
     "store-coherence-reader": storeCoherenceReader,
     "store-update-loop": storeUpdateLoop,
+    "store-rewrite-loop": storeRewriteLoop,
 ]
 
 /// The names the hammer uses: pairs sharing probe hashes, and a few plain ones.
@@ -140,4 +141,20 @@ func storeUpdateLoop(_ arguments: [String]) throws {
     for value in 1...max(1, count) { try store.set(name, value) }
     try store.set("done", true)
     emit("updates", count)
+}
+
+/// store-rewrite-loop KEY COUNT SPREAD NAME...  → rounds 1...COUNT: sets each
+/// NAME to `lentValue(name:round:spread:)` (bytes of varying length), then sets
+/// "done". Prints rounds.
+func storeRewriteLoop(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    let count: Int = try intArgument(arguments, 1, "COUNT")
+    let spread: Int = try intArgument(arguments, 2, "SPREAD")
+    let names = Array(arguments.dropFirst(3))
+    guard !names.isEmpty else { throw HelperFailure(message: "usage: store-rewrite-loop KEY COUNT SPREAD NAME...") }
+    for round in 1...max(1, count) {
+        for name in names { try store.set(name, bytes: lentValue(name: name, round: round, spread: spread)) }
+    }
+    try store.set("done", true)
+    emit("rounds", count)
 }

@@ -55,3 +55,25 @@ public struct StoreProbeValue: Codable, Hashable, Sendable {
             && check == Self.check(name: name, writer: writer, step: step, padding: padding)
     }
 }
+
+/// The bytes the lent-read tests' writer stores under `name` in round `round`:
+/// the name's UTF-8, ":", the round (4 bytes, little-endian), then
+/// `8 + round % spread` bytes of `round & 0xFF`. Lengths vary from round to
+/// round, so a torn read (bytes of two rounds, or a length of one and bytes of
+/// another) or another key's value never passes `isWholeLentValue`.
+public func lentValue(name: String, round: Int, spread: Int) -> [UInt8] {
+    let r = UInt32(truncatingIfNeeded: round)
+    return Array(name.utf8) + [UInt8(ascii: ":"), UInt8(r & 0xFF), UInt8(r >> 8 & 0xFF), UInt8(r >> 16 & 0xFF), UInt8(r >> 24)]
+        + [UInt8](repeating: UInt8(r & 0xFF), count: 8 + round % max(1, spread))
+}
+
+/// The round of a whole `lentValue(name:round:spread:)` for `name`; nil for anything else.
+public func wholeLentValueRound(_ bytes: UnsafeRawBufferPointer, name: String, spread: Int) -> Int? {
+    let prefix = Array(name.utf8) + [UInt8(ascii: ":")]
+    guard bytes.count >= prefix.count + 4, Array(bytes[0..<prefix.count]) == prefix else { return nil }
+    let at = prefix.count
+    let round = Int(UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24)
+    guard bytes.count == at + 4 + 8 + round % max(1, spread) else { return nil }
+    for byte in bytes[(at + 4)...] where byte != UInt8(round & 0xFF) { return nil }
+    return round
+}

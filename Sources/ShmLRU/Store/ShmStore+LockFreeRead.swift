@@ -145,23 +145,23 @@ extension ShmStore {
         return .miss
     }
 
-    /// Whether the record a decoded value came from is unchanged: same slot, same
-    /// even sequence (every write and every free of a record changes it), live,
-    /// same hash, and the stored key equal to `key`, all inside the seqlock.
-    /// Reads one record; takes no lock. On success marks the record used (a get).
+    /// Whether the record a decoded value came from is unchanged: same slot and
+    /// same even sequence (every write and every free of a record changes it, so
+    /// its state, hash, length and value are as they were when it was read and
+    /// checked), and the stored key equal to `key` (the entry may be another
+    /// key's of the same hash), all inside the seqlock. Reads only the sequence,
+    /// the key's length and bytes, and the use stamp; takes no lock. On success
+    /// marks the record used (a get).
     @inline(__always)
-    func _isUnchanged(slot: UInt32, seq: UInt32, hash: UInt32, key: UnsafeRawBufferPointer) -> Bool {
+    func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer) -> Bool {
         let p = cache._lockFreeView.probe
         guard let record = p.geometry.record(slot: slot) else { return false }
         let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
         guard cshm_load_acquire_u32(seqPointer) == seq else { return false }
-        let meta = cshm_load_relaxed_u32((record + _Layout.R.meta).assumingMemoryBound(to: UInt32.self))
-        let recordHash = cshm_load_relaxed_u32((record + _Layout.R.hash).assumingMemoryBound(to: UInt32.self))
         let payload = record + _Layout.R.payload
         let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-        let length = Int(meta & _Layout.lengthMask)
-        guard recordHash == hash, meta >> 24 == _Layout.stateLive, length <= p.recordSize, keyLength == key.count,
-            keyLength <= length &- _StoreLayout.payloadHeaderSize,
+        // The record was checked when it was read; the bound still keeps a racy read inside it.
+        guard keyLength == key.count, keyLength <= p.recordSize &- _StoreLayout.payloadHeaderSize,
             keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0
         else { return false }
         let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
@@ -263,15 +263,7 @@ extension ShmStore {
     public func bytes(_ key: String, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
         guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
         if _readsLockFree {
-            let outcome = _withKeyBytesLent(key) { keyBuffer in
-                _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view -> Int? in
-                    if view.flags & _StoreLayout.payloadSpilled != 0, let heap = _heap { return _copySpilled(heap, view, into: buffer) }
-                    let count = view.value.count
-                    guard count <= buffer.count else { return -count }  // count > 0 here
-                    if count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, count) }
-                    return count
-                }
-            }
+            let outcome = _bytesLockFree(key, into: buffer)
             switch outcome {
             case .hit(let count, _)?:
                 guard count >= 0 else { throw _bufferTooSmall(key, -count, buffer.count) }
@@ -291,14 +283,6 @@ extension ShmStore {
         ShmError(.invalidArgument, _operation("get", key), detail: "value is \(length) bytes; buffer holds \(capacity)")
     }
 
-    /// `bytes(_:)`'s lock-free attempt: nil when it must take the lock.
-    @inline(__always)
-    func _bytesLockFree(_ key: String) -> _LockFreeOutcome<[UInt8]>? {
-        _withKeyBytesLent(key) { keyBuffer in
-            _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view in _copyValue(view) }
-        }
-    }
-
     /// The decoded-cache hit of `get(_:as:)`: the box of the value this handle
     /// decoded for `key` as `type`, if its record is unchanged (checked in shared
     /// memory, lock-free) and it has not expired; nil otherwise (then the caller
@@ -308,12 +292,7 @@ extension ShmStore {
     func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return nil }
         return _withKeyBytesLent(key) { keyBuffer -> AnyObject? in
-            guard let entry = _decoded.entry(_keyHash(key, keyBuffer), type: type), !entry.renews,
-                entry.expiresAt == 0 || entry.expiresAt > _monotonicNanoseconds(),
-                _isUnchanged(slot: entry.slot, seq: entry.seq, hash: entry.recordHash, key: keyBuffer)
-            else { return nil }
-            _decoded.countHit()
-            return entry.value
+            _decoded.hit(_keyHash(key, keyBuffer), type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
         }
     }
 

@@ -4,17 +4,22 @@ import Synchronization
 // for a key, with the version of the record it came from (the data record's slot
 // and seqlock sequence: every write of a record, and every free, changes its
 // sequence; see _StoreLayout.swift). A get reuses the decoded value only when
-// the record at that slot still has that even sequence, is live, has the key's
-// hash and holds a key equal to the asked one, all read inside the seqlock
-// (`ShmStore._isUnchanged`), and the entry has not expired. So a peer's write is
+// the record at that slot still has that even sequence (so it is still the
+// live record it was, unwritten) and holds a key equal to the asked one, both
+// read inside the seqlock (`ShmStore._isUnchanged`), and the entry has not expired. So a peer's write is
 // seen by the next get, and a stale or foreign value is never returned; no
 // invalidation message is needed (lua-resty-mlcache's L1 needs them; this one
 // validates on every read).
 //
-// Entries are found by the key's store hash (FNV-1a 32, computed from the key's
-// UTF-8 bytes without a copy; no String hashing): a key whose hash another
-// key's entry holds finds that entry, fails the record check (the stored key
-// differs), reads and decodes, and takes the entry over.
+// Entries are found by the key's store hash (`ShmStore._keyHash`, computed from
+// the key's UTF-8 bytes without a copy; no String hashing) in an open-addressed
+// table (_DecodedTable.swift: no `Hasher`): a key whose hash another key's entry
+// holds finds that entry, fails the record check (the stored key differs),
+// reads and decodes, and takes the entry over. A hit (`hit`) reads the entry
+// in place under the table's mutex, taking one reference (to the box it
+// returns), and checks the record after the mutex is released. The record check reads only the words that can tell a change: the
+// record's sequence (before and after, the seqlock), the stored key's length
+// and bytes, and the use stamp it marks (`ShmStore._isUnchanged`).
 //
 // Bounded by entries and bytes (a value's cost is its encoded size plus its
 // key's, plus 64 for the entry); the oldest inserted entries go first. Values of
@@ -91,7 +96,7 @@ final class _DecodedCache: Sendable {
     struct State {
         var limits: ShmStore.DecodedCacheLimits
         var codec: any ShmStoreCodec
-        var entries: [UInt32: Entry] = [:]
+        var entries = _DecodedTable<Entry>(filler: _DecodedCache.filler)
         /// Insertion order (oldest first from `head`); stale items (replaced or removed keys) are skipped.
         var order: [(key: UInt32, order: UInt64)] = []
         var head = 0
@@ -127,6 +132,43 @@ final class _DecodedCache: Sendable {
             $0.limits = limits
             if limits.isEnabled { Self.trim(&$0) } else { Self.clear(&$0) }
         }
+    }
+
+    /// The filler of the table's empty positions.
+    static let filler = Entry(
+        slot: 0, seq: 0, recordHash: 0, expiresAt: 0, renews: false, type: ObjectIdentifier(_DecodedCache.self),
+        value: _DecodedBox(()), cost: 0, order: 0)
+
+    /// What a hit needs of an entry, read in place under the mutex; `value` is
+    /// retained once (released by the caller when the record check fails).
+    struct _Sight: @unchecked Sendable {
+        var slot: UInt32
+        var seq: UInt32
+        var value: Unmanaged<AnyObject>
+    }
+
+    /// The decoded-cache hit: the box of the entry of hash `key` if it holds a
+    /// value of `type`, needs no renewal, has not expired and `isUnchanged`
+    /// (slot, sequence) says its record is as it was (checked after the mutex
+    /// is released). Reads the entry in place, takes one reference (to the box
+    /// returned); counts the hit.
+    @inline(__always)
+    func hit(_ key: UInt32, type: ObjectIdentifier, _ isUnchanged: (_ slot: UInt32, _ seq: UInt32) -> Bool) -> AnyObject? {
+        let sight = state.withLock { state -> _Sight? in
+            state.entries.withEntry(key) { entry -> _Sight? in
+                guard entry.pointee.type == type, !entry.pointee.renews,
+                    entry.pointee.expiresAt == 0 || entry.pointee.expiresAt > _monotonicNanoseconds()
+                else { return nil }
+                return _Sight(slot: entry.pointee.slot, seq: entry.pointee.seq, value: .passRetained(entry.pointee.value))
+            }
+        }
+        guard let sight else { return nil }
+        guard isUnchanged(sight.slot, sight.seq) else {
+            sight.value.release()
+            return nil
+        }
+        countHit()
+        return sight.value.takeRetainedValue()
     }
 
     /// The entry for the key of hash `key` if it holds a value of `type` (it may
@@ -186,7 +228,7 @@ final class _DecodedCache: Sendable {
     }
 
     static func clear(_ state: inout State) {
-        state.entries = [:]
+        state.entries.removeAll()
         state.order = []
         state.head = 0
         state.bytes = 0
