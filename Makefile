@@ -208,7 +208,8 @@ sanitize:
 # make docs: the DocC documentation of every library product (the core's catalog,
 # Sources/ShmLRU/ShmLRU.docc, and each integration's), built by swift-docc-plugin,
 # which SHMLRU_DOCS=1 adds to the package for this build only (scratch path
-# .build-docs), with every integration trait enabled. Fails on any DocC warning. Archives:
+# .build-docs), with every integration trait enabled. Fails on any DocC warning
+# (SwiftPM's note about a dependency's unhandled files is not one of ours). Archives:
 # .build-docs/<Product>.doccarchive (`docc preview` serves one).
 DOCS_DIR = .build-docs
 DOC_TRAITS = --traits Hummingbird,Vapor,Redis,Metrics,Logging,Lifecycle
@@ -218,7 +219,8 @@ docs:
 	SHMLRU_DOCS=1 $(SWIFT) package --scratch-path $(DOCS_DIR) $(DOC_TRAITS) --allow-writing-to-directory $(DOCS_DIR) \
 		generate-documentation $(foreach t,$(DOC_TARGETS),--target $(t)) --output-path $(DOCS_DIR)/archives 2>&1 | tee $(DOCS_DIR)/docs.log; \
 	status=$${PIPESTATUS[0]}; [ $$status -eq 0 ] || exit $$status; \
-	if grep -q 'warning:' $(DOCS_DIR)/docs.log; then echo "make docs: DocC warnings (above)"; exit 1; fi
+	if grep 'warning:' $(DOCS_DIR)/docs.log | grep -v 'which are unhandled; explicitly declare them as resources'; then \
+		echo "make docs: DocC warnings (above)"; exit 1; fi
 
 clean:
 	$(SWIFT) package clean

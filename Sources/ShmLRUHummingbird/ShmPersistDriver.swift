@@ -60,8 +60,11 @@ public struct ShmPersistDriver: PersistDriver {
     }
 
     /// Stores `value` under `key` if the key holds no live value.
-    /// - Parameter expires: the value's time to live; nil: the store's `maxAge`
-    ///   (none unless the store was created with one).
+    /// - Parameters:
+    ///   - key: the key (after the driver's `keyPrefix`).
+    ///   - value: the value, encoded with the store's codec.
+    ///   - expires: the value's time to live; nil: the store's `maxAge`
+    ///     (none unless the store was created with one).
     /// - Throws: `PersistError.duplicate` if the key holds a live value (it is not
     ///   changed); `ShmError` for what the store refuses (`.valueTooLarge`, …).
     public func create<Object: Codable & Sendable>(key: String, value: Object, expires: Duration?) async throws {
@@ -71,8 +74,11 @@ public struct ShmPersistDriver: PersistDriver {
     }
 
     /// Stores `value` under `key`, replacing any value.
-    /// - Parameter expires: the value's time to live; nil: an existing live entry
-    ///   keeps its expiry, and a new one gets the store's `maxAge`.
+    /// - Parameters:
+    ///   - key: the key (after the driver's `keyPrefix`).
+    ///   - value: the value, encoded with the store's codec.
+    ///   - expires: the value's time to live; nil: an existing live entry
+    ///     keeps its expiry, and a new one gets the store's `maxAge`.
     /// - Throws: `ShmError` for what the store refuses (`.valueTooLarge`, …).
     public func set<Object: Codable & Sendable>(key: String, value: Object, expires: Duration?) async throws {
         try store.set(keyPrefix + key, value, expiry: expires.map(Self.expiry) ?? .keepCurrent)
