@@ -151,28 +151,10 @@ func table(_ rows: [[String]]) -> String {
 
 // MARK: JSON output (--json)
 
-/// A table's cell as JSON: a number when it reads as one, else a string.
+/// A table's cell as JSON: a number when it reads as one, null for "-", else a string.
 private func jsonValue(_ text: String) -> String {
     if let number = Int(text) { return String(number) }
-    if text == "-" { return "null" }
-    var escaped = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": escaped += "\\\""
-        case "\\": escaped += "\\\\"
-        case "\n": escaped += "\\n"
-        case "\t": escaped += "\\t"
-        case "\r": escaped += "\\r"
-        default:
-            if scalar.value < 0x20 {
-                let hex = String(scalar.value, radix: 16)
-                escaped += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            } else {
-                escaped.unicodeScalars.append(scalar)
-            }
-        }
-    }
-    return escaped + "\""
+    return text == "-" ? "null" : _jsonString(text)
 }
 
 /// A JSON name from a column or row title: `record size` → `recordSize`.

@@ -47,13 +47,14 @@ extension ShmLRU {
     }
 }
 
-func _hexByte(_ byte: UInt8) -> String {
+package func _hexByte(_ byte: UInt8) -> String {
     let digits = Array("0123456789abcdef")
     return String([digits[Int(byte >> 4)], digits[Int(byte & 15)]])
 }
 
-/// A JSON string literal (RFC 8259 escaping).
-func _jsonString(_ text: String) -> String {
+/// A JSON string literal (RFC 8259 escaping); `package`, so the shm-lru tool's
+/// `--json` output escapes the same way.
+package func _jsonString(_ text: String) -> String {
     var out = "\""
     for scalar in text.unicodeScalars {
         switch scalar {
