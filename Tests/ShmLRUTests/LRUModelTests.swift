@@ -25,19 +25,19 @@ import Testing
     static let operationsPerSeed = 100_000
 
     static let configs: [Config] = [
-        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 1),
-        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 2),
-        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 3),
-        Config(index: .processLocal, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 4),
-        Config(index: .processLocal, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 5),
-        Config(index: .processLocal, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 6),
+        Config(index: .shared, whenFull: .evict, exact: true, seed: 1),
+        Config(index: .shared, whenFull: .evict, exact: true, seed: 2),
+        Config(index: .shared, whenFull: .evict, exact: true, seed: 3),
+        Config(index: .processLocal, whenFull: .evict, exact: true, seed: 4),
+        Config(index: .processLocal, whenFull: .evict, exact: true, seed: 5),
+        Config(index: .processLocal, whenFull: .evict, exact: true, seed: 6),
         Config(index: .shared, whenFull: .refuse, exact: true, seed: 7),
         Config(index: .processLocal, whenFull: .refuse, exact: true, seed: 8),
-        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: false, seed: 9),
-        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: false, seed: 10),
+        Config(index: .shared, whenFull: .evict, exact: false, seed: 9),
+        Config(index: .shared, whenFull: .evict, exact: false, seed: 10),
         Config(index: .shared, whenFull: .refuse, exact: false, seed: 11),
-        Config(index: .shared, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 12, capacity: 1, hashRange: 4),
-        Config(index: .processLocal, whenFull: .evictLeastRecentlyUsed, exact: true, seed: 13, capacity: 2, hashRange: 5),
+        Config(index: .shared, whenFull: .evict, exact: true, seed: 12, capacity: 1, hashRange: 4),
+        Config(index: .processLocal, whenFull: .evict, exact: true, seed: 13, capacity: 2, hashRange: 5),
         Config(index: .shared, whenFull: .refuse, exact: false, seed: 14, capacity: 1, hashRange: 3),
     ]
 

@@ -73,7 +73,7 @@ extension ShmLRU {
             slot = free
             _fault(.setAllocated)
         } else {
-            guard options.whenFull == .evictLeastRecentlyUsed else {
+            guard options.whenFull == .evict else {
                 throw ShmError(.full, "set(\(hash), key: \(key))", detail: "all \(capacity) records are in use")
             }
             guard let victim = try _evictTail(reused: true) else { throw _corrupted("no free record and an empty LRU list") }

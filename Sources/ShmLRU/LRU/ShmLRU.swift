@@ -30,10 +30,16 @@ public final class ShmLRU: @unchecked Sendable {
 
     /// What `set` does with a new hash when every record is in use.
     public enum FullPolicy: Sendable, Hashable {
-        /// Evict the least recently used record and report its hash (the default).
-        case evictLeastRecentlyUsed
+        /// Evict the record the eviction policy chooses (the least recently used
+        /// under `.lru`, the policy's victim under SIEVE, S3-FIFO and TinyLFU) and
+        /// report its hash (the default).
+        case evict
         /// Throw `.full` and change nothing (shm-typed-lru's behaviour).
         case refuse
+
+        /// The former name of ``evict``, which only said what `.lru` does.
+        @available(*, deprecated, renamed: "evict")
+        public static var evictLeastRecentlyUsed: FullPolicy { .evict }
     }
 
     /// When a read (or an update) moves its record to the head of the LRU list.
@@ -76,7 +82,7 @@ public final class ShmLRU: @unchecked Sendable {
 
         /// Options; the defaults evict when full, promote on every read (exact LRU), wait up to 10 s for the lock and 2 s for a cache being created.
         public init(
-            whenFull: FullPolicy = .evictLeastRecentlyUsed, promotion: Promotion = .onEveryRead,
+            whenFull: FullPolicy = .evict, promotion: Promotion = .onEveryRead,
             lockTimeout: Duration? = .seconds(10), attachWait: Duration = .seconds(2), policy: EvictionPolicy? = nil,
             allowedOwner: UInt32? = nil
         ) {

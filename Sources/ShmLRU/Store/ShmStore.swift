@@ -22,9 +22,11 @@ import Glibc
 //   `max` is the LRU's capacity; a set into a full store first reclaims expired
 //   entries near the LRU tail, then evicts the least recently used (or throws
 //   `.full` with `whenFull: .refuse`).
-// * Hashing. The LRU hash of a key is FNV-1a 32 over its UTF-8 bytes (stable
-//   across processes; Swift's Hasher is seeded per process). The key is stored and
-//   compared on every lookup, so a collision never returns another key's value.
+// * Hashing. The LRU hash of a key is SipHash-1-3 of its UTF-8 bytes, keyed by
+//   a random 128-bit seed kept in the store segment's header (_StableHash.swift):
+//   stable across the processes of one store, and not computable offline, so a
+//   client choosing keys cannot aim them at one probe window. The key is stored
+//   and compared on every lookup, so a collision never returns another key's value.
 //   Collisions are resolved by probing: a key may live under hash, hash+1, …,
 //   hash+probeLimit-1 (default 8); a lookup checks them all (there is no
 //   tombstone, so a removal never hides a key further on). When every probe hash
@@ -38,19 +40,21 @@ import Glibc
 // * Sized by memory (`Configuration(memory:maxValueSize:)`, ShmStore+Memory.swift):
 //   records of 256 bytes, and a value that does not fit one spills to the value
 //   heap at the end of the store segment, chained over 1024-byte chunks
-//   (_ValueHeap.swift; write, free and eviction in ShmStore+SpilledValues.swift,
-//   lock-free reads in ShmStore+SpilledRead.swift, recovery and verify in
-//   ShmStore+ValueHeapRecovery.swift). The heap is guarded by the data lock.
-// * Every operation on values runs under the data segment's robust mutex
-//   (`ShmLRU._withLock`), including the change-log append, so the log order is the
-//   order of the changes.
-// * Per-key locks (_LockTable.swift): a table of slots bound to keys, guarded
+//   (ValueHeap/: _ValueHeap.swift; write, free and eviction in
+//   ShmStore+SpilledValues.swift, lock-free reads in ShmStore+SpilledRead.swift,
+//   recovery and verify in ShmStore+ValueHeapRecovery.swift). The heap is guarded
+//   by the data lock.
+// * Every write runs under the data segment's lock (the cache's owner-word lock,
+//   LRU/Lock/_SegmentLock.swift, through `ShmLRU._withLock`), including the
+//   change-log append, so the log order is the order of the changes. Reads are
+//   lock-free (Read/).
+// * Per-key locks (Locks/_LockTable.swift): a table of slots bound to keys, guarded
 //   by its own robust mutex; waiters queue with an arrival number and the earliest
 //   live waiter takes a released lock (FIFO). The holder is a process (PID + start
 //   time), so a token may be released from any thread. A waiter sleeps on the
 //   slot's futex word and wakes at least every 50 ms to check the holder is still
 //   alive; a dead holder's lock goes to the next waiter, who is told.
-// * Listen (ShmStore+Listen.swift): every change appends an entry (kind, key,
+// * Listen (Listen/ShmStore+Listen.swift): every change appends an entry (kind, key,
 //   new value) to a ring in the store segment and bumps a futex word. Each store
 //   handle runs at most one pump thread, started by the first `listen`, that
 //   sleeps on that word (no CPU while nothing changes), reads new entries and
@@ -138,7 +142,7 @@ public final class ShmStore: @unchecked Sendable {
         /// record); every parameter has a default (10,000 entries of up to 1024 bytes, no expiry, evict when full, 256 lock slots, 256 waiters, 256 changes kept, 8 probes).
         public init(
             capacity: Int = 10_000, recordSize: Int = 1024, maxAge: Duration? = nil, renewsAgeOnGet: Bool = false,
-            whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256, lockWaiters: Int = 256,
+            whenFull: ShmLRU.FullPolicy = .evict, lockSlots: Int = 256, lockWaiters: Int = 256,
             changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .storeDefault,
             promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1)), negativeTTL: Duration? = nil, staleIfError: Duration? = nil,
             lockTimeout: Duration? = ShmStore.defaultLockTimeout
@@ -497,7 +501,7 @@ public final class ShmStore: @unchecked Sendable {
             // Stands for "the data segment has a spare record" until attach reads its capacity.
             capacity: flags & _StoreLayout.flagSpareRecord != 0 ? _StoreLayout.spareRecordMarker : 0, recordSize: layout.recordSize, maxAge: maxAge == 0 ? nil : .nanoseconds(Int64(maxAge)),
             renewsAgeOnGet: flags & _StoreLayout.flagRenewOnGet != 0,
-            whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed,
+            whenFull: flags & _StoreLayout.flagRefuseWhenFull != 0 ? .refuse : .evict,
             lockSlots: layout.lockSlots, lockWaiters: layout.waiterSlots, changeLogCapacity: layout.logCapacity,
             probeLimit: probeLimit, promotion: promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(promotion))),
             negativeTTL: negativeTTL == 0 ? nil : .nanoseconds(Int64(negativeTTL)),

@@ -202,7 +202,7 @@ extension ShmStore {
     static func _configuration(_ h: _SnapshotHeader) -> Configuration {
         func duration(_ ns: UInt64) -> Duration? { ns == 0 ? nil : .nanoseconds(Int64(clamping: ns)) }
         let promotion: ShmLRU.Promotion = h.promotion == 0 ? .onEveryRead : .atMostEvery(.nanoseconds(Int64(clamping: h.promotion)))
-        let whenFull: ShmLRU.FullPolicy = h.flags & _SnapshotFormat.flagRefuseWhenFull != 0 ? .refuse : .evictLeastRecentlyUsed
+        let whenFull: ShmLRU.FullPolicy = h.flags & _SnapshotFormat.flagRefuseWhenFull != 0 ? .refuse : .evict
         let renews = h.flags & _SnapshotFormat.flagRenewOnGet != 0
         if h.flags & _SnapshotFormat.flagMemory != 0 {
             return Configuration(

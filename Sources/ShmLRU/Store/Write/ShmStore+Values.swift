@@ -157,7 +157,7 @@ extension ShmStore {
     /// evicted (or `.full` is thrown with `whenFull: .refuse`), never `sparing`.
     func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String, sparing: ShmLRU._Slot? = nil) throws(ShmError) {
         if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
-        guard configuration.whenFull == .evictLeastRecentlyUsed else {
+        guard configuration.whenFull == .evict else {
             throw ShmError(.full, operation, detail: "all \(configuration.capacity) entries are live")
         }
         try _evictOneLocked(lru, sparing: sparing)

@@ -37,7 +37,7 @@ extension ShmStore.Configuration {
     ///   - lockTimeout: this handle's limit on every lock wait (not stored in the segment).
     public init(
         memory: Int, maxValueSize: Int = 1 << 20, expectedEntries: Int? = nil, maxAge: Duration? = nil,
-        renewsAgeOnGet: Bool = false, whenFull: ShmLRU.FullPolicy = .evictLeastRecentlyUsed, lockSlots: Int = 256,
+        renewsAgeOnGet: Bool = false, whenFull: ShmLRU.FullPolicy = .evict, lockSlots: Int = 256,
         lockWaiters: Int = 256, changeLogCapacity: Int = 256, probeLimit: Int = 8, policy: ShmLRU.EvictionPolicy = .storeDefault,
         promotion: ShmLRU.Promotion = .atMostEvery(.seconds(1)), negativeTTL: Duration? = nil, staleIfError: Duration? = nil,
         lockTimeout: Duration? = ShmStore.defaultLockTimeout
