@@ -65,7 +65,7 @@ struct SnapshotBench {
         for i in 0..<capacity { try store.set(Self.key(i), bytes: Self.value(i, version: 0)) }
 
         let workers = try (0..<2).map { n in
-            try spawnSnapshotWorker(["snapshot-worker", "\(store.key.rawValue)", "\(capacity)", "\(n + 1)"])
+            try spawnWorker(["snapshot-worker", "\(store.key.rawValue)", "\(capacity)", "\(n + 1)"])
         }
         for worker in workers where worker.readLine() != "ready" { throw BenchFailure(description: "a serving process did not start") }
         usleep(200_000)  // both serving
@@ -169,25 +169,4 @@ func snapshotWorkerMain(_ arguments: [String]) -> Int32 {
         writeAll(2, "snapshot-worker: \(error)\n")
         return 1
     }
-}
-
-/// Spawns this executable with `arguments`, its stdout piped back.
-func spawnSnapshotWorker(_ arguments: [String]) throws(BenchFailure) -> SpawnedWorker {
-    var out: [Int32] = [0, 0]
-    guard closeOnExecPipe(&out) else { throw BenchFailure(description: "pipe2: errno \(errno)") }
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-    let executable = selfExecutable()
-    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-    posix_spawn_file_actions_destroy(&actions)
-    argv.forEach { free($0) }
-    close(out[1])
-    guard rc == 0 else {
-        close(out[0])
-        throw BenchFailure(description: "posix_spawn(\(executable)): errno \(rc)")
-    }
-    return SpawnedWorker(pid: pid, output: out[0])
 }

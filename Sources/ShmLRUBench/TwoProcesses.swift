@@ -152,6 +152,30 @@ func selfExecutable() -> String {
     return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
+/// Spawns this executable with `arguments`, its stdout a pipe this process reads
+/// (and, given `releaseFD`, that descriptor as the worker's fd 3, WorkerFD.release).
+func spawnWorker(_ arguments: [String], releaseFD: Int32? = nil) throws(BenchFailure) -> SpawnedWorker {
+    var out: [Int32] = [0, 0]
+    guard closeOnExecPipe(&out) else { throw BenchFailure(description: "pipe2: errno \(errno)") }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    // dup2 clears close-on-exec on the target; every other pipe end stays closed in the child.
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1)
+    if let releaseFD { posix_spawn_file_actions_adddup2(&actions, releaseFD, WorkerFD.release) }
+    let executable = selfExecutable()
+    let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
+    posix_spawn_file_actions_destroy(&actions)
+    argv.forEach { free($0) }
+    close(out[1])
+    guard rc == 0 else {
+        close(out[0])
+        throw BenchFailure(description: "posix_spawn(\(executable)): errno \(rc)")
+    }
+    return SpawnedWorker(pid: pid, output: out[0])
+}
+
 /// Spawns the workers of `jobs`, releases them together, and returns each one's loop result.
 func runTogether(_ jobs: [WorkerJob]) throws(BenchFailure) -> [LoopResult] {
     try runTogether(argumentLists: jobs.map(\.arguments), label: "\(jobs[0].store.rawValue) \(jobs[0].workload.rawValue)")
@@ -169,27 +193,13 @@ func runTogether(argumentLists: [[String]], label: String) throws(BenchFailure) 
         if releaseOpen { close(release[1]) }
         close(release[0])
     }
-    let executable = selfExecutable()
     for arguments in argumentLists {
-        var out: [Int32] = [0, 0]
-        guard closeOnExecPipe(&out) else { throw BenchFailure(description: "pipe2: errno \(errno)") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        // dup2 clears close-on-exec on the target; every other pipe end stays closed in the child.
-        posix_spawn_file_actions_adddup2(&actions, out[1], 1)
-        posix_spawn_file_actions_adddup2(&actions, release[0], WorkerFD.release)
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, nil, argv, environ)
-        posix_spawn_file_actions_destroy(&actions)
-        argv.forEach { free($0) }
-        close(out[1])
-        guard rc == 0 else {
-            close(out[0])
+        do {
+            workers.append(try spawnWorker(arguments, releaseFD: release[0]))
+        } catch {
             for worker in workers { _ = kill(worker.pid, SIGKILL); _ = worker.wait() }
-            throw BenchFailure(description: "posix_spawn(\(executable)): errno \(rc)")
+            throw error
         }
-        workers.append(SpawnedWorker(pid: pid, output: out[0]))
     }
     var failure: String? = nil
     for worker in workers where worker.readLine() != "ready" {

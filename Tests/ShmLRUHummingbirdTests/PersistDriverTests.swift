@@ -4,6 +4,7 @@ import Hummingbird
 import HummingbirdTesting
 import ShmLRU
 import ShmLRUHummingbird
+import ShmLRUTestSupport
 import Testing
 
 // Hummingbird 2.28.1's own persist tests (Tests/HummingbirdTests/PersistTests.swift),
@@ -320,7 +321,7 @@ func buffer(_ text: String) -> ByteBuffer { ByteBufferAllocator().buffer(string:
         try await withStore { store in
             let persist = ShmPersistDriver(store: store, keyPrefix: "persist:")
             let key = store.key.description
-            let set = try runHelper(["store-set", key, "persist:greeting", "string", "from another process", "600000"])
+            let set = try runTestHelper(["store-set", key, "persist:greeting", "string", "from another process", "600000"])
             #expect(set.status == 0, "\(set.output)")
             let read = try #require(try await persist.getWithTTL(key: "greeting", as: String.self))
             #expect(read.object == "from another process")
@@ -328,17 +329,17 @@ func buffer(_ text: String) -> ByteBuffer { ByteBufferAllocator().buffer(string:
             #expect(ttl > .zero && ttl <= .seconds(600))
             await #expect(throws: PersistError.duplicate) { try await persist.create(key: "greeting", value: "mine") }
 
-            let number = try runHelper(["store-set", key, "persist:number", "int", "42"])
+            let number = try runTestHelper(["store-set", key, "persist:number", "int", "42"])
             #expect(number.status == 0, "\(number.output)")
             await #expect(throws: PersistError.invalidConversion) { _ = try await persist.get(key: "number", as: String.self) }
             #expect(try await persist.get(key: "number", as: Int.self) == 42)
 
             try await persist.create(key: "reply", value: "from the driver", expires: .seconds(600))
-            #expect(try runHelper(["store-get", key, "persist:reply", "string"]).values["value"] == "[from the driver]")
+            #expect(try runTestHelper(["store-get", key, "persist:reply", "string"]).values["value"] == "[from the driver]")
             try await persist.remove(key: "reply")
-            #expect(try runHelper(["store-get", key, "persist:reply", "string"]).values["miss"] == "1")
+            #expect(try runTestHelper(["store-get", key, "persist:reply", "string"]).values["miss"] == "1")
 
-            let removed = try runHelper(["store-remove", key, "persist:greeting"])
+            let removed = try runTestHelper(["store-remove", key, "persist:greeting"])
             #expect(removed.values["removed"] == "true")
             #expect(try await persist.get(key: "greeting", as: String.self) == nil)
         }

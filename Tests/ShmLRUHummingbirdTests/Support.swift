@@ -25,14 +25,4 @@ func withStore<R>(
     defer { try? store.detach() }
     return try await body(store)
 }
-
-/// Runs the test helper (`ShmLRUTestHelper`) to its end: its exit status and its `key=value` lines.
-func runHelper(_ arguments: [String]) throws -> (status: Int32, values: [String: String], output: String) {
-    let run = try TestProcess(testProductPath("ShmLRUTestHelper"), arguments).wait()
-    var values: [String: String] = [:]
-    for line in run.output.split(separator: "\n") {
-        if let eq = line.firstIndex(of: "=") { values[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
-    }
-    return (run.status, values, run.output)
-}
 #endif

@@ -90,19 +90,7 @@ func identityAtFdLimit(_ arguments: [String]) throws {
     let after = _ProcessIdentity.current.start
     emit("first", first)
     emit("after", after)
-    emit("actual", selfStartTicks().map { String($0) } ?? "none")
-}
-
-/// Field 22 of /proc/self/stat.
-func selfStartTicks() -> UInt64? {
-    guard let file = fopen("/proc/self/stat", "r") else { return nil }
-    defer { fclose(file) }
-    var line = [CChar](repeating: 0, count: 1024)
-    guard fgets(&line, 1024, file) != nil else { return nil }
-    let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    guard let close = text.lastIndex(of: ")") else { return nil }
-    let fields = text[text.index(after: close)...].split(separator: " ")
-    return fields.count > 19 ? UInt64(fields[19]) : nil
+    emit("actual", procStartTicks(getpid()).map { String($0) } ?? "none")
 }
 
 // MARK: open against dead and exiting creators (issue 24, items 2-5)

@@ -221,3 +221,27 @@ func _milliseconds(_ duration: Duration) -> Int64 {
     let (total, overflowed) = ms.addingReportingOverflow(max(0, attoseconds) / 1_000_000_000_000_000)
     return overflow || overflowed ? .max : total
 }
+
+/// Runs the test helper (`ShmLRUTestHelper`, a product of this package) to its end:
+/// its exit status, its `key=value` lines, and its whole output.
+public func runTestHelper(_ arguments: [String]) throws -> (status: Int32, values: [String: String], output: String) {
+    let run = try TestProcess(testProductPath("ShmLRUTestHelper"), arguments).wait()
+    var values: [String: String] = [:]
+    for line in run.output.split(separator: "\n") {
+        if let eq = line.firstIndex(of: "=") { values[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
+    }
+    return (run.status, values, run.output)
+}
+
+/// Field 22 of /proc/PID/stat (the process's start, in clock ticks since boot),
+/// read independently of the library's own reader; nil if it cannot be read.
+public func procStartTicks(_ pid: pid_t) -> UInt64? {
+    guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
+    defer { fclose(file) }
+    var line = [CChar](repeating: 0, count: 1024)
+    guard fgets(&line, 1024, file) != nil else { return nil }
+    let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    guard let close = text.lastIndex(of: ")") else { return nil }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    return fields.count > 19 ? UInt64(fields[19]) : nil
+}

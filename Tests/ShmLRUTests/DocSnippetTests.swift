@@ -31,16 +31,7 @@ func packageRoot(_ file: String = #filePath) -> String {
 }
 
 func readTextFile(_ path: String) -> String? {
-    guard let file = fopen(path, "r") else { return nil }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n <= 0 { break }
-        bytes += chunk[0..<n]
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    readFileBytes(path).map { String(decoding: $0, as: UTF8.self) }
 }
 
 /// README.md and every article of every DocC catalog under Sources/.

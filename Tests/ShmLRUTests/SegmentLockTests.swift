@@ -179,7 +179,7 @@ import Testing
             }
             try #require(waitReady(sleeper))
             let pid = UInt64(UInt32(bitPattern: sleeper.pid))
-            let start = try #require(Self.startTicks(sleeper.pid), "no /proc entry for the sleeper")
+            let start = try #require(procStartTicks(sleeper.pid), "no /proc entry for the sleeper")
             let exact = UInt64(UInt32(truncatingIfNeeded: start)) << 32 | pid
             try forgeOwner(cache, exact)
             let error = expectShmError(.lockTimeout) { try cache.set(5, "five") }
@@ -263,18 +263,6 @@ import Testing
         try #require(values["first"] == "0", "the first read succeeded at the fd limit, nothing tested: \(values)")
         #expect(values["after"] != "0", "start time 0 was cached: \(values)")
         #expect(values["after"] == values["actual"], "\(values)")
-    }
-
-    /// Field 22 of /proc/PID/stat (clock ticks since boot).
-    static func startTicks(_ pid: pid_t) -> UInt64? {
-        guard let file = fopen("/proc/\(pid)/stat", "r") else { return nil }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 1024)
-        guard fgets(&line, 1024, file) != nil else { return nil }
-        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        return fields.count > 19 ? UInt64(fields[19]) : nil
     }
 
     func waitReady(_ process: SpawnedProcess) -> Bool {

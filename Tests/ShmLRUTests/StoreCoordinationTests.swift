@@ -79,7 +79,7 @@ import Testing
     /// caller after it loads anew. A load longer than `loadTimeout` is abandoned
     /// with `.loadFailed`, and the load lock is free again.
     @Test func getOrLoadHasALoadTimeoutAndRemembersAFailure() async throws {
-        try await withStoreKey { key in
+        try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 64, recordSize: 128))
             let helpers = try (0..<6).map { _ in try spawnHelper(["store-load", key.description, "flaky", "1500", "throw"]) }
             let errors = waitAll(helpers).map { $0.values["error"] ?? "none" }

@@ -34,19 +34,8 @@ private func directoryEntries(_ directory: String) -> [String] {
     return names
 }
 
-/// Reads a whole file.
-private func fileBytes(_ path: String) -> [UInt8] {
-    guard let file = fopen(path, "rb") else { return [] }
-    defer { fclose(file) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = fread(&chunk, 1, chunk.count, file)
-        if n <= 0 { break }
-        bytes.append(contentsOf: chunk[0..<n])
-    }
-    return bytes
-}
+/// Reads a whole file ([] if it cannot be read).
+private func fileBytes(_ path: String) -> [UInt8] { readFileBytes(path) ?? [] }
 
 /// Writes a whole file.
 private func writeFile(_ path: String, _ bytes: [UInt8]) {

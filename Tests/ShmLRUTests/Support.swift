@@ -138,3 +138,17 @@ func spawnHelper(_ arguments: [String]) throws -> SpawnedProcess {
 func runHelper(_ arguments: [String]) throws -> HelperRun {
     try spawnHelper(arguments).wait()
 }
+
+/// Reads a whole file; nil if it cannot be opened.
+func readFileBytes(_ path: String) -> [UInt8]? {
+    guard let file = fopen(path, "rb") else { return nil }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = fread(&chunk, 1, chunk.count, file)
+        if n <= 0 { break }
+        bytes += chunk[0..<n]
+    }
+    return bytes
+}

@@ -178,27 +178,17 @@ func addCacheRoutes(_ app: Application) {
             addCacheRoutes(app)
             let tester = try app.testing()
             let key = store.key.description
-            let set = try runHelper(["store-set", key, "vapor:greeting", "string", "from another process", "600000"])
+            let set = try runTestHelper(["store-set", key, "vapor:greeting", "string", "from another process", "600000"])
             #expect(set.status == 0, "\(set.output)")
             try await tester.test(.GET, "cache/greeting") { res in
                 #expect(res.status == .ok)
                 #expect(res.body.string == "from another process")
             }
             try await tester.test(.PUT, "cache/reply", body: ByteBuffer(string: "from vapor")) { res in #expect(res.status == .ok) }
-            #expect(try runHelper(["store-get", key, "vapor:reply", "string"]).values["value"] == "[from vapor]")
-            #expect(try runHelper(["store-remove", key, "vapor:greeting"]).values["removed"] == "true")
+            #expect(try runTestHelper(["store-get", key, "vapor:reply", "string"]).values["value"] == "[from vapor]")
+            #expect(try runTestHelper(["store-remove", key, "vapor:greeting"]).values["removed"] == "true")
             try await tester.test(.GET, "cache/greeting") { res in #expect(res.status == .notFound) }
         }
     }
-}
-
-/// Runs the test helper (`ShmLRUTestHelper`) to its end: its exit status and its `key=value` lines.
-func runHelper(_ arguments: [String]) throws -> (status: Int32, values: [String: String], output: String) {
-    let run = try TestProcess(testProductPath("ShmLRUTestHelper"), arguments).wait()
-    var values: [String: String] = [:]
-    for line in run.output.split(separator: "\n") {
-        if let eq = line.firstIndex(of: "=") { values[String(line[..<eq])] = String(line[line.index(after: eq)...]) }
-    }
-    return (run.status, values, run.output)
 }
 #endif
