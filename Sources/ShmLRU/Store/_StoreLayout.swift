@@ -273,6 +273,95 @@ struct _StoreLayout: Equatable, Sendable {
     }
 }
 
+/// What the store header holds besides its magic, raw: the layout, the data
+/// segment's key, the record hash's seed and the stored settings. Written by
+/// `create` through the two field tables, compared with them by attach.
+struct _StoreHeader: Sendable {
+    var layout: _StoreLayout
+    var dataKey: UInt32
+    var seed: _SipKey
+    var maxAge: UInt64 = 0
+    var flags: UInt32 = 0
+    var probeLimit: UInt32 = 0
+    var promotion: UInt64 = 0
+    var negativeTTL: UInt64 = 0
+    var staleIfError: UInt64 = 0
+
+    /// The header `create` writes for `c` (its data segment always has the spare record).
+    init(layout: _StoreLayout, dataKey: UInt32, seed: _SipKey, configuration c: ShmStore.Configuration) {
+        self.layout = layout
+        self.dataKey = dataKey
+        self.seed = seed
+        maxAge = c.maxAge.map { UInt64(_nanoseconds($0)) } ?? 0
+        flags =
+            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0)
+            | _StoreLayout.flagSpareRecord
+        probeLimit = UInt32(c.probeLimit)
+        promotion = _StoreLayout.promotionNanoseconds(c.promotion)
+        negativeTTL = c.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0
+        staleIfError = c.staleIfError.map { UInt64(max(1, _nanoseconds($0))) } ?? 0
+    }
+
+    /// The header whose layout inputs and settings `header` holds (raw: `layout`
+    /// still to be compared with the rest through the tables, the settings to be
+    /// range-checked); nil when the inputs are out of range.
+    init?(reading header: _HeaderCheck) {
+        guard Int(header.u32(_StoreLayout.H.headerSize)) == _StoreLayout.headerSize,
+            let layout = _StoreLayout(
+                recordSize: Int(header.u32(_StoreLayout.H.recordSize)), lockSlots: Int(header.u32(_StoreLayout.H.lockSlots)),
+                waiterSlots: Int(header.u32(_StoreLayout.H.waiterSlots)), logCapacity: Int(header.u32(_StoreLayout.H.logCapacity)),
+                heapChunks: Int(header.u32(_StoreLayout.H.heapChunks)))
+        else { return nil }
+        self.layout = layout
+        dataKey = header.u32(_StoreLayout.H.lruKey)
+        seed = _SipKey(k0: header.u64(_StoreLayout.H.hashSeed0), k1: header.u64(_StoreLayout.H.hashSeed1))
+        maxAge = header.u64(_StoreLayout.H.maxAge)
+        flags = header.u32(_StoreLayout.H.flags)
+        probeLimit = header.u32(_StoreLayout.H.probeLimit)
+        promotion = header.u64(_StoreLayout.H.promotion)
+        negativeTTL = header.u64(_StoreLayout.H.negativeTTL)
+        staleIfError = header.u64(_StoreLayout.H.staleIfError)
+    }
+}
+
+extension _StoreLayout {
+    /// The fields `create` writes first, before the data segment exists: a
+    /// creator killed after them leaves a half-made store (no magic) that names
+    /// every segment it made (ShmStore+Open.swift). Each field of the store
+    /// header is listed once, here or in `fields`.
+    static let identityFields: [_HeaderField<_StoreHeader>] = [
+        .u32("version", H.version) { _ in UInt64(version) },
+        .u32("headerSize", H.headerSize) { _ in UInt64(headerSize) },
+        .u64("hashSeed0", H.hashSeed0) { $0.seed.k0 },
+        .u64("hashSeed1", H.hashSeed1) { $0.seed.k1 },
+        .u32("dataKey", H.lruKey) { UInt64($0.dataKey) },
+    ]
+
+    /// The fields `create` writes once the data segment is made and claimed:
+    /// the layout (attach recomputes it from the record size, table sizes and
+    /// chunk count and names the first field that differs) and the settings.
+    static let fields: [_HeaderField<_StoreHeader>] = [
+        .u32("recordSize", H.recordSize) { UInt64($0.layout.recordSize) },
+        .u32("lockSlots", H.lockSlots) { UInt64($0.layout.lockSlots) },
+        .u32("waiterSlots", H.waiterSlots) { UInt64($0.layout.waiterSlots) },
+        .u32("logCapacity", H.logCapacity) { UInt64($0.layout.logCapacity) },
+        .u32("logStride", H.logStride) { UInt64($0.layout.logStride) },
+        .u64("lockTableOffset", H.lockTableOffset) { UInt64($0.layout.lockTableOffset) },
+        .u64("waiterTableOffset", H.waiterTableOffset) { UInt64($0.layout.waiterTableOffset) },
+        .u64("logOffset", H.logOffset) { UInt64($0.layout.logOffset) },
+        .u64("totalSize", H.totalSize) { UInt64($0.layout.totalSize) },
+        .u64("maxAge", H.maxAge) { $0.maxAge },
+        .u32("flags", H.flags) { UInt64($0.flags) },
+        .u32("probeLimit", H.probeLimit) { UInt64($0.probeLimit) },
+        .u64("negativeTTL", H.negativeTTL) { $0.negativeTTL },
+        .u64("staleIfError", H.staleIfError) { $0.staleIfError },
+        .u64("promotion", H.promotion) { $0.promotion },
+        .u64("heapOffset", H.heapOffset) { UInt64($0.layout.heapOffset) },
+        .u32("heapChunks", H.heapChunks) { UInt64($0.layout.heapChunks) },
+        .u32("chunkSize", H.chunkSize) { $0.layout.heapChunks > 0 ? UInt64(_ValueHeap.chunkSize) : 0 },
+    ]
+}
+
 /// Typed access to the store segment. Values read come back raw: check them.
 struct _StoreSegment: _RawFields, @unchecked Sendable {
     let base: UnsafeMutableRawPointer
