@@ -77,7 +77,7 @@ import CShm
 //   +16 payload         a store record payload (below): header, key, value
 //
 //  Store record payload (inside an ShmLRU record of the data segment, and in a
-//  change-log entry):
+//  change-log entry; read and written only through _StorePayload.swift):
 //   +0  keyLen    UInt32
 //   +4  flags     UInt32  bit 0: spilled (memory mode only; ignored without a heap)
 //   +8  expiresAt UInt64  CLOCK_MONOTONIC ns; 0 never
@@ -373,54 +373,4 @@ struct _StoreSegment: _RawFields, @unchecked Sendable {
     @inline(__always) func slot(_ slot: Int, _ field: Int) -> Int { layout.lockSlotOffset(slot) &+ field }
     // Waiter entries
     @inline(__always) func waiter(_ index: Int, _ field: Int) -> Int { layout.waiterOffset(index) &+ field }
-}
-
-/// The store's header at the start of a record payload, read with every field checked.
-struct _PayloadHeader {
-    var keyLength: Int
-    /// `_StoreLayout.payloadSpilled` and reserved bits.
-    var flags: UInt32
-    var expiresAt: UInt64
-    var maxAge: UInt64
-
-    /// Parses the header of a payload of `length` bytes; nil if it does not fit.
-    static func read(_ payload: UnsafeRawBufferPointer) -> _PayloadHeader? {
-        guard payload.count >= _StoreLayout.payloadHeaderSize, let base = payload.baseAddress else { return nil }
-        let keyLength = Int(base.loadUnaligned(fromByteOffset: _StoreLayout.P.keyLength, as: UInt32.self))
-        guard keyLength <= payload.count - _StoreLayout.payloadHeaderSize else { return nil }
-        return _PayloadHeader(
-            keyLength: keyLength, flags: base.loadUnaligned(fromByteOffset: _StoreLayout.P.flags, as: UInt32.self),
-            expiresAt: base.loadUnaligned(fromByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self),
-            maxAge: base.loadUnaligned(fromByteOffset: _StoreLayout.P.maxAge, as: UInt64.self))
-    }
-
-    /// The key bytes of a payload whose header is `self`.
-    func key(in payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: payload[_StoreLayout.P.key..<_StoreLayout.P.key + keyLength])
-    }
-    func value(in payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: payload[(_StoreLayout.P.key + keyLength)...])
-    }
-    func isExpired(now: UInt64) -> Bool { expiresAt != 0 && expiresAt <= now }
-}
-
-/// Builds a store record payload: header, key, value.
-func _makePayload(
-    key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64, flags: UInt32 = 0
-) -> [UInt8] {
-    let count = _StoreLayout.payloadHeaderSize + key.count + value.count
-    return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-        let raw = UnsafeMutableRawBufferPointer(buffer)
-        raw.storeBytes(of: UInt32(key.count), toByteOffset: _StoreLayout.P.keyLength, as: UInt32.self)
-        raw.storeBytes(of: flags, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
-        raw.storeBytes(of: expiresAt, toByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self)
-        raw.storeBytes(of: maxAge, toByteOffset: _StoreLayout.P.maxAge, as: UInt64.self)
-        if key.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: raw[_StoreLayout.P.key..<_StoreLayout.P.key + key.count]).copyMemory(from: key)
-        }
-        if value.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: raw[(_StoreLayout.P.key + key.count)...]).copyMemory(from: value)
-        }
-        initialized = count
-    }
 }

@@ -107,29 +107,18 @@ extension ShmStore {
             case .contended: return .contended
             }
             // The one live record of this hash: is it the key's?
-            let payload = sight.words.payload
             let length = sight.length
-            let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-            let isStoreRecord =
-                length <= p.recordSize && length >= _StoreLayout.payloadHeaderSize
-                && keyLength <= length &- _StoreLayout.payloadHeaderSize
-            let matches =
-                isStoreRecord && keyLength == key.count
-                && (keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
-            if !matches {
+            guard length <= p.recordSize, let stored = _StorePayload(sight.words.payload, count: length), stored.hasKey(key) else {
                 // Another key (or not a store record): decided only if nothing moved.
                 if !sight.isUnchanged() { return .contended }
                 continue  // next probe hash
             }
-            let expiresAt = cshm_load_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
-            let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
+            let expiresAt = stored.expiresAt
+            let maxAge = stored.maxAge
             let stamp = sight.words.stamp
             let view = _RecordView(
-                record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt,
-                value: UnsafeRawBufferPointer(
-                    start: payload + _StoreLayout.P.key + keyLength,
-                    count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
-                flags: cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self)))
+                record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt, value: stored.value,
+                flags: stored.flags)
             let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
             let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
             let result: R? = expired || renews ? nil : body(view)
@@ -149,25 +138,19 @@ extension ShmStore {
     /// same even sequence (every write and every free of a record changes it, so
     /// its state, hash, length and value are as they were when it was read and
     /// checked), and the stored key equal to `key` (the entry may be another
-    /// key's of the same hash), all inside the seqlock. Reads only the sequence,
-    /// the key's length and bytes, and the use stamp; takes no lock. On success
-    /// marks the record used (a get).
+    /// key's of the same hash), all inside the seqlock. Reads the record through
+    /// the cache's view (`_Probe.sight(slot:seq:)`) and the stored key through
+    /// `_StorePayload`; takes no lock. On success marks the record used (a get).
     @inline(__always)
     func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer) -> Bool {
         let p = cache._lockFreeView.probe
-        guard let record = p.geometry.record(slot: slot) else { return false }
-        let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
-        guard cshm_load_acquire_u32(seqPointer) == seq else { return false }
-        let payload = record + _Layout.R.payload
-        let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-        // The record was checked when it was read; the bound still keeps a racy read inside it.
-        guard keyLength == key.count, keyLength <= p.recordSize &- _StoreLayout.payloadHeaderSize,
-            keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0
+        guard let sight = p.sight(slot: slot, seq: seq),
+            // The record was checked when it was read; the record size still bounds the racy key read.
+            let stored = _StorePayload(sight.words.payload, count: p.recordSize), stored.hasKey(key)
         else { return false }
-        let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
-        cshm_fence_acquire()
-        guard cshm_load_relaxed_u32(seqPointer) == seq else { return false }
-        cache._lockFreeView.noteHit(record, stamp: stamp)
+        let stamp = sight.words.stamp
+        guard sight.isUnchanged() else { return false }
+        cache._lockFreeView.noteHit(sight.record, stamp: stamp)
         return true
     }
 

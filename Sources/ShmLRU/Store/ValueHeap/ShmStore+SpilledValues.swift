@@ -65,7 +65,7 @@ extension ShmStore {
                     // Its key goes to the log while its record still holds it.
                     let payload = try lru.value(victim)
                     guard let header = _PayloadHeader.read(payload) else { return }
-                    _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
+                    _store.appendChange(.evicted, payload: header.keyed(in: payload))
                     if let heap = _heap, _isSpilled(header) {
                         spilled = true
                         chunks = _spilledDescriptor(header, payload)
@@ -92,7 +92,7 @@ extension ShmStore {
         let spills = _StoreLayout.payloadHeaderSize + key.count + value.count > lru.recordSize
         let oldSpilled = found.map { _isSpilled($0.header) } ?? false
         guard spills || oldSpilled else {
-            let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+            let payload = _StorePayload.make(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
             return try _withBytes(payload) { (buffer) throws(ShmError) in try _storeRecordLocked(lru, buffer, found: found, hash: hash) }
         }
         let old = found.flatMap { _spilledDescriptor($0.header, $0.payload) }
@@ -112,11 +112,11 @@ extension ShmStore {
             }
             lru.fault(.heapWritten)
             payload = _ValueHeap.encode(descriptor).withUnsafeBytes { (bytes) in
-                _makePayload(key: key, value: bytes, expiresAt: expiresAt, maxAge: maxAge, flags: _StoreLayout.payloadSpilled)
+                _StorePayload.make(key: key, value: bytes, expiresAt: expiresAt, maxAge: maxAge, flags: _StoreLayout.payloadSpilled)
             }
         } else {
             heap.begin()
-            payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+            payload = _StorePayload.make(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
         }
         try _withBytes(payload) { (buffer) throws(ShmError) in try _storeRecordLocked(lru, buffer, found: found, hash: hash) }
         lru.fault(.heapLinked)

@@ -139,7 +139,7 @@ extension ShmStore {
             return try _writeWithHeapLocked(
                 lru, heap, key, value: value, found: found, hash: hash, now: now, expiresAt: expiresAt, maxAge: maxAge, operation())
         }
-        let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+        let payload = _StorePayload.make(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
         try _withBytes(payload) { (payloadBuffer) throws(ShmError) in try _storeRecordLocked(lru, payloadBuffer, found: found, hash: hash) }
     }
 

@@ -148,7 +148,7 @@ extension ShmStore {
         _ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, payload: UnsafeRawBufferPointer, header: _PayloadHeader,
         kind: _ChangeKind
     ) throws(ShmError) {
-        _store.appendChange(kind, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
+        _store.appendChange(kind, payload: header.keyed(in: payload))
         try _releasingChunks(header, payload) { () throws(ShmError) in try lru.remove(slot) }
     }
 
@@ -165,9 +165,7 @@ extension ShmStore {
 
     /// Rewrites a live record's expiry inside its seqlock.
     func _setExpiryLocked(_ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, _ expiresAt: UInt64) {
-        lru.rewritePayload(slot) { payload in
-            cshm_store_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self), expiresAt)
-        }
+        lru.rewritePayload(slot) { payload in _StorePayload.storeExpiry(expiresAt, at: payload) }
     }
 }
 
