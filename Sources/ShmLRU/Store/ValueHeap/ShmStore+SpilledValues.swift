@@ -50,38 +50,6 @@ extension ShmStore {
         if let descriptor, heap.free(descriptor) { heap.end() }
     }
 
-    /// Evicts the entry the policy chooses, logging it and freeing its chunks.
-    /// `sparing` (the record being updated) is promoted first and never evicted:
-    /// if the policy still picks it, it is passed over (a few times, then `.full`).
-    func _evictOneLocked(_ lru: ShmLRU._LockedHandle, sparing: ShmLRU._Slot?) throws(ShmError) {
-        for _ in 0..<8 {
-            if let sparing { try lru.promote(sparing) }
-            var chunks: _ValueHeap.Descriptor? = nil
-            var spilled = false
-            let victim: (slot: ShmLRU._Slot, hash: UInt32)?
-            do {
-                victim = try lru.evict { (victim) throws(ShmError) in
-                    if victim == sparing { throw ShmError(.full, _ShmStoreSpare.operation) }
-                    // Its key goes to the log while its record still holds it.
-                    let payload = try lru.value(victim)
-                    guard let header = _PayloadHeader.read(payload) else { return }
-                    _store.appendChange(.evicted, payload: header.keyed(in: payload))
-                    if let heap = _heap, _isSpilled(header) {
-                        spilled = true
-                        chunks = _spilledDescriptor(header, payload)
-                        heap.begin()
-                    }
-                }
-            } catch where error.code == .full && error.operation == _ShmStoreSpare.operation {
-                continue
-            }
-            guard victim != nil else { throw lru.corrupted("full, but nothing to evict") }
-            if spilled, let heap = _heap, let chunks, heap.free(chunks) { heap.end() }
-            return
-        }
-        throw ShmError(.full, "ShmStore.set(key: \(key))", detail: "the eviction policy keeps choosing the entry being updated")
-    }
-
     /// Writes a value of a store with a heap: inline when 24 + key + value fits
     /// the record, else spilled over chunks. `hash` and the record room are
     /// settled by the caller (`_writeLocked`).
@@ -125,11 +93,6 @@ extension ShmStore {
         }
         heap.end()
     }
-}
-
-/// The marker error `_evictOneLocked` throws from `willEvict` to pass over the spared record.
-enum _ShmStoreSpare {
-    static let operation = "ShmStore._evictOneLocked(sparing:)"
 }
 
 extension ShmStore {

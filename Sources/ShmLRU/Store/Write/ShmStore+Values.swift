@@ -143,30 +143,6 @@ extension ShmStore {
         return (nil, free)
     }
 
-    /// Removes a record and logs why (removed, expired).
-    func _reclaimLocked(
-        _ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, payload: UnsafeRawBufferPointer, header: _PayloadHeader,
-        kind: _ChangeKind
-    ) throws(ShmError) {
-        _store.appendChange(kind, payload: header.keyed(in: payload))
-        try _releasingChunks(header, payload) { () throws(ShmError) in try lru.remove(slot) }
-    }
-
-    /// Frees a record for a new key in a full store: expired entries among the 32
-    /// least recently used first; else the entry the eviction policy chooses is
-    /// evicted (or `.full` is thrown with `whenFull: .refuse`), never `sparing`.
-    func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String, sparing: ShmLRU._Slot? = nil) throws(ShmError) {
-        if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
-        guard configuration.whenFull == .evict else {
-            throw ShmError(.full, operation, detail: "all \(configuration.capacity) entries are live")
-        }
-        try _evictOneLocked(lru, sparing: sparing)
-    }
-
-    /// Rewrites a live record's expiry inside its seqlock.
-    func _setExpiryLocked(_ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, _ expiresAt: UInt64) {
-        lru.rewritePayload(slot) { payload in _StorePayload.storeExpiry(expiresAt, at: payload) }
-    }
 }
 
 /// Lends an array's bytes to a closure that throws `ShmError` only.
