@@ -53,12 +53,6 @@ extension ShmStore {
     /// Whether a store read may go lock-free (interval promotion).
     @inline(__always) var _readsLockFree: Bool { cache._lockFreeView.readsLockFree }
 
-    /// The key's hash, from its UTF-8 bytes (no copy), or from the replaceable hash.
-    @inline(__always)
-    func _keyHash(_ key: String, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        _usesStableHash ? _storeKeyHash(_hashSeed, bytes) : _hash(key)
-    }
-
     /// The thrown `.detached` error, formatted off the hot path.
     @inline(never)
     func _detachedError(_ name: StaticString, _ key: String) -> ShmError {
@@ -274,8 +268,8 @@ extension ShmStore {
     @usableFromInline
     func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return nil }
-        return _withKeyBytesLent(key) { keyBuffer -> AnyObject? in
-            _decoded.hit(_keyHash(key, keyBuffer), type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
+        return _withKeyLent(key) { keyBuffer, base -> AnyObject? in
+            _decoded.hit(base, type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
         }
     }
 
@@ -291,27 +285,3 @@ extension ShmStore {
 
 /// 64 KiB of zeroes, never written: see `ShmStore._copyValue`.
 nonisolated(unsafe) let _zeroes = UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(start: calloc(1, 1 << 16), count: 1 << 16))
-
-/// Lends the UTF-8 bytes of `key` to a body that does not throw (the hot paths:
-/// no `Result` to build and copy); see `_withKeyBytes`.
-@inline(__always)
-func _withKeyBytesLent<R>(_ key: String, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-    if let lent = key.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return lent }
-    var native = key
-    native.makeContiguousUTF8()
-    return native.withUTF8 { body(UnsafeRawBufferPointer($0)) }
-}
-
-/// Lends the UTF-8 bytes of `key` to `body`: the String's own storage when it
-/// has one (native strings; a small string is lent from the stack), else a
-/// native copy (a bridged string).
-@inline(__always)
-func _withKeyBytes<R>(_ key: String, _ body: (UnsafeRawBufferPointer) throws(ShmError) -> R) throws(ShmError) -> R {
-    let lent = key.utf8.withContiguousStorageIfAvailable { buffer in
-        Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) }
-    }
-    if let lent { return try lent.get() }
-    var native = key
-    native.makeContiguousUTF8()
-    return try native.withUTF8 { buffer in Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) } }.get()
-}

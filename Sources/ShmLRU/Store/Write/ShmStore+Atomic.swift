@@ -31,10 +31,8 @@ extension ShmStore {
         _ key: String, as type: Value.Type = Value.self, expiry: Expiry = .keepCurrent, _ body: (Value?) throws -> Value?
     ) throws -> Value? {
         let operation = _operation("update", key)
-        let keyBytes = Array(key.utf8)
-        let base = _hash(key)
         var thrown: (any Error)? = nil
-        let result = try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> Value? in
+        let result = try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Value? in
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Value? in
                 let now = _monotonicNanoseconds()
                 let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
@@ -51,7 +49,7 @@ extension ShmStore {
                     return nil
                 }
                 let bytes = try _encode(next, operation, codec: _decoded.codec)
-                try _checkFits(keyBytes.count, bytes.count, operation)
+                try _checkFits(keyBuffer.count, bytes.count, operation)
                 let (expiresAt, maxAge) = try _expiry(expiry, found: found, now: now, operation)
                 try _withBytes(bytes) { (value) throws(ShmError) in
                     try _writeLocked(lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
@@ -76,10 +74,8 @@ extension ShmStore {
     @discardableResult
     public func add(_ key: String, bytes value: [UInt8], expiry: Expiry = .storeDefault) throws(ShmError) -> Bool {
         let operation = _operation("add", key)
-        let keyBytes = Array(key.utf8)
-        try _checkFits(keyBytes.count, value.count, operation)
-        let base = _hash(key)
-        return try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> Bool in
+        return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Bool in
+            try _checkFits(keyBuffer.count, value.count, operation)
             try _withBytes(value) { (valueBuffer) throws(ShmError) -> Bool in
                 try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
                     let now = _monotonicNanoseconds()
