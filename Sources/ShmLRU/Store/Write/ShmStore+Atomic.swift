@@ -76,7 +76,7 @@ extension ShmStore {
         let operation = _operation("add", key)
         return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Bool in
             try _checkFits(keyBuffer.count, value.count, operation)
-            try _withBytes(value) { (valueBuffer) throws(ShmError) -> Bool in
+            return try _withBytes(value) { (valueBuffer) throws(ShmError) -> Bool in
                 try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
                     let now = _monotonicNanoseconds()
                     let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
