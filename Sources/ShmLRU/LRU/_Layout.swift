@@ -13,7 +13,9 @@
 //  the read path):
 //   line 0   immutable after init: magic, layout version, header size, record size,
 //            stride, capacity, index kind, index offset/slots/bits, records offset,
-//            laid-out size, ready flag
+//            laid-out size, ready flag (these and line 6's fields are listed once,
+//            with their names, in `_Layout.fields`: create writes that table and
+//            attach compares a segment with it)
 //   line 1   the lock (`_SegmentLock`): one UInt64 owner word at +64, 0 when free;
 //            +72..+127 zero (reserved)
 //

@@ -24,7 +24,10 @@ import CShm
 //           0 = exact LRU, every get under the lock; else gets are lock-free),
 //           value heap: offset (UInt64 at 112, 0 = no heap), chunk count (UInt32
 //           at 120), chunk size (UInt32 at 124); all three 0 for a store sized by
-//           records (`Configuration(capacity:recordSize:)`)
+//           records (`Configuration(capacity:recordSize:)`). Each field is listed
+//           once, with its name, in `_StoreLayout.identityFields` (written first,
+//           before the data segment exists) or `_StoreLayout.fields`: create
+//           writes those tables and attach compares a segment with them
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
