@@ -23,6 +23,16 @@ extension ShmLRU {
         public var createdAt: ShmInstant
     }
 
+    /// The owner word (`_Layout.H.owner`) and index kind of the cache in `region`
+    /// (attached, read-only is enough), its header checked as `probe` checks it
+    /// (with this record size): how a store tells, without attaching a handle or
+    /// locking, whether a segment it would remove is its data segment.
+    static func _owner(of region: ShmRegion, recordSize: Int) throws(ShmError) -> (owner: UInt64, indexKind: IndexKind) {
+        let layout = try _validateHeader(of: region, expectedRecordSize: recordSize, wait: .zero, readOnlyAllowed: true)
+        let segment = _Segment(base: region._attachment.base, layout: layout)
+        return (cshm_load_acquire_u64(segment.u64(_Layout.H.owner)), layout.indexKind)
+    }
+
     /// Reads the header of the segment with `key` without trusting it: attaches
     /// read-only for the length of the call, takes no lock, writes nothing, and
     /// checks every header field (magic, layout version, sizes, offsets) against

@@ -54,9 +54,14 @@ extension ShmLRU {
     }
 
     func _setLocked(_ hash: UInt32, _ value: UnsafeRawBufferPointer, shareKey: UInt32?) throws(ShmError) -> SetResult {
-        let s = _segment
         let exactNow = _lockedNow()
         if let found = _find(hash) {
+            // Each path takes its own copy of the segment handle: one `let` above
+            // both made the compiler copy the whole `_Segment` (its layout: 112
+            // bytes) to the stack on every update too, because the insert path below
+            // hands it to functions that take it by address (+12 instructions a
+            // set-update, issue 26).
+            let s = _segment
             s.writeRecord(found.slot, hash: hash, state: _Layout.stateLive, value: value)
             if let shareKey { s.setShareKey(found.slot, shareKey) }
             try _promoteLocked(found.slot, now: exactNow)
@@ -64,6 +69,7 @@ extension ShmLRU {
             s.publishChange()
             return SetResult(offset: s.layout.recordOffset(found.slot), updated: true, evictedHash: nil)
         }
+        let s = _segment
         // A new record's stamp: read now, while no memory access is in flight
         // (the interval mode's coarse clock; exact LRU's precise one was read above).
         let now = exactNow != 0 ? exactNow : _coarseMonotonicNanoseconds()

@@ -273,22 +273,7 @@ public final class ShmLRU: @unchecked Sendable {
         let base = region._attachment.base
         if !zeroFilled { base.initializeMemory(as: UInt8.self, repeating: 0, count: layout.totalSize) }
         let segment = _Segment(base: base, layout: layout)
-        segment.store(_Layout.H.version, _Layout.version)
-        segment.store(_Layout.H.headerSize, UInt32(_Layout.headerSize))
-        segment.store(_Layout.H.recordSize, UInt32(layout.recordSize))
-        segment.store(_Layout.H.stride, UInt32(layout.stride))
-        segment.store(_Layout.H.capacity, UInt32(layout.capacity))
-        segment.store(_Layout.H.indexKind, layout.indexKind == .shared ? 1 : 0)
-        segment.store64(_Layout.H.indexOffset, UInt64(layout.indexOffset))
-        segment.store(_Layout.H.indexSlots, UInt32(layout.indexSlots))
-        segment.store(_Layout.H.indexBits, UInt32(layout.indexBits))
-        segment.store64(_Layout.H.recordsOffset, UInt64(layout.recordsOffset))
-        segment.store64(_Layout.H.segmentSize, UInt64(layout.totalSize))
-        segment.store(_Layout.H.policy, layout.policy.code)
-        segment.store(_Layout.H.ghostSlots, UInt32(layout.ghostSlots))
-        segment.store64(_Layout.H.ghostOffset, UInt64(layout.ghostOffset))
-        segment.store(_Layout.H.smallTarget, UInt32(layout.smallTarget))
-        segment.store(_Layout.H.ghostLength, UInt32(layout.ghostLength))
+        segment.write(_Layout.fields, layout)
         segment.freeHead = _Layout.none
         segment.head = _Layout.none
         segment.tail = _Layout.none
@@ -356,30 +341,14 @@ public final class ShmLRU: @unchecked Sendable {
         let header = try _HeaderCheck(
             region, magic: _Layout.magic, versionOffset: _Layout.H.version, version: _Layout.version, what: "ShmLRU cache",
             absent: "no ShmLRU cache was initialized in this segment", wait: wait, operation)
-        func field(_ offset: Int) -> UInt32 { header.u32(offset) }
-        func field64(_ offset: Int) -> UInt64 { header.u64(offset) }
-        let recordSize = Int(field(_Layout.H.recordSize))
-        let capacity = Int(field(_Layout.H.capacity))
-        let kindRaw = field(_Layout.H.indexKind)
-        guard Int(field(_Layout.H.headerSize)) == _Layout.headerSize, kindRaw <= 1,
-            let policy = EvictionPolicy(code: field(_Layout.H.policy)),
-            let layout = _Layout(
-                recordSize: recordSize, capacity: capacity, indexKind: kindRaw == 1 ? .shared : .processLocal, policy: policy)
-        else {
-            throw ShmError(.corrupted, operation, detail: "header sizes out of range (record \(recordSize), capacity \(capacity))")
+        guard let layout = _Layout.described(by: header.u32) else {
+            throw ShmError(
+                .corrupted, operation,
+                detail: "header sizes out of range (record \(header.u32(_Layout.H.recordSize)), capacity \(header.u32(_Layout.H.capacity)))")
         }
-        guard Int(field(_Layout.H.stride)) == layout.stride,
-            field64(_Layout.H.indexOffset) == UInt64(layout.indexOffset),
-            Int(field(_Layout.H.indexSlots)) == layout.indexSlots,
-            Int(field(_Layout.H.indexBits)) == layout.indexBits,
-            field64(_Layout.H.recordsOffset) == UInt64(layout.recordsOffset),
-            field64(_Layout.H.segmentSize) == UInt64(layout.totalSize),
-            Int(field(_Layout.H.ghostSlots)) == layout.ghostSlots,
-            field64(_Layout.H.ghostOffset) == UInt64(layout.ghostOffset),
-            Int(field(_Layout.H.smallTarget)) == layout.smallTarget,
-            Int(field(_Layout.H.ghostLength)) == layout.ghostLength
-        else {
-            throw ShmError(.corrupted, operation, detail: "header offsets do not match its record size and capacity")
+        let recordSize = layout.recordSize
+        if let mismatch = header.firstMismatch(_Layout.fields, layout) {
+            throw ShmError(.corrupted, operation, detail: "header offsets do not match its record size and capacity: \(mismatch)")
         }
         guard layout.totalSize <= region.byteCount else {
             throw ShmError(

@@ -13,7 +13,9 @@
 //  the read path):
 //   line 0   immutable after init: magic, layout version, header size, record size,
 //            stride, capacity, index kind, index offset/slots/bits, records offset,
-//            laid-out size, ready flag
+//            laid-out size, ready flag (these and line 6's fields are listed once,
+//            with their names, in `_Layout.fields`: create writes that table and
+//            attach compares a segment with it)
 //   line 1   the lock (`_SegmentLock`): one UInt64 owner word at +64, 0 when free;
 //            +72..+127 zero (reserved)
 //
@@ -304,6 +306,45 @@ struct _Layout: Equatable, Sendable {
 
     var tagMask: UInt32 { indexBits >= 32 ? 0 : UInt32.max >> UInt32(indexBits) }
     var slotMask: UInt32 { indexBits >= 32 ? .max : (1 << UInt32(indexBits)) - 1 }
+}
+
+extension _Layout {
+    /// The header's immutable fields, each listed once: `create` writes them
+    /// (`_RawFields.write`), attach and `probe` compare a segment with them (the
+    /// first mismatch names the field), the corruption harness patches them. The
+    /// magic (published last) and the lock line are not here; the list state,
+    /// statistics and policy words below line 0 are written under the lock.
+    static let fields: [_HeaderField<_Layout>] = [
+        .u32("version", H.version) { _ in UInt64(version) },
+        .u32("headerSize", H.headerSize) { _ in UInt64(headerSize) },
+        .u32("recordSize", H.recordSize) { UInt64($0.recordSize) },
+        .u32("stride", H.stride) { UInt64($0.stride) },
+        .u32("capacity", H.capacity) { UInt64($0.capacity) },
+        .u32("indexKind", H.indexKind) { $0.indexKind == .shared ? 1 : 0 },
+        .u64("indexOffset", H.indexOffset) { UInt64($0.indexOffset) },
+        .u32("indexSlots", H.indexSlots) { UInt64($0.indexSlots) },
+        .u32("indexBits", H.indexBits) { UInt64($0.indexBits) },
+        .u64("recordsOffset", H.recordsOffset) { UInt64($0.recordsOffset) },
+        .u64("segmentSize", H.segmentSize) { UInt64($0.totalSize) },
+        .u32("policy", H.policy) { UInt64($0.policy.code) },
+        .u32("ghostSlots", H.ghostSlots) { UInt64($0.ghostSlots) },
+        .u64("ghostOffset", H.ghostOffset) { UInt64($0.ghostOffset) },
+        .u32("smallTarget", H.smallTarget) { UInt64($0.smallTarget) },
+        .u32("ghostLength", H.ghostLength) { UInt64($0.ghostLength) },
+    ]
+
+    /// The layout a header's inputs (header size, record size, capacity, index
+    /// kind, policy) describe, read through `word`; nil when one is out of range.
+    /// Every other field follows from these: compare them with `fields`.
+    static func described(by word: (Int) -> UInt32) -> _Layout? {
+        let kind = word(H.indexKind)
+        guard Int(word(H.headerSize)) == headerSize, kind <= 1, let policy = ShmLRU.EvictionPolicy(code: word(H.policy)) else {
+            return nil
+        }
+        return _Layout(
+            recordSize: Int(word(H.recordSize)), capacity: Int(word(H.capacity)), indexKind: kind == 1 ? .shared : .processLocal,
+            policy: policy)
+    }
 }
 
 /// The murmur3 finalizer: a bijection on UInt32 that scatters keys over the index.

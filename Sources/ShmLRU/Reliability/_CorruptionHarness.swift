@@ -71,14 +71,14 @@ package final class _CorruptionHarness {
         self.shapes = shapes
     }
 
-    /// Header fields a patch may hit (32-bit words), the lock line but its owner word excluded.
+    /// Header fields a patch may hit (32-bit words), the lock line but its owner word excluded:
+    /// the magic, the immutable fields of line 0 (`_Layout.fields`), the lock's owner
+    /// word, then every word from the list state to the reserved tail (the fields of
+    /// line 6 among them).
     static let headerWords: [Int] = {
-        var words = [
-            _Layout.H.magic, _Layout.H.magic + 4, _Layout.H.version, _Layout.H.headerSize, _Layout.H.recordSize,
-            _Layout.H.stride, _Layout.H.capacity, _Layout.H.indexKind, _Layout.H.indexOffset, _Layout.H.indexOffset + 4,
-            _Layout.H.indexSlots, _Layout.H.indexBits, _Layout.H.recordsOffset, _Layout.H.recordsOffset + 4,
-            _Layout.H.segmentSize, _Layout.H.segmentSize + 4, _Layout.H.lock, _Layout.H.lock + 4,  // the lock's owner word
-        ]
+        var words = [_Layout.H.magic, _Layout.H.magic + 4]
+        words += _Layout.fields.filter { $0.offset < _Layout.H.lock }.flatMap(\.words)
+        words += [_Layout.H.lock, _Layout.H.lock + 4]  // the lock's owner word
         words += stride(from: _Layout.H.count, to: _Layout.H.reserved, by: 4)
         return words
     }()
@@ -145,13 +145,7 @@ package final class _CorruptionHarness {
 
     /// The layout an image was made with (images are valid by construction).
     static func layout(of image: [UInt8]) -> _Layout {
-        image.withUnsafeBytes { bytes in
-            let recordSize = Int(bytes.load(fromByteOffset: _Layout.H.recordSize, as: UInt32.self))
-            let capacity = Int(bytes.load(fromByteOffset: _Layout.H.capacity, as: UInt32.self))
-            let kind: ShmLRU.IndexKind = bytes.load(fromByteOffset: _Layout.H.indexKind, as: UInt32.self) == 1 ? .shared : .processLocal
-            let policy = ShmLRU.EvictionPolicy(code: bytes.load(fromByteOffset: _Layout.H.policy, as: UInt32.self))!
-            return _Layout(recordSize: recordSize, capacity: capacity, indexKind: kind, policy: policy)!
-        }
+        image.withUnsafeBytes { bytes in _Layout.described { bytes.load(fromByteOffset: $0, as: UInt32.self) }! }
     }
 
     /// One 7-byte patch: what to hit (1 byte), where (2), the value (4).

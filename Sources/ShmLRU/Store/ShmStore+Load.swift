@@ -149,18 +149,12 @@ extension ShmStore {
     /// One look under the data lock: the live value (used, as a `get`), a
     /// remembered miss, or a miss with the stale value if any. Reclaims nothing.
     func _lookupForLoad(_ key: String, failedSince: UInt64? = nil, _ operation: String) throws(ShmError) -> _LoadLookup {
-        let keyBytes = Array(key.utf8)
-        let negativeBytes = Array(_negativeKey(key).utf8)
-        let base = _hash(key)
-        let negativeBase = _hash(_negativeKey(key))
         let window = _staleIfErrorNanoseconds
         let remembersFailures = failedSince != nil && configuration.loadFailureTTL != nil
-        let failureBytes = remembersFailures ? Array(_failureKey(key).utf8) : []
-        let failureBase = remembersFailures ? _hash(_failureKey(key)) : 0
-        return try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> _LoadLookup in
-            try _withBytes(failureBytes) { (failureBytesBuffer) throws(ShmError) -> _LoadLookup in
+        return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> _LoadLookup in
+            try _withKey(remembersFailures ? _failureKey(key) : "") { (failureBytesBuffer, failureBase) throws(ShmError) -> _LoadLookup in
             let failureBuffer: UnsafeRawBufferPointer? = remembersFailures ? failureBytesBuffer : nil
-            return try _withBytes(negativeBytes) { (negativeBuffer) throws(ShmError) -> _LoadLookup in
+            return try _withKey(_negativeKey(key)) { (negativeBuffer, negativeBase) throws(ShmError) -> _LoadLookup in
                 try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> _LoadLookup in
                     let now = _monotonicNanoseconds()
                     var stale: [UInt8]? = nil

@@ -41,15 +41,14 @@ extension ShmStore {
     /// read-only) is the data segment of the store with key `storeKey` and record
     /// size `recordSize`; throws `.corrupted` (naming what it is) otherwise.
     static func _checkDataSegment(_ data: ShmRegion, recordSize: Int, storeKey: ShmKey, _ operation: String) throws(ShmError) {
-        let layout: _Layout
+        let found: (owner: UInt64, indexKind: ShmLRU.IndexKind)
         do {
-            layout = try ShmLRU._validateHeader(of: data, expectedRecordSize: recordSize, wait: .zero, readOnlyAllowed: true)
+            found = try ShmLRU._owner(of: data, recordSize: recordSize)
         } catch {
             throw ShmError(
                 .corrupted, operation, detail: "the segment its header names as data segment (\(data.key)) is not its data: \(error)")
         }
-        let segment = _Segment(base: data._attachment.base, layout: layout)
-        guard layout.indexKind == .shared, cshm_load_acquire_u64(segment.u64(_Layout.H.owner)) == _ownerWord(storeKey) else {
+        guard found.indexKind == .shared, found.owner == _ownerWord(storeKey) else {
             throw ShmError(
                 .corrupted, operation, detail: "the segment its header names as data segment (\(data.key)) does not belong to this store")
         }

@@ -23,10 +23,10 @@ extension ShmStore {
     public func getWithTimeToLive<Value: Decodable>(
         _ key: String, as type: Value.Type = Value.self
     ) throws(ShmError) -> (value: Value, timeToLive: TimeToLive)? {
-        try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> (value: Value, timeToLive: TimeToLive)? in
+        try _withKey(key) { (keyBuffer, base) throws(ShmError) -> (value: Value, timeToLive: TimeToLive)? in
             guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
             // `known: nil`: the read copies the value (bytes is nil only for a version the caller knows).
-            guard let read = try _getVersioned(keyBuffer, base: _keyHash(key, keyBuffer), key: key, known: nil),
+            guard let read = try _getVersioned(keyBuffer, base: base, key: key, known: nil),
                 let bytes = read.bytes
             else { return nil }
             let value = try _decode(Value.self, from: bytes, _operation("getWithTimeToLive", key), codec: _decoded.codec)

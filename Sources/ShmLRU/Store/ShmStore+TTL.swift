@@ -46,8 +46,7 @@ extension ShmStore {
     /// The expiry instant of a live `key` (0: never); nil if absent or expired.
     func _expiresAt(_ key: String) throws(ShmError) -> UInt64? {
         let operation = _operation("timeToLive", key)
-        let base = _hash(key)
-        return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> UInt64? in
+        return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> UInt64? in
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> UInt64? in
                 try _locateLocked(lru, keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found?.header.expiresAt
             }

@@ -305,17 +305,14 @@ public final class ShmStore: @unchecked Sendable {
         // segment exists: a creator killed from here on leaves a half-made store
         // (no magic) that names every segment it made, so `open` and
         // `remove(key:)` can reclaim them (ShmStore+Open.swift).
-        s.store(_StoreLayout.H.version, _StoreLayout.version)
-        s.store(_StoreLayout.H.headerSize, UInt32(_StoreLayout.headerSize))
-        let seed = _SipKey.random()
-        s.store64(_StoreLayout.H.hashSeed0, seed.k0)
-        s.store64(_StoreLayout.H.hashSeed1, seed.k1)
+        var header = _StoreHeader(layout: layout, dataKey: 0, seed: _SipKey.random(), configuration: c)
         var cache: ShmLRU? = nil
         var generator = SystemRandomNumberGenerator()
         for _ in 0..<1_000 where cache == nil {
             let dataKey = ShmKey(UInt32.random(in: 1...0xFFFF_FFFE, using: &generator))
             guard dataKey != region.key else { continue }
-            s.store(_StoreLayout.H.lruKey, dataKey.unsignedValue)
+            header.dataKey = dataKey.unsignedValue
+            s.write(_StoreLayout.identityFields, header)
             cshm_fence_seq_cst()
             do {
                 cache = try ShmLRU.create(
@@ -342,24 +339,7 @@ public final class ShmStore: @unchecked Sendable {
         // claimed, its header unfinished (issue 24, item 5).
         if getenv("SHMLRU_KILL_IN_STORE_CREATE") != nil { kill(getpid(), SIGKILL) }
         #endif
-        s.store(_StoreLayout.H.recordSize, UInt32(layout.recordSize))
-        s.store(_StoreLayout.H.lockSlots, UInt32(layout.lockSlots))
-        s.store(_StoreLayout.H.waiterSlots, UInt32(layout.waiterSlots))
-        s.store(_StoreLayout.H.logCapacity, UInt32(layout.logCapacity))
-        s.store(_StoreLayout.H.logStride, UInt32(layout.logStride))
-        s.store64(_StoreLayout.H.lockTableOffset, UInt64(layout.lockTableOffset))
-        s.store64(_StoreLayout.H.waiterTableOffset, UInt64(layout.waiterTableOffset))
-        s.store64(_StoreLayout.H.logOffset, UInt64(layout.logOffset))
-        s.store64(_StoreLayout.H.totalSize, UInt64(layout.totalSize))
-        s.store64(_StoreLayout.H.maxAge, c.maxAge.map { UInt64(_nanoseconds($0)) } ?? 0)
-        s.store(
-            _StoreLayout.H.flags,
-            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0)
-                | _StoreLayout.flagSpareRecord)
-        s.store(_StoreLayout.H.probeLimit, UInt32(c.probeLimit))
-        s.store64(_StoreLayout.H.promotion, _StoreLayout.promotionNanoseconds(c.promotion))
-        s.store64(_StoreLayout.H.negativeTTL, c.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
-        s.store64(_StoreLayout.H.staleIfError, c.staleIfError.map { UInt64(max(1, _nanoseconds($0))) } ?? 0)
+        s.write(_StoreLayout.fields, header)
         if let plan { _ValueHeap.initialize(s, plan) }
         do {
             try _RobustMutex.initialize(at: s.mutex)
@@ -460,40 +440,26 @@ public final class ShmStore: @unchecked Sendable {
         let header = try _HeaderCheck(
             region, magic: _StoreLayout.magic, versionOffset: _StoreLayout.H.version, version: _StoreLayout.version,
             what: "ShmStore", absent: "no ShmStore was created in this segment", wait: wait, operation)
-        func field(_ offset: Int) -> UInt32 { header.u32(offset) }
-        func field64(_ offset: Int) -> UInt64 { header.u64(offset) }
-        guard Int(field(_StoreLayout.H.headerSize)) == _StoreLayout.headerSize,
-            let layout = _StoreLayout(
-                recordSize: Int(field(_StoreLayout.H.recordSize)), lockSlots: Int(field(_StoreLayout.H.lockSlots)),
-                waiterSlots: Int(field(_StoreLayout.H.waiterSlots)), logCapacity: Int(field(_StoreLayout.H.logCapacity)),
-                heapChunks: Int(field(_StoreLayout.H.heapChunks)))
-        else {
+        guard let stored = _StoreHeader(reading: header) else {
             throw ShmError(.corrupted, operation, detail: "store header sizes out of range")
         }
-        guard Int(field(_StoreLayout.H.logStride)) == layout.logStride,
-            field64(_StoreLayout.H.lockTableOffset) == UInt64(layout.lockTableOffset),
-            field64(_StoreLayout.H.waiterTableOffset) == UInt64(layout.waiterTableOffset),
-            field64(_StoreLayout.H.logOffset) == UInt64(layout.logOffset),
-            field64(_StoreLayout.H.totalSize) == UInt64(layout.totalSize)
-        else {
-            throw ShmError(.corrupted, operation, detail: "store header offsets do not match its sizes")
+        let layout = stored.layout
+        if let mismatch = header.firstMismatch(_StoreLayout.identityFields + _StoreLayout.fields, stored) {
+            throw ShmError(.corrupted, operation, detail: "store header offsets do not match its sizes: \(mismatch)")
         }
         guard layout.totalSize <= region.byteCount else {
             throw ShmError(.corrupted, operation, detail: "header claims \(layout.totalSize) bytes; the segment has \(region.byteCount)")
         }
         let memoryMode = try _ValueHeap.validate(region, layout, operation)
-        let probeLimit = Int(field(_StoreLayout.H.probeLimit))
-        let maxAge = field64(_StoreLayout.H.maxAge)
-        let flags = field(_StoreLayout.H.flags)
-        let promotion = field64(_StoreLayout.H.promotion)
-        let negativeTTL = field64(_StoreLayout.H.negativeTTL)
-        let staleIfError = field64(_StoreLayout.H.staleIfError)
+        let probeLimit = Int(stored.probeLimit)
+        let (maxAge, flags, promotion) = (stored.maxAge, stored.flags, stored.promotion)
+        let (negativeTTL, staleIfError) = (stored.negativeTTL, stored.staleIfError)
         guard (1...64).contains(probeLimit), maxAge <= UInt64(Int64.max), flags & ~_StoreLayout.knownFlags == 0,
             promotion <= UInt64(Int64.max), negativeTTL <= UInt64(Int64.max), staleIfError <= UInt64(Int64.max)
         else {
             throw ShmError(.corrupted, operation, detail: "store options out of range")
         }
-        let lruKey = ShmKey(field(_StoreLayout.H.lruKey))
+        let lruKey = ShmKey(stored.dataKey)
         guard !lruKey.isPrivate, lruKey != region.key else {
             throw ShmError(.corrupted, operation, detail: "no data segment key")
         }

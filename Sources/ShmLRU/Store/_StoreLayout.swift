@@ -24,7 +24,10 @@ import CShm
 //           0 = exact LRU, every get under the lock; else gets are lock-free),
 //           value heap: offset (UInt64 at 112, 0 = no heap), chunk count (UInt32
 //           at 120), chunk size (UInt32 at 124); all three 0 for a store sized by
-//           records (`Configuration(capacity:recordSize:)`)
+//           records (`Configuration(capacity:recordSize:)`). Each field is listed
+//           once, with its name, in `_StoreLayout.identityFields` (written first,
+//           before the data segment exists) or `_StoreLayout.fields`: create
+//           writes those tables and attach compares a segment with them
 //   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
@@ -77,7 +80,7 @@ import CShm
 //   +16 payload         a store record payload (below): header, key, value
 //
 //  Store record payload (inside an ShmLRU record of the data segment, and in a
-//  change-log entry):
+//  change-log entry; read and written only through _StorePayload.swift):
 //   +0  keyLen    UInt32
 //   +4  flags     UInt32  bit 0: spilled (memory mode only; ignored without a heap)
 //   +8  expiresAt UInt64  CLOCK_MONOTONIC ns; 0 never
@@ -273,6 +276,95 @@ struct _StoreLayout: Equatable, Sendable {
     }
 }
 
+/// What the store header holds besides its magic, raw: the layout, the data
+/// segment's key, the record hash's seed and the stored settings. Written by
+/// `create` through the two field tables, compared with them by attach.
+struct _StoreHeader: Sendable {
+    var layout: _StoreLayout
+    var dataKey: UInt32
+    var seed: _SipKey
+    var maxAge: UInt64 = 0
+    var flags: UInt32 = 0
+    var probeLimit: UInt32 = 0
+    var promotion: UInt64 = 0
+    var negativeTTL: UInt64 = 0
+    var staleIfError: UInt64 = 0
+
+    /// The header `create` writes for `c` (its data segment always has the spare record).
+    init(layout: _StoreLayout, dataKey: UInt32, seed: _SipKey, configuration c: ShmStore.Configuration) {
+        self.layout = layout
+        self.dataKey = dataKey
+        self.seed = seed
+        maxAge = c.maxAge.map { UInt64(_nanoseconds($0)) } ?? 0
+        flags =
+            (c.renewsAgeOnGet ? _StoreLayout.flagRenewOnGet : 0) | (c.whenFull == .refuse ? _StoreLayout.flagRefuseWhenFull : 0)
+            | _StoreLayout.flagSpareRecord
+        probeLimit = UInt32(c.probeLimit)
+        promotion = _StoreLayout.promotionNanoseconds(c.promotion)
+        negativeTTL = c.negativeTTL.map { UInt64(max(1, _nanoseconds($0))) } ?? 0
+        staleIfError = c.staleIfError.map { UInt64(max(1, _nanoseconds($0))) } ?? 0
+    }
+
+    /// The header whose layout inputs and settings `header` holds (raw: `layout`
+    /// still to be compared with the rest through the tables, the settings to be
+    /// range-checked); nil when the inputs are out of range.
+    init?(reading header: _HeaderCheck) {
+        guard Int(header.u32(_StoreLayout.H.headerSize)) == _StoreLayout.headerSize,
+            let layout = _StoreLayout(
+                recordSize: Int(header.u32(_StoreLayout.H.recordSize)), lockSlots: Int(header.u32(_StoreLayout.H.lockSlots)),
+                waiterSlots: Int(header.u32(_StoreLayout.H.waiterSlots)), logCapacity: Int(header.u32(_StoreLayout.H.logCapacity)),
+                heapChunks: Int(header.u32(_StoreLayout.H.heapChunks)))
+        else { return nil }
+        self.layout = layout
+        dataKey = header.u32(_StoreLayout.H.lruKey)
+        seed = _SipKey(k0: header.u64(_StoreLayout.H.hashSeed0), k1: header.u64(_StoreLayout.H.hashSeed1))
+        maxAge = header.u64(_StoreLayout.H.maxAge)
+        flags = header.u32(_StoreLayout.H.flags)
+        probeLimit = header.u32(_StoreLayout.H.probeLimit)
+        promotion = header.u64(_StoreLayout.H.promotion)
+        negativeTTL = header.u64(_StoreLayout.H.negativeTTL)
+        staleIfError = header.u64(_StoreLayout.H.staleIfError)
+    }
+}
+
+extension _StoreLayout {
+    /// The fields `create` writes first, before the data segment exists: a
+    /// creator killed after them leaves a half-made store (no magic) that names
+    /// every segment it made (ShmStore+Open.swift). Each field of the store
+    /// header is listed once, here or in `fields`.
+    static let identityFields: [_HeaderField<_StoreHeader>] = [
+        .u32("version", H.version) { _ in UInt64(version) },
+        .u32("headerSize", H.headerSize) { _ in UInt64(headerSize) },
+        .u64("hashSeed0", H.hashSeed0) { $0.seed.k0 },
+        .u64("hashSeed1", H.hashSeed1) { $0.seed.k1 },
+        .u32("dataKey", H.lruKey) { UInt64($0.dataKey) },
+    ]
+
+    /// The fields `create` writes once the data segment is made and claimed:
+    /// the layout (attach recomputes it from the record size, table sizes and
+    /// chunk count and names the first field that differs) and the settings.
+    static let fields: [_HeaderField<_StoreHeader>] = [
+        .u32("recordSize", H.recordSize) { UInt64($0.layout.recordSize) },
+        .u32("lockSlots", H.lockSlots) { UInt64($0.layout.lockSlots) },
+        .u32("waiterSlots", H.waiterSlots) { UInt64($0.layout.waiterSlots) },
+        .u32("logCapacity", H.logCapacity) { UInt64($0.layout.logCapacity) },
+        .u32("logStride", H.logStride) { UInt64($0.layout.logStride) },
+        .u64("lockTableOffset", H.lockTableOffset) { UInt64($0.layout.lockTableOffset) },
+        .u64("waiterTableOffset", H.waiterTableOffset) { UInt64($0.layout.waiterTableOffset) },
+        .u64("logOffset", H.logOffset) { UInt64($0.layout.logOffset) },
+        .u64("totalSize", H.totalSize) { UInt64($0.layout.totalSize) },
+        .u64("maxAge", H.maxAge) { $0.maxAge },
+        .u32("flags", H.flags) { UInt64($0.flags) },
+        .u32("probeLimit", H.probeLimit) { UInt64($0.probeLimit) },
+        .u64("negativeTTL", H.negativeTTL) { $0.negativeTTL },
+        .u64("staleIfError", H.staleIfError) { $0.staleIfError },
+        .u64("promotion", H.promotion) { $0.promotion },
+        .u64("heapOffset", H.heapOffset) { UInt64($0.layout.heapOffset) },
+        .u32("heapChunks", H.heapChunks) { UInt64($0.layout.heapChunks) },
+        .u32("chunkSize", H.chunkSize) { $0.layout.heapChunks > 0 ? UInt64(_ValueHeap.chunkSize) : 0 },
+    ]
+}
+
 /// Typed access to the store segment. Values read come back raw: check them.
 struct _StoreSegment: _RawFields, @unchecked Sendable {
     let base: UnsafeMutableRawPointer
@@ -284,54 +376,4 @@ struct _StoreSegment: _RawFields, @unchecked Sendable {
     @inline(__always) func slot(_ slot: Int, _ field: Int) -> Int { layout.lockSlotOffset(slot) &+ field }
     // Waiter entries
     @inline(__always) func waiter(_ index: Int, _ field: Int) -> Int { layout.waiterOffset(index) &+ field }
-}
-
-/// The store's header at the start of a record payload, read with every field checked.
-struct _PayloadHeader {
-    var keyLength: Int
-    /// `_StoreLayout.payloadSpilled` and reserved bits.
-    var flags: UInt32
-    var expiresAt: UInt64
-    var maxAge: UInt64
-
-    /// Parses the header of a payload of `length` bytes; nil if it does not fit.
-    static func read(_ payload: UnsafeRawBufferPointer) -> _PayloadHeader? {
-        guard payload.count >= _StoreLayout.payloadHeaderSize, let base = payload.baseAddress else { return nil }
-        let keyLength = Int(base.loadUnaligned(fromByteOffset: _StoreLayout.P.keyLength, as: UInt32.self))
-        guard keyLength <= payload.count - _StoreLayout.payloadHeaderSize else { return nil }
-        return _PayloadHeader(
-            keyLength: keyLength, flags: base.loadUnaligned(fromByteOffset: _StoreLayout.P.flags, as: UInt32.self),
-            expiresAt: base.loadUnaligned(fromByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self),
-            maxAge: base.loadUnaligned(fromByteOffset: _StoreLayout.P.maxAge, as: UInt64.self))
-    }
-
-    /// The key bytes of a payload whose header is `self`.
-    func key(in payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: payload[_StoreLayout.P.key..<_StoreLayout.P.key + keyLength])
-    }
-    func value(in payload: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: payload[(_StoreLayout.P.key + keyLength)...])
-    }
-    func isExpired(now: UInt64) -> Bool { expiresAt != 0 && expiresAt <= now }
-}
-
-/// Builds a store record payload: header, key, value.
-func _makePayload(
-    key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64, flags: UInt32 = 0
-) -> [UInt8] {
-    let count = _StoreLayout.payloadHeaderSize + key.count + value.count
-    return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-        let raw = UnsafeMutableRawBufferPointer(buffer)
-        raw.storeBytes(of: UInt32(key.count), toByteOffset: _StoreLayout.P.keyLength, as: UInt32.self)
-        raw.storeBytes(of: flags, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
-        raw.storeBytes(of: expiresAt, toByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self)
-        raw.storeBytes(of: maxAge, toByteOffset: _StoreLayout.P.maxAge, as: UInt64.self)
-        if key.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: raw[_StoreLayout.P.key..<_StoreLayout.P.key + key.count]).copyMemory(from: key)
-        }
-        if value.count > 0 {
-            UnsafeMutableRawBufferPointer(rebasing: raw[(_StoreLayout.P.key + key.count)...]).copyMemory(from: value)
-        }
-        initialized = count
-    }
 }

@@ -84,6 +84,19 @@ struct _Probe: @unchecked Sendable {
         } ?? .absent
     }
 
+    /// The lock-free sight of the record in `slot` if its sequence is still `seq`
+    /// (an even sequence a reader noted earlier, through `sight(_:)`: the record
+    /// is then the one it checked, unchanged); nil when the slot is out of range
+    /// or the record changed. Its `meta` is read after the sequence, as `sight(_:)`
+    /// reads it. The caller keeps what it reads only if `isUnchanged()` holds after.
+    @inline(__always)
+    func sight(slot: UInt32, seq: UInt32) -> _RecordSight? {
+        guard let record = geometry.record(slot: slot) else { return nil }
+        let r = _RecordWords(record)
+        guard cshm_load_acquire_u32(r.seqPointer) == seq else { return nil }
+        return _RecordSight(words: r, slot: slot, seq: seq, meta: r.meta)
+    }
+
     /// The index sequence before a lock-free search, or nil while the index is
     /// being reshaped (then the search would be `.contended`).
     @inline(__always)

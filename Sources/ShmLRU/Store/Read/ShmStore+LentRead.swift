@@ -76,8 +76,8 @@ extension ShmStore {
     /// copied); nil when it must take the lock.
     @inline(__always)
     func _bytesLockFree(_ key: String, into buffer: UnsafeMutableRawBufferPointer) -> _LockFreeOutcome<Int>? {
-        _withKeyBytesLent(key) { keyBuffer in
-            _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view -> Int? in
+        _withKeyLent(key) { keyBuffer, base in
+            _readLockFree(keyBuffer, base: base, use: true) { view -> Int? in
                 if view.flags & _StoreLayout.payloadSpilled != 0, let heap = _heap { return _copySpilled(heap, view, into: buffer) }
                 let count = view.value.count
                 guard count <= buffer.count else { return -count }  // count > 0 here
@@ -103,8 +103,8 @@ extension ShmStore {
             }
         }
         if let small { return small }
-        return _withKeyBytesLent(key) { keyBuffer in
-            _readLockFree(keyBuffer, base: _keyHash(key, keyBuffer), use: true) { view in _copyValue(view) }
+        return _withKeyLent(key) { keyBuffer, base in
+            _readLockFree(keyBuffer, base: base, use: true) { view in _copyValue(view) }
         }
     }
 }

@@ -53,12 +53,6 @@ extension ShmStore {
     /// Whether a store read may go lock-free (interval promotion).
     @inline(__always) var _readsLockFree: Bool { cache._lockFreeView.readsLockFree }
 
-    /// The key's hash, from its UTF-8 bytes (no copy), or from the replaceable hash.
-    @inline(__always)
-    func _keyHash(_ key: String, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
-        _usesStableHash ? _storeKeyHash(_hashSeed, bytes) : _hash(key)
-    }
-
     /// The thrown `.detached` error, formatted off the hot path.
     @inline(never)
     func _detachedError(_ name: StaticString, _ key: String) -> ShmError {
@@ -107,29 +101,18 @@ extension ShmStore {
             case .contended: return .contended
             }
             // The one live record of this hash: is it the key's?
-            let payload = sight.words.payload
             let length = sight.length
-            let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-            let isStoreRecord =
-                length <= p.recordSize && length >= _StoreLayout.payloadHeaderSize
-                && keyLength <= length &- _StoreLayout.payloadHeaderSize
-            let matches =
-                isStoreRecord && keyLength == key.count
-                && (keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
-            if !matches {
+            guard length <= p.recordSize, let stored = _StorePayload(sight.words.payload, count: length), stored.hasKey(key) else {
                 // Another key (or not a store record): decided only if nothing moved.
                 if !sight.isUnchanged() { return .contended }
                 continue  // next probe hash
             }
-            let expiresAt = cshm_load_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
-            let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
+            let expiresAt = stored.expiresAt
+            let maxAge = stored.maxAge
             let stamp = sight.words.stamp
             let view = _RecordView(
-                record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt,
-                value: UnsafeRawBufferPointer(
-                    start: payload + _StoreLayout.P.key + keyLength,
-                    count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
-                flags: cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self)))
+                record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt, value: stored.value,
+                flags: stored.flags)
             let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
             let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
             let result: R? = expired || renews ? nil : body(view)
@@ -149,25 +132,19 @@ extension ShmStore {
     /// same even sequence (every write and every free of a record changes it, so
     /// its state, hash, length and value are as they were when it was read and
     /// checked), and the stored key equal to `key` (the entry may be another
-    /// key's of the same hash), all inside the seqlock. Reads only the sequence,
-    /// the key's length and bytes, and the use stamp; takes no lock. On success
-    /// marks the record used (a get).
+    /// key's of the same hash), all inside the seqlock. Reads the record through
+    /// the cache's view (`_Probe.sight(slot:seq:)`) and the stored key through
+    /// `_StorePayload`; takes no lock. On success marks the record used (a get).
     @inline(__always)
     func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer) -> Bool {
         let p = cache._lockFreeView.probe
-        guard let record = p.geometry.record(slot: slot) else { return false }
-        let seqPointer = (record + _Layout.R.seq).assumingMemoryBound(to: UInt32.self)
-        guard cshm_load_acquire_u32(seqPointer) == seq else { return false }
-        let payload = record + _Layout.R.payload
-        let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-        // The record was checked when it was read; the bound still keeps a racy read inside it.
-        guard keyLength == key.count, keyLength <= p.recordSize &- _StoreLayout.payloadHeaderSize,
-            keyLength == 0 || cshm_racy_equal(payload + _StoreLayout.P.key, key.baseAddress, keyLength) != 0
+        guard let sight = p.sight(slot: slot, seq: seq),
+            // The record was checked when it was read; the record size still bounds the racy key read.
+            let stored = _StorePayload(sight.words.payload, count: p.recordSize), stored.hasKey(key)
         else { return false }
-        let stamp = cshm_load_relaxed_u64((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self))
-        cshm_fence_acquire()
-        guard cshm_load_relaxed_u32(seqPointer) == seq else { return false }
-        cache._lockFreeView.noteHit(record, stamp: stamp)
+        let stamp = sight.words.stamp
+        guard sight.isUnchanged() else { return false }
+        cache._lockFreeView.noteHit(sight.record, stamp: stamp)
         return true
     }
 
@@ -291,8 +268,8 @@ extension ShmStore {
     @usableFromInline
     func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return nil }
-        return _withKeyBytesLent(key) { keyBuffer -> AnyObject? in
-            _decoded.hit(_keyHash(key, keyBuffer), type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
+        return _withKeyLent(key) { keyBuffer, base -> AnyObject? in
+            _decoded.hit(base, type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
         }
     }
 
@@ -308,27 +285,3 @@ extension ShmStore {
 
 /// 64 KiB of zeroes, never written: see `ShmStore._copyValue`.
 nonisolated(unsafe) let _zeroes = UnsafeRawBufferPointer(UnsafeMutableRawBufferPointer(start: calloc(1, 1 << 16), count: 1 << 16))
-
-/// Lends the UTF-8 bytes of `key` to a body that does not throw (the hot paths:
-/// no `Result` to build and copy); see `_withKeyBytes`.
-@inline(__always)
-func _withKeyBytesLent<R>(_ key: String, _ body: (UnsafeRawBufferPointer) -> R) -> R {
-    if let lent = key.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) { return lent }
-    var native = key
-    native.makeContiguousUTF8()
-    return native.withUTF8 { body(UnsafeRawBufferPointer($0)) }
-}
-
-/// Lends the UTF-8 bytes of `key` to `body`: the String's own storage when it
-/// has one (native strings; a small string is lent from the stack), else a
-/// native copy (a bridged string).
-@inline(__always)
-func _withKeyBytes<R>(_ key: String, _ body: (UnsafeRawBufferPointer) throws(ShmError) -> R) throws(ShmError) -> R {
-    let lent = key.utf8.withContiguousStorageIfAvailable { buffer in
-        Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) }
-    }
-    if let lent { return try lent.get() }
-    var native = key
-    native.makeContiguousUTF8()
-    return try native.withUTF8 { buffer in Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) } }.get()
-}

@@ -78,23 +78,18 @@ extension ShmStore {
         let meta = words.meta
         guard meta >> 24 == _Layout.stateLive else { return unchanged() ? .empty : .busy }
         let length = Int(meta & _Layout.lengthMask)
-        let payload = words.payload
-        let keyLength = Int(cshm_load_relaxed_u32((payload + _StoreLayout.P.keyLength).assumingMemoryBound(to: UInt32.self)))
-        guard length <= probe.recordSize, length >= _StoreLayout.payloadHeaderSize,
-            keyLength <= length &- _StoreLayout.payloadHeaderSize
-        else { return unchanged() ? .empty : .busy }
-        let expiresAt = cshm_load_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self))
-        let maxAge = cshm_load_relaxed_u64((payload + _StoreLayout.P.maxAge).assumingMemoryBound(to: UInt64.self))
-        let flags = cshm_load_relaxed_u32((payload + _StoreLayout.P.flags).assumingMemoryBound(to: UInt32.self))
+        guard length <= probe.recordSize, let stored = _StorePayload(words.payload, count: length) else {
+            return unchanged() ? .empty : .busy
+        }
+        let expiresAt = stored.expiresAt
+        let maxAge = stored.maxAge
         let stamp = words.stamp
         let hash = words.hash
+        let keyLength = stored.keyLength
         var key = [UInt8](repeating: 0, count: keyLength)
-        if keyLength > 0 { key.withUnsafeMutableBytes { cshm_racy_copy($0.baseAddress, payload + _StoreLayout.P.key, keyLength) } }
+        if keyLength > 0 { key.withUnsafeMutableBytes { cshm_racy_copy($0.baseAddress, stored.key.baseAddress, keyLength) } }
         let view = _RecordView(
-            record: record, slot: slot, seq: seq, hash: 0, expiresAt: expiresAt,
-            value: UnsafeRawBufferPointer(
-                start: payload + _StoreLayout.P.key + keyLength, count: length &- _StoreLayout.payloadHeaderSize &- keyLength),
-            flags: flags)
+            record: record, slot: slot, seq: seq, hash: 0, expiresAt: expiresAt, value: stored.value, flags: stored.flags)
         let value = _copyValue(view)
         guard unchanged(), let value else { return .busy }
         guard String(validating: key, as: UTF8.self) != nil, value.count <= _SnapshotFormat.maxValueBytes,
@@ -143,21 +138,5 @@ extension ShmStore {
             if case .busy = read { return .empty }
             return read
         }
-    }
-}
-
-extension ShmLRU._LockedHandle {
-    /// Gives a record just written by a restore the uses its snapshot counted: the
-    /// S3-FIFO frequency (0-3), or the LRU/SIEVE used bit. Under the lock; the
-    /// queue bit and the time stay.
-    func restoreUses(_ slot: ShmLRU._Slot, _ uses: UInt32) {
-        guard uses > 0 else { return }
-        let s = segment
-        let offset = s.layout.recordOffset(slot.index) &+ _Layout.R.stamp
-        let stamp = s.load64(offset)
-        let marked =
-            cache.policy == .s3fifo
-            ? (stamp & ~_Layout.stampFrequency) | UInt64(min(uses, 3)) : stamp | _Layout.stampUsed
-        s.store64(offset, marked)
     }
 }

@@ -50,38 +50,6 @@ extension ShmStore {
         if let descriptor, heap.free(descriptor) { heap.end() }
     }
 
-    /// Evicts the entry the policy chooses, logging it and freeing its chunks.
-    /// `sparing` (the record being updated) is promoted first and never evicted:
-    /// if the policy still picks it, it is passed over (a few times, then `.full`).
-    func _evictOneLocked(_ lru: ShmLRU._LockedHandle, sparing: ShmLRU._Slot?) throws(ShmError) {
-        for _ in 0..<8 {
-            if let sparing { try lru.promote(sparing) }
-            var chunks: _ValueHeap.Descriptor? = nil
-            var spilled = false
-            let victim: (slot: ShmLRU._Slot, hash: UInt32)?
-            do {
-                victim = try lru.evict { (victim) throws(ShmError) in
-                    if victim == sparing { throw ShmError(.full, _ShmStoreSpare.operation) }
-                    // Its key goes to the log while its record still holds it.
-                    let payload = try lru.value(victim)
-                    guard let header = _PayloadHeader.read(payload) else { return }
-                    _store.appendChange(.evicted, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
-                    if let heap = _heap, _isSpilled(header) {
-                        spilled = true
-                        chunks = _spilledDescriptor(header, payload)
-                        heap.begin()
-                    }
-                }
-            } catch where error.code == .full && error.operation == _ShmStoreSpare.operation {
-                continue
-            }
-            guard victim != nil else { throw lru.corrupted("full, but nothing to evict") }
-            if spilled, let heap = _heap, let chunks, heap.free(chunks) { heap.end() }
-            return
-        }
-        throw ShmError(.full, "ShmStore.set(key: \(key))", detail: "the eviction policy keeps choosing the entry being updated")
-    }
-
     /// Writes a value of a store with a heap: inline when 24 + key + value fits
     /// the record, else spilled over chunks. `hash` and the record room are
     /// settled by the caller (`_writeLocked`).
@@ -92,7 +60,7 @@ extension ShmStore {
         let spills = _StoreLayout.payloadHeaderSize + key.count + value.count > lru.recordSize
         let oldSpilled = found.map { _isSpilled($0.header) } ?? false
         guard spills || oldSpilled else {
-            let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+            let payload = _StorePayload.make(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
             return try _withBytes(payload) { (buffer) throws(ShmError) in try _storeRecordLocked(lru, buffer, found: found, hash: hash) }
         }
         let old = found.flatMap { _spilledDescriptor($0.header, $0.payload) }
@@ -112,11 +80,11 @@ extension ShmStore {
             }
             lru.fault(.heapWritten)
             payload = _ValueHeap.encode(descriptor).withUnsafeBytes { (bytes) in
-                _makePayload(key: key, value: bytes, expiresAt: expiresAt, maxAge: maxAge, flags: _StoreLayout.payloadSpilled)
+                _StorePayload.make(key: key, value: bytes, expiresAt: expiresAt, maxAge: maxAge, flags: _StoreLayout.payloadSpilled)
             }
         } else {
             heap.begin()
-            payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
+            payload = _StorePayload.make(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
         }
         try _withBytes(payload) { (buffer) throws(ShmError) in try _storeRecordLocked(lru, buffer, found: found, hash: hash) }
         lru.fault(.heapLinked)
@@ -125,11 +93,6 @@ extension ShmStore {
         }
         heap.end()
     }
-}
-
-/// The marker error `_evictOneLocked` throws from `willEvict` to pass over the spared record.
-enum _ShmStoreSpare {
-    static let operation = "ShmStore._evictOneLocked(sparing:)"
 }
 
 extension ShmStore {

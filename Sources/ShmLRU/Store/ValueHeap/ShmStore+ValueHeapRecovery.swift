@@ -38,7 +38,7 @@ extension ShmStore {
         for slot in broken {
             let payload = try lru.value(slot)
             if let header = _PayloadHeader.read(payload) {
-                _store.appendChange(.removed, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
+                _store.appendChange(.removed, payload: header.keyed(in: payload))
             }
             try lru.remove(slot)
         }

@@ -87,12 +87,10 @@ struct _ValueHeap: @unchecked Sendable {
 
     // MARK: Create and attach
 
-    /// Writes the heap's header fields and a free list of every chunk (lowest first).
+    /// Writes the heap's own header (the store header's heap fields are in
+    /// `_StoreLayout.fields`) and a free list of every chunk (lowest first).
     static func initialize(_ s: _StoreSegment, _ plan: Plan) {
         let layout = s.layout
-        s.store64(_StoreLayout.H.heapOffset, UInt64(layout.heapOffset))
-        s.store(_StoreLayout.H.heapChunks, UInt32(layout.heapChunks))
-        s.store(_StoreLayout.H.chunkSize, UInt32(chunkSize))
         let h = layout.heapOffset
         s.store(h + F.chunkCount, UInt32(layout.heapChunks))
         s.store(h + F.chunkSize, UInt32(chunkSize))
@@ -107,22 +105,17 @@ struct _ValueHeap: @unchecked Sendable {
         s.store(h + F.freeCount, UInt32(layout.heapChunks))
     }
 
-    /// Checks the store header's heap fields and the heap's immutable header
-    /// against the layout; returns the memory budget and max value size (nil: no heap).
+    /// Checks the heap's immutable header against the layout (the store header's
+    /// heap fields were compared with `_StoreLayout.fields`); returns the memory budget and max value size (nil: no heap).
     static func validate(_ region: ShmRegion, _ layout: _StoreLayout, _ operation: String) throws(ShmError)
         -> (memory: Int, maxValueSize: Int)?
     {
         let base = UnsafeRawPointer(region._attachment.base)
         func u32(_ offset: Int) -> UInt32 { base.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }
         func u64(_ offset: Int) -> UInt64 { base.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }
-        let heapOffset = u64(_StoreLayout.H.heapOffset)
-        let size = u32(_StoreLayout.H.chunkSize)
-        guard layout.heapChunks > 0 else {
-            guard heapOffset == 0, size == 0 else { throw ShmError(.corrupted, operation, detail: "heap fields set without a heap") }
-            return nil
-        }
-        guard heapOffset == UInt64(layout.heapOffset), size == UInt32(chunkSize), layout.totalSize <= region.byteCount else {
-            throw ShmError(.corrupted, operation, detail: "value heap offset \(heapOffset) or chunk size \(size) does not match the layout")
+        guard layout.heapChunks > 0 else { return nil }  // the header's heap fields: `_StoreLayout.fields`
+        guard layout.totalSize <= region.byteCount else {
+            throw ShmError(.corrupted, operation, detail: "value heap ends at \(layout.totalSize); the segment has \(region.byteCount)")
         }
         let h = layout.heapOffset
         let maxValueSize = u64(h + F.maxValueSize)

@@ -31,10 +31,8 @@ extension ShmStore {
         _ key: String, as type: Value.Type = Value.self, expiry: Expiry = .keepCurrent, _ body: (Value?) throws -> Value?
     ) throws -> Value? {
         let operation = _operation("update", key)
-        let keyBytes = Array(key.utf8)
-        let base = _hash(key)
         var thrown: (any Error)? = nil
-        let result = try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> Value? in
+        let result = try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Value? in
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Value? in
                 let now = _monotonicNanoseconds()
                 let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
@@ -51,7 +49,7 @@ extension ShmStore {
                     return nil
                 }
                 let bytes = try _encode(next, operation, codec: _decoded.codec)
-                try _checkFits(keyBytes.count, bytes.count, operation)
+                try _checkFits(keyBuffer.count, bytes.count, operation)
                 let (expiresAt, maxAge) = try _expiry(expiry, found: found, now: now, operation)
                 try _withBytes(bytes) { (value) throws(ShmError) in
                     try _writeLocked(lru, keyBuffer, value: value, found: found, free: free, base: base, now: now,
@@ -76,11 +74,9 @@ extension ShmStore {
     @discardableResult
     public func add(_ key: String, bytes value: [UInt8], expiry: Expiry = .storeDefault) throws(ShmError) -> Bool {
         let operation = _operation("add", key)
-        let keyBytes = Array(key.utf8)
-        try _checkFits(keyBytes.count, value.count, operation)
-        let base = _hash(key)
-        return try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) -> Bool in
-            try _withBytes(value) { (valueBuffer) throws(ShmError) -> Bool in
+        return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Bool in
+            try _checkFits(keyBuffer.count, value.count, operation)
+            return try _withBytes(value) { (valueBuffer) throws(ShmError) -> Bool in
                 try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
                     let now = _monotonicNanoseconds()
                     let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
@@ -96,63 +92,4 @@ extension ShmStore {
 
     // MARK: Internals
 
-    func _checkFits(_ keyCount: Int, _ valueCount: Int, _ operation: @autoclosure () -> String) throws(ShmError) {
-        if let heap = _heap { return try _checkFitsHeap(heap, keyCount, valueCount, operation()) }
-        let total = _StoreLayout.payloadHeaderSize + keyCount + valueCount
-        guard total <= cache.recordSize else {
-            throw ShmError(
-                .valueTooLarge, operation(),
-                detail: "24-byte header + \(keyCount)-byte key + \(valueCount)-byte value = \(total) bytes; records hold \(cache.recordSize)")
-        }
-    }
-
-    /// The expiry instant and max age of a value written now with `expiry`.
-    func _expiry(_ expiry: Expiry, found: _Located?, now: UInt64, _ operation: @autoclosure () -> String) throws(ShmError)
-        -> (expiresAt: UInt64, maxAge: UInt64)
-    {
-        if case .keepCurrent = expiry, let found { return (found.header.expiresAt, found.header.maxAge) }
-        let maxAge = try _maxAge(for: expiry, operation())
-        return (maxAge == 0 ? 0 : _saturatingAdd(now, maxAge), maxAge)
-    }
-
-    /// Writes a value for a key located under the data lock: over its record when
-    /// found, else under the first free probe hash (making room in a full store).
-    /// The same steps as `set(_:bytes:expiry:)`.
-    func _writeLocked(
-        _ lru: ShmLRU._LockedHandle, _ key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, found: _Located?, free: UInt32?, base: UInt32, now: UInt64,
-        expiresAt: UInt64, maxAge: UInt64, _ operation: @autoclosure () -> String
-    ) throws(ShmError) {
-        let hash: UInt32
-        if let found {
-            hash = found.hash
-        } else {
-            guard let free else {
-                throw ShmError(
-                    .keyCollision, operation(),
-                    detail: "hashes \(base)...\(base &+ UInt32(configuration.probeLimit - 1)) are all taken by other keys")
-            }
-            hash = free
-            // The data segment holds one spare record beyond the store's capacity.
-            if lru.count >= configuration.capacity { try _makeRoomLocked(lru, now: now, operation()) }
-        }
-        if let heap = _heap {
-            return try _writeWithHeapLocked(
-                lru, heap, key, value: value, found: found, hash: hash, now: now, expiresAt: expiresAt, maxAge: maxAge, operation())
-        }
-        let payload = _makePayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
-        try _withBytes(payload) { (payloadBuffer) throws(ShmError) in try _storeRecordLocked(lru, payloadBuffer, found: found, hash: hash) }
-    }
-
-    /// Writes a record payload for a key located under the data lock, and logs it.
-    func _storeRecordLocked(_ lru: ShmLRU._LockedHandle, _ payload: UnsafeRawBufferPointer, found: _Located?, hash: UInt32)
-        throws(ShmError)
-    {
-        // An update goes to a fresh record (the spare, at least): a writer
-        // killed meanwhile leaves the previous value, not nothing.
-        if let found, try lru.replace(found.slot, hash: hash, payload) {
-        } else {
-            try lru.set(hash, payload)
-        }
-        _store.appendChange(.set, payload: payload)
-    }
 }

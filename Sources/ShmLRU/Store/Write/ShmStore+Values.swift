@@ -27,10 +27,8 @@ extension ShmStore {
     public func set(_ key: String, bytes value: UnsafeRawBufferPointer, expiry: Expiry = .storeDefault) throws(ShmError) {
         var operation: String { _operation("set", key) }  // formatted only when thrown
         _ = try _maxAge(for: expiry, operation)  // a bad expiry throws before the lock
-        let keyBytes = Array(key.utf8)
-        try _checkFits(keyBytes.count, value.count, operation)
-        let base = _hash(key)
-        try _withBytes(keyBytes) { (keyBuffer) throws(ShmError) in
+        try _withKey(key) { (keyBuffer, base) throws(ShmError) in
+            try _checkFits(keyBuffer.count, value.count, operation)
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) in
                 let now = _monotonicNanoseconds()
                 let (found, free) = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true)
@@ -60,8 +58,8 @@ extension ShmStore {
             case .contended?, .needsLock?, nil: break
             }
         }
-        return try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> [UInt8]? in
-            try _getLocked(keyBuffer, base: _keyHash(key, keyBuffer), key: key, known: nil)?.bytes
+        return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> [UInt8]? in
+            try _getLocked(keyBuffer, base: base, key: key, known: nil)?.bytes
         }
     }
 
@@ -69,8 +67,7 @@ extension ShmStore {
     @discardableResult
     public func remove(_ key: String) throws(ShmError) -> Bool {
         let operation = _operation("remove", key)
-        let base = _hash(key)
-        return try _withBytes(Array(key.utf8)) { (keyBuffer) throws(ShmError) -> Bool in
+        return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Bool in
             try cache._withLockedHandle(operation) { (lru) throws(ShmError) -> Bool in
                 let now = _monotonicNanoseconds()
                 guard let found = try _locateLocked(lru, keyBuffer, base: base, now: now, reclaim: true).found else { return false }
@@ -83,9 +80,8 @@ extension ShmStore {
     /// True if `key` holds a value that has not expired. Not a use: it neither
     /// promotes, renews nor reclaims anything.
     public func contains(_ key: String) throws(ShmError) -> Bool {
-        try _withKeyBytes(key) { (keyBuffer) throws(ShmError) -> Bool in
+        try _withKey(key) { (keyBuffer, base) throws(ShmError) -> Bool in
             guard cache._lockFreeView.isAttached else { throw _detachedError("contains", key) }
-            let base = _keyHash(key, keyBuffer)
             if let found = _containsLockFree(keyBuffer, base: base) { return found }
             return try cache._withLockedHandle(_operation("contains", key)) { (lru) throws(ShmError) -> Bool in
                 try _locateLocked(lru, keyBuffer, base: base, now: _monotonicNanoseconds(), reclaim: false).found != nil
@@ -143,32 +139,6 @@ extension ShmStore {
         return (nil, free)
     }
 
-    /// Removes a record and logs why (removed, expired).
-    func _reclaimLocked(
-        _ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, payload: UnsafeRawBufferPointer, header: _PayloadHeader,
-        kind: _ChangeKind
-    ) throws(ShmError) {
-        _store.appendChange(kind, payload: UnsafeRawBufferPointer(rebasing: payload[0..<(_StoreLayout.P.key + header.keyLength)]))
-        try _releasingChunks(header, payload) { () throws(ShmError) in try lru.remove(slot) }
-    }
-
-    /// Frees a record for a new key in a full store: expired entries among the 32
-    /// least recently used first; else the entry the eviction policy chooses is
-    /// evicted (or `.full` is thrown with `whenFull: .refuse`), never `sparing`.
-    func _makeRoomLocked(_ lru: ShmLRU._LockedHandle, now: UInt64, _ operation: String, sparing: ShmLRU._Slot? = nil) throws(ShmError) {
-        if try _reclaimExpiredLocked(lru, now: now, lookingAt: 32) > 0 { return }
-        guard configuration.whenFull == .evict else {
-            throw ShmError(.full, operation, detail: "all \(configuration.capacity) entries are live")
-        }
-        try _evictOneLocked(lru, sparing: sparing)
-    }
-
-    /// Rewrites a live record's expiry inside its seqlock.
-    func _setExpiryLocked(_ lru: ShmLRU._LockedHandle, _ slot: ShmLRU._Slot, _ expiresAt: UInt64) {
-        lru.rewritePayload(slot) { payload in
-            cshm_store_relaxed_u64((payload + _StoreLayout.P.expiresAt).assumingMemoryBound(to: UInt64.self), expiresAt)
-        }
-    }
 }
 
 /// Lends an array's bytes to a closure that throws `ShmError` only.
