@@ -223,7 +223,11 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
                 steps[index + 1] = Int(run.values["steps"] ?? "") ?? 0
                 #expect(steps[index + 1]! > 0)
             }
-            #expect(report.entries >= 1_900 && report.entries <= 2_000)
+            // The scan meets each record at some moment while the writers run: a key
+            // copied and then evicted, and the key that took its record, can both be in
+            // the file, so a few entries past the capacity are allowed (the restore keeps
+            // the ones it prefers and counts the rest as no room).
+            #expect(report.entries >= 1_900 && report.entries <= 2_100, "\(report.entries) entries")
             try store.remove("stop")
             let snapshotted = _monotonicNanoseconds()
 
@@ -235,7 +239,8 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
             try store.detach()
             #expect(!ShmRegion.exists(key: key))
             let (restored, restoreReport) = try ShmStore.open(key: key, configuration: configuration, restoringFrom: path)
-            #expect(restoreReport?.restored == report.entries)
+            #expect(restoreReport?.restored == min(report.entries, configuration.capacity))
+            #expect(restoreReport.map { $0.restored + $0.skippedNoRoom + $0.skippedExpired } == report.entries)
             for name in try restored.keys() {
                 let value = try #require(try restored.bytes(name))
                 let origin = try #require(decodeZipfValue(value, name: name), "\(name) holds a value that is not its own")
