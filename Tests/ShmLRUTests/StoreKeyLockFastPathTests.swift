@@ -111,6 +111,19 @@ import Testing
         }
     }
 
+    /// A store segment of layout 4 (key locks under the table mutex only: a
+    /// process of that layout would not see the lock words) is refused.
+    @Test func layout4SegmentIsRefused() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
+            #expect(_StoreLayout.version == 5)
+            try store._storeRegion.withUnsafeMutableBytes {
+                $0.storeBytes(of: UInt32(4), toByteOffset: _StoreLayout.H.version, as: UInt32.self)
+            }
+            expectError(.incompatibleSegment) { _ = try ShmStore.attach(key: key, wait: .zero) }
+        }
+    }
+
     /// Slots stay bound after a release, and idle ones are unbound when a new key
     /// finds every slot bound: 4 slots serve 50 keys, each locked twice.
     @Test func idleSlotsAreReboundWhenTheTableIsFull() throws {
