@@ -131,8 +131,11 @@ extension ShmStore {
         let deadline = try _lockDeadline(timeout, operation)
         let identity = try _locks.identity(key, operation)
         // Uncontended: one CAS, no hop. A short spin while a holder with nobody
-        // queued is about to release; then the waiting thread's queue.
-        if let grant = _locks.acquireSpinning(identity, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
+        // queued is about to release; then the waiting thread's queue. Not past
+        // callers of this handle already queued (FIFO). A task cancelled before
+        // it asks gets `.cancelled`, as a queued one would.
+        if Task.isCancelled { throw ShmError(.cancelled, operation, detail: "the task was cancelled") }
+        if !_asyncLocks.hasQueuedCallers, let grant = _locks.acquireSpinning(identity, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: operation, waited: .zero))
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
         }
