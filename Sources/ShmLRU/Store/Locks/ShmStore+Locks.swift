@@ -49,12 +49,12 @@ extension ShmStore {
         // The lock-free try first; the operation's name (a string built for
         // errors and events) only when it is needed.
         try _checkLockTimeout(timeout, _operation("lock", key))
-        let identity = try _locks.identity(key, _operation("lock", key))
-        if let grant = _locks.acquireSpinning(identity, me: _ProcessIdentity.current, budget: 0) {
+        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
         }
         let operation = _operation("lock", key)
+        let identity = try _locks.identity(key, operation)
         let deadline = try _lockDeadline(timeout, operation)
         let start = _monotonicNanoseconds()
         let grant: _LockTable.Grant?
@@ -73,11 +73,11 @@ extension ShmStore {
     /// - Throws: `.lockTimeout` when the lock table's mutex stayed busy (a peer
     ///   stopped or killed inside a table update, or a forged segment).
     public func tryLock(_ key: String) throws(ShmError) -> LockToken? {
-        let identity = try _locks.identity(key, _operation("tryLock", key))
-        if let grant = _locks.acquireSpinning(identity, me: _ProcessIdentity.current, budget: 0) {
+        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
         }
         let operation = _operation("tryLock", key)
+        let identity = try _locks.identity(key, operation)
         guard let grant = try _locks.acquire(identity, tryOnly: true, deadline: nil, isCancelled: { false }, operation) else {
             return nil
         }
@@ -95,6 +95,7 @@ extension ShmStore {
         guard token.key == key else {
             throw ShmError(.lockNotHeld, _operation("unlock", key), detail: "the token is for key \"\(token.key)\"")
         }
+        if _locks.releaseFast(key, id: token.id) { return }  // one CAS: nobody waited
         try _unlock(try _locks.identity(key, _operation("unlock", key)), id: token.id, _operation("unlock", key))
     }
 
@@ -137,17 +138,17 @@ extension ShmStore {
     ///   - timeout: as for the blocking `lock`.
     public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
         try _checkLockTimeout(timeout, _operation("lock", key))
-        let identity = try _locks.identity(key, _operation("lock", key))
         // Uncontended: one CAS, no hop. A short spin while a holder with nobody
         // queued is about to release; then the waiting thread's queue. Not past
         // callers of this handle already queued (FIFO). A task cancelled before
         // it asks gets `.cancelled`, as a queued one would.
         if Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
-        if !_asyncLocks.hasQueuedCallers, let grant = _locks.acquireSpinning(identity, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
+        if !_asyncLocks.hasQueuedCallers, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
         }
         let operation = _operation("lock", key)
+        let identity = try _locks.identity(key, operation)
         let deadline = try _lockDeadline(timeout, operation)
         let start = _monotonicNanoseconds()
         let grant: _LockTable.Grant

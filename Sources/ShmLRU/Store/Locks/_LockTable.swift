@@ -65,6 +65,24 @@ struct _LockTable: @unchecked Sendable {
     let defaultTimeoutNanoseconds: Int64
     /// Where a key's probing starts (replaceable: tests force collisions).
     let hash: @Sendable ([UInt8]) -> UInt64
+    /// The same hash over bytes in place (the lock-free path allocates nothing).
+    let hashBytes: @Sendable (UnsafeBufferPointer<UInt8>) -> UInt64
+
+    init(
+        segment: _StoreSegment, mutex: _RobustMutex, defaultTimeoutNanoseconds: Int64,
+        hash: (@Sendable ([UInt8]) -> UInt64)?
+    ) {
+        self.segment = segment
+        self.mutex = mutex
+        self.defaultTimeoutNanoseconds = defaultTimeoutNanoseconds
+        if let hash {
+            self.hash = hash
+            hashBytes = { hash(Array($0)) }
+        } else {
+            self.hash = { _fnv1a64($0) }
+            hashBytes = { _fnv1a64($0) }
+        }
+    }
 
     /// How often a blocked waiter checks that the holder is alive.
     static let livenessCheckNanoseconds: UInt64 = 50_000_000
@@ -101,6 +119,13 @@ struct _LockTable: @unchecked Sendable {
         case busy
         case queued(Int)
         case noRoom
+    }
+
+    /// A key as the lock-free path probes for it: its bytes in place.
+    struct Probe {
+        var kind: UInt32
+        var hash: UInt64
+        var bytes: UnsafeRawBufferPointer
     }
 
     /// What the lock-free path found.
@@ -181,16 +206,18 @@ struct _LockTable: @unchecked Sendable {
     /// The slot bound to `identity` and the binding generation it was seen
     /// under (to check again after reading the word); nil when no slot is bound
     /// to it (or a binding on the way was changing: the mutex path decides).
-    @inline(__always) private func probe(_ identity: Identity) -> (slot: Int, generation: UInt32)? {
+    @inline(__always) private func probe(_ identity: Probe) -> (slot: Int, generation: UInt32)? {
         let count = layout.lockSlots
-        guard count > 0, identity.key.count <= layout.lockKeyCapacity else { return nil }
+        guard count > 0, identity.bytes.count <= layout.lockKeyCapacity else { return nil }
         var index = Int(identity.hash % UInt64(count))
         for _ in 0..<count {
             let generation = cshm_load_acquire_u32(self.generation(ofSlot: index))
             let state = segment.load(segment.slot(index, _StoreLayout.L.state))
             if generation & 1 != 0 { return nil }  // a binding changing: let the mutex path look
             if state == _StoreLayout.slotEmpty { return nil }
-            if state == _StoreLayout.slotBound, matches(index, identity, racy: true) { return (index, generation) }
+            if state == _StoreLayout.slotBound, matches(index, identity.kind, identity.hash, identity.bytes, racy: true) {
+                return (index, generation)
+            }
             index = index + 1 == count ? 0 : index + 1
         }
         return nil
@@ -199,6 +226,10 @@ struct _LockTable: @unchecked Sendable {
     /// One try of the lock-free path: one CAS free -> held when the key's slot is
     /// bound, free and nobody waits.
     func acquireFast(_ identity: Identity, me: _ProcessIdentity) -> Fast {
+        identity.key.withUnsafeBytes { acquireFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me) }
+    }
+
+    func acquireFast(_ identity: Probe, me: _ProcessIdentity) -> Fast {
         guard let (slot, generation) = probe(identity) else { return .slow }
         let word = word(ofSlot: slot)
         let observed = cshm_load_acquire_u64(word)
@@ -216,6 +247,19 @@ struct _LockTable: @unchecked Sendable {
     /// The lock-free path with a bounded spin while the lock is held and nobody
     /// waits (`budget` ns; 0: one try). Nil: take the mutex path.
     func acquireSpinning(_ identity: Identity, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+        identity.key.withUnsafeBytes { acquireSpinning(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me, budget: budget) }
+    }
+
+    /// `acquireSpinning` on `key`'s UTF-8 bytes in place; nil also when the
+    /// string is not contiguous UTF-8 or too long (the mutex path decides).
+    func acquireSpinning(_ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+        key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
+            guard buffer.count <= layout.lockKeyCapacity else { return nil }
+            return acquireSpinning(Probe(kind: kind, hash: hashBytes(buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget)
+        } ?? nil
+    }
+
+    func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64) -> Grant? {
         var until: UInt64 = 0
         while true {
             switch acquireFast(identity, me: me) {
@@ -237,6 +281,18 @@ struct _LockTable: @unchecked Sendable {
     /// Releases with one CAS held(`id`, nobody waiting) -> free. False: take the
     /// mutex path (waiters, a flag, or not this token).
     func releaseFast(_ identity: Identity, id: UInt64) -> Bool {
+        identity.key.withUnsafeBytes { releaseFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), id: id) }
+    }
+
+    /// `releaseFast` on `key`'s UTF-8 bytes in place.
+    func releaseFast(_ key: String, kind: UInt32 = _LockTable.kindLock, id: UInt64) -> Bool {
+        key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            guard buffer.count <= layout.lockKeyCapacity else { return false }
+            return releaseFast(Probe(kind: kind, hash: hashBytes(buffer), bytes: UnsafeRawBufferPointer(buffer)), id: id)
+        } ?? false
+    }
+
+    func releaseFast(_ identity: Probe, id: UInt64) -> Bool {
         guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = probe(identity) else { return false }
         let word = word(ofSlot: slot)
         guard cshm_load_acquire_u64(word) == id else { return false }
@@ -568,7 +624,8 @@ struct _LockTable: @unchecked Sendable {
                     break
                 }
                 if state == _StoreLayout.slotBound {
-                    if matches(index, identity, racy: false) { return index }
+                    let found = identity.key.withUnsafeBytes { matches(index, identity.kind, identity.hash, $0, racy: false) }
+                    if found { return index }
                 } else if reusable == nil {
                     reusable = index  // released, or garbage
                 }
@@ -621,18 +678,16 @@ struct _LockTable: @unchecked Sendable {
 
     /// Whether bound slot `slot` is `identity`'s: kind, hash, length and every
     /// byte (`racy`: read outside the mutex, the caller's seqlock decides).
-    @inline(__always) private func matches(_ slot: Int, _ identity: Identity, racy: Bool) -> Bool {
+    @inline(__always) private func matches(_ slot: Int, _ kind: UInt32, _ hash: UInt64, _ bytes: UnsafeRawBufferPointer, racy: Bool) -> Bool {
         let f = { (field: Int) in segment.slot(slot, field) }
-        guard segment.load64(f(_StoreLayout.L.keyHash)) == identity.hash,
-            segment.load(f(_StoreLayout.L.kind)) == identity.kind,
-            segment.load(f(_StoreLayout.L.keyLength)) == identity.length,
-            identity.key.count <= layout.lockKeyCapacity
+        guard segment.load64(f(_StoreLayout.L.keyHash)) == hash,
+            segment.load(f(_StoreLayout.L.kind)) == kind,
+            segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
+            bytes.count <= layout.lockKeyCapacity
         else { return false }
-        return identity.key.withUnsafeBytes { bytes in
-            guard bytes.count > 0, let mine = bytes.baseAddress else { return true }
-            if racy { return cshm_racy_equal(segment.base + f(_StoreLayout.L.key), mine, bytes.count) != 0 }
-            return memcmp(segment.base + f(_StoreLayout.L.key), mine, bytes.count) == 0
-        }
+        guard bytes.count > 0, let mine = bytes.baseAddress else { return true }
+        if racy { return cshm_racy_equal(segment.base + f(_StoreLayout.L.key), mine, bytes.count) != 0 }
+        return memcmp(segment.base + f(_StoreLayout.L.key), mine, bytes.count) == 0
     }
 
     /// If `slot`'s holder died, hands the lock on. A holder that is a waiter
