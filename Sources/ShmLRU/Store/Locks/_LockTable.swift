@@ -65,8 +65,9 @@ struct _LockTable: @unchecked Sendable {
     let defaultTimeoutNanoseconds: Int64
     /// Where a key's probing starts (replaceable: tests force collisions).
     let hash: @Sendable ([UInt8]) -> UInt64
-    /// The same hash over bytes in place (the lock-free path allocates nothing).
-    let hashBytes: @Sendable (UnsafeBufferPointer<UInt8>) -> UInt64
+    /// The same hash over bytes in place (the lock-free path allocates
+    /// nothing); nil for the default FNV-1a 64, computed inline.
+    let hashBytes: (@Sendable (UnsafeBufferPointer<UInt8>) -> UInt64)?
 
     init(
         segment: _StoreSegment, mutex: _RobustMutex, defaultTimeoutNanoseconds: Int64,
@@ -80,8 +81,13 @@ struct _LockTable: @unchecked Sendable {
             hashBytes = { hash(Array($0)) }
         } else {
             self.hash = { _fnv1a64($0) }
-            hashBytes = { _fnv1a64($0) }
+            hashBytes = nil
         }
+    }
+
+    @inline(__always) private func hash(of bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        if let hashBytes { return hashBytes(bytes) }
+        return _fnv1a64(bytes)
     }
 
     /// How often a blocked waiter checks that the holder is alive.
@@ -255,7 +261,7 @@ struct _LockTable: @unchecked Sendable {
     func acquireSpinning(_ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64) -> Grant? {
         key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
             guard buffer.count <= layout.lockKeyCapacity else { return nil }
-            return acquireSpinning(Probe(kind: kind, hash: hashBytes(buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget)
+            return acquireSpinning(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget)
         } ?? nil
     }
 
@@ -288,7 +294,7 @@ struct _LockTable: @unchecked Sendable {
     func releaseFast(_ key: String, kind: UInt32 = _LockTable.kindLock, id: UInt64) -> Bool {
         key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
             guard buffer.count <= layout.lockKeyCapacity else { return false }
-            return releaseFast(Probe(kind: kind, hash: hashBytes(buffer), bytes: UnsafeRawBufferPointer(buffer)), id: id)
+            return releaseFast(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), id: id)
         } ?? false
     }
 
