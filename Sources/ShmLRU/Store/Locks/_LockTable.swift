@@ -342,7 +342,13 @@ struct _LockTable: @unchecked Sendable {
         _ identity: Identity, tryOnly: Bool, deadline: UInt64?, isCancelled: () -> Bool, _ operation: @autoclosure () -> String
     ) throws(ShmError) -> Grant? {
         let me = _ProcessIdentity.current
-        if let grant = acquireSpinning(identity, me: me, budget: tryOnly ? 0 : _LockTable.spinNanoseconds) { return grant }
+        // The spin never outlasts the caller's deadline (a timeout of 0 tries once).
+        var budget = tryOnly ? 0 : _LockTable.spinNanoseconds
+        if let deadline {
+            let now = _monotonicNanoseconds()
+            budget = min(budget, deadline > now ? deadline - now : 0)
+        }
+        if let grant = acquireSpinning(identity, me: me, budget: budget) { return grant }
         let first = tryOnly ? _saturatingAdd(_monotonicNanoseconds(), _LockTable.tryTableWaitNanoseconds) : deadline
         var entry = try locked(until: first, operation()) { () throws(ShmError) -> Entry in
             try enterLocked(identity, me: me, tryOnly: tryOnly, doorbell: nil, operation())
