@@ -153,11 +153,12 @@ bench-peers:
 
 # --- reliability (issue: make stress / fuzz / sanitize) ---
 # make stress: >= 200 SIGKILLs (fault injection with survivors), the 8 x 60 s soak,
+# 60 s of SIGKILLed key-lock holders and waiters (KeyLockStressTests),
 # and 50k seeded-mutator inputs, on the debug build.
 stress:
 	@before=$$($(SHM_IDS) | tr '\n' ' '); \
 	$(WITH_REDIS) --install && $(SWIFT) build --build-tests $(ALL_TRAITS) && \
-	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --filter 'FaultInjectionTests|SoakTests|CorruptionTests|LivenessStressTests'; status=$$?; \
+	SHMLRU_STRESS=1 $(SWIFT) test --skip-build --no-parallel $(ALL_TRAITS) --filter 'FaultInjectionTests|SoakTests|CorruptionTests|LivenessStressTests|KeyLockStressTests'; status=$$?; \
 	leaked=$$($(LEAKED)); \
 	if [ -n "$$leaked" ]; then echo "make stress: segment(s) left behind (shmid): $$leaked"; ipcs -m; exit 1; fi; \
 	exit $$status

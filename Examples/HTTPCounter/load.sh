@@ -2,8 +2,10 @@
 # make example-http: loads the HTTPCounter cluster from loopback with ab (bounded:
 # a fixed number of requests, and a time limit), once per variant, checks that the
 # counter equals the number of successful responses (for the variants that lock),
-# then runs mutex at concurrency 400, and prints req/s per variant. Every process
-# it starts is stopped (the server's parent stops its workers).
+# then runs mutex with one worker and mutex at concurrency 400, and prints req/s
+# per variant, then issue 27's ratios with met / missed and the load (uptime):
+# 4-worker mutex >= 0.8x no lock, >= the blocking withLock, >= one worker with
+# mutex. Every process it starts is stopped (the server's parent stops its workers).
 set -u
 BIN=${1:?usage: load.sh PATH-TO-HTTPCounter}
 WORKERS=${WORKERS:-4}
@@ -16,10 +18,11 @@ server=""
 cleanup() { if [ -n "$server" ] && kill -0 "$server" 2>/dev/null; then kill -TERM "$server"; wait "$server"; fi; }
 trap cleanup EXIT
 
-run() {  # run VARIANT CONCURRENCY → one result line
-    local variant=$1 concurrency=$2 log out
+declare -A RPS
+run() {  # run VARIANT CONCURRENCY [WORKERS] → one result line; req/s in RPS[VARIANT/WORKERS/CONCURRENCY]
+    local variant=$1 concurrency=$2 workers=${3:-$WORKERS} log out
     log=$(mktemp); out=$(mktemp)
-    "$BIN" serve --variant "$variant" --workers "$WORKERS" --port "$PORT" --key "$KEY" >"$log" 2>&1 &
+    "$BIN" serve --variant "$variant" --workers "$workers" --port "$PORT" --key "$KEY" >"$log" 2>&1 &
     server=$!
     for _ in $(seq 1 600); do grep -q '^ready' "$log" && break; kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
     if ! grep -q '^ready' "$log"; then echo "example-http: the $variant server did not start:"; cat "$log"; status=1; return; fi
@@ -40,12 +43,27 @@ run() {  # run VARIANT CONCURRENCY → one result line
         check="MISMATCH: counter $counter, successes $ok"; status=1
     fi
     if [ "$failed" != 0 ] || [ "$non2xx" != 0 ]; then status=1; fi
-    printf '%-9s c=%-4s %9s req/s  complete=%s failed=%s non2xx=%s counter=%s  %s\n' \
-        "$variant" "$concurrency" "$rps" "$complete" "$failed" "$non2xx" "$counter" "$check"
+    RPS["$variant/$workers/$concurrency"]=$rps
+    printf '%-9s w=%-2s c=%-4s %9s req/s  complete=%s failed=%s non2xx=%s counter=%s  %s\n' \
+        "$variant" "$workers" "$concurrency" "$rps" "$complete" "$failed" "$non2xx" "$counter" "$check"
     rm -f "$log" "$out"
 }
 
-echo "HTTPCounter: $WORKERS workers on 127.0.0.1:$PORT, ab -k -n $REQUESTS"
+echo "HTTPCounter: $WORKERS workers on 127.0.0.1:$PORT, ab -k -n $REQUESTS; load before (uptime):$(uptime | sed 's/.*load average://')"
 for variant in none mutex withLock update; do run "$variant" "$CONCURRENCY"; done
+run mutex "$CONCURRENCY" 1
 run mutex 400
+
+# Issue 27's targets, as ratios of this run (withLock is the blocking withBlockingLock).
+target() {  # target TEXT A B LIMIT → "[met|missed] TEXT: A / B = ratio (target >= LIMIT)"
+    awk -v text="$1" -v a="$2" -v b="$3" -v limit="$4" 'BEGIN {
+        ratio = (b > 0) ? a / b : 0
+        printf "[%s] %s: %.0f / %.0f req/s = %.2fx (target >= %sx)\n", (b > 0 && ratio >= limit) ? "met" : "missed", text, a, b, ratio, limit }'
+}
+mutex=${RPS["mutex/$WORKERS/$CONCURRENCY"]:-0}
+echo "Issue 27 targets ($WORKERS workers, c=$CONCURRENCY):"
+target "mutex vs no lock" "$mutex" "${RPS["none/$WORKERS/$CONCURRENCY"]:-0}" 0.8
+target "mutex vs blocking withLock" "$mutex" "${RPS["withLock/$WORKERS/$CONCURRENCY"]:-0}" 1
+target "mutex, $WORKERS workers vs 1 worker" "$mutex" "${RPS["mutex/1/$CONCURRENCY"]:-0}" 1
+echo "load after (uptime):$(uptime | sed 's/.*load average://'); the counter checks and 0 errors at c=400 are above (exit status)"
 exit $status

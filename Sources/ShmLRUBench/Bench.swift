@@ -120,9 +120,7 @@ final class Bench {
         try report.writeJSON()
         try report.writeSVG()
         print("wrote \(config.jsonPath) and \(config.svgPath) (\(fmt(seconds, 1)) s)")
-        for mode in [HandoffMode.blocking, .async] {  // LockHandoff.swift
-            try measureLockHandoff(rounds: config.quick ? 2_000 : 20_000, mode: mode)
-        }
+        try measureKeyLocks(quick: config.quick)  // LockHandoff.swift
         let wrong = cells.filter { $0.errors > 0 }
         let wrongStore = store.cells.filter { $0.errors > 0 }
         if !wrongStore.isEmpty {

@@ -6,7 +6,9 @@
 // bench-results.svg), BENCH_INTERVAL_MS (interval promotion, default 1000),
 // BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
 // `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift);
-// `ShmLRUBench --handoff` only the lock hand-off section (LockHandoff.swift).
+// `ShmLRUBench --handoff` only the key-lock section (LockHandoff.swift: uncontended
+// lock + unlock against a CAS pair, the hand-offs); `ShmLRUBench lock-loop N`
+// N uncontended lock + unlock pairs for callgrind.
 import Glibc
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -30,9 +32,10 @@ if arguments.first == "store-profile" {
     }
 }
 if arguments.first == "handoff" { exit(handoffMain(arguments)) }  // LockHandoff.swift
+if arguments.first == "lock-loop" { exit(lockLoopMain(arguments)) }  // LockHandoff.swift
 if arguments == ["--handoff"] {  // the lock hand-off section alone
     do {
-        for mode in [HandoffMode.blocking, .async] { try measureLockHandoff(rounds: 20_000, mode: mode) }
+        try measureKeyLocks(quick: false)
         exit(0)
     } catch {
         writeAll(2, "ShmLRUBench --handoff: \(error)\n")

@@ -7,6 +7,7 @@ let helperCommands: [String: HelperCommand] = coreCommands
     .merging(storeCommands) { first, _ in first }
     .merging(storeReadCommands) { first, _ in first }
     .merging(coordinationCommands) { first, _ in first }
+    .merging(keyLockCommands) { first, _ in first }
     .merging(reliabilityCommands) { first, _ in first }
     .merging(exampleCommands) { first, _ in first }
     .merging(hardeningCommands) { first, _ in first }

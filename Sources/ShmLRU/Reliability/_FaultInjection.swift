@@ -22,7 +22,8 @@ import Synchronization
 /// costs one predictable branch on a field the handle already has in a register.
 package final class _FaultInjection: Sendable {
     /// Where a process can be killed. Every point lies inside the segment's lock,
-    /// but for the lock's own steps (`lock.*`, see `_SegmentLock`).
+    /// but for the lock's own steps (`lock.*`, see `_SegmentLock`) and the store's
+    /// key locks (`keylock.*`, see `_LockTable`).
     package enum Point: String, CaseIterable, Sendable {
         /// The cache's lock: just taken (owner word swapped in), nothing else done.
         case lockAcquired = "lock.acquired"
@@ -76,6 +77,18 @@ package final class _FaultInjection: Sendable {
         case heapWritten = "heap.written"
         /// Store value heap: the new record is linked, the old value's chunks not yet freed.
         case heapLinked = "heap.linked"
+        /// A store key lock, lock-free path: the word swapped to held, the holder
+        /// record (start time) not yet written.
+        case keyLockTaken = "keylock.taken"
+        /// A store key lock, under the table mutex: the word's slow bit set for a
+        /// new waiter, its waiter entry not yet written.
+        case keyLockQueued = "keylock.queued"
+        /// A store key lock hand-off, under the table mutex: the word names the
+        /// next holder, its waiter entry's grant not yet written.
+        case keyLockHandingOff = "keylock.handingOff"
+        /// A store lock slot being bound to a key, under the table mutex: its
+        /// generation odd, the key not yet written.
+        case keyLockBinding = "keylock.binding"
     }
 
     package static let environmentVariable = "SHMLRU_FAULT_INJECTION"

@@ -91,9 +91,7 @@ extension ShmStore {
         }
         var result: [LockState] = []
         for slot in 0..<layout.lockSlots where s.load(s.slot(slot, _StoreLayout.L.state)) == _StoreLayout.slotBound {
-            let holder = _ProcessIdentity(
-                pid: Int32(bitPattern: s.load(s.slot(slot, _StoreLayout.L.pid))),
-                start: s.load64(s.slot(slot, _StoreLayout.L.start)))
+            let holder = _locks.holder(ofSlot: slot)?.identity ?? _ProcessIdentity(pid: 0, start: 0)
             let held = holder.pid != 0 && holder.isAlive
             guard held || waiters[slot] > 0 else { continue }
             result.append(

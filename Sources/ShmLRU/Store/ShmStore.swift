@@ -214,7 +214,7 @@ public final class ShmStore: @unchecked Sendable {
         _locks = _LockTable(
             segment: segment, mutex: _RobustMutex(address: segment.mutex),
             defaultTimeoutNanoseconds: configuration.lockTimeout.map { _nanoseconds($0) } ?? -1,
-            hash: lockHash ?? { _fnv1a64($0) })
+            hash: lockHash)
         _asyncLocks = _AsyncLockWaiter(table: _locks, region: storeRegion)
         self.cache = cache
         self.configuration = configuration

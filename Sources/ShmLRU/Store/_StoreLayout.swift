@@ -28,7 +28,8 @@ import CShm
 //           once, with its name, in `_StoreLayout.identityFields` (written first,
 //           before the data segment exists) or `_StoreLayout.fields`: create
 //           writes those tables and attach compares a segment with them
-//   line 2  the lock table's robust process-shared mutex (guards lock and waiter tables)
+//   line 2  the lock table's robust process-shared mutex (guards the waiter table,
+//           slot bindings and every lock-word change but the two fast CASes)
 //   line 3  change log: head (UInt64, the next sequence to write), log word (UInt32
 //           futex word, bumped after every append), log waiters (UInt32)
 //   line 4  the record hash's SipHash-1-3 key (two UInt64 at 256 and 264, drawn
@@ -36,19 +37,28 @@ import CShm
 //   line 5-7 reserved (zero)
 //
 //  Lock slot (lockSlotStride = 64 + lockKeyCapacity, lockKeyCapacity = recordSize
-//  rounded up to 8), bound to one key while it is held or waited for:
+//  rounded up to 8), bound to one key from its first lock until it is idle and a
+//  new key finds no free slot (layout 5; before, unbound at every release):
 //   +0  state   UInt32  0 never used, 1 bound, 2 released (a tombstone for probing)
 //   +4  kind    UInt32  0 a key's lock, 1 its get-or-load lock
 //   +8  keyHash UInt64  FNV-1a 64 of the UTF-8 key: where probing starts, and a
 //                       quick reject; never the identity on its own
 //   +16 keyLen  UInt32  (<= lockKeyCapacity)
 //   +20 flags   UInt32  bit 0: the previous holder died (told to the next taker)
-//   +24 pid     Int32   holder process (0: not held)
-//   +28 —
-//   +32 start   UInt64  holder's start time (/proc/PID/stat field 22): PID reuse guard
-//   +40 token   UInt64  the holder's token (0: not held)
+//   +24 handOff UInt32  waiter entry+1 a hand-off under the table mutex is granting
+//                       (0 otherwise): a repair completes a hand-off cut short
+//   +28 gen     UInt32  binding generation, a seqlock: odd while the slot is bound
+//                       or unbound; lock-free lockers check it around their key
+//                       comparison and their read of the word
+//   +32 start   UInt64  holder record: the holder's start time (/proc/PID/stat
+//                       field 22), valid while +40 equals the word's token
+//   +40 token   UInt64  holder record: the token +32 belongs to (0 while written)
 //   +48 arrival UInt64  next arrival number (FIFO order of waiters)
-//   +56 —
+//   +56 word    UInt64  the lock word: bits 0-31 holder PID (0: free), 32-61 grant
+//                       counter (a token is PID + counter), bit 62 closed (being
+//                       unbound), bit 63 slow (waiters, or a death to tell: lock and
+//                       unlock go through the table mutex). Free -> held and
+//                       held -> free are one CAS each when slow is clear.
 //   +64 key     the UTF-8 key, keyLen bytes
 //  A lock's identity is (kind, keyLen, key bytes), compared in full: two keys whose
 //  hashes collide probe on to different slots, never share one lock. Why the
@@ -68,9 +78,9 @@ import CShm
 //   +32 grant    UInt64  the token of the lock handed to this entry (0: waiting)
 //   +40 flags    UInt32  bit 0: the granted lock's previous holder died
 //   +44 queued   UInt32  lock calls of its process this entry stands for (>= 1)
-//  A release hands the lock to the earliest live waiter (FIFO): it writes the
-//  holder and the entry's grant under the table mutex and rings one word; nobody
-//  else wakes.
+//  A release that finds slow set hands the lock to the earliest live waiter
+//  (FIFO): under the table mutex it writes the holder record, the word and then
+//  the entry's grant, and rings one word; nobody else wakes.
 //
 //  Change-log entry (stride = 16 + recordSize, rounded up to 8). Entry s lives at
 //  s % logCapacity; written under the data segment's lock:
@@ -117,8 +127,9 @@ import CShm
 
 struct _StoreLayout: Equatable, Sendable {
     static let magic: UInt64 = 0x3152_4F54_534D_4853  // "SHMSTOR1" little-endian
-    /// 4: keyed record hash (SipHash-1-3, seed in the header); 3 hashed keys with FNV-1a 32.
-    static let version: UInt32 = 4
+    /// 5: one lock word per lock slot (lock-free uncontended locks), slots stay
+    /// bound; 4: keyed record hash (SipHash-1-3, seed in the header); 3 hashed keys with FNV-1a 32.
+    static let version: UInt32 = 5
     static let headerSize = 512
     static let lockSlotHeaderSize = 64
     static let waiterSize = 48
@@ -165,10 +176,12 @@ struct _StoreLayout: Equatable, Sendable {
         static let keyHash = 8
         static let keyLength = 16
         static let flags = 20
-        static let pid = 24
+        static let handOff = 24
+        static let generation = 28
         static let start = 32
         static let token = 40
         static let arrival = 48
+        static let word = 56
         static let key = 64
     }
 

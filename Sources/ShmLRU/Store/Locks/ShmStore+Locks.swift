@@ -10,7 +10,8 @@ extension ShmStore {
     public struct LockToken: Sendable, Hashable, CustomStringConvertible {
         /// The key whose lock this is.
         public let key: String
-        /// Random and unique to this grant: a stale or wrong token is refused.
+        /// Unique to this grant (the holder's PID and the lock's grant counter):
+        /// a stale or wrong token is refused.
         public let id: UInt64
         /// True when the previous holder died holding the lock and it was released
         /// for this grant: what it protected may be half-updated.
@@ -45,9 +46,16 @@ extension ShmStore {
     ///   an entry to free up.
     @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
     public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
+        // The lock-free try first; the operation's name (a string built for
+        // errors and events) only when it is needed.
+        try _checkLockTimeout(timeout, _operation("lock", key))
+        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
+            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
+            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        }
         let operation = _operation("lock", key)
-        let deadline = try _lockDeadline(timeout, operation)
         let identity = try _locks.identity(key, operation)
+        let deadline = try _lockDeadline(timeout, operation)
         let start = _monotonicNanoseconds()
         let grant: _LockTable.Grant?
         do throws(ShmError) { grant = try _locks.acquire(identity, tryOnly: false, deadline: deadline, isCancelled: { false }, operation) } catch {
@@ -65,6 +73,9 @@ extension ShmStore {
     /// - Throws: `.lockTimeout` when the lock table's mutex stayed busy (a peer
     ///   stopped or killed inside a table update, or a forged segment).
     public func tryLock(_ key: String) throws(ShmError) -> LockToken? {
+        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
+            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        }
         let operation = _operation("tryLock", key)
         let identity = try _locks.identity(key, operation)
         guard let grant = try _locks.acquire(identity, tryOnly: true, deadline: nil, isCancelled: { false }, operation) else {
@@ -81,11 +92,11 @@ extension ShmStore {
     /// - Throws: `.lockNotHeld` for a token of another key, a wrong token, or a
     ///   stale one (released already, or taken over after its holder was found dead).
     public func unlock(_ key: String, _ token: LockToken) throws(ShmError) {
-        let operation = _operation("unlock", key)
         guard token.key == key else {
-            throw ShmError(.lockNotHeld, operation, detail: "the token is for key \"\(token.key)\"")
+            throw ShmError(.lockNotHeld, _operation("unlock", key), detail: "the token is for key \"\(token.key)\"")
         }
-        try _unlock(try _locks.identity(key, operation), id: token.id, operation)
+        if _locks.releaseFast(key, id: token.id) { return }  // one CAS: nobody waited
+        try _unlock(try _locks.identity(key, _operation("unlock", key)), id: token.id, _operation("unlock", key))
     }
 
     /// Runs `body` holding the lock of `key`; releases it when `body` returns or
@@ -115,17 +126,30 @@ extension ShmStore {
 
     // MARK: Async
 
-    /// Takes the lock of `key` without blocking any thread: the task is suspended
-    /// and resumed by its process's one lock-waiting thread when a release hands
-    /// it the lock (FIFO). Cancelling the task abandons the wait and throws `.cancelled`.
+    /// Takes the lock of `key` without blocking any thread. A free lock is taken
+    /// at once (one atomic operation); otherwise, after a spin of about a
+    /// microsecond, the task is suspended and resumed when a release hands it the
+    /// lock (FIFO): by the releasing thread when the release is in this process,
+    /// else by its process's one lock-waiting thread. Cancelling the task
+    /// abandons the wait and throws `.cancelled`.
     ///
     /// - Parameters:
     ///   - key: the key whose lock to take.
     ///   - timeout: as for the blocking `lock`.
     public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
+        try _checkLockTimeout(timeout, _operation("lock", key))
+        // Uncontended: one CAS, no hop. A short spin while a holder with nobody
+        // queued is about to release; then the waiting thread's queue. Not past
+        // callers of this handle already queued (FIFO). A task cancelled before
+        // it asks gets `.cancelled`, as a queued one would.
+        if Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
+        if !_asyncLocks.hasQueuedCallers, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
+            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
+            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        }
         let operation = _operation("lock", key)
-        let deadline = try _lockDeadline(timeout, operation)
         let identity = try _locks.identity(key, operation)
+        let deadline = try _lockDeadline(timeout, operation)
         let start = _monotonicNanoseconds()
         let grant: _LockTable.Grant
         do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
@@ -185,10 +209,16 @@ extension ShmStore {
     /// The deadline of a lock wait: `timeout` from now (saturating), or the
     /// store's lock timeout for nil.
     func _lockDeadline(_ timeout: Duration?, _ operation: @autoclosure () -> String) throws(ShmError) -> UInt64? {
+        try _checkLockTimeout(timeout, operation())
+        return _locks.deadline(timeout)
+    }
+
+    /// Throws `.invalidArgument` for a negative lock timeout.
+    @inline(__always)
+    func _checkLockTimeout(_ timeout: Duration?, _ operation: @autoclosure () -> String) throws(ShmError) {
         if let timeout, timeout < .zero {
             throw ShmError(.invalidArgument, operation(), detail: "a lock timeout must not be negative (0: try once), not \(timeout)")
         }
-        return _locks.deadline(timeout)
     }
 
     func _unlock(_ identity: _LockTable.Identity, id: UInt64, _ operation: @autoclosure () -> String) throws(ShmError) {

@@ -5,7 +5,9 @@ import Synchronization
 // How async lock calls wait: one waiting thread per store handle, whatever the
 // number of waiters, never a thread per wait and never a cooperative-pool thread.
 //
-// The async callers of one key in this process form a local FIFO queue. The
+// An async lock call first tries the lock-free path (ShmStore+Locks.swift)
+// unless a caller of this handle already waits here. The
+// async callers of one key in this process form a local FIFO queue. The
 // queue, not each call, has one waiter entry in the store's shared waiter table:
 // its process's place in the key's line. When a release hands the lock to that
 // entry, it rings this process's doorbell (one waiter entry whose futex word the
@@ -58,6 +60,10 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     /// Keeps the mapping while the thread runs.
     private let region: ShmRegion
     private let state = Mutex(State())
+    /// Whether any caller of this handle waits in a local queue (kept with the
+    /// queues, under `state`): while one does, a new async lock call queues
+    /// behind it instead of trying the lock-free path (the local FIFO).
+    private let queued = Atomic<Bool>(false)
     /// Where the thread sleeps while it has no doorbell (private memory).
     private let localWord: UnsafeMutablePointer<UInt32>
 
@@ -79,6 +85,10 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     deinit { localWord.deallocate() }
 
     // MARK: Callers
+
+    /// True while a lock call of this handle waits in a local queue: a new call
+    /// must not take a free lock past it.
+    var hasQueuedCallers: Bool { queued.load(ordering: .acquiring) }
 
     /// Waits (without blocking the calling thread) for the lock of `identity`.
     func lock(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) async throws(ShmError) -> Grant {
@@ -109,6 +119,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var startThread = false
         let cancelled = Task.isCancelled  // (this runs in the waiting task)
         state.withLock { s in
+            defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
             // Checked under the lock `cancel` takes: a cancellation that came
             // before the waiter was queued is seen here, one after finds it queued.
             if cancelled || Task.isCancelled {
@@ -172,6 +183,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var resumes: [Resume] = []
         let me = _ProcessIdentity.current
         state.withLock { s in
+            defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
             guard let key = s.queues.first(where: { $0.value.entry == entry })?.key, var queue = s.queues[key] else { return }
             process(&queue, me: me, doorbell: s.doorbell, now: _monotonicNanoseconds(), livenessDue: false, &resumes)
             s.queues[key] = queue.waiters.isEmpty && queue.entry == nil ? nil : queue
@@ -196,6 +208,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         // No thread: fail every waiter rather than leave it hanging.
         var resumes: [Resume] = []
         state.withLock { s in
+            defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
             for queue in s.queues.values {
                 for waiter in queue.waiters {
                     resumes.append((waiter.continuation, .failure(ShmError(.systemCall, waiter.operation, detail: "pthread_create failed"))))
@@ -227,6 +240,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             var resumes: [Resume] = []
             var sleep = nextCheck > now ? nextCheck - now : 0
             let exit = state.withLock { s -> Bool in
+                defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
                 if !region.isAttached {
                     for queue in s.queues.values {
                         for waiter in queue.waiters {

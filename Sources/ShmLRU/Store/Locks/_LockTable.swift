@@ -3,23 +3,60 @@ import Glibc
 
 // The per-key lock table in the store segment (layout in _StoreLayout.swift).
 //
-// A lock slot is bound to a key (kind + UTF-8 bytes, compared in full) while the
-// key's lock is held or waited for; probing is linear from hash % lockSlots, with
-// released slots left as tombstones (trimmed when the next slot is empty).
+// Each lock slot is bound to a key (kind + UTF-8 bytes, compared in full) and
+// stays bound after a release, so that the next lock of a hot key finds it
+// again without the table mutex. Probing is linear from hash % lockSlots;
+// idle slots are unbound (left as tombstones, trimmed when the next slot is
+// empty) only when a new key finds no free slot.
 //
-// Waiting is a queue of waiter entries, each with an arrival number from the
-// slot. A release hands the lock to the earliest live waiter: it writes the new
-// holder and the entry's grant under the table mutex, then rings one futex word
-// (the entry's own for a blocked thread, its process's doorbell for async
+// The lock itself is one 64-bit word per slot (`_LockWord`): the holder's PID,
+// a grant counter (the token is PID + counter), and two bits: `slow` (someone
+// waits, or the next taker must be told that the holder died: both taking and
+// releasing go through the table mutex) and `closed` (the slot is being
+// unbound). Uncontended, a lock is one CAS free -> held and an unlock one CAS
+// held -> free, lock-free: the prober checks the slot's binding generation (a
+// seqlock: odd while a key is bound or unbound) around its key comparison and
+// its read of the word, and the counter moves on at every grant, unbind and
+// bind, so a CAS on a word read under a stale binding fails.
+//
+// Contended, a waiter sets `slow` (CAS, under the table mutex) and queues a
+// waiter entry with an arrival number from the slot; the holder's release CAS
+// then fails, and it hands the lock, under the mutex, to the earliest waiter:
+// it writes the new holder's word and the entry's grant, then rings one futex
+// word (the entry's own for a blocked thread, its process's doorbell for async
 // waiters). Nobody else wakes, and a newcomer never barges past the line.
 //
-// The holder is a process (PID + start time, so a reused PID is not taken for
-// the old holder). Waiters check every `livenessCheck` that the holder lives; a
-// dead holder's lock goes to the next waiter, flagged (unless the "holder" was a
+// The holder is a process (PID in the word, its start time in the slot's
+// holder record, written just after the CAS and valid only while its token
+// field equals the word's token: a record that is not (yet) valid means "start
+// time unknown", which is alive for as long as the PID exists; issue 24's
+// rule). Waiters check every `livenessCheck` that the holder lives; a dead
+// holder's lock goes to the next waiter, flagged (unless the "holder" was a
 // waiter granted the lock that died before it claimed it: it never held it).
-// Everything that changes the tables runs under the table's robust mutex, whose
-// waits honour the caller's deadline; a process that died holding it is
-// repaired after (dead waiters and holders cleared, idle slots unbound).
+// Everything but the two fast CASes runs under the table's robust mutex,
+// whose waits honour the caller's deadline; a process that died holding it is
+// repaired after (bindings half changed are unbound, a hand-off cut between
+// the word and the grant is completed, dead waiters and holders cleared).
+
+/// The lock word of a slot: bits 0-31 the holder's PID (0: free), 32-61 the
+/// grant counter, 62 `closed`, 63 `slow`. A held lock's token is the word
+/// without the two flag bits.
+enum _LockWord {
+    static let pidMask: UInt64 = 0xFFFF_FFFF
+    static let counterUnit: UInt64 = 1 << 32
+    static let counterMask: UInt64 = 0x3FFF_FFFF << 32
+    static let tokenMask: UInt64 = pidMask | counterMask
+    static let closed: UInt64 = 1 << 62
+    static let slow: UInt64 = 1 << 63
+
+    @inline(__always) static func pid(_ word: UInt64) -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: word)) }
+    /// The counter moved on by one, no holder, no flags.
+    @inline(__always) static func bumped(_ word: UInt64) -> UInt64 { ((word & counterMask) &+ counterUnit) & counterMask }
+    /// The token of the next grant, to `pid`.
+    @inline(__always) static func grant(after word: UInt64, to pid: Int32) -> UInt64 {
+        bumped(word) | UInt64(UInt32(bitPattern: pid))
+    }
+}
 
 struct _LockTable: @unchecked Sendable {
     let segment: _StoreSegment
@@ -28,6 +65,30 @@ struct _LockTable: @unchecked Sendable {
     let defaultTimeoutNanoseconds: Int64
     /// Where a key's probing starts (replaceable: tests force collisions).
     let hash: @Sendable ([UInt8]) -> UInt64
+    /// The same hash over bytes in place (the lock-free path allocates
+    /// nothing); nil for the default FNV-1a 64, computed inline.
+    let hashBytes: (@Sendable (UnsafeBufferPointer<UInt8>) -> UInt64)?
+
+    init(
+        segment: _StoreSegment, mutex: _RobustMutex, defaultTimeoutNanoseconds: Int64,
+        hash: (@Sendable ([UInt8]) -> UInt64)?
+    ) {
+        self.segment = segment
+        self.mutex = mutex
+        self.defaultTimeoutNanoseconds = defaultTimeoutNanoseconds
+        if let hash {
+            self.hash = hash
+            hashBytes = { hash(Array($0)) }
+        } else {
+            self.hash = { _fnv1a64($0) }
+            hashBytes = nil
+        }
+    }
+
+    @inline(__always) private func hash(of bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        if let hashBytes { return hashBytes(bytes) }
+        return _fnv1a64(bytes)
+    }
 
     /// How often a blocked waiter checks that the holder is alive.
     static let livenessCheckNanoseconds: UInt64 = 50_000_000
@@ -38,6 +99,11 @@ struct _LockTable: @unchecked Sendable {
     /// How long a waiter that gives up (timeout, cancellation) may wait for the
     /// table mutex to leave the queue, past its own deadline.
     static let leaveTableWaitNanoseconds: UInt64 = 1_000_000_000
+    /// How long a blocking lock spins on a held word (nobody queued) before it
+    /// queues and sleeps: a lock held for a few hundred ns is taken without a
+    /// system call. Async locks spin a quarter of it (bounded: the cooperative
+    /// thread is back at once).
+    static let spinNanoseconds: UInt64 = 4_000
 
     static let kindLock: UInt32 = 0
     static let kindLoad: UInt32 = 1
@@ -61,6 +127,22 @@ struct _LockTable: @unchecked Sendable {
         case noRoom
     }
 
+    /// A key as the lock-free path probes for it: its bytes in place.
+    struct Probe {
+        var kind: UInt32
+        var hash: UInt64
+        var bytes: UnsafeRawBufferPointer
+    }
+
+    /// What the lock-free path found.
+    enum Fast {
+        case acquired(Grant)
+        /// Held, nobody queued: spinning may pay.
+        case held
+        /// Waiters, a flag, no binding, or a binding changing: the table mutex decides.
+        case slow
+    }
+
     private var layout: _StoreLayout { segment.layout }
 
     func identity(_ key: String, kind: UInt32 = _LockTable.kindLock, _ operation: @autoclosure () -> String) throws(ShmError) -> Identity {
@@ -71,6 +153,20 @@ struct _LockTable: @unchecked Sendable {
                 detail: "a lock key is at most \(layout.lockKeyCapacity) UTF-8 bytes (the record size), not \(bytes.count)")
         }
         return Identity(kind: kind, hash: hash(bytes), key: bytes)
+    }
+
+    @inline(__always) private func fault(_ point: _FaultInjection.Point) {
+        #if SHMLRU_TESTING
+        if let faults = _FaultInjection.fromEnvironment { faults.reach(point) }
+        #endif
+    }
+
+    @inline(__always) private func word(ofSlot slot: Int) -> UnsafeMutablePointer<UInt64> {
+        segment.u64(segment.slot(slot, _StoreLayout.L.word))
+    }
+
+    @inline(__always) private func generation(ofSlot slot: Int) -> UnsafeMutablePointer<UInt32> {
+        segment.u32(segment.slot(slot, _StoreLayout.L.generation))
     }
 
     // MARK: Table lock
@@ -111,6 +207,133 @@ struct _LockTable: @unchecked Sendable {
         try locked(until: deadline(nil), operation(), body)
     }
 
+    // MARK: Lock-free path
+
+    /// The slot bound to `identity` and the binding generation it was seen
+    /// under (to check again after reading the word); nil when no slot is bound
+    /// to it (or a binding on the way was changing: the mutex path decides).
+    @inline(__always) private func probe(_ identity: Probe) -> (slot: Int, generation: UInt32)? {
+        let count = layout.lockSlots
+        guard count > 0, identity.bytes.count <= layout.lockKeyCapacity else { return nil }
+        var index = Int(identity.hash % UInt64(count))
+        for _ in 0..<count {
+            let generation = cshm_load_acquire_u32(self.generation(ofSlot: index))
+            let state = segment.load(segment.slot(index, _StoreLayout.L.state))
+            if generation & 1 != 0 { return nil }  // a binding changing: let the mutex path look
+            if state == _StoreLayout.slotEmpty { return nil }
+            if state == _StoreLayout.slotBound, matches(index, identity.kind, identity.hash, identity.bytes, racy: true) {
+                return (index, generation)
+            }
+            index = index + 1 == count ? 0 : index + 1
+        }
+        return nil
+    }
+
+    /// One try of the lock-free path: one CAS free -> held when the key's slot is
+    /// bound, free and nobody waits.
+    func acquireFast(_ identity: Identity, me: _ProcessIdentity) -> Fast {
+        identity.key.withUnsafeBytes { acquireFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me) }
+    }
+
+    func acquireFast(_ identity: Probe, me: _ProcessIdentity) -> Fast {
+        guard let (slot, generation) = probe(identity) else { return .slow }
+        let word = word(ofSlot: slot)
+        let observed = cshm_load_acquire_u64(word)
+        cshm_fence_acquire()
+        guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return .slow }
+        if observed & (_LockWord.slow | _LockWord.closed) != 0 { return .slow }
+        if _LockWord.pid(observed) != 0 { return .held }
+        let token = _LockWord.grant(after: observed, to: me.pid)
+        guard cshm_cas_u64(word, observed, token) else { return .held }
+        fault(.keyLockTaken)
+        writeHolder(slot, start: me.start, token: token)
+        return .acquired(Grant(id: token, previousHolderDied: false))
+    }
+
+    /// The lock-free path with a bounded spin while the lock is held and nobody
+    /// waits (`budget` ns; 0: one try). Nil: take the mutex path.
+    func acquireSpinning(_ identity: Identity, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+        identity.key.withUnsafeBytes { acquireSpinning(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me, budget: budget) }
+    }
+
+    /// `acquireSpinning` on `key`'s UTF-8 bytes in place; nil also when the
+    /// string is not contiguous UTF-8 or too long (the mutex path decides).
+    func acquireSpinning(_ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+        key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
+            guard buffer.count <= layout.lockKeyCapacity else { return nil }
+            return acquireSpinning(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget)
+        } ?? nil
+    }
+
+    func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+        var until: UInt64 = 0
+        while true {
+            switch acquireFast(identity, me: me) {
+            case .acquired(let grant): return grant
+            case .slow: return nil
+            case .held:
+                if budget == 0 { return nil }
+                let now = _monotonicNanoseconds()
+                if until == 0 {
+                    until = _saturatingAdd(now, budget)
+                } else if now >= until {
+                    return nil
+                }
+                for _ in 0..<32 { cshm_cpu_relax() }
+            }
+        }
+    }
+
+    /// Releases with one CAS held(`id`, nobody waiting) -> free. False: take the
+    /// mutex path (waiters, a flag, or not this token).
+    func releaseFast(_ identity: Identity, id: UInt64) -> Bool {
+        identity.key.withUnsafeBytes { releaseFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), id: id) }
+    }
+
+    /// `releaseFast` on `key`'s UTF-8 bytes in place.
+    func releaseFast(_ key: String, kind: UInt32 = _LockTable.kindLock, id: UInt64) -> Bool {
+        key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            guard buffer.count <= layout.lockKeyCapacity else { return false }
+            return releaseFast(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), id: id)
+        } ?? false
+    }
+
+    func releaseFast(_ identity: Probe, id: UInt64) -> Bool {
+        guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = probe(identity) else { return false }
+        let word = word(ofSlot: slot)
+        guard cshm_load_acquire_u64(word) == id else { return false }
+        cshm_fence_acquire()
+        guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return false }
+        return cshm_cas_u64(word, id, id & _LockWord.counterMask)
+    }
+
+    /// Writes the holder record of a grant: its start time, valid for `token`
+    /// (token field cleared first, so a reader never pairs an old token with a
+    /// new start time).
+    private func writeHolder(_ slot: Int, start: UInt64, token: UInt64) {
+        cshm_store_relaxed_u64(segment.u64(segment.slot(slot, _StoreLayout.L.token)), 0)
+        cshm_fence_release()
+        cshm_store_relaxed_u64(segment.u64(segment.slot(slot, _StoreLayout.L.start)), start)
+        cshm_store_release_u64(segment.u64(segment.slot(slot, _StoreLayout.L.token)), token)
+    }
+
+    /// The holder of `slot` (nil: free): the word's PID, and the holder record's
+    /// start time when the record belongs to the word's token (else 0, unknown).
+    func holder(ofSlot slot: Int) -> (identity: _ProcessIdentity, token: UInt64)? {
+        guard slot >= 0, slot < layout.lockSlots else { return nil }
+        let observed = cshm_load_acquire_u64(word(ofSlot: slot))
+        let pid = _LockWord.pid(observed)
+        guard pid != 0, observed & _LockWord.closed == 0 else { return nil }
+        let token = observed & _LockWord.tokenMask
+        let tokenField = segment.u64(segment.slot(slot, _StoreLayout.L.token))
+        let before = cshm_load_acquire_u64(tokenField)
+        let start = cshm_load_relaxed_u64(segment.u64(segment.slot(slot, _StoreLayout.L.start)))
+        cshm_fence_acquire()
+        let after = cshm_load_relaxed_u64(tokenField)
+        let known = before == token && after == token
+        return (_ProcessIdentity(pid: pid, start: known ? start : 0), token)
+    }
+
     // MARK: Blocking acquire and release
 
     /// Takes the lock, blocking the thread until `deadline` (monotonic ns; nil:
@@ -119,6 +342,13 @@ struct _LockTable: @unchecked Sendable {
         _ identity: Identity, tryOnly: Bool, deadline: UInt64?, isCancelled: () -> Bool, _ operation: @autoclosure () -> String
     ) throws(ShmError) -> Grant? {
         let me = _ProcessIdentity.current
+        // The spin never outlasts the caller's deadline (a timeout of 0 tries once).
+        var budget = tryOnly ? 0 : _LockTable.spinNanoseconds
+        if let deadline {
+            let now = _monotonicNanoseconds()
+            budget = min(budget, deadline > now ? deadline - now : 0)
+        }
+        if let grant = acquireSpinning(identity, me: me, budget: budget) { return grant }
         let first = tryOnly ? _saturatingAdd(_monotonicNanoseconds(), _LockTable.tryTableWaitNanoseconds) : deadline
         var entry = try locked(until: first, operation()) { () throws(ShmError) -> Entry in
             try enterLocked(identity, me: me, tryOnly: tryOnly, doorbell: nil, operation())
@@ -150,6 +380,12 @@ struct _LockTable: @unchecked Sendable {
     ) throws(ShmError) -> Grant {
         let word = segment.u32(segment.waiter(index, _StoreLayout.W.word))
         var nextCheck = _saturatingAdd(_monotonicNanoseconds(), _LockTable.livenessCheckNanoseconds)
+        // A short spin first: a hand-off soon after queueing is claimed without sleeping.
+        let spinUntil = _saturatingAdd(_monotonicNanoseconds(), _LockTable.spinNanoseconds)
+        while _monotonicNanoseconds() < spinUntil {
+            if let grant = claim(index, me: me) { return grant }
+            for _ in 0..<32 { cshm_cpu_relax() }
+        }
         while true {
             let observed = cshm_load_acquire_u32(word)
             if let grant = claim(index, me: me) { return grant }
@@ -174,16 +410,18 @@ struct _LockTable: @unchecked Sendable {
         }
     }
 
-    /// Releases the lock held with token `id` (handing it to the next waiter).
-    /// Returns the waiter entry it was handed to, if any.
+    /// Releases the lock held with token `id` (handing it to the next waiter):
+    /// one CAS when nobody waits, else under the table mutex. Returns the waiter
+    /// entry it was handed to, if any.
     @discardableResult
     func release(_ identity: Identity, id: UInt64, _ operation: @autoclosure () -> String) throws(ShmError) -> Int? {
-        try locked(operation()) { () throws(ShmError) -> Int? in
+        if releaseFast(identity, id: id) { return nil }
+        return try locked(operation()) { () throws(ShmError) -> Int? in
             guard let slot = findSlot(identity, bind: false) else {
                 throw ShmError(.lockNotHeld, operation(), detail: "the key is not locked")
             }
-            let f = { (field: Int) in segment.slot(slot, field) }
-            guard id != 0, segment.load(f(_StoreLayout.L.pid)) != 0, segment.load64(f(_StoreLayout.L.token)) == id else {
+            let observed = cshm_load_acquire_u64(word(ofSlot: slot))
+            guard id != 0, _LockWord.pid(observed) != 0, observed & _LockWord.closed == 0, observed & _LockWord.tokenMask == id else {
                 throw ShmError(.lockNotHeld, operation(), detail: "the token does not hold the key's lock (wrong, or stale)")
             }
             return handOffLocked(slot, holderDied: false)
@@ -206,34 +444,54 @@ struct _LockTable: @unchecked Sendable {
         // checks do (reading /proc here on every contended call would hold the
         // table mutex through three system calls).
         if tryOnly { releaseIfHolderDead(slot, me: me) }
-        var holderFree = segment.load(f(_StoreLayout.L.pid)) == 0 && segment.load64(f(_StoreLayout.L.token)) == 0
-        if holderFree, earliestWaiter(of: slot) != nil {
-            // Free with a live waiter (a release hands the lock on, so only after
-            // a repair): the waiter goes first.
-            _ = handOffLocked(slot, holderDied: false)
-            holderFree = false
+        let word = word(ofSlot: slot)
+        // Fast lockers and releasers change the word concurrently: every change
+        // here is a CAS on what was read.
+        for _ in 0..<1_000_000 {
+            let observed = cshm_load_acquire_u64(word)
+            if observed & _LockWord.closed != 0 {
+                // A bound slot is closed only when an unbind was cut short: reopen it.
+                _ = cshm_cas_u64(word, observed, _LockWord.bumped(observed) | _LockWord.slow)
+                continue
+            }
+            if _LockWord.pid(observed) == 0 {
+                if earliestWaiter(of: slot) != nil {
+                    // Free with a live waiter (a release hands the lock on, so only
+                    // after a repair): the waiter goes first, once `slow` keeps
+                    // fast lockers off the word.
+                    if observed & _LockWord.slow == 0 {
+                        _ = cshm_cas_u64(word, observed, observed | _LockWord.slow)
+                    } else {
+                        _ = handOffLocked(slot, holderDied: false)
+                    }
+                    continue
+                }
+                let flags = segment.load(f(_StoreLayout.L.flags))
+                let token = _LockWord.grant(after: observed, to: me.pid)
+                guard cshm_cas_u64(word, observed, token) else { continue }
+                writeHolder(slot, start: me.start, token: token)
+                segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
+                return .acquired(Grant(id: token, previousHolderDied: flags & _StoreLayout.lockFlagHolderDied != 0))
+            }
+            if tryOnly { return .busy }  // held: the slot stays bound
+            guard let index = freeWaiter() else { return .noRoom }
+            // The releaser must come here: it hands the lock to this entry.
+            if observed & _LockWord.slow == 0, !cshm_cas_u64(word, observed, observed | _LockWord.slow) { continue }
+            fault(.keyLockQueued)
+            let arrival = segment.load64(f(_StoreLayout.L.arrival))
+            segment.store64(f(_StoreLayout.L.arrival), arrival &+ 1)
+            let w = { (field: Int) in segment.waiter(index, field) }
+            segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
+            segment.store64(w(_StoreLayout.W.start), me.start)
+            segment.store64(w(_StoreLayout.W.arrival), arrival)
+            segment.store(w(_StoreLayout.W.doorbell), doorbell.map { UInt32($0 + 1) } ?? 0)
+            segment.store64(w(_StoreLayout.W.grant), 0)
+            segment.store(w(_StoreLayout.W.flags), 0)
+            segment.store(w(_StoreLayout.W.queued), max(1, queued))
+            cshm_store_release_u32(segment.u32(w(_StoreLayout.W.slot)), UInt32(slot + 1))
+            return .queued(index)
         }
-        if holderFree {
-            let flags = segment.load(f(_StoreLayout.L.flags))
-            let id = newToken()
-            setHolder(slot, me, id)
-            segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
-            return .acquired(Grant(id: id, previousHolderDied: flags & _StoreLayout.lockFlagHolderDied != 0))
-        }
-        if tryOnly { return .busy }  // held: the slot stays bound
-        guard let index = freeWaiter() else { return .noRoom }
-        let arrival = segment.load64(f(_StoreLayout.L.arrival))
-        segment.store64(f(_StoreLayout.L.arrival), arrival &+ 1)
-        let w = { (field: Int) in segment.waiter(index, field) }
-        segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
-        segment.store64(w(_StoreLayout.W.start), me.start)
-        segment.store64(w(_StoreLayout.W.arrival), arrival)
-        segment.store(w(_StoreLayout.W.doorbell), doorbell.map { UInt32($0 + 1) } ?? 0)
-        segment.store64(w(_StoreLayout.W.grant), 0)
-        segment.store(w(_StoreLayout.W.flags), 0)
-        segment.store(w(_StoreLayout.W.queued), max(1, queued))
-        cshm_store_release_u32(segment.u32(w(_StoreLayout.W.slot)), UInt32(slot + 1))
-        return .queued(index)
+        throw ShmError(.lockTimeout, operation(), detail: "the key's lock word kept changing")
     }
 
     /// The grant of waiter entry `index` if the lock was handed to it: clears the
@@ -258,7 +516,7 @@ struct _LockTable: @unchecked Sendable {
         if let grant = claim(index, me: me) { return grant }
         let tag = segment.load(segment.waiter(index, _StoreLayout.W.slot))
         clearWaiter(index)
-        if tag != 0, Int(tag) <= layout.lockSlots { unbindIfIdle(Int(tag) - 1) }
+        if tag != 0, Int(tag) <= layout.lockSlots { clearSlowIfIdle(Int(tag) - 1) }
         return nil
     }
 
@@ -277,23 +535,35 @@ struct _LockTable: @unchecked Sendable {
     }
 
     /// Releases `slot`'s holder and hands the lock to the earliest live waiter
-    /// (telling it whether the holder died), or unbinds the slot when nobody
-    /// waits. Returns the entry it was handed to.
+    /// (telling it whether the holder died), or frees it when nobody waits
+    /// (keeping `slow` while the next taker must be told the holder died).
+    /// Returns the entry it was handed to.
     private func handOffLocked(_ slot: Int, holderDied: Bool) -> Int? {
         let f = { (field: Int) in segment.slot(slot, field) }
+        let word = word(ofSlot: slot)
+        let observed = cshm_load_acquire_u64(word)
         let flags = segment.load(f(_StoreLayout.L.flags)) | (holderDied ? _StoreLayout.lockFlagHolderDied : 0)
-        guard let next = earliestWaiter(of: slot) else {
-            clearHolder(slot)
+        let (next, others) = waiters(of: slot)
+        guard let next else {
             segment.store(f(_StoreLayout.L.flags), flags)
-            unbindIfIdle(slot)
+            let died = flags & _StoreLayout.lockFlagHolderDied != 0
+            // The holder (this process, or a dead one) is the only writer of a held word.
+            cshm_store_release_u64(word, (observed & _LockWord.counterMask) | (died ? _LockWord.slow : 0))
             return nil
         }
         let w = { (field: Int) in segment.waiter(next, field) }
-        let id = newToken()
-        setHolder(slot, waiterIdentity(next), id)
+        let grantee = waiterIdentity(next)
+        let token = _LockWord.grant(after: observed, to: grantee.pid)
+        // Which entry this hand-off grants: a repair completes a hand-off cut
+        // between the word and the grant (and only that one: cleared at the end).
+        segment.store(f(_StoreLayout.L.handOff), UInt32(next + 1))
+        writeHolder(slot, start: grantee.start, token: token)
         segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
         segment.store(w(_StoreLayout.W.flags), flags & _StoreLayout.lockFlagHolderDied)
-        cshm_store_release_u64(segment.u64(w(_StoreLayout.W.grant)), id)
+        cshm_store_release_u64(word, token | (others > 0 ? _LockWord.slow : 0))
+        fault(.keyLockHandingOff)
+        cshm_store_release_u64(segment.u64(w(_StoreLayout.W.grant)), token)
+        segment.store(f(_StoreLayout.L.handOff), 0)
         ring(next)
         return next
     }
@@ -351,26 +621,50 @@ struct _LockTable: @unchecked Sendable {
     // MARK: Slots
 
     /// The slot bound to `identity`; with `bind`, binds a free one if there is
-    /// none (nil when every slot is bound to another key).
+    /// none, unbinding idle slots first when every slot is bound (nil when every
+    /// slot is bound to another key that is held, waited for or flagged).
     func findSlot(_ identity: Identity, bind: Bool) -> Int? {
         let count = layout.lockSlots
-        var index = Int(identity.hash % UInt64(count))
         var reusable: Int? = nil
-        for _ in 0..<count {
-            let state = segment.load(segment.slot(index, _StoreLayout.L.state))
-            if state == _StoreLayout.slotEmpty {
-                if reusable == nil { reusable = index }
-                break
+        for pass in 0..<2 {
+            var index = Int(identity.hash % UInt64(count))
+            reusable = nil
+            for _ in 0..<count {
+                let state = segment.load(segment.slot(index, _StoreLayout.L.state))
+                if state == _StoreLayout.slotEmpty {
+                    if reusable == nil { reusable = index }
+                    break
+                }
+                if state == _StoreLayout.slotBound {
+                    let found = identity.key.withUnsafeBytes { matches(index, identity.kind, identity.hash, $0, racy: false) }
+                    if found { return index }
+                } else if reusable == nil {
+                    reusable = index  // released, or garbage
+                }
+                index = index + 1 == count ? 0 : index + 1
             }
-            if state == _StoreLayout.slotBound {
-                if matches(index, identity) { return index }
-            } else if reusable == nil {
-                reusable = index  // released, or garbage
+            guard bind else { return nil }
+            if reusable != nil || pass == 1 { break }
+            // Every slot is bound: unbind the idle ones (not this key's: not bound).
+            for slot in 0..<count where segment.load(segment.slot(slot, _StoreLayout.L.state)) == _StoreLayout.slotBound {
+                _ = unbindIfIdle(slot)
             }
-            index = index + 1 == count ? 0 : index + 1
         }
-        guard bind, let target = reusable else { return nil }
+        guard let target = reusable else { return nil }
+        bindSlot(target, identity)
+        return target
+    }
+
+    /// Binds free slot `target` to `identity` (a seqlock write: the generation is
+    /// odd meanwhile, and the word's counter moves on, so no CAS on a word read
+    /// under the slot's previous binding succeeds).
+    private func bindSlot(_ target: Int, _ identity: Identity) {
         let f = { (field: Int) in segment.slot(target, field) }
+        let generation = generation(ofSlot: target)
+        let odd = cshm_load_relaxed_u32(generation) | 1
+        cshm_store_relaxed_u32(generation, odd)
+        cshm_fence_release()
+        fault(.keyLockBinding)
         segment.store(f(_StoreLayout.L.kind), identity.kind)
         segment.store64(f(_StoreLayout.L.keyHash), identity.hash)
         segment.store(f(_StoreLayout.L.keyLength), identity.length)
@@ -380,47 +674,39 @@ struct _LockTable: @unchecked Sendable {
             }
         }
         segment.store(f(_StoreLayout.L.flags), 0)
-        clearHolder(target)
+        segment.store(f(_StoreLayout.L.handOff), 0)
+        segment.store64(f(_StoreLayout.L.start), 0)
+        segment.store64(f(_StoreLayout.L.token), 0)
         segment.store64(f(_StoreLayout.L.arrival), 0)
         segment.store(f(_StoreLayout.L.state), _StoreLayout.slotBound)
-        return target
+        // The counter moves on by a random step (1 ... 2^29): a token of one key
+        // is refused by another (but for a 2^-29 chance), and no word of the
+        // slot's previous binding comes back.
+        let word = word(ofSlot: target)
+        let step = UInt64.random(in: 1...(1 << 29)) << 32
+        cshm_store_release_u64(word, ((cshm_load_relaxed_u64(word) & _LockWord.counterMask) &+ step) & _LockWord.counterMask)
+        cshm_store_release_u32(generation, odd &+ 1)
     }
 
-    /// Whether bound slot `slot` is `identity`'s: kind, hash, length and every byte.
-    private func matches(_ slot: Int, _ identity: Identity) -> Bool {
+    /// Whether bound slot `slot` is `identity`'s: kind, hash, length and every
+    /// byte (`racy`: read outside the mutex, the caller's seqlock decides).
+    @inline(__always) private func matches(_ slot: Int, _ kind: UInt32, _ hash: UInt64, _ bytes: UnsafeRawBufferPointer, racy: Bool) -> Bool {
         let f = { (field: Int) in segment.slot(slot, field) }
-        guard segment.load(f(_StoreLayout.L.kind)) == identity.kind,
-            segment.load64(f(_StoreLayout.L.keyHash)) == identity.hash,
-            segment.load(f(_StoreLayout.L.keyLength)) == identity.length,
-            identity.key.count <= layout.lockKeyCapacity
+        guard segment.load64(f(_StoreLayout.L.keyHash)) == hash,
+            segment.load(f(_StoreLayout.L.kind)) == kind,
+            segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
+            bytes.count <= layout.lockKeyCapacity
         else { return false }
-        return identity.key.withUnsafeBytes { bytes in
-            bytes.count == 0 || memcmp(segment.base + f(_StoreLayout.L.key), bytes.baseAddress!, bytes.count) == 0
-        }
-    }
-
-    private func newToken() -> UInt64 { UInt64.random(in: 1...UInt64.max) }
-
-    private func setHolder(_ slot: Int, _ holder: _ProcessIdentity, _ id: UInt64) {
-        segment.store(segment.slot(slot, _StoreLayout.L.pid), UInt32(bitPattern: holder.pid))
-        segment.store64(segment.slot(slot, _StoreLayout.L.start), holder.start)
-        segment.store64(segment.slot(slot, _StoreLayout.L.token), id)
-    }
-
-    private func clearHolder(_ slot: Int) {
-        segment.store(segment.slot(slot, _StoreLayout.L.pid), 0)
-        segment.store64(segment.slot(slot, _StoreLayout.L.start), 0)
-        segment.store64(segment.slot(slot, _StoreLayout.L.token), 0)
+        guard bytes.count > 0, let mine = bytes.baseAddress else { return true }
+        if racy { return cshm_racy_equal(segment.base + f(_StoreLayout.L.key), mine, bytes.count) != 0 }
+        return memcmp(segment.base + f(_StoreLayout.L.key), mine, bytes.count) == 0
     }
 
     /// If `slot`'s holder died, hands the lock on. A holder that is a waiter
     /// granted the lock that died before claiming it never held it: the next
     /// taker is not told the holder died.
     private func releaseIfHolderDead(_ slot: Int, me: _ProcessIdentity) {
-        let pid = Int32(bitPattern: segment.load(segment.slot(slot, _StoreLayout.L.pid)))
-        let token = segment.load64(segment.slot(slot, _StoreLayout.L.token))
-        if pid == 0 && token == 0 { return }
-        let holder = _ProcessIdentity(pid: pid, start: segment.load64(segment.slot(slot, _StoreLayout.L.start)))
+        guard let (holder, token) = holder(ofSlot: slot) else { return }
         if holder == me || (holder.pid == me.pid && holder.start == 0) { return }
         guard !holder.isAlive else { return }
         var claimed = true
@@ -434,15 +720,37 @@ struct _LockTable: @unchecked Sendable {
         _ = handOffLocked(slot, holderDied: claimed)
     }
 
-    /// Unbinds `slot` if nobody holds or waits for it, unless it is flagged "the
-    /// holder died": that slot stays bound, so that its next taker is told.
-    private func unbindIfIdle(_ slot: Int) {
-        guard segment.load(segment.slot(slot, _StoreLayout.L.flags)) & _StoreLayout.lockFlagHolderDied == 0,
-            segment.load(segment.slot(slot, _StoreLayout.L.pid)) == 0,
-            segment.load64(segment.slot(slot, _StoreLayout.L.token)) == 0,
-            !hasEntries(slot)
+    /// Clears `slot`'s `slow` bit when nobody waits and no death is to be told
+    /// (after the last waiter left): its next lock and unlock are one CAS again.
+    private func clearSlowIfIdle(_ slot: Int) {
+        guard segment.load(segment.slot(slot, _StoreLayout.L.flags)) & _StoreLayout.lockFlagHolderDied == 0, !hasEntries(slot)
         else { return }
+        let word = word(ofSlot: slot)
+        let observed = cshm_load_acquire_u64(word)
+        if observed & _LockWord.slow != 0, observed & _LockWord.closed == 0 {
+            _ = cshm_cas_u64(word, observed, observed & ~_LockWord.slow)
+        }
+    }
+
+    /// Unbinds `slot` if nobody holds or waits for it, unless it is flagged "the
+    /// holder died": that slot stays bound, so that its next taker is told. The
+    /// word is closed by a CAS from free, so a concurrent fast lock either wins
+    /// (the slot stays bound) or fails.
+    @discardableResult
+    private func unbindIfIdle(_ slot: Int) -> Bool {
+        guard segment.load(segment.slot(slot, _StoreLayout.L.flags)) & _StoreLayout.lockFlagHolderDied == 0, !hasEntries(slot)
+        else { return false }
+        let word = word(ofSlot: slot)
+        let observed = cshm_load_acquire_u64(word)
+        guard _LockWord.pid(observed) == 0, observed & (_LockWord.slow | _LockWord.closed) == 0,
+            cshm_cas_u64(word, observed, _LockWord.bumped(observed) | _LockWord.closed)
+        else { return false }
+        let generation = generation(ofSlot: slot)
+        cshm_store_relaxed_u32(generation, cshm_load_relaxed_u32(generation) | 1)
+        cshm_fence_release()
         unbind(slot)
+        cshm_store_release_u32(generation, cshm_load_relaxed_u32(generation) &+ 1)
+        return true
     }
 
     /// Releases a slot: a tombstone, or empty (with the tombstones before it) when
@@ -464,12 +772,17 @@ struct _LockTable: @unchecked Sendable {
 
     // MARK: Waiters
 
-    /// The earliest waiter of `slot` not yet granted the lock. Its liveness is
-    /// not checked here (that costs a read of /proc under the table mutex on
-    /// every hand-off): a lock granted to a waiter that died is passed on by the
-    /// next waiter's liveness check, unflagged (it never held it).
-    private func earliestWaiter(of slot: Int) -> Int? {
-        var entries: [(arrival: UInt64, index: Int)] = []
+    /// The earliest waiter of `slot` not yet granted the lock, if any.
+    private func earliestWaiter(of slot: Int) -> Int? { waiters(of: slot).earliest }
+
+    /// The earliest waiter of `slot` not yet granted the lock, and how many
+    /// others wait. Liveness is not checked here (that costs a read of /proc
+    /// under the table mutex on every hand-off): a lock granted to a waiter
+    /// that died is passed on by the next waiter's liveness check, unflagged
+    /// (it never held it).
+    private func waiters(of slot: Int) -> (earliest: Int?, others: Int) {
+        var earliest: (arrival: UInt64, index: Int)? = nil
+        var count = 0
         for index in 0..<layout.waiterSlots {
             let tag = segment.load(segment.waiter(index, _StoreLayout.W.slot))
             if tag == 0 || tag == _StoreLayout.doorbellTag { continue }
@@ -478,10 +791,13 @@ struct _LockTable: @unchecked Sendable {
                 continue
             }
             if Int(tag) - 1 == slot, segment.load64(segment.waiter(index, _StoreLayout.W.grant)) == 0 {
-                entries.append((segment.load64(segment.waiter(index, _StoreLayout.W.arrival)), index))
+                count += 1
+                let arrival = segment.load64(segment.waiter(index, _StoreLayout.W.arrival))
+                if let known = earliest, known.arrival <= arrival { continue }
+                earliest = (arrival, index)
             }
         }
-        return entries.min { $0.arrival < $1.arrival }?.index
+        return (earliest?.index, max(0, count - 1))
     }
 
     private func hasEntries(_ slot: Int) -> Bool {
@@ -525,7 +841,9 @@ struct _LockTable: @unchecked Sendable {
     // MARK: Repair and inspection
 
     /// After a process died holding the table mutex: clears dead waiters and
-    /// doorbells and garbage entries, hands on locks of dead holders, unbinds idle slots.
+    /// doorbells and garbage entries; unbinds slots whose binding was cut short;
+    /// completes a hand-off cut between the word and the grant; hands on locks
+    /// of dead holders.
     func repairLocked() {
         for index in 0..<layout.waiterSlots {
             let tag = segment.load(segment.waiter(index, _StoreLayout.W.slot))
@@ -536,17 +854,38 @@ struct _LockTable: @unchecked Sendable {
         }
         let me = _ProcessIdentity.current
         for slot in 0..<layout.lockSlots {
-            let state = segment.load(segment.slot(slot, _StoreLayout.L.state))
-            if state > _StoreLayout.slotReleased {
-                segment.store(segment.slot(slot, _StoreLayout.L.state), _StoreLayout.slotReleased)
+            let f = { (field: Int) in segment.slot(slot, field) }
+            let word = word(ofSlot: slot)
+            let generation = generation(ofSlot: slot)
+            let state = segment.load(f(_StoreLayout.L.state))
+            if cshm_load_relaxed_u32(generation) & 1 != 0 || state > _StoreLayout.slotReleased {
+                // A bind or unbind cut short (or garbage): unbound, its word closed.
+                cshm_store_release_u64(word, _LockWord.bumped(cshm_load_relaxed_u64(word)) | _LockWord.closed)
+                unbind(slot)
+                cshm_store_release_u32(generation, (cshm_load_relaxed_u32(generation) | 1) &+ 1)
                 continue
             }
             guard state == _StoreLayout.slotBound else { continue }
-            if segment.load(segment.slot(slot, _StoreLayout.L.keyLength)) > UInt32(layout.lockKeyCapacity) {
-                segment.store(segment.slot(slot, _StoreLayout.L.keyLength), 0)  // never matches a real key's hash and bytes
+            if segment.load(f(_StoreLayout.L.keyLength)) > UInt32(layout.lockKeyCapacity) {
+                segment.store(f(_StoreLayout.L.keyLength), 0)  // never matches a real key's hash and bytes
             }
+            let observed = cshm_load_acquire_u64(word)
+            if observed & _LockWord.closed != 0 {
+                _ = cshm_cas_u64(word, observed, _LockWord.bumped(observed) | _LockWord.slow)
+            }
+            let handOff = Int(segment.load(f(_StoreLayout.L.handOff)))
+            if handOff > 0, handOff <= layout.waiterSlots, let (holder, token) = holder(ofSlot: slot) {
+                let entry = handOff - 1
+                let w = { (field: Int) in segment.waiter(entry, field) }
+                if segment.load(w(_StoreLayout.W.slot)) == UInt32(slot + 1), segment.load64(w(_StoreLayout.W.grant)) == 0,
+                    waiterIdentity(entry) == holder
+                {
+                    cshm_store_release_u64(segment.u64(w(_StoreLayout.W.grant)), token)
+                    ring(entry)
+                }
+            }
+            segment.store(f(_StoreLayout.L.handOff), 0)
             releaseIfHolderDead(slot, me: me)
-            unbindIfIdle(slot)
         }
     }
 
@@ -562,10 +901,8 @@ struct _LockTable: @unchecked Sendable {
             {
                 waiters += max(1, Int(segment.load(segment.waiter(index, _StoreLayout.W.queued))))
             }
-            let holder = _ProcessIdentity(
-                pid: Int32(bitPattern: segment.load(segment.slot(slot, _StoreLayout.L.pid))),
-                start: segment.load64(segment.slot(slot, _StoreLayout.L.start)))
-            return (holder.pid != 0 && holder.isAlive ? holder.pid : 0, waiters)
+            guard let (holder, _) = holder(ofSlot: slot) else { return (0, waiters) }
+            return (holder.isAlive ? holder.pid : 0, waiters)
         }
     }
 }
