@@ -28,7 +28,7 @@ extension ShmLRU {
         case tinylfu
 
         /// The policy `ShmStore` uses unless told otherwise.
-        public static let storeDefault: EvictionPolicy = .s3fifo
+        public static let storeDefault: EvictionPolicy = .tinylfu
 
         /// The policy's code in the segment header.
         var code: UInt32 {

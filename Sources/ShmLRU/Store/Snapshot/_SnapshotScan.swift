@@ -148,15 +148,15 @@ extension ShmStore {
 
 extension ShmLRU._LockedHandle {
     /// Gives a record just written by a restore the uses its snapshot counted: the
-    /// S3-FIFO frequency (0-3), or the LRU/SIEVE used bit. Under the lock; the
-    /// queue bit and the time stay.
+    /// S3-FIFO / TinyLFU frequency (0-3), or the LRU/SIEVE used bit. Under the
+    /// lock; the queue bit and the time stay.
     func restoreUses(_ slot: ShmLRU._Slot, _ uses: UInt32) {
         guard uses > 0 else { return }
         let s = segment
         let offset = s.layout.recordOffset(slot.index) &+ _Layout.R.stamp
         let stamp = s.load64(offset)
         let marked =
-            cache.policy == .s3fifo
+            _PolicyDispatch.countsFrequency(cache.policy)
             ? (stamp & ~_Layout.stampFrequency) | UInt64(min(uses, 3)) : stamp | _Layout.stampUsed
         s.store64(offset, marked)
     }
