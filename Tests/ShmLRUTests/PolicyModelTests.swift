@@ -393,6 +393,9 @@ struct ReferenceTinyLFU: ReferencePolicy {
         let candidate = window.last!
         if !main.isEmpty {
             let victim = mainVictim(&budget)
+            // The candidate's hits in the window count before the duel, its access after it.
+            for _ in 0..<frequency[candidate]! { increment(candidate) }
+            frequency[candidate] = 0
             if estimate(candidate) > estimate(victim) {
                 main.removeLast()
                 window.removeLast()

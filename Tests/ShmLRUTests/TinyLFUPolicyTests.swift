@@ -80,6 +80,40 @@ import Testing
         }
     }
 
+    /// A kill after the window's oldest record (1, never read, no more frequent
+    /// than record 3, the main queue's victim) lost its duel and its hash joined
+    /// the ghost, before it was detached: repair keeps every whole record, and a
+    /// window record evicted after it, set again, skips the window (a ghost hit
+    /// joins the main queue).
+    @Test func aKillAfterTheGhostInsertLeavesTheCacheWhole() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            let before = cache.stats.recoveries
+            let run = try runHelper(["rel-op", key.description, "ghost.inserted@1", "set", "100", "7", "40"])
+            try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+            let report = try cache.verify()
+            #expect(report.isClean, "\(report)")
+            #expect(cache.stats.recoveries == before + 1)
+            for hash in UInt32(1)...20 {
+                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+                #expect(version == 1 || (version == nil && hash == 1), "hash \(hash) holds \(String(describing: version))")
+            }
+            // One more insert: a window record (never read) is evicted into the ghost; set
+            // again, it skips the window.
+            try cache.set(101, encodeValue(hash: 101, version: 7, length: 40))
+            let gone = try [UInt32(1), 2].filter { try cache.bytes($0) == nil }
+            try #require(gone.count == 1, "one of the window's records was evicted: \(gone)")
+            try cache.set(gone[0], encodeValue(hash: gone[0], version: 2, length: 21))
+            let slot = try #require(cache._find(gone[0])).slot
+            #expect(cache._segment.stamp(slot) & _TinyLFUPolicy.window == 0, "a ghost hit joins the main queue")
+            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
+            #expect(cache.count == 20)
+            #expect(try cache.verify().isClean)
+            _ = try relCheckAllValues(cache, hashes: 256, "after the ghost kill")
+        }
+    }
+
     @Test func verifyFindsAWindowTargetOutOfBoundsAndRepairClampsIt() throws {
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 100, options: ShmLRU.Options(policy: .tinylfu))

@@ -106,8 +106,8 @@ public final class ShmStore: @unchecked Sendable {
         /// attach takes the segment's). See `ShmLRU.EvictionPolicy`. The default,
         /// `ShmLRU.EvictionPolicy.storeDefault` (adaptive W-TinyLFU), missed least
         /// of this library's policies on the real traces the bench replays (within
-        /// 2 % of libCacheSim's best on 15 of 18 rows, S3-FIFO 13; it misses up to
-        /// 3.7 % more than S3-FIFO on synthetic Zipf: see "Eviction policies"), and
+        /// 2 % of libCacheSim's best on 17 of 18 rows, S3-FIFO 13; it misses up to
+        /// 4 % more than S3-FIFO on synthetic Zipf: see "Eviction policies"), and
         /// its hits take no lock.
         public var policy: ShmLRU.EvictionPolicy
         /// When a get moves its entry towards the head of the LRU list. With

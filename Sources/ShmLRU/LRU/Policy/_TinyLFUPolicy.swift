@@ -29,9 +29,10 @@ import CShm
 //            frequent ones): if the sketch estimates the window's oldest record W above
 //            the main victim M, W joins the main queue and M is evicted; else W is
 //            evicted (ties keep M: a scan's one-time keys never displace the main
-//            queue) and its hash joins the ghost. A window record leaving (admitted or
-//            evicted) adds its access and its hits there (the frequency bits, then
-//            cleared) to the sketch, after the duel: both sides count earlier accesses.
+//            queue) and its hash joins the ghost. The candidate's hits in the window
+//            (the frequency bits, then cleared) join the sketch before the duel (a
+//            record read there beats a victim nobody read), its access after it
+//            (admitted or evicted): the duel counts earlier accesses and hits.
 //   climb    every `sampleSize` reads (the segment's hit and miss counts), the hit
 //            ratio of the sample against the previous one decides the step: the
 //            same direction if it did not fall, else the other; a change of 5 % or
@@ -161,6 +162,7 @@ enum _TinyLFUPolicy {
         let candidate = try windowTail(c)
         if count == windowCount { return candidate }
         let victim = try mainVictim(c, budget: &budget)
+        foldHits(c, candidate)
         guard estimate(s, s.hash(candidate)) > estimate(s, s.hash(victim)) else { return candidate }
         try toMain(c, candidate, stamp: fold(c, candidate) & ~window)
         c._fault(.admitted)
@@ -205,11 +207,26 @@ enum _TinyLFUPolicy {
         }
     }
 
+    /// Before the duel: the candidate's hits in the window (its frequency bits)
+    /// join the sketch, and the bits are cleared (written): a record read while
+    /// in the window is counted as Caffeine's sketch counts every access, so a
+    /// window record just read wins against a main victim nobody read.
+    @inline(__always)
+    static func foldHits(_ c: ShmLRU, _ slot: UInt32) {
+        let s = c._segment
+        let stamp = s.stamp(slot)
+        let hits = stamp & frequency
+        guard hits > 0 else { return }
+        let hash = s.hash(slot)
+        for _ in 0..<hits { increment(c, hash) }
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, stamp & ~frequency)
+    }
+
     /// A record leaving the window (to the main queue, or evicted): its access,
-    /// and its hits while there, join the sketch. After the duel, never before
-    /// it (as libCacheSim's W-TinyLFU): the candidate's estimate and the main
-    /// victim's then both count earlier accesses alone. Returns its stamp with
-    /// the frequency cleared (written).
+    /// and any hits not yet counted, join the sketch. The access after the duel,
+    /// never before it (as libCacheSim's W-TinyLFU): the candidate's estimate
+    /// counts its earlier accesses and its hits. Returns its stamp with the
+    /// frequency cleared (written).
     @inline(__always)
     static func fold(_ c: ShmLRU, _ slot: UInt32) -> UInt64 {
         let s = c._segment
