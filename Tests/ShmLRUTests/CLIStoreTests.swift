@@ -143,7 +143,7 @@ private struct Point: Codable, Equatable {
             #expect(fields["store"] == key.description)
             #expect(fields["key"] == store.cache.key.description)
             #expect(fields["records"] == "1 of 9 (8 free)")
-            #expect(fields["policy"] == "s3fifo")  // the store's default eviction policy
+            #expect(fields["policy"] == "tinylfu")  // the store's default eviction policy
             #expect(fields["memory budget"] == "none (sized by records)")
             #expect(fields["live bytes"]?.hasPrefix("2 in 1 entries (") == true, "key a + value 1: \(stat.output)")
             #expect(fields["value heap"] == "none")

@@ -317,10 +317,12 @@ struct ReferenceS3FIFO: ReferencePolicy {
 /// Adaptive W-TinyLFU as Policy/_TinyLFUPolicy.swift's notes describe it, written
 /// again with plain arrays (newest first): a window FIFO and a main FIFO, the
 /// 2-bit frequency, a count-min sketch (its own copy of the hashing, the counter
-/// placement and the ageing), the admission of the window's oldest record against
-/// the main queue's CLOCK victim, and the hill climber fed with the reads' hit and
-/// miss counts (the cache's statistics, which a single handle publishes whenever
-/// it takes the lock: before every insert, all reads so far).
+/// placement and the ageing), a ghost of the hashes the window evicted (the same
+/// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the duel
+/// of the window's oldest record against the main queue's CLOCK victim, and the
+/// hill climber fed with the reads' hit and miss counts (the cache's statistics,
+/// which a single handle publishes whenever it takes the lock: before every
+/// insert, all reads so far).
 struct ReferenceTinyLFU: ReferencePolicy {
     let capacity: Int
     var window: [UInt32] = []
@@ -336,14 +338,21 @@ struct ReferenceTinyLFU: ReferencePolicy {
     var misses: UInt64 = 0
     var sampleHits: UInt64 = 0
     var sampleMisses: UInt64 = 0
+    let ghostLength: Int
+    var ghost: [(hash: UInt32, tick: UInt32)]
+    var ghostClock: UInt32 = 0
 
     init(capacity: Int) {
         self.capacity = capacity
         var words = 8
         while words < capacity { words <<= 1 }
         sketch = Array(repeating: 0, count: words)
-        windowTarget = capacity / 100
-        step = Float(0.0625 * Double(capacity))
+        windowTarget = capacity / 10
+        step = Float(0.03 * Double(capacity))
+        ghostLength = capacity * 9 / 10
+        var slots = 8
+        while slots < 2 * ghostLength { slots <<= 1 }
+        ghost = Array(repeating: (0, 0), count: slots)
     }
 
     var count: Int { window.count + main.count }
@@ -367,7 +376,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
         var evicted: UInt32? = nil
         if count == capacity { evicted = evict() }
         climb()
-        if !evictedOnce && window.count >= target { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
+        if ghostTake(hash) || (!evictedOnce && window.count >= target) { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
         frequency[hash] = 0
         return evicted
     }
@@ -375,40 +384,32 @@ struct ReferenceTinyLFU: ReferencePolicy {
     mutating func evict() -> UInt32 {
         evictedOnce = true
         var budget = 4 * capacity + 8
-        let target = target
-        while true {
-            if window.count > target, count > window.count, budget > 0 {
-                budget -= 1
-                let moved = window.removeLast()
-                fold(moved)
-                main.insert(moved, at: 0)
-                continue
-            }
-            if window.isEmpty {
-                let victim = mainVictim(&budget)
+        if main.count > capacity - target || window.isEmpty {
+            let victim = mainVictim(&budget)
+            main.removeLast()
+            frequency[victim] = nil
+            return victim
+        }
+        let candidate = window.last!
+        if !main.isEmpty {
+            let victim = mainVictim(&budget)
+            // The candidate's hits in the window count before the duel, its access after it.
+            for _ in 0..<frequency[candidate]! { increment(candidate) }
+            frequency[candidate] = 0
+            if estimate(candidate) > estimate(victim) {
                 main.removeLast()
+                window.removeLast()
+                fold(candidate)
+                main.insert(candidate, at: 0)
                 frequency[victim] = nil
                 return victim
             }
-            let candidate = window.last!
-            if !main.isEmpty {
-                let victim = mainVictim(&budget)
-                if estimate(candidate) > estimate(victim) {
-                    main.removeLast()
-                    if window.count >= target {  // else it stays in the window
-                        window.removeLast()
-                        fold(candidate)
-                        main.insert(candidate, at: 0)
-                    }
-                    frequency[victim] = nil
-                    return victim
-                }
-            }
-            window.removeLast()
-            fold(candidate)
-            frequency[candidate] = nil
-            return candidate
         }
+        window.removeLast()
+        fold(candidate)
+        ghostInsert(candidate)
+        frequency[candidate] = nil
+        return candidate
     }
 
     /// A record leaving the window (after its duel): its access and its hits there join the sketch.
@@ -429,6 +430,41 @@ struct ReferenceTinyLFU: ReferencePolicy {
             main.insert(last, at: 0)
             frequency[last] = f - 1
         }
+    }
+
+    // The ghost (buckets of 4 (hash, tick), tick 0 = empty; the bucket from the hash's mix).
+    func bucket(_ hash: UInt32) -> Int { Int(ReferenceS3FIFO.mix(hash) & UInt32(ghost.count / 4 - 1)) * 4 }
+
+    mutating func ghostTake(_ hash: UInt32) -> Bool {
+        guard ghostLength > 0 else { return false }
+        let b = bucket(hash)
+        for way in b..<b + 4 where ghost[way].hash == hash && ghost[way].tick != 0 && Int(ghostClock &- ghost[way].tick) < ghostLength {
+            ghost[way] = (0, 0)
+            return true
+        }
+        return false
+    }
+
+    mutating func ghostInsert(_ hash: UInt32) {
+        guard ghostLength > 0 else { return }
+        ghostClock &+= 1
+        let b = bucket(hash)
+        var chosen = (b..<b + 4).first { ghost[$0].hash == hash }
+        if chosen == nil {
+            var oldest: UInt32 = 0
+            for way in b..<b + 4 {
+                let age = ghostClock &- ghost[way].tick
+                if ghost[way].tick == 0 || Int(age) >= ghostLength {
+                    chosen = way
+                    break
+                }
+                if chosen == nil || age > oldest {
+                    chosen = way
+                    oldest = age
+                }
+            }
+        }
+        ghost[chosen!] = (hash, ghostClock)
     }
 
     mutating func remove(_ hash: UInt32) -> Bool {
@@ -460,7 +496,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
             if (sketch[word] >> shift) & 15 == least { sketch[word] += 1 << shift }
         }
         sketchAdds += 1
-        if sketchAdds >= 10 * capacity {
+        if sketchAdds >= 20 * capacity {
             for i in sketch.indices { sketch[i] = (sketch[i] >> 1) & 0x7777_7777_7777_7777 }
             sketchAdds /= 2
         }
@@ -479,7 +515,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
         let rate = Double(h) / Double(h + m)
         let change = rate - Double(previousRate) / Double(1 << 24)
         let amount = change >= 0 ? Double(step) : -Double(step)
-        let next = abs(change) >= 0.05 ? 0.0625 * Double(capacity) * (amount >= 0 ? 1 : -1) : 0.98 * amount
+        let next = abs(change) >= 0.05 ? 0.03 * Double(capacity) * (amount >= 0 ? 1 : -1) : 0.98 * amount
         previousRate = UInt32(rate * Double(1 << 24))
         step = Float(next)
         sampleHits = hits

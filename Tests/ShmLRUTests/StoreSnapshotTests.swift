@@ -113,9 +113,9 @@ private func replay(_ store: ShmStore, seed: UInt64, requests: Int, keys: ZipfKe
         }
     }
 
-    /// A smaller store keeps the entries the policy preferred: for S3-FIFO the ones
-    /// read (frequency), for exact LRU the most recently used.
-    @Test(arguments: [ShmLRU.EvictionPolicy.s3fifo, .lru, .sieve])
+    /// A smaller store keeps the entries the policy preferred: for S3-FIFO and
+    /// TinyLFU the ones read (frequency), for exact LRU the most recently used.
+    @Test(arguments: [ShmLRU.EvictionPolicy.s3fifo, .tinylfu, .lru, .sieve])
     func restoreIntoASmallerStoreKeepsThePreferred(policy: ShmLRU.EvictionPolicy) throws {
         try withSnapshotDirectory { directory in
             let path = directory + "/store.snap"

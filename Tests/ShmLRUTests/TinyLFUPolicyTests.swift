@@ -9,13 +9,17 @@ import Testing
 /// sketch's ageing, verify and repair of its adaptive words, and what admission
 /// by frequency is for (a scan does not displace a hot set).
 @Suite(.serialized) struct TinyLFUPolicyTests {
-    @Test func theSketchTakesEightToSixteenBytesPerRecord() throws {
+    @Test func theSketchTakesEightToSixteenBytesPerRecordAndTheGhostFollowsIt() throws {
         for capacity in [1, 7, 8, 9, 100, 1000, 4096, 4097, 1_000_000] {
             let layout = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .tinylfu))
-            let bytes = layout.ghostSlots * 8
-            #expect(bytes >= 8 * max(capacity, 8) && bytes <= 16 * max(capacity, 8), "capacity \(capacity): \(bytes) bytes")
-            #expect(layout.ghostSlots & (layout.ghostSlots - 1) == 0, "a power of two of words")
-            #expect(layout.ghostLength == 0, "no ghost")
+            let sketch = _TinyLFUPolicy.sketchWords(capacity)
+            #expect(sketch * 8 >= 8 * max(capacity, 8) && sketch * 8 <= 16 * max(capacity, 8), "capacity \(capacity): sketch \(sketch * 8) bytes")
+            #expect(sketch & (sketch - 1) == 0, "a power of two of words")
+            // The ghost after it: S3-FIFO's table for 90 % of the capacity (16 to 32 bytes per record).
+            let ghost = layout.ghostSlots - sketch
+            #expect(ghost == _Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .s3fifo)!.ghostSlots, "capacity \(capacity)")
+            #expect(layout.ghostLength == capacity * 9 / 10)
+            #expect(ghost & (ghost - 1) == 0 && ghost >= 2 * layout.ghostLength, "capacity \(capacity): ghost \(ghost) slots")
         }
     }
 
@@ -33,7 +37,7 @@ import Testing
             #expect(report.isClean, "\(report)")
             #expect(cache.stats.recoveries == before + 1)
             // The insert was evicting record 1 (the window's candidate, no more frequent than
-            // record 2): repair keeps every whole record.
+            // record 3, the main queue's victim): repair keeps every whole record.
             for hash in UInt32(1)...20 {
                 let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
                 #expect(version == 1 || (version == nil && hash == 1), "hash \(hash) holds \(String(describing: version))")
@@ -47,17 +51,17 @@ import Testing
         }
     }
 
-    /// Kills inside the admission: record 1 (the window's only record), counted
-    /// three times in the sketch, wins its duel against record 2 (the main
-    /// queue's victim) and moves to the main queue: killed while it moves
-    /// (unlinked, not relinked) and after it moved with 2 not yet evicted.
+    /// Kills inside the admission: record 1 (the window's oldest of its two: 10 %
+    /// of 20), counted three times in the sketch, wins its duel against record 3
+    /// (the main queue's victim) and moves to the main queue: killed while it
+    /// moves (unlinked, not relinked) and after it moved with 3 not yet evicted.
     @Test(arguments: [_FaultInjection.Point.policyMoving, .admitted])
     func aKillInsideTheAdmissionLeavesTheCacheWhole(point: _FaultInjection.Point) throws {
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
             for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
             try cache._withLock("test") { for _ in 0..<3 { _TinyLFUPolicy.increment(cache, 1) } }
-            #expect(_TinyLFUPolicy.estimate(cache._segment, 1) > _TinyLFUPolicy.estimate(cache._segment, 2))
+            #expect(_TinyLFUPolicy.estimate(cache._segment, 1) > _TinyLFUPolicy.estimate(cache._segment, 3))
             let before = cache.stats.recoveries
             let run = try runHelper(["rel-op", key.description, "\(point.rawValue)@1", "set", "100", "7", "40"])
             try #require(run.status == 128 + SIGKILL, "\(point): not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
@@ -73,6 +77,40 @@ import Testing
             #expect(cache.count == 20)
             #expect(try cache.verify().isClean)
             _ = try relCheckAllValues(cache, hashes: 256, "\(point)")
+        }
+    }
+
+    /// A kill after the window's oldest record (1, never read, no more frequent
+    /// than record 3, the main queue's victim) lost its duel and its hash joined
+    /// the ghost, before it was detached: repair keeps every whole record, and a
+    /// window record evicted after it, set again, skips the window (a ghost hit
+    /// joins the main queue).
+    @Test func aKillAfterTheGhostInsertLeavesTheCacheWhole() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            let before = cache.stats.recoveries
+            let run = try runHelper(["rel-op", key.description, "ghost.inserted@1", "set", "100", "7", "40"])
+            try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+            let report = try cache.verify()
+            #expect(report.isClean, "\(report)")
+            #expect(cache.stats.recoveries == before + 1)
+            for hash in UInt32(1)...20 {
+                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+                #expect(version == 1 || (version == nil && hash == 1), "hash \(hash) holds \(String(describing: version))")
+            }
+            // One more insert: a window record (never read) is evicted into the ghost; set
+            // again, it skips the window.
+            try cache.set(101, encodeValue(hash: 101, version: 7, length: 40))
+            let gone = try [UInt32(1), 2].filter { try cache.bytes($0) == nil }
+            try #require(gone.count == 1, "one of the window's records was evicted: \(gone)")
+            try cache.set(gone[0], encodeValue(hash: gone[0], version: 2, length: 21))
+            let slot = try #require(cache._find(gone[0])).slot
+            #expect(cache._segment.stamp(slot) & _TinyLFUPolicy.window == 0, "a ghost hit joins the main queue")
+            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
+            #expect(cache.count == 20)
+            #expect(try cache.verify().isClean)
+            _ = try relCheckAllValues(cache, hashes: 256, "after the ghost kill")
         }
     }
 

@@ -95,18 +95,19 @@
 //          with min(f, 3) - 1, else is evicted.
 //
 //   TinyLFU (adaptive W-TinyLFU, Policy/_TinyLFUPolicy.swift) S3-FIFO's list, words and
-//          stamp bits, its small queue being the window: new records join the window;
-//          the window's oldest record joins the main queue only if the sketch counts
-//          its hash more often than the main queue's victim's, else it is evicted; the
-//          window's target moves by hill climbing on the hit ratio (line 5).
+//          stamp bits and ghost, its small queue being the window: new records join
+//          the window (a ghost hit: the main queue); the window's oldest record joins
+//          the main queue only if the sketch counts its hash more often than the main
+//          queue's victim's, else it is evicted (to the ghost); the window's target
+//          moves by hill climbing on the hit ratio (line 5).
 //
-//  Sketch (TinyLFU only, in the policy area): a power of two >= capacity (>= 8) of
-//  UInt64 words, each 16 4-bit counters; a hash's 4 counters lie in one 64-byte block
-//  computed from the hash alone; all halve every 10 x capacity increments. Any
-//  content is a valid hint.
+//  Sketch (TinyLFU only, first in the policy area): a power of two >= capacity (>= 8)
+//  of UInt64 words, each 16 4-bit counters; a hash's 4 counters lie in one 64-byte
+//  block computed from the hash alone; all halve every 20 x capacity increments. Any
+//  content is a valid hint. TinyLFU's ghost follows it (ghostSlots counts both).
 //
-//  Ghost (S3-FIFO only): a FIFO of the hashes of the last `ghostLength` records
-//  evicted from the small queue, kept as a 4-way set-associative table of UInt64
+//  Ghost (S3-FIFO; TinyLFU after its sketch): a FIFO of the hashes of the last
+//  `ghostLength` records evicted from the small queue (window), kept as a 4-way set-associative table of UInt64
 //  entries `hash << 32 | tick`, where tick is the ghost clock (header) after the
 //  insertion, never 0 (0 = empty). An entry is in the FIFO while clock - tick <
 //  ghostLength (wrapping arithmetic): inserting ages the oldest out without touching
@@ -194,7 +195,7 @@ struct _Layout: Equatable, Sendable {
         static let climbHits = 336  // UInt64: TinyLFU: statHits when the sample began
         static let climbMisses = 344  // UInt64: TinyLFU: statMisses when the sample began
         static let policy = 384  // 0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO, 3 TinyLFU
-        static let ghostSlots = 388  // UInt32: the policy area's 8-byte words (S3-FIFO ghost, TinyLFU sketch); else 0
+        static let ghostSlots = 388  // UInt32: the policy area's 8-byte words (S3-FIFO ghost, TinyLFU sketch then ghost); else 0
         static let ghostOffset = 392  // UInt64
         static let smallTarget = 400  // S3-FIFO: the small queue's share of the capacity
         static let ghostLength = 404  // S3-FIFO: hashes the ghost FIFO remembers

@@ -191,7 +191,7 @@ extension ShmLRU {
 
 extension ShmLRU._LockedHandle {
     /// Gives a record just written by a store's restore the uses its snapshot
-    /// counted: the S3-FIFO frequency (0-3), or the LRU/SIEVE used bit. Under the
+    /// counted: the S3-FIFO / TinyLFU frequency (0-3), or the LRU/SIEVE used bit. Under the
     /// lock; the queue bit and the time stay. (Here, beside the handle, so that
     /// the store writes no record word itself.)
     func restoreUses(_ slot: ShmLRU._Slot, _ uses: UInt32) {
@@ -200,7 +200,7 @@ extension ShmLRU._LockedHandle {
         let offset = s.layout.recordOffset(slot.index) &+ _Layout.R.stamp
         let stamp = s.load64(offset)
         let marked =
-            cache.policy == .s3fifo
+            _PolicyDispatch.countsFrequency(cache.policy)
             ? (stamp & ~_Layout.stampFrequency) | UInt64(min(uses, 3)) : stamp | _Layout.stampUsed
         s.store64(offset, marked)
     }

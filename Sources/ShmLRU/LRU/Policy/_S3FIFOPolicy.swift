@@ -230,17 +230,23 @@ enum _S3FIFOPolicy {
     /// The first of the hash's bucket's entries. Computed from the hash and the
     /// layout alone: nothing read from the segment chooses the address.
     @inline(__always)
-    static func ghostBucket(_ s: _Segment, _ hash: UInt32) -> UnsafeMutablePointer<UInt64> {
-        let buckets = UInt32(truncatingIfNeeded: s.layout.ghostSlots / _Layout.ghostWays)
+    static func ghostBucket(_ s: _Segment, _ hash: UInt32, offset: Int, slots: Int) -> UnsafeMutablePointer<UInt64> {
+        let buckets = UInt32(truncatingIfNeeded: slots / _Layout.ghostWays)
         let bucket = Int(_mix32(hash) & (buckets &- 1))
-        return s.u64(s.layout.ghostOffset &+ bucket &* _Layout.ghostWays &* 8)
+        return s.u64(offset &+ bucket &* _Layout.ghostWays &* 8)
     }
 
     /// Whether `hash` is in the ghost FIFO; if it is, it leaves it.
     static func ghostTake(_ s: _Segment, _ hash: UInt32) -> Bool {
-        guard s.layout.ghostSlots >= _Layout.ghostWays, s.layout.ghostLength > 0 else { return false }
+        ghostTake(s, hash, offset: s.layout.ghostOffset, slots: s.layout.ghostSlots)
+    }
+
+    /// `ghostTake` on a ghost table of `slots` entries (a power of two) at `offset`
+    /// (TinyLFU's follows its sketch in the policy area).
+    static func ghostTake(_ s: _Segment, _ hash: UInt32, offset: Int, slots: Int) -> Bool {
+        guard slots >= _Layout.ghostWays, s.layout.ghostLength > 0 else { return false }
         let clock = s.ghostClock
-        let bucket = ghostBucket(s, hash)
+        let bucket = ghostBucket(s, hash, offset: offset, slots: slots)
         for way in 0..<_Layout.ghostWays {
             let entry = cshm_load_relaxed_u64(bucket + way)
             let tick = UInt32(truncatingIfNeeded: entry)
@@ -256,10 +262,15 @@ enum _S3FIFOPolicy {
     /// entry out) and the hash takes its bucket's entry for the same hash, else an
     /// empty or aged-out one, else the bucket's oldest.
     static func ghostInsert(_ s: _Segment, _ hash: UInt32) {
-        guard s.layout.ghostSlots >= _Layout.ghostWays, s.layout.ghostLength > 0 else { return }
+        ghostInsert(s, hash, offset: s.layout.ghostOffset, slots: s.layout.ghostSlots)
+    }
+
+    /// `ghostInsert` on a ghost table of `slots` entries (a power of two) at `offset`.
+    static func ghostInsert(_ s: _Segment, _ hash: UInt32, offset: Int, slots: Int) {
+        guard slots >= _Layout.ghostWays, s.layout.ghostLength > 0 else { return }
         let clock = s.ghostClock &+ 1
         s.ghostClock = clock
-        let bucket = ghostBucket(s, hash)
+        let bucket = ghostBucket(s, hash, offset: offset, slots: slots)
         var chosen = -1
         for way in 0..<_Layout.ghostWays where UInt32(truncatingIfNeeded: cshm_load_relaxed_u64(bucket + way) >> 32) == hash {
             chosen = way

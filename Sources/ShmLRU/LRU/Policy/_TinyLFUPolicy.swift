@@ -1,52 +1,59 @@
 import CShm
 
 // Adaptive W-TinyLFU (after Einziger, Friedman, Manes, "TinyLFU", ACM ToS '17,
-// and Caffeine's hill-climbing window), shaped for lock-free hits: a window FIFO
-// and a main FIFO in the one list (the window first, as S3-FIFO's small queue,
-// whose words, stamp bits and links it shares), a count-min sketch of hash
-// frequencies in the segment that decides which of the window's oldest record
-// and the main queue's victim stays, and a window size tuned online by hill
-// climbing on the observed hit ratio.
+// and Caffeine's hill-climbing window) on S3-FIFO's frame, shaped for lock-free
+// hits: a window FIFO and a main FIFO in the one list (the window first, as
+// S3-FIFO's small queue, whose words, stamp bits, links and ghost it shares), a
+// count-min sketch of hash frequencies that decides whether the window's oldest
+// record may take the place of the main queue's victim, a ghost of the hashes
+// the window evicted, and the window's share tuned online by hill climbing on
+// the observed hit ratio.
 //
 //   head                 smallTail                                    tail
 //    | window (stamp bit 2) |  main queue (bit 2 clear)                 |
 //    [w]->[w]-> ... ->[w] ---->[m]->[m]->  ...                    ->[m]
-//    ^ new records       ^ the candidate   ^ admitted candidates       ^ the main victim
+//    ^ new records       ^ the candidate   ^ admitted, ghost hits        ^ the main victim
 //
 // Hits are S3-FIFO's: one compare-and-swap of the stamp word adds one to the
 // record's 2-bit frequency (never a list move, never the sketch). Under the lock:
-//   link     the new record joins the window (before the first eviction, a full
-//            window sends it to the main queue, as S3-FIFO does).
-//   evict    window records above the target move to the main queue, unfiltered
-//            (the target shrank). Then every eviction is a duel, as Caffeine's: the
-//            window's oldest record W against the main victim M, the main queue's oldest
-//            record of frequency 0 (CLOCK: one of frequency f >= 1 goes back to the
-//            main queue's head with f - 1, and its sketch counters += 1). If the
-//            sketch estimates W above M, M is evicted and W stays (in the window
-//            while it is below its target, which so grows; else it joins the main
-//            queue); else W is evicted (ties keep M: a scan's one-time keys never
-//            displace the main queue). An empty window gives M; an empty main queue W.
-//            A record leaving the window (evicted, or to the main queue) adds its
-//            access and its hits there (the frequency bits, then cleared) to the
-//            sketch, after the duel (as libCacheSim's W-TinyLFU): both sides of a
-//            duel count earlier accesses only.
+//   link     a new record whose hash is in the ghost joins the main queue (it was
+//            evicted from the window lately: recency says keep it), else the window
+//            (before the first eviction, a full window sends it to the main queue).
+//   evict    as S3-FIFO: from the main queue while it holds more than capacity -
+//            window target records (or the window is empty), else from the window.
+//            The main queue's victim is its oldest record of frequency 0 (CLOCK: one
+//            of frequency f >= 1 goes back to the main queue's head with f - 1, its
+//            sketch counters += 1). Leaving the window is a duel, whatever the
+//            candidate's frequency (S3-FIFO promotes frequency >= 2 unasked; measured
+//            on the real traces that lets a block trace's one-burst keys crowd out its
+//            frequent ones): if the sketch estimates the window's oldest record W above
+//            the main victim M, W joins the main queue and M is evicted; else W is
+//            evicted (ties keep M: a scan's one-time keys never displace the main
+//            queue) and its hash joins the ghost. The candidate's hits in the window
+//            (the frequency bits, then cleared) join the sketch before the duel (a
+//            record read there beats a victim nobody read), its access after it
+//            (admitted or evicted): the duel counts earlier accesses and hits.
 //   climb    every `sampleSize` reads (the segment's hit and miss counts), the hit
 //            ratio of the sample against the previous one decides the step: the
 //            same direction if it did not fall, else the other; a change of 5 % or
-//            more restarts the step at 6.25 % of the capacity, else it decays by 0.98
-//            (Caffeine's climber). The window target stays within [0, 80 %].
+//            more restarts the step at 3 % of the capacity, else it decays by 0.98
+//            (Caffeine's climber, a smaller step). The window target starts at 10 %
+//            and stays within [0, 80 %] (a target of 0 keeps a window of one).
 //
-// The sketch: `words` (a power of two >= the capacity, >= 8) UInt64 words after
-// the index (the layout's policy area, `ghostOffset`/`ghostSlots`), each 16
-// 4-bit counters, so 8 to 16 bytes per record (1M records: 8 MiB). A hash's four
-// counters lie in one 64-byte block; the estimate is their minimum, and an
-// increment adds one to those equal to it (conservative update). After
-// `agingSize` = 10 x capacity increments every counter halves (ageing). Any
-// content is a valid hint: verify does not check it and a repair leaves it.
+// The policy area: the sketch, then the ghost. The sketch: `sketchWords` (a power
+// of two >= the capacity, >= 8) UInt64 words, each 16 4-bit counters, so 8 to 16
+// bytes per record (1M records: 8 MiB). A hash's four counters lie in one 64-byte
+// block; the estimate is their minimum, and an increment adds one to those equal
+// to it (conservative update). After `agingSize` = 20 x capacity increments
+// every counter halves (ageing). The ghost: S3-FIFO's table (`ghostLength` = 90 %
+// of the capacity, a power of two >= 2 x that of 8-byte entries: 16 to 32 bytes
+// per record) after the sketch. Any content of either is a valid hint: verify
+// does not check them and a repair leaves them.
 //
 // Header words (line 5, under the lock): the window target, the sketch's
 // increments since its last ageing, the climber's step (Float32), the previous
-// sample's hit ratio (x 2^24) and the hit and miss counts at the sample's start.
+// sample's hit ratio (x 2^24) and the hit and miss counts at the sample's start;
+// S3-FIFO's small-queue tail and count, ghost clock and first-eviction flag.
 
 extension _ListState {
     /// TinyLFU: the window's target size (adapted by the climber).
@@ -73,11 +80,25 @@ enum _TinyLFUPolicy {
 
     // MARK: Segment
 
-    /// The sketch's words; the window's first target (1 % of the capacity).
-    static func area(capacity: Int) -> _PolicyArea {
+    /// The sketch's words (a power of two >= the capacity, >= 8).
+    static func sketchWords(_ capacity: Int) -> Int {
         var words = 8
         while words < capacity { words <<= 1 }
-        return _PolicyArea(words: words, smallTarget: capacity / 100, ghostLength: 0)
+        return words
+    }
+
+    /// The sketch's words then the ghost's (S3-FIFO's: 90 % of the capacity, a
+    /// power of two >= 2 x that); the window's first target (10 %).
+    static func area(capacity: Int) -> _PolicyArea {
+        let ghost = _S3FIFOPolicy.area(capacity: capacity)
+        return _PolicyArea(words: sketchWords(capacity) + ghost.words, smallTarget: capacity / 10, ghostLength: ghost.ghostLength)
+    }
+
+    /// The ghost's place in the policy area: after the sketch (derived from the layout alone).
+    @inline(__always)
+    static func ghost(_ s: _Segment) -> (offset: Int, slots: Int) {
+        let sketch = sketchWords(s.layout.capacity)
+        return (s.layout.ghostOffset &+ sketch &* 8, max(s.layout.ghostSlots &- sketch, 0))
     }
 
     static func initialize(_ s: _Segment) {
@@ -86,12 +107,12 @@ enum _TinyLFUPolicy {
         s.climbStep = Float(initialStep(s.layout.capacity)).bitPattern
     }
 
-    static func initialStep(_ capacity: Int) -> Double { 0.0625 * Double(capacity) }
+    static func initialStep(_ capacity: Int) -> Double { 0.03 * Double(capacity) }
     /// Reads per climb sample.
     static func sampleSize(_ capacity: Int) -> Int { 10 * capacity }
-    /// Sketch increments per ageing (Caffeine's; libCacheSim's W-TinyLFU ages every
-    /// 32 x: measured here, that forgets too slowly on recency-heavy traces).
-    static func agingSize(_ capacity: Int) -> Int { 10 * capacity }
+    /// Sketch increments per ageing (Caffeine's is 10 x, libCacheSim's W-TinyLFU's
+    /// 32 x; measured on the real traces, 20 x with the ghost).
+    static func agingSize(_ capacity: Int) -> Int { 20 * capacity }
     static func maxWindow(_ capacity: Int) -> Int { capacity * 8 / 10 }
 
     /// The window target in force: the header's, within [1, capacity] (a window
@@ -106,7 +127,8 @@ enum _TinyLFUPolicy {
     static func link(_ c: ShmLRU, _ slot: UInt32, hash: UInt32, now: UInt64) throws(ShmError) {
         let s = c._segment
         climb(s)
-        let toMain = s.s3Evicted == 0 && Int(s.smallCount) >= target(s)
+        let (offset, slots) = ghost(s)
+        let toMain = _S3FIFOPolicy.ghostTake(s, hash, offset: offset, slots: slots) || (s.s3Evicted == 0 && Int(s.smallCount) >= target(s))
         s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, (now & timeMask) | (toMain ? 0 : window))
         c._fault(.setWritten)
         if toMain { try _S3FIFOPolicy.linkMain(c, slot) } else { try _S3FIFOPolicy.linkSmall(c, slot) }
@@ -123,39 +145,28 @@ enum _TinyLFUPolicy {
     // MARK: Choosing a victim (under the lock)
 
     /// See the file's notes. Asking twice without a change in between returns the
-    /// same record: the candidate's hits are in the sketch after the first time,
-    /// and a candidate that joined the main queue leaves the window below its
-    /// target, where it would stay. Every move
-    /// lowers a frequency or shrinks the window: the budget bounds the walk.
+    /// same record: a duel the candidate won moved it to the main queue, one it lost
+    /// left everything in place (the main queue's CLOCK moves lower frequencies,
+    /// which the second ask then finds at 0). Every move lowers a frequency or
+    /// shrinks the window: the budget bounds the walk.
     static func selectVictim(_ c: ShmLRU) throws(ShmError) -> UInt32? {
         let s = c._segment
         let capacity = c.capacity
-        let windowTarget = target(s)
+        let mainTarget = capacity - target(s)
         var budget = 4 * capacity + 8
-        while true {
-            let count = Int(s.count)
-            let windowCount = Int(s.smallCount)
-            guard windowCount <= count, count <= capacity else { throw c._corrupted("window \(windowCount) of \(count) records") }
-            if count == 0 { return nil }
-            if windowCount > windowTarget, count > windowCount, budget > 0 {
-                budget -= 1
-                let last = try windowTail(c)
-                try toMain(c, last, stamp: fold(c, last) & ~window)
-                continue
-            }
-            if windowCount == 0 { return try mainVictim(c, budget: &budget) }
-            let candidate = try windowTail(c)
-            if count == windowCount { return candidate }
-            let victim = try mainVictim(c, budget: &budget)
-            guard estimate(s, s.hash(candidate)) > estimate(s, s.hash(victim)) else { return candidate }
-            // The candidate stays. Below the target it stays in the window (which grows
-            // by the new record), else it joins the main queue.
-            if windowCount >= windowTarget {
-                try toMain(c, candidate, stamp: fold(c, candidate) & ~window)
-                c._fault(.admitted)
-            }
-            return victim
-        }
+        let count = Int(s.count)
+        let windowCount = Int(s.smallCount)
+        guard windowCount <= count, count <= capacity else { throw c._corrupted("window \(windowCount) of \(count) records") }
+        if count == 0 { return nil }
+        if count - windowCount > mainTarget || windowCount == 0 { return try mainVictim(c, budget: &budget) }
+        let candidate = try windowTail(c)
+        if count == windowCount { return candidate }
+        let victim = try mainVictim(c, budget: &budget)
+        foldHits(c, candidate)
+        guard estimate(s, s.hash(candidate)) > estimate(s, s.hash(victim)) else { return candidate }
+        try toMain(c, candidate, stamp: fold(c, candidate) & ~window)
+        c._fault(.admitted)
+        return victim
     }
 
     /// The window's oldest record, checked.
@@ -196,11 +207,26 @@ enum _TinyLFUPolicy {
         }
     }
 
+    /// Before the duel: the candidate's hits in the window (its frequency bits)
+    /// join the sketch, and the bits are cleared (written): a record read while
+    /// in the window is counted as Caffeine's sketch counts every access, so a
+    /// window record just read wins against a main victim nobody read.
+    @inline(__always)
+    static func foldHits(_ c: ShmLRU, _ slot: UInt32) {
+        let s = c._segment
+        let stamp = s.stamp(slot)
+        let hits = stamp & frequency
+        guard hits > 0 else { return }
+        let hash = s.hash(slot)
+        for _ in 0..<hits { increment(c, hash) }
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, stamp & ~frequency)
+    }
+
     /// A record leaving the window (to the main queue, or evicted): its access,
-    /// and its hits while there, join the sketch. After the duel, never before
-    /// it (as libCacheSim's W-TinyLFU): the candidate's estimate and the main
-    /// victim's then both count earlier accesses alone. Returns its stamp with
-    /// the frequency cleared (written).
+    /// and any hits not yet counted, join the sketch. The access after the duel,
+    /// never before it (as libCacheSim's W-TinyLFU): the candidate's estimate
+    /// counts its earlier accesses and its hits. Returns its stamp with the
+    /// frequency cleared (written).
     @inline(__always)
     static func fold(_ c: ShmLRU, _ slot: UInt32) -> UInt64 {
         let s = c._segment
@@ -213,11 +239,17 @@ enum _TinyLFUPolicy {
     }
 
     /// Before the victim is detached: a window record's accesses join the
-    /// sketch; from now on new records join the window.
+    /// sketch and its hash the ghost; from now on new records join the window.
     @inline(__always)
     static func evicting(_ c: ShmLRU, _ slot: UInt32) {
-        if c._segment.stamp(slot) & window != 0 { _ = fold(c, slot) }
-        c._segment.s3Evicted = 1
+        let s = c._segment
+        if s.stamp(slot) & window != 0 {
+            _ = fold(c, slot)
+            let (offset, slots) = ghost(s)
+            _S3FIFOPolicy.ghostInsert(s, s.hash(slot), offset: offset, slots: slots)
+            c._fault(.ghostInserted)
+        }
+        s.s3Evicted = 1
     }
     @inline(__always) static func evicted(_ c: ShmLRU) {}
 
@@ -267,7 +299,7 @@ enum _TinyLFUPolicy {
     /// chooses the address.
     @inline(__always)
     static func counter(_ s: _Segment, _ spread: UInt64, _ i: Int) -> (word: UnsafeMutablePointer<UInt64>, shift: UInt64) {
-        let blocks = UInt64(s.layout.ghostSlots / 8)
+        let blocks = UInt64(sketchWords(s.layout.capacity) / 8)
         let block = Int((spread >> 32) & (blocks &- 1)) &* 8
         let byte = (spread >> UInt64(i &* 8)) & 0xFF
         let word = block &+ i &* 2 &+ Int(byte & 1)
@@ -279,7 +311,7 @@ enum _TinyLFUPolicy {
     /// increments, halves every counter.
     static func increment(_ c: ShmLRU, _ hash: UInt32) {
         let s = c._segment
-        guard s.layout.ghostSlots >= 8 else { return }
+        guard s.layout.ghostSlots >= sketchWords(s.layout.capacity) else { return }
         let spread = spread(hash)
         let least = estimate(s, hash)
         if least < 15 {
@@ -300,7 +332,7 @@ enum _TinyLFUPolicy {
 
     /// The hash's estimated frequency: the least of its four counters.
     static func estimate(_ s: _Segment, _ hash: UInt32) -> UInt64 {
-        guard s.layout.ghostSlots >= 8 else { return 0 }
+        guard s.layout.ghostSlots >= sketchWords(s.layout.capacity) else { return 0 }
         let spread = spread(hash)
         var least: UInt64 = 15
         for i in 0..<4 {
@@ -313,7 +345,7 @@ enum _TinyLFUPolicy {
     /// Halves every counter (ageing). A kill half-way leaves some halved: a hint still.
     static func age(_ c: ShmLRU) {
         let s = c._segment
-        let words = s.layout.ghostSlots
+        let words = min(sketchWords(s.layout.capacity), s.layout.ghostSlots)
         let base = s.u64(s.layout.ghostOffset)
         for index in 0..<words {
             if index == words / 2 { c._fault(.sketchAging) }
