@@ -33,9 +33,12 @@ func measureKeyLocks(quick: Bool) throws {
         let ratio = ns / max(pair, 0.001)
         print("  [\(ratio <= 3 ? "met" : "missed")] uncontended \(name): \(fmt(ns, 1)) ns = \(fmt(ratio, 2))× the CAS pair (target ≤ 3×)")
     }
+    let floor = try measureFutexWake(rounds: quick ? 2_000 : 20_000)
     for (mode, target) in [(HandoffMode.blocking, 5.0), (.async, 10.0)] {
         let (median, p99) = try measureLockHandoff(rounds: quick ? 2_000 : 20_000, mode: mode)
-        print("  [\(median <= target ? "met" : "missed")] hand-off median \(mode.rawValue): \(fmt(median, 1)) µs (target ≤ \(fmt(target, 0)) µs), p99 \(fmt(p99, 1)) µs")
+        print(
+            "  [\(median <= target ? "met" : "missed")] hand-off median \(mode.rawValue): \(fmt(median, 1)) µs (target ≤ \(fmt(target, 0)) µs), "
+                + "p99 \(fmt(p99, 1)) µs; \(fmt(median / max(floor.median, 0.001), 2))× this machine's futex wake-up")
     }
     print("  load after (uptime): \(loadAverage())")
 }

@@ -32,6 +32,7 @@ if arguments.first == "store-profile" {
     }
 }
 if arguments.first == "handoff" { exit(handoffMain(arguments)) }  // LockHandoff.swift
+if arguments.first == "futex-wake" { exit(futexWakeMain(arguments)) }  // FutexWake.swift
 if arguments.first == "lock-loop" { exit(lockLoopMain(arguments)) }  // LockHandoff.swift
 if arguments == ["--handoff"] {  // the lock hand-off section alone
     do {
