@@ -28,12 +28,17 @@ func storeRewrite(_ arguments: [String]) throws {
     emit("steps", step)
 }
 
+/// Set by SIGUSR1: `storeZipf` stops at its next look.
+nonisolated(unsafe) private var zipfStopRequested: sig_atomic_t = 0
+
 /// store-zipf KEY SEED KEYS WRITER MAX-OPS  → ready=1, then steps=… hits=… misses=…
 ///
 /// A read-through Zipf workload (exponent 0.9 over KEYS keys): get, and on a
 /// miss set `zipfValue(name, writer: WRITER, step:)`. Every value read must be
-/// whole and its key's. Runs until the store holds the key "stop" (looked at
-/// every 256 requests) or MAX-OPS requests.
+/// whole and its key's. Runs until SIGUSR1, or the store holds the key "stop"
+/// (both looked at every 256 requests), or MAX-OPS requests. The signal is the
+/// stop a test can count on: under churn "stop" can be evicted before a worker
+/// looks.
 func storeZipf(_ arguments: [String]) throws {
     let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
     let seed: UInt64 = try intArgument(arguments, 1, "SEED", as: UInt64.self)
@@ -43,9 +48,14 @@ func storeZipf(_ arguments: [String]) throws {
     let keys = ZipfKeys(count: count, exponent: 0.9)
     var random = SplitMix64(seed: seed)
     var hits = 0, misses = 0, step = 0
+    signal(SIGUSR1) { _ in zipfStopRequested = 1 }
+    var usr1 = sigset_t()  // a spawned process inherits its spawner's mask, where SIGUSR1 may be blocked
+    sigemptyset(&usr1)
+    sigaddset(&usr1, SIGUSR1)
+    sigprocmask(SIG_UNBLOCK, &usr1, nil)
     emit("ready", 1)
     while step < maxOps {
-        if step % 256 == 0, try store.contains("stop") { break }
+        if step % 256 == 0, try zipfStopRequested != 0 || store.contains("stop") { break }
         let name = ZipfKeys.name(keys.next(&random))
         if let value = try store.bytes(name) {
             guard decodeZipfValue(value, name: name) != nil else { throw HelperFailure(message: "torn or foreign value for \(name)") }
