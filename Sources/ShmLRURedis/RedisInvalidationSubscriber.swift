@@ -81,13 +81,18 @@ public final class RedisInvalidationSubscriber: Service, Sendable {
         let started: Bool = control.withLock { control in
             if control.thread != nil { return true }
             stopRequested.store(false, ordering: .releasing)
+            // The state the thread starts from is written before it starts (its
+            // first role change may come before this lock is released).
+            control.finished = false
+            control.role = .standby
             guard let thread = _startThread({ [self] in
                 _loop()
                 self.control.withLock { $0.finished = true }
-            }) else { return false }
+            }) else {
+                control.role = .stopped
+                return false
+            }
             control.thread = thread
-            control.finished = false
-            control.role = .standby
             return true
         }
         guard started else {
