@@ -186,31 +186,75 @@ struct ReferenceSIEVE: ReferencePolicy {
     }
 }
 
+/// The ghost both references keep, as the layout's: buckets of 4 (hash, tick),
+/// tick 0 = empty, the bucket from the hash's mix; an entry ages out after
+/// `length` inserts (9/10 of the capacity).
+struct ReferenceGhost {
+    let length: Int
+    var slots: [(hash: UInt32, tick: UInt32)]
+    var clock: UInt32 = 0
+
+    init(capacity: Int) {
+        length = capacity * 9 / 10
+        var count = 8
+        while count < 2 * length { count <<= 1 }
+        slots = Array(repeating: (0, 0), count: count)
+    }
+
+    func bucket(_ hash: UInt32) -> Int { Int(ReferenceS3FIFO.mix(hash) & UInt32(slots.count / 4 - 1)) * 4 }
+
+    mutating func take(_ hash: UInt32) -> Bool {
+        guard length > 0 else { return false }
+        let b = bucket(hash)
+        for way in b..<b + 4 where slots[way].hash == hash && slots[way].tick != 0 && Int(clock &- slots[way].tick) < length {
+            slots[way] = (0, 0)
+            return true
+        }
+        return false
+    }
+
+    mutating func insert(_ hash: UInt32) {
+        guard length > 0 else { return }
+        clock &+= 1
+        let b = bucket(hash)
+        var chosen = (b..<b + 4).first { slots[$0].hash == hash }
+        if chosen == nil {
+            var oldest: UInt32 = 0
+            for way in b..<b + 4 {
+                let age = clock &- slots[way].tick
+                if slots[way].tick == 0 || Int(age) >= length {
+                    chosen = way
+                    break
+                }
+                if chosen == nil || age > oldest {
+                    chosen = way
+                    oldest = age
+                }
+            }
+        }
+        slots[chosen!] = (hash, clock)
+    }
+}
+
 /// S3-FIFO as the SOSP '23 paper and libCacheSim describe it: a small FIFO
 /// (capacity / 10), a main FIFO, a 2-bit frequency, and a ghost FIFO of the
 /// hashes evicted from the small queue (capacity * 9 / 10 of them). Until the
 /// first eviction a full small queue admits to the main queue. The ghost is the
-/// layout's bucketed FIFO (4-way buckets, entries age out after `ghostLength`
+/// layout's bucketed FIFO (4-way buckets, entries age out after `ReferenceGhost.length`
 /// insertions), replicated here with its own copy of the hash mix.
 struct ReferenceS3FIFO: ReferencePolicy {
     let capacity: Int
     let smallTarget: Int
-    let ghostLength: Int
     var small: [UInt32] = []
     var main: [UInt32] = []
     var frequency: [UInt32: Int] = [:]
     var evictedOnce = false
-    // Ghost: buckets of 4 (hash, tick); tick 0 = empty.
-    var ghost: [(hash: UInt32, tick: UInt32)]
-    var ghostClock: UInt32 = 0
+    var ghost: ReferenceGhost
 
     init(capacity: Int) {
         self.capacity = capacity
         smallTarget = capacity / 10
-        ghostLength = capacity * 9 / 10
-        var slots = 8
-        while slots < 2 * ghostLength { slots <<= 1 }
-        ghost = Array(repeating: (0, 0), count: slots)
+        ghost = ReferenceGhost(capacity: capacity)
     }
 
     var count: Int { small.count + main.count }
@@ -226,7 +270,7 @@ struct ReferenceS3FIFO: ReferencePolicy {
     mutating func insert(_ hash: UInt32) -> UInt32? {
         var evicted: UInt32? = nil
         if count == capacity { evicted = evict() }
-        let toMain = ghostTake(hash) || (!evictedOnce && small.count >= smallTarget)
+        let toMain = ghost.take(hash) || (!evictedOnce && small.count >= smallTarget)
         if toMain { main.insert(hash, at: 0) } else { small.insert(hash, at: 0) }
         frequency[hash] = 0
         return evicted
@@ -255,7 +299,7 @@ struct ReferenceS3FIFO: ReferencePolicy {
                     main.insert(last, at: 0)
                 } else {
                     frequency[last] = nil
-                    ghostInsert(last)
+                    ghost.insert(last)
                     return last
                 }
             }
@@ -279,39 +323,6 @@ struct ReferenceS3FIFO: ReferencePolicy {
         return h
     }
 
-    func bucket(_ hash: UInt32) -> Int { Int(Self.mix(hash) & UInt32(ghost.count / 4 - 1)) * 4 }
-
-    mutating func ghostTake(_ hash: UInt32) -> Bool {
-        guard ghostLength > 0 else { return false }
-        let b = bucket(hash)
-        for way in b..<b + 4 where ghost[way].hash == hash && ghost[way].tick != 0 && Int(ghostClock &- ghost[way].tick) < ghostLength {
-            ghost[way] = (0, 0)
-            return true
-        }
-        return false
-    }
-
-    mutating func ghostInsert(_ hash: UInt32) {
-        guard ghostLength > 0 else { return }
-        ghostClock &+= 1
-        let b = bucket(hash)
-        var chosen = (b..<b + 4).first { ghost[$0].hash == hash }
-        if chosen == nil {
-            var oldest: UInt32 = 0
-            for way in b..<b + 4 {
-                let age = ghostClock &- ghost[way].tick
-                if ghost[way].tick == 0 || Int(age) >= ghostLength {
-                    chosen = way
-                    break
-                }
-                if chosen == nil || age > oldest {
-                    chosen = way
-                    oldest = age
-                }
-            }
-        }
-        ghost[chosen!] = (hash, ghostClock)
-    }
 }
 
 /// Adaptive W-TinyLFU as Policy/_TinyLFUPolicy.swift's notes describe it, written
@@ -338,9 +349,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
     var misses: UInt64 = 0
     var sampleHits: UInt64 = 0
     var sampleMisses: UInt64 = 0
-    let ghostLength: Int
-    var ghost: [(hash: UInt32, tick: UInt32)]
-    var ghostClock: UInt32 = 0
+    var ghost: ReferenceGhost
 
     init(capacity: Int) {
         self.capacity = capacity
@@ -349,10 +358,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
         sketch = Array(repeating: 0, count: words)
         windowTarget = capacity / 10
         step = Float(0.03 * Double(capacity))
-        ghostLength = capacity * 9 / 10
-        var slots = 8
-        while slots < 2 * ghostLength { slots <<= 1 }
-        ghost = Array(repeating: (0, 0), count: slots)
+        ghost = ReferenceGhost(capacity: capacity)
     }
 
     var count: Int { window.count + main.count }
@@ -376,7 +382,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
         var evicted: UInt32? = nil
         if count == capacity { evicted = evict() }
         climb()
-        if ghostTake(hash) || (!evictedOnce && window.count >= target) { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
+        if ghost.take(hash) || (!evictedOnce && window.count >= target) { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
         frequency[hash] = 0
         return evicted
     }
@@ -407,7 +413,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
         }
         window.removeLast()
         fold(candidate)
-        ghostInsert(candidate)
+        ghost.insert(candidate)
         frequency[candidate] = nil
         return candidate
     }
@@ -432,40 +438,6 @@ struct ReferenceTinyLFU: ReferencePolicy {
         }
     }
 
-    // The ghost (buckets of 4 (hash, tick), tick 0 = empty; the bucket from the hash's mix).
-    func bucket(_ hash: UInt32) -> Int { Int(ReferenceS3FIFO.mix(hash) & UInt32(ghost.count / 4 - 1)) * 4 }
-
-    mutating func ghostTake(_ hash: UInt32) -> Bool {
-        guard ghostLength > 0 else { return false }
-        let b = bucket(hash)
-        for way in b..<b + 4 where ghost[way].hash == hash && ghost[way].tick != 0 && Int(ghostClock &- ghost[way].tick) < ghostLength {
-            ghost[way] = (0, 0)
-            return true
-        }
-        return false
-    }
-
-    mutating func ghostInsert(_ hash: UInt32) {
-        guard ghostLength > 0 else { return }
-        ghostClock &+= 1
-        let b = bucket(hash)
-        var chosen = (b..<b + 4).first { ghost[$0].hash == hash }
-        if chosen == nil {
-            var oldest: UInt32 = 0
-            for way in b..<b + 4 {
-                let age = ghostClock &- ghost[way].tick
-                if ghost[way].tick == 0 || Int(age) >= ghostLength {
-                    chosen = way
-                    break
-                }
-                if chosen == nil || age > oldest {
-                    chosen = way
-                    oldest = age
-                }
-            }
-        }
-        ghost[chosen!] = (hash, ghostClock)
-    }
 
     mutating func remove(_ hash: UInt32) -> Bool {
         guard contains(hash) else { return false }
