@@ -16,7 +16,7 @@ extension ShmLRU {
             return
         }
         if _segment.head != slot {
-            try _unlink(slot)
+            try _unlink(slot, room: _LRUPolicy.self)  // only LRU moves a record on a use
             try _linkAtHead(slot)
         }
         _segment.setStamp(slot, now)

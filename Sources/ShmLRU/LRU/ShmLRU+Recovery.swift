@@ -49,7 +49,7 @@ extension ShmLRU {
         }
         live.sort { $0.stamp != $1.stamp ? $0.stamp > $1.stamp : $0.slot < $1.slot }
         // The policy's order (S3-FIFO: the small queue first, by its records' stamps).
-        live = _PolicyDispatch.rebuildOrder(s, live)
+        live = _room.rebuildOrder(s, live)
 
         // Index first (deduplicating), then the lists.
         _sharedIndex?.removeAll()
@@ -81,7 +81,7 @@ extension ShmLRU {
         s.head = kept.first ?? _Layout.none
         s.tail = kept.last ?? _Layout.none
         s.count = UInt32(kept.count)
-        _PolicyDispatch.rebuilt(s, kept: kept)  // the policy's words (SIEVE's hand at the tail, S3-FIFO's small queue)
+        _room.rebuilt(s, kept: kept)  // the policy's words (SIEVE's hand at the tail, S3-FIFO's small queue)
         _fault(.repairFreeing)
 
         freeSlots.sort(by: >)

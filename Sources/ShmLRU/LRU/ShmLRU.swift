@@ -114,8 +114,11 @@ public final class ShmLRU: @unchecked Sendable {
     let _promotionNanoseconds: UInt64
     /// Exact LRU: a use moves the record to the head, under the lock.
     let _exactLRU: Bool
+    /// The segment's policy room (Policy/), taken once here: the locked paths call
+    /// through it.
+    let _room: any _PolicyRoom.Type
     /// The policy's hit counts a frequency (S3-FIFO) rather than marking CLOCK's
-    /// bit (`_PolicyDispatch.countsFrequency`): the hit path's one policy branch.
+    /// bit (`_PolicyRoom.countsFrequency`): the hit path's one policy branch.
     let _countsFrequency: Bool
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
@@ -172,7 +175,8 @@ public final class ShmLRU: @unchecked Sendable {
             _localIndex = _LocalIndex(segment: segment)
         }
         _probe = _Probe(table: _sharedIndex ?? _localIndex!.table, segment: segment)
-        _countsFrequency = _PolicyDispatch.countsFrequency(layout.policy)
+        _room = layout.policy.room
+        _countsFrequency = _room.countsFrequency
         switch options.promotion {
         case .onEveryRead:
             // SIEVE and S3-FIFO read without the lock whenever the index is shared.
@@ -277,7 +281,7 @@ public final class ShmLRU: @unchecked Sendable {
         segment.freeHead = _Layout.none
         segment.head = _Layout.none
         segment.tail = _Layout.none
-        _PolicyDispatch.initialize(segment)
+        layout.policy.room.initialize(segment)
         segment.store64(_Layout.H.createdAt, _monotonicNanoseconds())
         _SegmentLock.initialize(at: segment.lock)
         // Publish: the magic goes last, with release ordering, so an attacher that

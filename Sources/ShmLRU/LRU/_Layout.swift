@@ -253,7 +253,7 @@ struct _Layout: Equatable, Sendable {
         self.policy = policy
         let indexEnd = _Layout.headerSize + indexSlots * 4
         ghostOffset = (indexEnd + 63) & ~63
-        let area = _PolicyDispatch.area(policy, capacity: capacity)  // the policy's (Policy/)
+        let area = policy.room.area(capacity: capacity)  // the policy's (Policy/)
         smallTarget = area.smallTarget
         ghostLength = area.ghostLength
         ghostSlots = area.words
@@ -271,7 +271,7 @@ struct _Layout: Equatable, Sendable {
         guard let one = _Layout(recordSize: recordSize, capacity: 1, indexKind: indexKind, policy: policy),
             byteCount >= one.totalSize
         else { return 0 }
-        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (8 * _PolicyDispatch.area(policy, capacity: 1 << 20).words) >> 20
+        let perRecord = one.stride + (indexKind == .shared ? 8 : 0) + (8 * policy.room.area(capacity: 1 << 20).words) >> 20
         var guess = min(maxCapacity, max(1, (byteCount - headerSize) / perRecord))
         while guess > 1,
             (_Layout(recordSize: recordSize, capacity: guess, indexKind: indexKind, policy: policy)?.totalSize ?? .max) > byteCount
@@ -300,10 +300,10 @@ struct _Layout: Equatable, Sendable {
     }
 
     /// The mask of a stamp's time bits under this layout's policy.
-    var stampTimeMask: UInt64 { _PolicyDispatch.timeMask(policy) }
+    var stampTimeMask: UInt64 { policy.room.timeMask }
     /// The mask of a stamp's use bits under this layout's policy: S3-FIFO's 2-bit
     /// frequency, else the used bit alone (bit 1 is then part of the time).
-    var stampMarkMask: UInt64 { _PolicyDispatch.markMask(policy) }
+    var stampMarkMask: UInt64 { policy.room.markMask }
 
     var tagMask: UInt32 { indexBits >= 32 ? 0 : UInt32.max >> UInt32(indexBits) }
     var slotMask: UInt32 { indexBits >= 32 ? .max : (1 << UInt32(indexBits)) - 1 }

@@ -200,7 +200,7 @@ extension ShmLRU._LockedHandle {
         let offset = s.layout.recordOffset(slot.index) &+ _Layout.R.stamp
         let stamp = s.load64(offset)
         let marked =
-            _PolicyDispatch.countsFrequency(cache.policy)
+            cache._countsFrequency
             ? (stamp & ~_Layout.stampFrequency) | UInt64(min(uses, 3)) : stamp | _Layout.stampUsed
         s.store64(offset, marked)
     }

@@ -6,7 +6,7 @@ import CShm
 // (to the head, unmarked). No header words, no area of its own.
 // See `_PolicyDispatch.swift` for the members every policy has.
 
-enum _LRUPolicy {
+enum _LRUPolicy: _PolicyRoom {
     /// A record's rank in the policy's order of preference (higher: kept
     /// longer), from its stamp word alone: the last use. Snapshots write
     /// records in this order, so a smaller store restores the best.

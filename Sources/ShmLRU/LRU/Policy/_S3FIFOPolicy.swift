@@ -20,7 +20,7 @@ extension _ListState {
     var s3Evicted: Int { _Layout.H.s3Evicted }
 }
 
-enum _S3FIFOPolicy {
+enum _S3FIFOPolicy: _PolicyRoom {
     /// A record's rank in the policy's order of preference (higher: kept
     /// longer), from its stamp word alone: its frequency, then the main queue
     /// before the small one, then the later insert.

@@ -11,7 +11,7 @@ extension _ListState {
     var sieveHand: Int { _Layout.H.sieveHand }
 }
 
-enum _SievePolicy {
+enum _SievePolicy: _PolicyRoom {
     /// A record's rank in the policy's order of preference (higher: kept
     /// longer), from its stamp word alone: visited first, then the later insert.
     static func preferenceRank(_ stamp: UInt64) -> UInt64 { (stamp & _Layout.stampUsed) << 63 | stamp >> 1 }

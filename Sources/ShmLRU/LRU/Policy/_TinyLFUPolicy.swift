@@ -66,7 +66,7 @@ extension _ListState {
     var climbRate: Int { _Layout.H.climbRate }
 }
 
-enum _TinyLFUPolicy {
+enum _TinyLFUPolicy: _PolicyRoom {
     /// A record's rank in the policy's order of preference: S3-FIFO's (the
     /// same frequency and queue bits; the window stands for the small queue).
     static func preferenceRank(_ stamp: UInt64) -> UInt64 { _S3FIFOPolicy.preferenceRank(stamp) }

@@ -41,10 +41,10 @@ extension ShmStore {
     }
 
     /// How much the policy counted a record (0-3) from its stamp word.
-    func _snapshotUses(_ stamp: UInt64) -> UInt32 { _PolicyDispatch.uses(cache.policy, stamp: stamp) }
+    func _snapshotUses(_ stamp: UInt64) -> UInt32 { cache.policy.room.uses(stamp) }
 
     /// The record's rank in the policy's order of preference (its room says how).
-    func _snapshotRank(_ stamp: UInt64) -> UInt64 { _PolicyDispatch.preferenceRank(cache.policy, stamp: stamp) }
+    func _snapshotRank(_ stamp: UInt64) -> UInt64 { cache.policy.room.preferenceRank(stamp) }
 
     /// Pass 1: the live records, most preferred first. Reads two words per record, racily.
     func _snapshotCandidates() -> [_SnapshotCandidate] {
