@@ -7,7 +7,20 @@ let snapshotCommands: [String: HelperCommand] = [
     "store-zipf": storeZipf,
     "store-snapshot-loop": storeSnapshotLoop,
     "store-rewrite": storeRewrite,
+    "store-snapshot-once": storeSnapshotOnce,
 ]
+
+/// store-snapshot-once KEY FILE SPEC  → entries=N after one snapshot, taken with
+/// SHMLRU_FAULT_INJECTION=SPEC (`-`: unset), e.g. `index.listing@1:stop`.
+func storeSnapshotOnce(_ arguments: [String]) throws {
+    let key = try keyArgument(arguments, 0)
+    let file = try argument(arguments, 1, "FILE")
+    let spec = try argument(arguments, 2, "SPEC")
+    if spec != "-" { setenv("SHMLRU_FAULT_INJECTION", spec, 1) }
+    let store = try ShmStore.attach(key: key)
+    let report = try store.snapshot(to: file)
+    emit("entries", report.entries)
+}
 
 /// store-rewrite KEY COUNT WRITER  → ready=1, then steps=…
 ///

@@ -22,8 +22,8 @@ import Synchronization
 /// costs one predictable branch on a field the handle already has in a register.
 package final class _FaultInjection: Sendable {
     /// Where a process can be killed. Every point lies inside the segment's lock,
-    /// but for the lock's own steps (`lock.*`, see `_SegmentLock`) and the store's
-    /// key locks (`keylock.*`, see `_LockTable`).
+    /// but for the lock's own steps (`lock.*`, see `_SegmentLock`), the store's
+    /// key locks (`keylock.*`, see `_LockTable`) and the index listing (`index.listing`).
     package enum Point: String, CaseIterable, Sendable {
         /// The cache's lock: just taken (owner word swapped in), nothing else done.
         case lockAcquired = "lock.acquired"
@@ -63,6 +63,9 @@ package final class _FaultInjection: Sendable {
         case admitted = "tinylfu.admitted"
         /// TinyLFU: half the sketch's words halved (ageing), the rest not.
         case sketchAging = "sketch.aging"
+        /// A lock-free listing of the shared index (a store snapshot's first pass,
+        /// `ShmLRU._listIndexedRecords`): half its positions read. Outside the lock.
+        case indexListing = "index.listing"
         /// A process-local index rebuild (attach, reloadIndex) half done.
         case reloadPartial = "reload.partial"
         /// Repair: the index is cleared, the lists not yet rebuilt.

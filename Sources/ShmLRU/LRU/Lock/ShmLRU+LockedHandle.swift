@@ -179,6 +179,13 @@ extension ShmLRU {
         @inline(__always) func noteHit(_ record: UnsafeMutableRawPointer, stamp: UInt64) {
             cache._noteOptimisticHit(record, stamp: stamp)
         }
+        /// Every live record the shared index names, hash, slot and stamp read
+        /// together (ShmLRU+IndexListing.swift): a key present for the whole
+        /// listing is listed, wherever updates move it meanwhile. Lock-free, except
+        /// that a position kept contended is read under the lock.
+        func indexedRecords(_ operation: @autoclosure () -> String) throws(ShmError) -> [ShmLRU._IndexedRecord] {
+            try cache._listIndexedRecords(operation())
+        }
         /// Counts a read that did not find its key (the store's misses, lock-free or locked).
         @inline(__always) func noteMiss() { cache._countMiss() }
         /// Counts a hit found under the lock (the store's locked reads).

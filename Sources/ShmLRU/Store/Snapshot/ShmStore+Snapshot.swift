@@ -144,22 +144,18 @@ extension ShmStore {
                 result.payloadBytes += entry.key.count + entry.value.count
             case .expired:
                 result.skippedExpired += 1
-            case .empty, .busy:
+            case .empty, .foreign, .busy:
                 return
             }
         }
-        for candidate in _snapshotCandidates() {
+        var retried = 0  // apart from `result`, which `take` writes meanwhile
+        var followed = 0
+        for candidate in try _snapshotCandidates(operation) {
             guard cache._lockFreeView.isAttached else { throw ShmError(.detached, operation) }
-            let read = try _snapshotCopy(slot: candidate.slot, retried: &result.retried, operation)
-            try take(read)
-            if case .entry(_, let hash) = read, hash == candidate.hash { continue }
-            if case .expired = read { continue }
-            // The record was freed or reused since pass 1: the entry it held may live on under its hash.
-            if let moved = _snapshotSlot(of: candidate.hash), moved != candidate.slot {
-                result.followed += 1
-                try take(try _snapshotCopy(slot: moved, retried: &result.retried, operation))
-            }
+            try _snapshotCopy(candidate, retried: &retried, followed: &followed, operation, take: take)
         }
+        result.retried = retried
+        result.followed = followed
         try flush()
         let trailer = _SnapshotEncoder.trailer(blockCount: blockIndex, entryCount: UInt64(result.entries), running: running)
         try sink(trailer)
