@@ -10,20 +10,20 @@ extension ShmLRU {
 
     /// Unlinks a live record from the LRU list (the segment's policy room notes it).
     @inline(__always)
-    func _unlink(_ slot: UInt32) throws(ShmError) { try _unlink(slot, room: _room) }
+    func _unlink(_ slot: UInt32) throws(ShmError) { try _unlink(slot, noting: _roomCalls.unlink) }
 
-    /// Unlinks a live record from the LRU list; `room` (the segment's) notes it
-    /// first. A caller that knows the room names it, and its note inlines (exact
-    /// LRU's move to the head: `_promote`).
+    /// Unlinks a live record from the LRU list; `note` (the room's `unlink`) runs
+    /// first. A caller that knows the room names its member, and the note inlines
+    /// (exact LRU's move to the head: `_promote`).
     @inline(__always)
-    func _unlink<Room: _PolicyRoom>(_ slot: UInt32, room: Room.Type) throws(ShmError) {
+    func _unlink(_ slot: UInt32, noting note: (ShmLRU, UInt32, UInt32) throws(ShmError) -> Void) throws(ShmError) {
         let s = _segment
         let prev = s.prev(slot)
         let next = s.next(slot)
         guard prev == _Layout.none || s.isSlot(prev), next == _Layout.none || s.isSlot(next) else {
             throw _corrupted("record \(slot) links out of range (prev \(prev), next \(next))")
         }
-        try room.unlink(self, slot, prev: prev)  // the policy's bookkeeping, before the links change
+        try note(self, slot, prev)  // the policy's bookkeeping, before the links change
         if prev == _Layout.none {
             guard s.head == slot else { throw _corrupted("record \(slot) has no prev but is not the head") }
             s.head = next

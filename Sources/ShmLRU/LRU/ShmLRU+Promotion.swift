@@ -16,7 +16,8 @@ extension ShmLRU {
             return
         }
         if _segment.head != slot {
-            try _unlink(slot, room: _LRUPolicy.self)  // only LRU moves a record on a use
+            // Only LRU moves a record on a use: its room's note, named.
+            try _unlink(slot, noting: { (c, slot, prev) throws(ShmError) in try _LRUPolicy.unlink(c, slot, prev: prev) })
             try _linkAtHead(slot)
         }
         _segment.setStamp(slot, now)

@@ -117,6 +117,8 @@ public final class ShmLRU: @unchecked Sendable {
     /// The segment's policy room (Policy/), taken once here: the locked paths call
     /// through it.
     let _room: any _PolicyRoom.Type
+    /// Its set, removal and eviction members, as function values (`_RoomCalls`).
+    let _roomCalls: _RoomCalls
     /// The policy's hit counts a frequency (S3-FIFO) rather than marking CLOCK's
     /// bit (`_PolicyRoom.countsFrequency`): the hit path's one policy branch.
     let _countsFrequency: Bool
@@ -176,6 +178,7 @@ public final class ShmLRU: @unchecked Sendable {
         }
         _probe = _Probe(table: _sharedIndex ?? _localIndex!.table, segment: segment)
         _room = layout.policy.room
+        _roomCalls = _room.calls
         _countsFrequency = _room.countsFrequency
         switch options.promotion {
         case .onEveryRead:
