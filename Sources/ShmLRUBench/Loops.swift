@@ -39,16 +39,7 @@ func runLoop<S: BenchStore>(
                     }
                     end = _monotonicNanoseconds()
                 case .setUpdate:
-                    var v = version
-                    start = _monotonicNanoseconds()
-                    for i in 0..<count {
-                        let key = keys[i]
-                        v &+= 1
-                        value.stamp(version: v, key: key)
-                        if !store.update(indices[i], key, value.pointer) { errors &+= 1 }
-                    }
-                    end = _monotonicNanoseconds()
-                    version = v
+                    (start, end) = writeLoop(count, indices, keys, value, &version, &errors) { store.update($0, $1, $2) }
                 case .mixed:
                     let isSet = isSet.baseAddress!
                     var v = version
@@ -66,19 +57,32 @@ func runLoop<S: BenchStore>(
                     end = _monotonicNanoseconds()
                     version = v
                 case .insertEvict:
-                    var v = version
-                    start = _monotonicNanoseconds()
-                    for i in 0..<count {
-                        let key = keys[i]
-                        v &+= 1
-                        value.stamp(version: v, key: key)
-                        if !store.insert(indices[i], key, value.pointer) { errors &+= 1 }
-                    }
-                    end = _monotonicNanoseconds()
-                    version = v
+                    (start, end) = writeLoop(count, indices, keys, value, &version, &errors) { store.insert($0, $1, $2) }
                 }
             }
         }
     }
     return LoopResult(start: start, end: end, ops: count, errors: errors)
+}
+
+/// The write workloads' loop (set-update, insert-evict): each key's value stamped
+/// with the next version and written by `write`; returns the start and end times.
+/// Always inlined into `runLoop`, `write` with it: the timed loop is the same code
+/// as when each workload had its own copy.
+@inline(__always)
+private func writeLoop(
+    _ count: Int, _ indices: UnsafePointer<UInt32>, _ keys: UnsafePointer<UInt32>, _ value: ValueBuffer, _ version: inout UInt64,
+    _ errors: inout Int, _ write: (UInt32, UInt32, UnsafeRawPointer) -> Bool
+) -> (start: UInt64, end: UInt64) {
+    var v = version
+    let start = _monotonicNanoseconds()
+    for i in 0..<count {
+        let key = keys[i]
+        v &+= 1
+        value.stamp(version: v, key: key)
+        if !write(indices[i], key, value.pointer) { errors &+= 1 }
+    }
+    let end = _monotonicNanoseconds()
+    version = v
+    return (start, end)
 }

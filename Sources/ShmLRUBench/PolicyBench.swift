@@ -51,7 +51,7 @@ struct TraceSpec: Sendable {
         while keys.count < TraceSpec.requests {
             if scanEvery > 0, keys.count > 0, keys.count % scanEvery == 0 {
                 for _ in 0..<min(scanLength, TraceSpec.requests - keys.count) {
-                    keys.append(fmix32(UInt32(n) &+ scanned))
+                    keys.append(_mix32(UInt32(n) &+ scanned))
                     scanned &+= 1
                 }
                 if keys.count >= TraceSpec.requests { break }
@@ -63,7 +63,7 @@ struct TraceSpec: Sendable {
                 let mid = (low + high) / 2
                 if cdf[mid] < u { low = mid + 1 } else { high = mid }
             }
-            keys.append(fmix32(UInt32(low)))
+            keys.append(_mix32(UInt32(low)))
         }
         return keys
     }

@@ -371,26 +371,22 @@ extension Bench {
             hitCell.absolute = true
         }
         section.cells.append(hitCell)
-        let decoderMedian = median(decoder)
-        section.cells.append(
-            StoreCell(
-                operation: "JSON decoder alone", capacity: capacity, processes: 1, samples: decoder, errors: 0,
-                baselineName: "ShmLRU get", baseline: lruMedian))
-        section.cells.append(
-            StoreCell(
-                operation: "get(as:) after peer write", capacity: capacity, processes: 1, samples: miss, errors: errors.miss,
-                baselineName: "decoder alone", baseline: decoderMedian, limit: 1.1,
-                note: "codec share \(fmt(100 * decoderMedian / median(miss), 0)) % \(times(median(miss)))"))
+        /// The codec alone (against the ShmLRU get), then the Codable operation against it and its share.
+        func codecCells(_ codec: String, _ alone: [Double], _ operation: String, _ samples: [Double], errors: Int, limit: Double) {
+            let codecMedian = median(alone)
+            section.cells.append(
+                StoreCell(
+                    operation: "JSON \(codec) alone", capacity: capacity, processes: 1, samples: alone, errors: 0,
+                    baselineName: "ShmLRU get", baseline: lruMedian))
+            section.cells.append(
+                StoreCell(
+                    operation: operation, capacity: capacity, processes: 1, samples: samples, errors: errors,
+                    baselineName: "\(codec) alone", baseline: codecMedian, limit: limit,
+                    note: "codec share \(fmt(100 * codecMedian / median(samples), 0)) % \(times(median(samples)))"))
+        }
+        codecCells("decoder", decoder, "get(as:) after peer write", miss, errors: errors.miss, limit: 1.1)
         let encoderMedian = median(encoder)
-        section.cells.append(
-            StoreCell(
-                operation: "JSON encoder alone", capacity: capacity, processes: 1, samples: encoder, errors: 0,
-                baselineName: "ShmLRU get", baseline: lruMedian))
-        section.cells.append(
-            StoreCell(
-                operation: "set(Codable)", capacity: capacity, processes: 1, samples: set, errors: errors.set,
-                baselineName: "encoder alone", baseline: encoderMedian, limit: 1.15,
-                note: "codec share \(fmt(100 * encoderMedian / median(set), 0)) % \(times(median(set)))"))
+        codecCells("encoder", encoder, "set(Codable)", set, errors: errors.set, limit: 1.15)
         progress(
             "  store \(capacity): lru get \(fmt(lruMedian, 1)) ns, bytes \(fmt(bytes.sorted()[runs / 2], 1)) ns, L1 hit \(fmt(hit.sorted()[runs / 2], 1)) ns, "
                 + "after write \(fmt(miss.sorted()[runs / 2], 1)) ns, set \(fmt(set.sorted()[runs / 2], 1)) ns (encoder \(fmt(encoderMedian, 1)) ns)")

@@ -1,6 +1,7 @@
 // The fixed workload of WORKLOAD.md: keys, values, key and operation streams.
 // Everything here runs before a timer starts.
 import Glibc
+import ShmLRU
 
 /// The four workloads, timed separately and in this order.
 enum Workload: String, CaseIterable, Sendable {
@@ -21,21 +22,10 @@ enum Spec {
     static let maxStream = 2_000_000
 }
 
-/// The murmur3 finalizer.
+/// The key of record index `i` (a bijection: keys are distinct and scattered by
+/// the murmur3 finalizer, the index's own `_mix32`).
 @inline(__always)
-func fmix32(_ value: UInt32) -> UInt32 {
-    var h = value
-    h ^= h >> 16
-    h &*= 0x85eb_ca6b
-    h ^= h >> 13
-    h &*= 0xc2b2_ae35
-    h ^= h >> 16
-    return h
-}
-
-/// The key of record index `i` (a bijection: keys are distinct and scattered).
-@inline(__always)
-func benchKey(_ index: UInt64) -> UInt32 { fmix32(UInt32(truncatingIfNeeded: index) ^ 0x9e37_79b9) }
+func benchKey(_ index: UInt64) -> UInt32 { _mix32(UInt32(truncatingIfNeeded: index) ^ 0x9e37_79b9) }
 
 /// SplitMix64: small, fast, and good enough to draw key indices.
 struct SplitMix64 {

@@ -348,9 +348,10 @@ extension _Layout {
     }
 }
 
-/// The murmur3 finalizer: a bijection on UInt32 that scatters keys over the index.
-@inline(__always)
-func _mix32(_ value: UInt32) -> UInt32 {
+/// The murmur3 finalizer: a bijection on UInt32 that scatters keys over the index
+/// (and the bench's keys: `package`, one copy for both).
+@inlinable @inline(__always)
+package func _mix32(_ value: UInt32) -> UInt32 {
     var h = value
     h ^= h >> 16
     h &*= 0x85eb_ca6b
