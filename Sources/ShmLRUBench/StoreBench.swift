@@ -250,6 +250,12 @@ extension Bench {
         var random = SplitMix64(seed: 0x5705E ^ UInt64(capacity))
         let stream = (0..<ops).map { _ in Int(random.below(capacity)) }
         let hotStream = (0..<ops).map { _ in Int(random.below(hot)) }
+        /// Decoded gets (`get(as:)`) of `indices` whose value is not that key's.
+        func wrongIDs(_ indices: [Int]) -> Int {
+            var wrong = 0
+            for i in indices where storedID(store, keys[i]) != i { wrong += 1 }
+            return wrong
+        }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
         defer { buffer.deallocate() }
 
@@ -292,11 +298,7 @@ extension Bench {
             lent.append(r.nanoseconds)
             errors.bytes += r.errors
             for i in 0..<hot { _ = try store.get(keys[i], as: BenchUser.self) }  // re-decode what the last run's sets changed
-            r = timed(ops) {
-                var wrong = 0
-                for i in hotStream where storedID(store, keys[i]) != i { wrong += 1 }
-                return wrong
-            }
+            r = timed(ops) { wrongIDs(hotStream) }
             hit.append(r.nanoseconds)
             errors.hit += r.errors
             // After a peer's write: the L1 holds each key, the peer rewrites them (untimed), then each get decodes.
@@ -305,11 +307,7 @@ extension Bench {
             let missKeys = (0..<missCount).map { (start + $0) % capacity }
             for i in missKeys { _ = try store.get(keys[i], as: BenchUser.self) }
             for i in missKeys { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) }
-            r = timed(missCount) {
-                var wrong = 0
-                for i in missKeys where storedID(store, keys[i]) != i { wrong += 1 }
-                return wrong
-            }
+            r = timed(missCount) { wrongIDs(missKeys) }
             miss.append(r.nanoseconds)
             errors.miss += r.errors
             // The decoder alone, on the same keys' bytes: the codec's share of the get after a write.
