@@ -11,7 +11,9 @@ extension ShmStore {
     /// - Throws: `.codingFailed` if the value cannot be encoded, and everything
     ///   `set(_:bytes:expiry:)` throws.
     public func set<Value: Encodable>(_ key: String, _ value: Value, expiry: Expiry = .storeDefault) throws(ShmError) {
-        try set(key, bytes: try _encode(value, _operation("set", key), codec: _decoded.codec), expiry: expiry)
+        try _withEncoded(value, _operation("set", key), codec: _decoded.codec) { (bytes) throws(ShmError) in
+            try set(key, bytes: bytes, expiry: expiry)
+        }
     }
 
     /// The value stored under `key`, decoded with the handle's codec; nil when
@@ -21,7 +23,15 @@ extension ShmStore {
     /// - Throws: `.codingFailed` if the stored bytes are not a `Value`.
     @inlinable  // specialised in the caller: a decoded-cache hit then does nothing generic
     public func get<Value: Decodable>(_ key: String, as type: Value.Type = Value.self) throws(ShmError) -> Value? {
-        if let box = _decodedHit(key, ObjectIdentifier(Value.self)) { return unsafeDowncast(box, to: _DecodedBox<Value>.self).value }
+        // The hit copies the value straight into uninitialised memory (no
+        // Optional to overwrite: that went through the type's value witnesses).
+        let hit = withUnsafeTemporaryAllocation(of: Value.self, capacity: 1) { slot -> Value? in
+            guard let out = slot.baseAddress,
+                _decodedHit(key, ObjectIdentifier(Value.self), { box in out.initialize(to: box.value(as: Value.self)) })
+            else { return nil }
+            return out.move()
+        }
+        if let hit { return hit }
         return try _getDecoding(key, as: Value.self)
     }
 
@@ -33,10 +43,11 @@ extension ShmStore {
             guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
             let typeID = ObjectIdentifier(Value.self)
             let base = _keyHash(key, keyBuffer)
-            let cached = _decoded.entry(base, type: typeID)
+            let entryHash = _decoded.tableHash(keyBuffer)
+            let cached = _decoded.entry(entryHash, type: typeID)
             let known = cached.map { (slot: $0.slot, seq: $0.seq) }
             guard let read = try _getVersioned(keyBuffer, base: base, key: key, known: known) else {
-                if cached != nil { _decoded.remove(base) }
+                if cached != nil { _decoded.remove(entryHash) }
                 return nil
             }
             guard let bytes = read.bytes else {  // the read found the cached version current
@@ -47,7 +58,7 @@ extension ShmStore {
             let value = try _decode(Value.self, from: bytes, _operation("get", key), codec: _decoded.codec)
             if !(Value.self is AnyClass) {
                 _decoded.insert(
-                    base,
+                    entryHash,
                     .init(
                         slot: read.slot, seq: read.seq, recordHash: read.hash, expiresAt: read.expiresAt, renews: read.renews,
                         type: typeID, value: _DecodedBox(value), cost: bytes.count + keyBuffer.count, order: 0))
@@ -64,6 +75,31 @@ func _encode<Value: Encodable>(
     if let bytes = _rawBytes(value) { return bytes }
     do { return try codec.encode(value) } catch {
         throw ShmError(.codingFailed, operation(), detail: "cannot encode \(Value.self): \(error)")
+    }
+}
+
+/// Encodes `value` with `codec` and lends the bytes to `body` (the codec's own
+/// buffer: no copy into an array); bytes (`[UInt8]`, `Data`) as they are.
+/// Errors of `body` are rethrown as they are; the codec's as `.codingFailed`.
+/// (Nothing generic but the value: the codec is called through its existential.)
+func _withEncoded<Value: Encodable>(
+    _ value: Value, _ operation: @autoclosure () -> String, codec: any ShmStoreCodec,
+    _ body: (UnsafeRawBufferPointer) throws(ShmError) -> Void
+) throws(ShmError) {
+    if let bytes = _rawBytes(value) { return try _withBytes(bytes, body) }
+    var lent = false
+    var failure: ShmError? = nil
+    do {
+        try codec.withEncoded(value) { bytes in
+            lent = true
+            do throws(ShmError) { try body(bytes) } catch { failure = error }
+        }
+    } catch {
+        throw ShmError(.codingFailed, operation(), detail: "cannot encode \(Value.self): \(error)")
+    }
+    if let failure { throw failure }
+    guard lent else {
+        throw ShmError(.codingFailed, operation(), detail: "the codec's withEncoded did not lend the bytes of \(Value.self)")
     }
 }
 

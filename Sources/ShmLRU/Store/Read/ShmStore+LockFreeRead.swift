@@ -260,16 +260,18 @@ extension ShmStore {
         ShmError(.invalidArgument, _operation("get", key), detail: "value is \(length) bytes; buffer holds \(capacity)")
     }
 
-    /// The decoded-cache hit of `get(_:as:)`: the box of the value this handle
-    /// decoded for `key` as `type`, if its record is unchanged (checked in shared
-    /// memory, lock-free) and it has not expired; nil otherwise (then the caller
-    /// reads and decodes). Not generic, so that the inlinable `get` specialised
-    /// in the caller's module does nothing generic on a hit.
+    /// The decoded-cache hit of `get(_:as:)`: lends `take` the box of the value
+    /// this handle decoded for `key` as `type`, if its record is unchanged
+    /// (checked in shared memory, lock-free) and it has not expired, and returns
+    /// true; false otherwise (then the caller reads and decodes). Not generic, so
+    /// that the inlinable `get` specialised in the caller's module does nothing
+    /// generic on a hit: `take` is its code, copying the value out of the box.
     @usableFromInline
-    func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
-        guard _readsLockFree, cache._lockFreeView.isAttached else { return nil }
-        return _withKeyLent(key) { keyBuffer, base -> AnyObject? in
-            _decoded.hit(base, type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
+    func _decodedHit(_ key: String, _ type: ObjectIdentifier, _ take: (_LentBox) -> Void) -> Bool {
+        guard _readsLockFree, cache._lockFreeView.isAttached else { return false }
+        return _withKeyBytesLent(key) { keyBuffer -> Bool in
+            _decoded.hit(
+                _decoded.tableHash(keyBuffer), type: type, { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }, take)
         }
     }
 
