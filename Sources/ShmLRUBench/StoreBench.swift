@@ -469,12 +469,12 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
 func storeProfileLoop(_ body: () -> Int) -> Int { body() }
 
 /// `ShmLRUBench store-profile OP CAPACITY OPS`: one store operation (lru, bytes,
-/// into, hit, miss, set, encode) over OPS keys of a preloaded CAPACITY store, for a
+/// into, with, hit, miss, after, set, encode, decode) over OPS keys of a preloaded CAPACITY store, for a
 /// profiler; prints ns/op. Instructions per op: callgrind's Ir of
 /// `storeProfileLoop` ÷ OPS.
 func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     guard arguments.count == 4, let capacity = Int(arguments[2]), let ops = Int(arguments[3]) else {
-        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|into|with|hit|miss|set|encode CAPACITY OPS\n")
+        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|into|with|hit|miss|after|set|encode|decode CAPACITY OPS\n")
         return 2
     }
     let op = arguments[1]
@@ -504,6 +504,12 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     let users = stream.map(BenchUser.init)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
     defer { buffer.deallocate() }
+    let encoded = op == "decode" ? try stream.map { i in try codec.encode(BenchUser(i)) } : []
+    // `after`: distinct keys (OPS <= CAPACITY), each decoded into the L1, then rewritten by the peer, then read once.
+    var distinct = op == "after" ? Array(0..<min(ops, capacity)) : []
+    for n in distinct.indices.reversed() { distinct.swapAt(n, Int(random.below(n + 1))) }  // Fisher-Yates
+    for i in distinct { _ = try store.get(keys[i], as: BenchUser.self) }
+    for i in distinct { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) }
     if op == "hit" || op == "miss" { for i in stream { _ = try store.get(keys[i], as: BenchUser.self) } }
     if op == "miss" { for i in stream { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) } }
     let t0 = _monotonicNanoseconds()
@@ -515,10 +521,16 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
         case "bytes": for i in stream where storedLength(store, keys[i]) < 100 { wrong += 1 }
         case "with": for i in stream where lentLength(store, keys[i]) < 100 { wrong += 1 }
         case "hit", "miss": for i in stream where storedID(store, keys[i]) != i { wrong += 1 }
+        case "after": for i in distinct where storedID(store, keys[i]) != i { wrong += 1 }
         case "set": for (n, i) in stream.enumerated() where (try? store.set(keys[i], users[n])) == nil { wrong += 1 }
         case "encode":
             let encoder = JSONEncoder()
             for user in users where ((try? encoder.encode(user))?.count ?? 0) < 100 { wrong += 1 }
+        case "decode":  // the codec's decode alone, on the bytes `miss` reads back
+            for (n, i) in stream.enumerated() {
+                let id = encoded[n].withUnsafeBytes { try? codec.decode(BenchUser.self, from: $0).id }
+                if id != i { wrong += 1 }
+            }
         default: wrong = -1
         }
         return wrong

@@ -71,20 +71,15 @@ func _sipHash13(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt64 {
     let count = bytes.count
     let whole = count & ~7
     var offset = 0
-    while offset < whole {
-        let m = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+    while offset < whole, let base = bytes.baseAddress {
+        let m = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
         v3 ^= m
         round()
         v0 ^= m
         offset &+= 8
     }
     var last = UInt64(truncatingIfNeeded: count) << 56
-    var shift: UInt64 = 0
-    while offset < count {
-        last |= UInt64(bytes[offset]) << shift
-        shift &+= 8
-        offset &+= 1
-    }
+    if count > whole, let base = bytes.baseAddress { last |= _tailWord(base + whole, count &- whole) }
     v3 ^= last
     round()
     v0 ^= last
@@ -93,6 +88,61 @@ func _sipHash13(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt64 {
     round()
     round()
     return v0 ^ v1 ^ v2 ^ v3
+}
+
+/// The last 1-7 bytes of a key at `tail`, little-endian in a word, in at most
+/// two loads (overlapping when fewer bytes remain than the loads cover: a byte
+/// loaded twice lands twice on the same position), never past the end: no
+/// byte-wise, bounds-checked loop.
+@inline(__always)
+func _tailWord(_ tail: UnsafeRawPointer, _ rest: Int) -> UInt64 {
+    if rest >= 4 {
+        let low = UInt64(UInt32(littleEndian: tail.loadUnaligned(as: UInt32.self)))
+        let high = UInt64(UInt32(littleEndian: tail.loadUnaligned(fromByteOffset: rest &- 4, as: UInt32.self)))
+        return low | high << (UInt64(truncatingIfNeeded: rest &- 4) &* 8)
+    }
+    // 1-3 bytes: the first, the middle and the last (the same byte when one remains).
+    let mid = rest >> 1
+    return UInt64(tail.load(as: UInt8.self))
+        | UInt64(tail.load(fromByteOffset: mid, as: UInt8.self)) << (UInt64(truncatingIfNeeded: mid) &* 8)
+        | UInt64(tail.load(fromByteOffset: rest &- 1, as: UInt8.self)) << (UInt64(truncatingIfNeeded: rest &- 1) &* 8)
+}
+
+// MARK: The decoded cache's table hash
+
+// The decoded cache (_DecodedCache.swift) is a table of this process only: it
+// finds its entries by a cheaper hash than the store's SipHash, a folded
+// multiply (wyhash's mixing step) of the key's 8-byte words under a random
+// 128-bit key drawn per handle. A client that cannot read the process's memory
+// cannot choose keys that collide in it, and a collision only costs a decode
+// (one entry per hash: colliding keys replace each other, and the record check
+// compares the key itself). The store's record hash stays SipHash-1-3: it is
+// shared, and the probe window it fills is the flooding target (issue 24).
+
+/// The folded 128-bit product of `a` and `b`.
+@inline(__always)
+func _foldedMultiply(_ a: UInt64, _ b: UInt64) -> UInt64 {
+    let product = a.multipliedFullWidth(by: b)
+    return product.high ^ product.low
+}
+
+/// The decoded cache's table hash of a key's UTF-8 bytes under `key`.
+@inline(__always)
+func _tableHash(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    let count = bytes.count
+    var h = key.k0 ^ UInt64(truncatingIfNeeded: count) &* 0x9E37_79B9_7F4A_7C15
+    if let base = bytes.baseAddress {
+        let whole = count & ~7
+        var offset = 0
+        while offset < whole {
+            let m = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+            h = _foldedMultiply(m ^ key.k1, h ^ 0xE703_7ED1_A0B4_28DB)
+            offset &+= 8
+        }
+        if count > whole { h = _foldedMultiply(_tailWord(base + whole, count &- whole) ^ key.k1, h ^ 0x8EBC_6AF0_9C88_C6E3) }
+    }
+    h = _foldedMultiply(h ^ key.k0, 0x5899_65CC_7537_4CC3)
+    return UInt32(truncatingIfNeeded: h ^ (h >> 32))
 }
 
 extension UInt64 {

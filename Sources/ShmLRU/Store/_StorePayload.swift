@@ -10,8 +10,9 @@ import CShm
 // payload's length once, and every path reads through it: the lock-free reads
 // (racy, inside a record's seqlock window: ShmStore+LockFreeRead.swift, the
 // snapshot scan) and, through `_PayloadHeader`, the locked paths, the listeners
-// and verify. `_StorePayload.make` is the one writer (every set, update, add and
-// restore), `storeExpiry` the one in-place rewrite (a renewing get).
+// and verify. `_StorePayload.write` is the one writer (every set, update, add
+// and restore: `withPayload` builds a record's payload on the stack, `make` in
+// an array), `storeExpiry` the one in-place rewrite (a renewing get).
 //
 // Its loads are relaxed atomics: under the lock they cost what plain loads do,
 // and without it they are the racy reads the seqlock then confirms or discards.
@@ -69,24 +70,53 @@ struct _StorePayload {
         keyLength == key.count && (keyLength == 0 || cshm_racy_equal(base + _StoreLayout.P.key, key.baseAddress, keyLength) != 0)
     }
 
-    /// The payload's bytes for a header, key and value: the one writer.
+    /// The payload's bytes for a header, key and value, in an array.
     static func make(
         key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64, flags: UInt32 = 0
     ) -> [UInt8] {
-        let count = _StoreLayout.payloadHeaderSize + key.count + value.count
+        let count = size(key: key, value: value)
         return [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
-            let raw = UnsafeMutableRawBufferPointer(buffer)
-            raw.storeBytes(of: UInt32(key.count), toByteOffset: _StoreLayout.P.keyLength, as: UInt32.self)
-            raw.storeBytes(of: flags, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
-            raw.storeBytes(of: expiresAt, toByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self)
-            raw.storeBytes(of: maxAge, toByteOffset: _StoreLayout.P.maxAge, as: UInt64.self)
-            if key.count > 0 {
-                UnsafeMutableRawBufferPointer(rebasing: raw[_StoreLayout.P.key..<_StoreLayout.P.key + key.count]).copyMemory(from: key)
-            }
-            if value.count > 0 {
-                UnsafeMutableRawBufferPointer(rebasing: raw[(_StoreLayout.P.key + key.count)...]).copyMemory(from: value)
-            }
+            write(UnsafeMutableRawBufferPointer(buffer), key: key, value: value, expiresAt: expiresAt, maxAge: maxAge, flags: flags)
             initialized = count
+        }
+    }
+
+    /// Lends the payload's bytes for a header, key and value to `body`, built in
+    /// a buffer on the stack (the write path: no array to allocate and free).
+    @inline(__always)
+    static func withPayload<R>(
+        key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64, maxAge: UInt64,
+        _ body: (UnsafeRawBufferPointer) throws(ShmError) -> R
+    ) throws(ShmError) -> R {
+        let count = size(key: key, value: value)
+        return try withUnsafeTemporaryAllocation(byteCount: count, alignment: 8) { buffer in
+            write(buffer, key: key, value: value, expiresAt: expiresAt, maxAge: maxAge, flags: 0)
+            return Result { () throws(ShmError) -> R in try body(UnsafeRawBufferPointer(buffer)) }
+        }.get()
+    }
+
+    /// The size of the payload of `key` and `value`.
+    @inline(__always)
+    static func size(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) -> Int {
+        _StoreLayout.payloadHeaderSize + key.count + value.count
+    }
+
+    /// Writes the payload of a header, key and value into `raw` (`size` bytes): the one writer.
+    @inline(__always)
+    static func write(
+        _ raw: UnsafeMutableRawBufferPointer, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, expiresAt: UInt64,
+        maxAge: UInt64, flags: UInt32
+    ) {
+        guard let base = raw.baseAddress else { return }
+        base.storeBytes(of: UInt32(key.count), toByteOffset: _StoreLayout.P.keyLength, as: UInt32.self)
+        base.storeBytes(of: flags, toByteOffset: _StoreLayout.P.flags, as: UInt32.self)
+        base.storeBytes(of: expiresAt, toByteOffset: _StoreLayout.P.expiresAt, as: UInt64.self)
+        base.storeBytes(of: maxAge, toByteOffset: _StoreLayout.P.maxAge, as: UInt64.self)
+        if let source = key.baseAddress, key.count > 0 {
+            (base + _StoreLayout.P.key).copyMemory(from: source, byteCount: key.count)
+        }
+        if let source = value.baseAddress, value.count > 0 {
+            (base + _StoreLayout.P.key + key.count).copyMemory(from: source, byteCount: value.count)
         }
     }
 

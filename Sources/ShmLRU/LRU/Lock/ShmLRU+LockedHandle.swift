@@ -176,8 +176,10 @@ extension ShmLRU {
         /// any other process can know its key).
         func claimOwnership(_ word: UInt64) { cshm_store_release_u64(cache._segment.u64(_Layout.H.owner), word) }
         /// Counts a lock-free hit on `record` and marks it used per the policy.
+        /// The cache is borrowed, not retained (its store holds it): a strong
+        /// reference taken here cost a retain and a release on every store hit.
         @inline(__always) func noteHit(_ record: UnsafeMutableRawPointer, stamp: UInt64) {
-            cache._noteOptimisticHit(record, stamp: stamp)
+            Unmanaged.passUnretained(cache)._withUnsafeGuaranteedRef { $0._noteOptimisticHit(record, stamp: stamp) }
         }
         /// Every live record the shared index names, hash, slot and stamp read
         /// together (ShmLRU+IndexListing.swift): a key present for the whole

@@ -64,47 +64,92 @@ extension ShmStore {
     func _lend(_ key: String, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int {
         guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
         guard _readsLockFree else { return _lendElsewhere }
-        switch _bytesLockFree(key, into: buffer) {
-        case .hit(let count, _)?: return count >= 0 ? count : _lendElsewhere
-        case .miss?: return _lendAbsent
-        case .contended?, .needsLock?, nil: return _lendElsewhere
+        switch _copyRead(key, into: buffer) {
+        case .copied(let count): return count
+        case .miss: return _lendAbsent
+        case .tooSmall, .locked: return _lendElsewhere
         }
     }
 
-    /// One lock-free read of `key` into `buffer`: a hit's count is the value's
-    /// length, or `-length` when `buffer` is too small (then nothing is
-    /// copied); nil when it must take the lock.
+    /// What a lock-free copy read (`_copyRead`) did.
+    enum _CopyRead {
+        /// The value's length; its bytes are in the buffer.
+        case copied(Int)
+        case miss
+        /// The value is this long, longer than the buffer: nothing was copied.
+        case tooSmall(Int)
+        /// Writers kept getting in the way, or the read must write: take the lock.
+        case locked
+    }
+
+    /// One lock-free read of `key` into `buffer`, a hit counted and its record
+    /// marked used: the lean attempt first (`_copyOnce`: a live entry without
+    /// an expiry, no view, no closure), then, with the same key bytes and hash,
+    /// the general one (`_copyGeneral`: expiry, renewal, spilled values,
+    /// retries), out of line so that the lean attempt keeps its registers.
     @inline(__always)
-    func _bytesLockFree(_ key: String, into buffer: UnsafeMutableRawBufferPointer) -> _LockFreeOutcome<Int>? {
-        _withKeyLent(key) { keyBuffer, base in
-            _readLockFree(keyBuffer, base: base, use: true) { view -> Int? in
-                if view.flags & _StoreLayout.payloadSpilled != 0, let heap = _heap { return _copySpilled(heap, view, into: buffer) }
-                let count = view.value.count
-                guard count <= buffer.count else { return -count }  // count > 0 here
-                if count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, count) }
-                return count
+    func _copyRead(_ key: String, into buffer: UnsafeMutableRawBufferPointer) -> _CopyRead {
+        _withKeyLent(key) { keyBuffer, base -> _CopyRead in
+            switch _copyOnce(keyBuffer, base: base, into: buffer) {
+            case .hit(let length, let record, let stamp):
+                cache._lockFreeView.noteHit(record, stamp: stamp)
+                return .copied(length)
+            case .miss:
+                cache._lockFreeView.noteMiss()
+                return .miss
+            case .tooSmall(let length): return .tooSmall(length)
+            case .elsewhere: return _copyGeneral(keyBuffer, base: base, into: buffer)
             }
         }
+    }
+
+    /// `_copyRead`'s general attempt (`_readLockFree`, with retries).
+    @inline(never)
+    func _copyGeneral(_ keyBuffer: UnsafeRawBufferPointer, base: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _CopyRead {
+        let outcome = _readLockFree(keyBuffer, base: base, use: true) { view -> Int? in
+            if view.flags & _StoreLayout.payloadSpilled != 0, let heap = _heap { return _copySpilled(heap, view, into: buffer) }
+            let count = view.value.count
+            guard count <= buffer.count else { return -count }  // count > 0 here
+            if count > 0 { cshm_racy_copy(buffer.baseAddress, view.value.baseAddress, count) }
+            return count
+        }
+        switch outcome {
+        case .hit(let count, _)?: return count >= 0 ? .copied(count) : .tooSmall(-count)
+        case .miss?: return .miss
+        case .contended?, .needsLock?, nil: return .locked
+        }
+    }
+
+    /// What `bytes(_:)`'s lock-free attempt found.
+    enum _BytesOutcome {
+        case hit([UInt8])
+        case miss
+        /// Writers kept getting in the way, or the read must write: take the lock.
+        case locked
     }
 
     /// `bytes(_:)`'s lock-free attempt: the value copied inside the seqlock
     /// window into a stack buffer, then into one array of its length (so a retry
     /// allocates nothing); a value longer than the stack buffer is copied into
-    /// its array directly. nil when it must take the lock.
+    /// its array directly.
     @inline(__always)
-    func _bytesLockFree(_ key: String) -> _LockFreeOutcome<[UInt8]>? {
-        let small = withUnsafeTemporaryAllocation(byteCount: _lendStackBytes, alignment: 16) { stack -> _LockFreeOutcome<[UInt8]>?? in
-            switch _bytesLockFree(key, into: stack) {
-            case .hit(let count, let view)?:
-                guard count >= 0 else { return .none }  // longer than the stack buffer
-                return .hit(Array(UnsafeRawBufferPointer(rebasing: stack[0..<count])), view)
-            case .miss?: return .miss
-            case .contended?, .needsLock?, nil: return .some(nil)
+    func _bytesLockFree(_ key: String) -> _BytesOutcome {
+        let small = withUnsafeTemporaryAllocation(byteCount: _lendStackBytes, alignment: 16) { stack -> _BytesOutcome? in
+            switch _copyRead(key, into: stack) {
+            case .copied(let count): return .hit(Array(UnsafeRawBufferPointer(rebasing: stack[0..<count])))
+            case .miss: return .miss
+            case .tooSmall: return nil  // longer than the stack buffer
+            case .locked: return .locked
             }
         }
         if let small { return small }
-        return _withKeyLent(key) { keyBuffer, base in
+        let outcome = _withKeyLent(key) { keyBuffer, base in
             _readLockFree(keyBuffer, base: base, use: true) { view in _copyValue(view) }
+        }
+        switch outcome {
+        case .hit(let bytes, _)?: return .hit(bytes)
+        case .miss?: return .miss
+        case .contended?, .needsLock?, nil: return .locked
         }
     }
 }

@@ -19,6 +19,11 @@ import Glibc
 // the lock too. Neither is a hit on a live entry, the path kept lock-free. With exact promotion (`.onEveryRead`) every get
 // takes the lock and moves its record to the head, as before.
 //
+// The copy reads (`bytes(_:into:)`, `withBytes`, `bytes(_:)`) try a leaner
+// attempt first (`_copyOnce`: a live entry without an expiry, copied as
+// `ShmLRU.get` copies, no view and no closure); whatever it does not settle
+// goes through the general attempt above.
+//
 // The hit path formats no string (an error's description is built only when it
 // is thrown), allocates nothing for the key (it is hashed and compared from the
 // String's own UTF-8 storage) and reads no clock unless the entry has an expiry
@@ -126,6 +131,57 @@ extension ShmStore {
         guard p.indexUnchanged(since: snapshot) else { return .contended }
         if use { cache._lockFreeView.noteMiss() }
         return .miss
+    }
+
+    /// What the copy reads' fast path (`_copyOnce`) found.
+    enum _CopyOutcome {
+        /// The value was copied: its length, its record and the record's use stamp then.
+        case hit(length: Int, record: UnsafeMutableRawPointer, stamp: UInt64)
+        case miss
+        /// The value is `length` bytes, longer than the buffer: nothing was copied.
+        case tooSmall(length: Int)
+        /// A writer was met, or the entry has an expiry or a spilled value: the
+        /// general path (`_readLockFree`) decides.
+        case elsewhere
+    }
+
+    /// The copy reads' fast path (`bytes(_:into:)`, `withBytes`, `bytes(_:)`):
+    /// one lock-free attempt over the key's probe hashes that copies the value
+    /// of a live entry without an expiry into `buffer` inside the record's
+    /// seqlock window, as `ShmLRU.get` does in interval mode, with no view built
+    /// and no closure. Everything else (a writer met, an entry with an expiry or
+    /// a max age, a spilled value) is `.elsewhere`: the general path reads it
+    /// again. Counts nothing and marks nothing: the caller does (`_copyRead`).
+    @inline(__always)
+    func _copyOnce(_ key: UnsafeRawBufferPointer, base: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _CopyOutcome {
+        let p = cache._lockFreeView.probe
+        guard let snapshot = p.indexSnapshot() else { return .elsewhere }
+        var probe = 0
+        let probeLimit = configuration.probeLimit
+        while probe < probeLimit {
+            let hash = base &+ UInt32(truncatingIfNeeded: probe)
+            probe &+= 1
+            let sight: _RecordSight
+            switch p.sight(hash) {
+            case .found(let found): sight = found
+            case .absent: continue
+            case .contended: return .elsewhere
+            }
+            let length = sight.length
+            guard length <= p.recordSize, let stored = _StorePayload(sight.words.payload, count: length), stored.hasKey(key) else {
+                if !sight.isUnchanged() { return .elsewhere }
+                continue
+            }
+            // Expiry, renewal and heap chunks: the general path.
+            if stored.expiresAt != 0 || stored.maxAge != 0 || stored.flags & _StoreLayout.payloadSpilled != 0 { return .elsewhere }
+            let value = stored.value
+            if value.count > buffer.count { return sight.isUnchanged() ? .tooSmall(length: value.count) : .elsewhere }
+            if value.count > 0 { cshm_racy_copy(buffer.baseAddress, value.baseAddress, value.count) }
+            let stamp = sight.words.stamp
+            guard sight.isUnchanged() else { return .elsewhere }
+            return .hit(length: value.count, record: sight.record, stamp: stamp)
+        }
+        return p.indexUnchanged(since: snapshot) ? .miss : .elsewhere
     }
 
     /// Whether the record a decoded value came from is unchanged: same slot and
@@ -240,13 +296,11 @@ extension ShmStore {
     public func bytes(_ key: String, into buffer: UnsafeMutableRawBufferPointer) throws(ShmError) -> Int? {
         guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
         if _readsLockFree {
-            let outcome = _bytesLockFree(key, into: buffer)
-            switch outcome {
-            case .hit(let count, _)?:
-                guard count >= 0 else { throw _bufferTooSmall(key, -count, buffer.count) }
-                return count
-            case .miss?: return nil
-            case .contended?, .needsLock?, nil: break
+            switch _copyRead(key, into: buffer) {
+            case .copied(let count): return count
+            case .miss: return nil
+            case .tooSmall(let count): throw _bufferTooSmall(key, count, buffer.count)
+            case .locked: break
             }
         }
         guard let value = try bytes(key) else { return nil }
@@ -260,16 +314,18 @@ extension ShmStore {
         ShmError(.invalidArgument, _operation("get", key), detail: "value is \(length) bytes; buffer holds \(capacity)")
     }
 
-    /// The decoded-cache hit of `get(_:as:)`: the box of the value this handle
-    /// decoded for `key` as `type`, if its record is unchanged (checked in shared
-    /// memory, lock-free) and it has not expired; nil otherwise (then the caller
-    /// reads and decodes). Not generic, so that the inlinable `get` specialised
-    /// in the caller's module does nothing generic on a hit.
+    /// The decoded-cache hit of `get(_:as:)`: lends `take` the box of the value
+    /// this handle decoded for `key` as `type`, if its record is unchanged
+    /// (checked in shared memory, lock-free) and it has not expired, and returns
+    /// true; false otherwise (then the caller reads and decodes). Not generic, so
+    /// that the inlinable `get` specialised in the caller's module does nothing
+    /// generic on a hit: `take` is its code, copying the value out of the box.
     @usableFromInline
-    func _decodedHit(_ key: String, _ type: ObjectIdentifier) -> AnyObject? {
-        guard _readsLockFree, cache._lockFreeView.isAttached else { return nil }
-        return _withKeyLent(key) { keyBuffer, base -> AnyObject? in
-            _decoded.hit(base, type: type) { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }
+    func _decodedHit(_ key: String, _ type: ObjectIdentifier, _ take: (_LentBox) -> Void) -> Bool {
+        guard _readsLockFree, cache._lockFreeView.isAttached else { return false }
+        return _withKeyBytesLent(key) { keyBuffer -> Bool in
+            _decoded.hit(
+                _decoded.tableHash(keyBuffer), type: type, { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }, take)
         }
     }
 

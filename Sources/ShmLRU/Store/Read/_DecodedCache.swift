@@ -11,15 +11,18 @@ import Synchronization
 // invalidation message is needed (lua-resty-mlcache's L1 needs them; this one
 // validates on every read).
 //
-// Entries are found by the key's store hash (`ShmStore._keyHash`, computed from
-// the key's UTF-8 bytes without a copy; no String hashing) in an open-addressed
+// Entries are found by the key's table hash (`_tableHash`: a seeded folded
+// multiply of the key's UTF-8 bytes, lent without a copy; no String hashing and
+// not the store's SipHash, which a hit does not need) in an open-addressed
 // table (_DecodedTable.swift: no `Hasher`): a key whose hash another key's entry
 // holds finds that entry, fails the record check (the stored key differs),
 // reads and decodes, and takes the entry over. A hit (`hit`) reads the entry
-// in place under the table's mutex, taking one reference (to the box it
-// returns), and checks the record after the mutex is released. The record check reads only the words that can tell a change: the
-// record's sequence (before and after, the seqlock), the stored key's length
-// and bytes, and the use stamp it marks (`ShmStore._isUnchanged`).
+// in place under the table's mutex, checks the record there (lock-free reads
+// of shared memory: nothing waits under the mutex) and copies the value out of
+// its box in the caller's specialised code, taking no reference to the box. The
+// record check reads only the words that can tell a change: the record's
+// sequence (before and after, the seqlock), the stored key's length and bytes,
+// and the use stamp it marks (`ShmStore._isUnchanged`).
 //
 // Bounded by entries and bytes (a value's cost is its encoded size plus its
 // key's, plus 64 for the entry); the oldest inserted entries go first. Values of
@@ -77,6 +80,22 @@ final class _DecodedBox<Value>: @unchecked Sendable {
     @usableFromInline init(_ value: Value) { self.value = value }
 }
 
+/// A box lent by the decoded cache under its mutex, without a reference taken:
+/// the table holds it for as long as the borrower runs. (Sendable so that the
+/// region checker lets the mutex's state lend it to the caller's closure: the
+/// box's value is immutable and never a class instance.)
+@usableFromInline
+struct _LentBox: @unchecked Sendable {
+    @usableFromInline let box: Unmanaged<AnyObject>
+    @inline(__always) init(_ box: AnyObject) { self.box = .passUnretained(box) }
+
+    /// The value of the box, a `_DecodedBox<Value>`, copied out.
+    @inlinable @inline(__always)
+    func value<Value>(as type: Value.Type) -> Value {
+        box._withUnsafeGuaranteedRef { unsafeDowncast($0, to: _DecodedBox<Value>.self).value }
+    }
+}
+
 final class _DecodedCache: Sendable {
     /// Sendable: `value` is an immutable `_DecodedBox` of a value that is not a class instance.
     struct Entry: @unchecked Sendable {
@@ -107,6 +126,11 @@ final class _DecodedCache: Sendable {
     let state: Mutex<State>
     let hits = Atomic<UInt64>(0)
     let misses = Atomic<UInt64>(0)
+    /// The key of this handle's table hash (`_tableHash`), drawn per handle.
+    let tableKey = _SipKey.random()
+
+    /// The table's hash of a key's UTF-8 bytes (not the store's record hash: see `_tableHash`).
+    @inline(__always) func tableHash(_ key: UnsafeRawBufferPointer) -> UInt32 { _tableHash(tableKey, key) }
 
     init(limits: ShmStore.DecodedCacheLimits = .init(), codec: any ShmStoreCodec = JSONStoreCodec()) {
         state = Mutex(State(limits: limits, codec: codec))
@@ -139,36 +163,41 @@ final class _DecodedCache: Sendable {
         slot: 0, seq: 0, recordHash: 0, expiresAt: 0, renews: false, type: ObjectIdentifier(_DecodedCache.self),
         value: _DecodedBox(()), cost: 0, order: 0)
 
-    /// What a hit needs of an entry, read in place under the mutex; `value` is
-    /// retained once (released by the caller when the record check fails).
-    struct _Sight: @unchecked Sendable {
+    /// What a hit reads of an entry.
+    struct _Sight: Sendable {
         var slot: UInt32
         var seq: UInt32
-        var value: Unmanaged<AnyObject>
+        var box: _LentBox
     }
 
-    /// The decoded-cache hit: the box of the entry of hash `key` if it holds a
-    /// value of `type`, needs no renewal, has not expired and `isUnchanged`
-    /// (slot, sequence) says its record is as it was (checked after the mutex
-    /// is released). Reads the entry in place, takes one reference (to the box
-    /// returned); counts the hit.
+    /// The decoded-cache hit: under the mutex, the entry of hash `key`, if it
+    /// holds a value of `type`, needs no renewal, has not expired and
+    /// `isUnchanged` (slot, sequence) says its record is as it was, lends its box
+    /// to `take` (the caller's specialised code, which copies the value out);
+    /// false otherwise. The record check reads shared memory lock-free (it never
+    /// waits), so it runs inside the mutex: the entry is read in place, no
+    /// reference is taken to the box, and a failed check copies nothing.
+    /// Counts the hit.
     @inline(__always)
-    func hit(_ key: UInt32, type: ObjectIdentifier, _ isUnchanged: (_ slot: UInt32, _ seq: UInt32) -> Bool) -> AnyObject? {
-        let sight = state.withLock { state -> _Sight? in
-            state.entries.withEntry(key) { entry -> _Sight? in
+    func hit(
+        _ key: UInt32, type: ObjectIdentifier, _ isUnchanged: (_ slot: UInt32, _ seq: UInt32) -> Bool,
+        _ take: (_LentBox) -> Void
+    ) -> Bool {
+        let found = state.withLock { state -> Bool in
+            // What the hit needs of the entry, read in place (Sendable values only:
+            // the caller's closures see nothing of the mutex's state but these).
+            let sight = state.entries.withEntry(key) { entry -> _Sight? in
                 guard entry.pointee.type == type, !entry.pointee.renews,
                     entry.pointee.expiresAt == 0 || entry.pointee.expiresAt > _monotonicNanoseconds()
                 else { return nil }
-                return _Sight(slot: entry.pointee.slot, seq: entry.pointee.seq, value: .passRetained(entry.pointee.value))
+                return _Sight(slot: entry.pointee.slot, seq: entry.pointee.seq, box: _LentBox(entry.pointee.value))
             }
+            guard let sight, isUnchanged(sight.slot, sight.seq) else { return false }
+            take(sight.box)  // the table holds the box until the mutex is released
+            return true
         }
-        guard let sight else { return nil }
-        guard isUnchanged(sight.slot, sight.seq) else {
-            sight.value.release()
-            return nil
-        }
-        countHit()
-        return sight.value.takeRetainedValue()
+        if found { countHit() }
+        return found
     }
 
     /// The entry for the key of hash `key` if it holds a value of `type` (it may

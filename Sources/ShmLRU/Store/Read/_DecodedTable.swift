@@ -1,4 +1,4 @@
-// The decoded cache's table: entries keyed by the key's 32-bit store hash, in
+// The decoded cache's table: entries keyed by the key's 32-bit table hash (`_tableHash`), in
 // one open-addressed array (linear probing, backward-shift deletion, at most
 // half full). A lookup multiplies the hash once and compares UInt32s: no
 // `Hasher` (a `[UInt32: Entry]` spent ~200 instructions per hit on SipHash and

@@ -53,9 +53,9 @@ extension ShmStore {
         guard cache._lockFreeView.isAttached else { throw _detachedError("get", key) }
         if _readsLockFree {
             switch _bytesLockFree(key) {
-            case .hit(let bytes, _)?: return bytes
-            case .miss?: return nil
-            case .contended?, .needsLock?, nil: break
+            case .hit(let bytes): return bytes
+            case .miss: return nil
+            case .locked: break
             }
         }
         return try _withKey(key) { (keyBuffer, base) throws(ShmError) -> [UInt8]? in

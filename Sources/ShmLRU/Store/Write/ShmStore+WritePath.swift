@@ -13,7 +13,8 @@ import CShm
 //                                          └─ _storeRecordLocked (lru.set / lru.replace, then the change log)
 //   _reclaimLocked (remove, expiry)   _setExpiryLocked (a renewing get)
 //
-// A payload is built by `_StorePayload.make` (the one writer of its format).
+// A payload is built by `_StorePayload` (the one writer of its format), on the
+// stack for a record (`withPayload`: no array allocated per write).
 
 extension ShmStore {
     func _checkFits(_ keyCount: Int, _ valueCount: Int, _ operation: @autoclosure () -> String) throws(ShmError) {
@@ -59,8 +60,9 @@ extension ShmStore {
             return try _writeWithHeapLocked(
                 lru, heap, key, value: value, found: found, hash: hash, now: now, expiresAt: expiresAt, maxAge: maxAge, operation())
         }
-        let payload = _StorePayload.make(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge)
-        try _withBytes(payload) { (payloadBuffer) throws(ShmError) in try _storeRecordLocked(lru, payloadBuffer, found: found, hash: hash) }
+        try _StorePayload.withPayload(key: key, value: value, expiresAt: expiresAt, maxAge: maxAge) { (payload) throws(ShmError) in
+            try _storeRecordLocked(lru, payload, found: found, hash: hash)
+        }
     }
 
     /// Writes a record payload for a key located under the data lock, and logs it.
