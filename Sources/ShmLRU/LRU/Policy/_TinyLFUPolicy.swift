@@ -59,18 +59,8 @@ import CShm
 // Header words (line 5, under the lock): the window target, the sketch's
 // increments since its last ageing, the climber's step (Float32), the previous
 // sample's hit ratio (x 2^24) and the hit and miss counts at the sample's start;
-// S3-FIFO's small-queue tail and count, ghost clock and first-eviction flag.
-
-extension _ListState {
-    /// TinyLFU: the window's target size (adapted by the climber).
-    var windowTarget: Int { _Layout.H.windowTarget }
-    /// TinyLFU: sketch increments since its last ageing.
-    var sketchAdds: Int { _Layout.H.sketchAdds }
-    /// TinyLFU: the climber's step, a Float32's bits.
-    var climbStep: Int { _Layout.H.climbStep }
-    /// TinyLFU: the previous sample's hit ratio x 2^24.
-    var climbRate: Int { _Layout.H.climbRate }
-}
+// S3-FIFO's small-queue tail and count, ghost clock and first-eviction flag (all
+// named in `_QueueWords.swift`).
 
 enum _TinyLFUPolicy {
     /// A record's rank in the policy's order of preference: S3-FIFO's (the
