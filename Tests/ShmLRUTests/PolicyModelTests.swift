@@ -326,12 +326,13 @@ struct ReferenceS3FIFO: ReferencePolicy {
 }
 
 /// Adaptive W-TinyLFU as Policy/_TinyLFUPolicy.swift's notes describe it, written
-/// again with plain arrays (newest first): a window FIFO and a main FIFO, the
-/// 2-bit frequency, a count-min sketch (its own copy of the hashing, the counter
+/// again with plain arrays (newest first): a window and a main queue, the 2-bit
+/// frequency, a count-min sketch (its own copy of the hashing, the counter
 /// placement and the ageing), a ghost of the hashes the window evicted (the same
-/// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the window's
-/// CLOCK, the duel of its oldest unread record against the main queue's CLOCK victim, and the
-/// hill climber fed with the reads' hit and miss counts (the cache's statistics,
+/// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the
+/// window's CLOCK, the duel of its oldest unread record against the main queue's
+/// CLOCK victim, and the hill climber (step decay 0.93) fed with the reads' hit
+/// and miss counts (the cache's statistics,
 /// which a single handle publishes whenever it takes the lock: before every
 /// insert, all reads so far).
 struct ReferenceTinyLFU: ReferencePolicy {
