@@ -326,12 +326,13 @@ struct ReferenceS3FIFO: ReferencePolicy {
 }
 
 /// Adaptive W-TinyLFU as Policy/_TinyLFUPolicy.swift's notes describe it, written
-/// again with plain arrays (newest first): a window FIFO and a main FIFO, the
-/// 2-bit frequency, a count-min sketch (its own copy of the hashing, the counter
+/// again with plain arrays (newest first): a window and a main queue, the 2-bit
+/// frequency, a count-min sketch (its own copy of the hashing, the counter
 /// placement and the ageing), a ghost of the hashes the window evicted (the same
-/// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the duel
-/// of the window's oldest record against the main queue's CLOCK victim, and the
-/// hill climber fed with the reads' hit and miss counts (the cache's statistics,
+/// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the
+/// window's CLOCK, the duel of its oldest unread record against the main queue's
+/// CLOCK victim, and the hill climber (step decay 0.93) fed with the reads' hit
+/// and miss counts (the cache's statistics,
 /// which a single handle publishes whenever it takes the lock: before every
 /// insert, all reads so far).
 struct ReferenceTinyLFU: ReferencePolicy {
@@ -395,6 +396,14 @@ struct ReferenceTinyLFU: ReferencePolicy {
             main.removeLast()
             frequency[victim] = nil
             return victim
+        }
+        // The window's CLOCK: a record read there goes back to its head, its hits counted.
+        while frequency[window.last!]! >= 1, budget > 0 {
+            budget -= 1
+            let last = window.removeLast()
+            for _ in 0..<frequency[last]! { increment(last) }
+            frequency[last] = 0
+            window.insert(last, at: 0)
         }
         let candidate = window.last!
         if !main.isEmpty {
@@ -487,7 +496,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
         let rate = Double(h) / Double(h + m)
         let change = rate - Double(previousRate) / Double(1 << 24)
         let amount = change >= 0 ? Double(step) : -Double(step)
-        let next = abs(change) >= 0.05 ? 0.03 * Double(capacity) * (amount >= 0 ? 1 : -1) : 0.98 * amount
+        let next = abs(change) >= 0.05 ? 0.03 * Double(capacity) * (amount >= 0 ? 1 : -1) : 0.93 * amount
         previousRate = UInt32(rate * Double(1 << 24))
         step = Float(next)
         sampleHits = hits

@@ -80,6 +80,57 @@ import Testing
         }
     }
 
+    /// The window's CLOCK: record 1, the window's oldest (of its two: 10 % of 20),
+    /// was read; record 2 was not. The next insert moves 1 back to the window's head
+    /// (its hit counted in the sketch, its frequency cleared) and evicts 2 (never
+    /// read, no more frequent than the main queue's victim 3): the window keeps
+    /// what is read, as an LRU window would, without a hit ever moving a record.
+    @Test func theWindowKeepsTheRecordItsReadersRead() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            defer { _ = try? cache.detach() }
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            #expect(try cache.bytes(1) != nil)
+            let result = try cache.set(100, encodeValue(hash: 100, version: 7, length: 40))
+            #expect(result.evictedHash == 2, "evicted \(String(describing: result.evictedHash))")
+            let slot = try #require(cache._find(1)).slot
+            let stamp = cache._segment.stamp(slot)
+            #expect(stamp & _TinyLFUPolicy.window != 0 && stamp & _TinyLFUPolicy.frequency == 0, "record 1 back in the window, its hit counted")
+            #expect(_TinyLFUPolicy.estimate(cache._segment, 1) >= 1)
+            #expect(try cache.verify().isClean)
+        }
+    }
+
+    /// A kill inside the window's CLOCK: record 1, the window's oldest (of its two:
+    /// 10 % of 20), was read, so the eviction moves it back to the window's head
+    /// (its hit counted in the sketch) before it looks further: killed while it moves
+    /// (unlinked, not relinked). Repair keeps every record, and the cache goes on.
+    @Test func aKillInsideTheWindowsClockLeavesTheCacheWhole() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            let slot = try #require(cache._find(1)).slot
+            #expect(cache._segment.stamp(slot) & _TinyLFUPolicy.window != 0, "record 1 is in the window")
+            #expect(try cache.bytes(1) != nil)
+            #expect(cache._segment.stamp(slot) & _TinyLFUPolicy.frequency == 1)
+            let before = cache.stats.recoveries
+            let run = try runHelper(["rel-op", key.description, "\(_FaultInjection.Point.policyMoving.rawValue)@1", "set", "100", "7", "40"])
+            try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+            let report = try cache.verify()
+            #expect(report.isClean, "\(report)")
+            #expect(cache.stats.recoveries == before + 1)
+            for hash in UInt32(1)...20 {
+                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+                #expect(version == 1, "hash \(hash) holds \(String(describing: version)) (nothing was evicted yet)")
+            }
+            #expect(try cache.bytes(100) == nil)
+            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
+            #expect(cache.count == 20)
+            #expect(try cache.verify().isClean)
+            _ = try relCheckAllValues(cache, hashes: 256, "after the window CLOCK kill")
+        }
+    }
+
     /// A kill after the window's oldest record (1, never read, no more frequent
     /// than record 3, the main queue's victim) lost its duel and its hash joined
     /// the ghost, before it was detached: repair keeps every whole record, and a

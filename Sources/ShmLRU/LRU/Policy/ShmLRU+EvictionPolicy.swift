@@ -17,12 +17,12 @@ extension ShmLRU {
         /// recently evicted hashes. Hits bump the frequency, without the lock.
         case s3fifo
         /// Adaptive W-TinyLFU (Einziger, Friedman, Manes, ACM ToS '17; Caffeine's
-        /// hill climber) on S3-FIFO's frame: a window FIFO (10 % to start) in front
-        /// of a main FIFO with a 2-bit frequency, and S3-FIFO's ghost of the hashes
-        /// the window evicted (a ghost hit joins the main queue). A count-min sketch
-        /// of hash frequencies in the segment (8 to 16 bytes per record, aged every
-        /// 20 x capacity additions; the ghost 16 to 32 more) admits the window's
-        /// oldest record only if it is more frequent than the main queue's victim;
+        /// hill climber) on S3-FIFO's frame: a window CLOCK (10 % to start) in front
+        /// of a main CLOCK, both with a 2-bit frequency, and S3-FIFO's ghost of the
+        /// hashes the window evicted (a ghost hit joins the main queue). A count-min
+        /// sketch of hash frequencies in the segment (8 to 16 bytes per record, aged
+        /// every 20 x capacity additions; the ghost 16 to 32 more) admits the window's
+        /// oldest unread record only if it is more frequent than the main queue's victim;
         /// the window's size is tuned online by hill climbing on the hit ratio.
         /// Hits bump the frequency, without the lock, as S3-FIFO's do.
         case tinylfu

@@ -3,22 +3,12 @@ import CShm
 // S3-FIFO (Yang et al., SOSP '23): two FIFOs in the one list, the small queue
 // first, and a ghost FIFO of hashes evicted from the small queue (the layout's
 // "Eviction policies" and "Ghost" sections draw them). Header words: the small
-// queue's last record and size, the ghost clock, whether it has evicted yet.
+// queue's last record and size, the ghost clock, whether it has evicted yet
+// (named in `_QueueWords.swift`, with those TinyLFU adds on the same frame).
 // Stamp bits 0-1: the 2-bit frequency; bit 2: in the small queue. Hits bump the
 // frequency with one compare-and-swap, without the lock; everything else here
 // runs under the segment's lock. See `_PolicyDispatch.swift` for the members
 // every policy has.
-
-extension _ListState {
-    /// S3-FIFO: the small queue's last record (none: empty).
-    var smallTail: Int { _Layout.H.smallTail }
-    /// S3-FIFO: records in the small queue.
-    var smallCount: Int { _Layout.H.smallCount }
-    /// S3-FIFO: ghost insertions, wrapping.
-    var ghostClock: Int { _Layout.H.ghostClock }
-    /// S3-FIFO: 1 once it has evicted (until then a full small queue admits to main).
-    var s3Evicted: Int { _Layout.H.s3Evicted }
-}
 
 enum _S3FIFOPolicy: _PolicyRoom {
     /// A record's rank in the policy's order of preference (higher: kept
