@@ -9,7 +9,11 @@ import CShm
 //
 // Every policy has (the `_PolicyRoom` requirements):
 //   header words   `extension _ListState { var … }` in its file (offsets in
-//                  `_Layout.H`, whose map is the one detailed description)
+//                  `_Layout.H`, whose map is the one detailed description);
+//                  the two-queue frame S3-FIFO and TinyLFU share names its
+//                  words once, in `_QueueWords.swift`, and its queue moves
+//                  (`mainVictim`, `moveToMain`, `linkSmall` / `linkMain`) once,
+//                  in `_S3FIFOPolicy`
 //   stamp bits     `markMask`, `timeMask` (and its own named bits)
 //   area(capacity:)   its area after the index (ghost, sketch) and targets
 //   initialize     its header words at creation

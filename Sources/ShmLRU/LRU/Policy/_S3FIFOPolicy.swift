@@ -121,22 +121,7 @@ enum _S3FIFOPolicy: _PolicyRoom {
             let smallCount = Int(s.smallCount)
             guard smallCount <= count, count <= capacity else { throw c._corrupted("small queue \(smallCount) of \(count) records") }
             if count == 0 { return nil }
-            if count - smallCount > mainTarget || smallCount == 0 {
-                while true {
-                    let tail = s.tail
-                    guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw c._corrupted("tail \(tail) is not a live record") }
-                    let stamp = s.stamp(tail)
-                    guard stamp & small == 0 else { throw c._corrupted("tail \(tail) is in the small queue") }
-                    let f = stamp & frequency
-                    guard f >= 1, budget > 0 else { return tail }
-                    budget -= 1
-                    try c._unlink(tail)
-                    c._fault(.policyMoving)
-                    s.store64(s.layout.recordOffset(tail) &+ _Layout.R.stamp, (stamp & ~frequency) | (f - 1))
-                    try linkMain(c, tail)
-                    s.bumpStat(_Layout.H.statPromotions)
-                }
-            }
+            if count - smallCount > mainTarget || smallCount == 0 { return try mainVictim(c, budget: &budget) }
             while s.smallCount > 0 {
                 let last = s.smallTail
                 guard s.isSlot(last), s.isLive(meta: s.meta(last)) else { throw c._corrupted("small-queue tail \(last) is not a live record") }
@@ -144,13 +129,42 @@ enum _S3FIFOPolicy: _PolicyRoom {
                 guard stamp & small != 0 else { throw c._corrupted("small-queue tail \(last) is not in the small queue") }
                 guard stamp & frequency >= 2, budget > 0 else { return last }
                 budget -= 1
-                try c._unlink(last)
-                c._fault(.policyMoving)
-                s.store64(s.layout.recordOffset(last) &+ _Layout.R.stamp, stamp & ~UInt64(7))
-                try linkMain(c, last)
-                s.bumpStat(_Layout.H.statPromotions)
+                try moveToMain(c, last, stamp: stamp & ~UInt64(7))
             }
         }
+    }
+
+    /// The main queue's oldest record of frequency 0, CLOCK-fashion: a tail of
+    /// frequency f >= 1 moves to the main queue's head with f - 1 (`reinserting`
+    /// sees it first: TinyLFU counts it in its sketch), until the budget is spent,
+    /// then the tail. The main queue must not be empty. S3-FIFO's and TinyLFU's.
+    @inline(__always)
+    static func mainVictim(
+        _ c: ShmLRU, budget: inout Int, reinserting: (UInt32) -> Void = { _ in }
+    ) throws(ShmError) -> UInt32 {
+        let s = c._segment
+        while true {
+            let tail = s.tail
+            guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw c._corrupted("tail \(tail) is not a live record") }
+            let stamp = s.stamp(tail)
+            guard stamp & small == 0 else { throw c._corrupted("tail \(tail) is in the small queue") }
+            let f = stamp & frequency
+            guard f >= 1, budget > 0 else { return tail }
+            budget -= 1
+            reinserting(tail)
+            try moveToMain(c, tail, stamp: (stamp & ~frequency) | (f - 1))
+        }
+    }
+
+    /// Moves a record (from either queue) to the main queue's head with `stamp`.
+    @inline(__always)
+    static func moveToMain(_ c: ShmLRU, _ slot: UInt32, stamp: UInt64) throws(ShmError) {
+        let s = c._segment
+        try c._unlink(slot)
+        c._fault(.policyMoving)
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, stamp)
+        try linkMain(c, slot)
+        s.bumpStat(_Layout.H.statPromotions)
     }
 
     /// Before the victim is detached: a small-queue victim's hash joins the ghost.

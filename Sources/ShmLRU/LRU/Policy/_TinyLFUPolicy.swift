@@ -164,7 +164,7 @@ enum _TinyLFUPolicy: _PolicyRoom {
         let victim = try mainVictim(c, budget: &budget)
         foldHits(c, candidate)
         guard estimate(s, s.hash(candidate)) > estimate(s, s.hash(victim)) else { return candidate }
-        try toMain(c, candidate, stamp: fold(c, candidate) & ~window)
+        try _S3FIFOPolicy.moveToMain(c, candidate, stamp: fold(c, candidate) & ~window)
         c._fault(.admitted)
         return victim
     }
@@ -198,32 +198,11 @@ enum _TinyLFUPolicy: _PolicyRoom {
         }
     }
 
-    /// Moves a record (window or main) to the main queue's head with `stamp`.
+    /// The main queue's oldest record of frequency 0 (S3-FIFO's CLOCK walk); a
+    /// record it keeps counts once more in the sketch.
     @inline(__always)
-    static func toMain(_ c: ShmLRU, _ slot: UInt32, stamp: UInt64) throws(ShmError) {
-        let s = c._segment
-        try c._unlink(slot)
-        c._fault(.policyMoving)
-        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, stamp)
-        try _S3FIFOPolicy.linkMain(c, slot)
-        s.bumpStat(_Layout.H.statPromotions)
-    }
-
-    /// The main queue's oldest record of frequency 0, CLOCK-fashion (or the tail
-    /// once the budget is spent). The main queue must not be empty.
     static func mainVictim(_ c: ShmLRU, budget: inout Int) throws(ShmError) -> UInt32 {
-        let s = c._segment
-        while true {
-            let tail = s.tail
-            guard s.isSlot(tail), s.isLive(meta: s.meta(tail)) else { throw c._corrupted("tail \(tail) is not a live record") }
-            let stamp = s.stamp(tail)
-            guard stamp & window == 0 else { throw c._corrupted("tail \(tail) is in the window") }
-            let f = stamp & frequency
-            guard f >= 1, budget > 0 else { return tail }
-            budget -= 1
-            increment(c, s.hash(tail))
-            try toMain(c, tail, stamp: (stamp & ~frequency) | (f - 1))
-        }
+        try _S3FIFOPolicy.mainVictim(c, budget: &budget) { increment(c, c._segment.hash($0)) }
     }
 
     /// Before the duel: the candidate's hits in the window (its frequency bits)

@@ -87,12 +87,23 @@ extension ShmStore {
         return nil
     }
 
-    /// One lock-free attempt over every probe hash of the key.
+    /// Where one lock-free search over the key's probe hashes ended (`_sightKey`).
+    enum _KeySighting {
+        /// The key's live record, its payload and the probe hash it was found under.
+        case found(_RecordSight, _StorePayload, hash: UInt32)
+        /// No record of the key, and the index did not move during the search.
+        case miss
+        /// A writer was met: nothing was decided.
+        case contended
+    }
+
+    /// The search both lock-free reads share (`_readOnce`, `_copyOnce`): every
+    /// probe hash of the key in turn, the one live record of each checked for
+    /// the key inside its seqlock window. A record of another key decides
+    /// nothing unless it was whole when compared. The caller reads what it needs
+    /// from the found record and checks `isUnchanged()` after.
     @inline(__always)
-    func _readOnce<R>(
-        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R?
-    ) -> _LockFreeOutcome<R> {
-        let p = cache._lockFreeView.probe
+    func _sightKey(_ key: UnsafeRawBufferPointer, base: UInt32, _ p: _Probe) -> _KeySighting {
         guard let snapshot = p.indexSnapshot() else { return .contended }
         var probe = 0
         let probeLimit = configuration.probeLimit
@@ -112,25 +123,39 @@ extension ShmStore {
                 if !sight.isUnchanged() { return .contended }
                 continue  // next probe hash
             }
-            let expiresAt = stored.expiresAt
-            let maxAge = stored.maxAge
-            let stamp = sight.words.stamp
-            let view = _RecordView(
-                record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt, value: stored.value,
-                flags: stored.flags)
-            let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
-            let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
-            let result: R? = expired || renews ? nil : body(view)
-            if !sight.isUnchanged() { return .contended }
-            if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
-            if renews { return .needsLock }
-            guard let result else { return .contended }  // a spilled value's chunks changed under the copy
-            if use { cache._lockFreeView.noteHit(sight.record, stamp: stamp) }
-            return .hit(result, view)
+            return .found(sight, stored, hash: hash)
         }
-        guard p.indexUnchanged(since: snapshot) else { return .contended }
-        if use { cache._lockFreeView.noteMiss() }
-        return .miss
+        return p.indexUnchanged(since: snapshot) ? .miss : .contended
+    }
+
+    /// One lock-free attempt over every probe hash of the key.
+    @inline(__always)
+    func _readOnce<R>(
+        _ key: UnsafeRawBufferPointer, base: UInt32, use: Bool, _ body: (_RecordView) -> R?
+    ) -> _LockFreeOutcome<R> {
+        let sight: _RecordSight, stored: _StorePayload, hash: UInt32
+        switch _sightKey(key, base: base, cache._lockFreeView.probe) {
+        case .found(let s, let payload, let h): (sight, stored, hash) = (s, payload, h)
+        case .miss:
+            if use { cache._lockFreeView.noteMiss() }
+            return .miss
+        case .contended: return .contended
+        }
+        let expiresAt = stored.expiresAt
+        let maxAge = stored.maxAge
+        let stamp = sight.words.stamp
+        let view = _RecordView(
+            record: sight.record, slot: sight.slot, seq: sight.seq, hash: hash, expiresAt: expiresAt, value: stored.value,
+            flags: stored.flags)
+        let expired = expiresAt != 0 && expiresAt <= _monotonicNanoseconds()
+        let renews = use && !expired && maxAge != 0 && configuration.renewsAgeOnGet
+        let result: R? = expired || renews ? nil : body(view)
+        if !sight.isUnchanged() { return .contended }
+        if expired { return use ? .needsLock : .miss }  // a get reclaims it, under the lock
+        if renews { return .needsLock }
+        guard let result else { return .contended }  // a spilled value's chunks changed under the copy
+        if use { cache._lockFreeView.noteHit(sight.record, stamp: stamp) }
+        return .hit(result, view)
     }
 
     /// What the copy reads' fast path (`_copyOnce`) found.
@@ -154,34 +179,20 @@ extension ShmStore {
     /// again. Counts nothing and marks nothing: the caller does (`_copyRead`).
     @inline(__always)
     func _copyOnce(_ key: UnsafeRawBufferPointer, base: UInt32, into buffer: UnsafeMutableRawBufferPointer) -> _CopyOutcome {
-        let p = cache._lockFreeView.probe
-        guard let snapshot = p.indexSnapshot() else { return .elsewhere }
-        var probe = 0
-        let probeLimit = configuration.probeLimit
-        while probe < probeLimit {
-            let hash = base &+ UInt32(truncatingIfNeeded: probe)
-            probe &+= 1
-            let sight: _RecordSight
-            switch p.sight(hash) {
-            case .found(let found): sight = found
-            case .absent: continue
-            case .contended: return .elsewhere
-            }
-            let length = sight.length
-            guard length <= p.recordSize, let stored = _StorePayload(sight.words.payload, count: length), stored.hasKey(key) else {
-                if !sight.isUnchanged() { return .elsewhere }
-                continue
-            }
-            // Expiry, renewal and heap chunks: the general path.
-            if stored.expiresAt != 0 || stored.maxAge != 0 || stored.flags & _StoreLayout.payloadSpilled != 0 { return .elsewhere }
-            let value = stored.value
-            if value.count > buffer.count { return sight.isUnchanged() ? .tooSmall(length: value.count) : .elsewhere }
-            if value.count > 0 { cshm_racy_copy(buffer.baseAddress, value.baseAddress, value.count) }
-            let stamp = sight.words.stamp
-            guard sight.isUnchanged() else { return .elsewhere }
-            return .hit(length: value.count, record: sight.record, stamp: stamp)
+        let sight: _RecordSight, stored: _StorePayload
+        switch _sightKey(key, base: base, cache._lockFreeView.probe) {
+        case .found(let s, let payload, _): (sight, stored) = (s, payload)
+        case .miss: return .miss
+        case .contended: return .elsewhere
         }
-        return p.indexUnchanged(since: snapshot) ? .miss : .elsewhere
+        // Expiry, renewal and heap chunks: the general path.
+        if stored.expiresAt != 0 || stored.maxAge != 0 || stored.flags & _StoreLayout.payloadSpilled != 0 { return .elsewhere }
+        let value = stored.value
+        if value.count > buffer.count { return sight.isUnchanged() ? .tooSmall(length: value.count) : .elsewhere }
+        if value.count > 0 { cshm_racy_copy(buffer.baseAddress, value.baseAddress, value.count) }
+        let stamp = sight.words.stamp
+        guard sight.isUnchanged() else { return .elsewhere }
+        return .hit(length: value.count, record: sight.record, stamp: stamp)
     }
 
     /// Whether the record a decoded value came from is unchanged: same slot and
