@@ -46,17 +46,12 @@ extension ShmStore {
     ///   an entry to free up.
     @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
     public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
-        // The lock-free try first; the operation's name (a string built for
-        // errors and events) only when it is needed.
-        try _checkLockTimeout(timeout, _operation("lock", key))
-        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
-            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
-            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        let wait: _LockWait
+        switch try _beginLock(key, timeout: timeout, spin: 0, checkCancelled: false) {
+        case .taken(let token): return token
+        case .wait(let next): wait = next
         }
-        let operation = _operation("lock", key)
-        let identity = try _locks.identity(key, operation)
-        let deadline = try _lockDeadline(timeout, operation)
-        let start = _monotonicNanoseconds()
+        let (operation, identity, deadline, start) = (wait.operation, wait.identity, wait.deadline, wait.start)
         let grant: _LockTable.Grant?
         do throws(ShmError) { grant = try _locks.acquire(identity, tryOnly: false, deadline: deadline, isCancelled: { false }, operation) } catch {
             _noteLockFailure(error, operation, since: start)
@@ -73,7 +68,8 @@ extension ShmStore {
     /// - Throws: `.lockTimeout` when the lock table's mutex stayed busy (a peer
     ///   stopped or killed inside a table update, or a forged segment).
     public func tryLock(_ key: String) throws(ShmError) -> LockToken? {
-        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
+        // Not past waiters (no barging: "nobody waits").
+        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0, barge: false) {
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
         }
         let operation = _operation("tryLock", key)
@@ -95,7 +91,9 @@ extension ShmStore {
         guard token.key == key else {
             throw ShmError(.lockNotHeld, _operation("unlock", key), detail: "the token is for key \"\(token.key)\"")
         }
-        if _locks.releaseFast(key, id: token.id) { return }  // one CAS: nobody waited
+        // One CAS when nobody waits (and no async caller of this handle waits to be
+        // passed the lock).
+        if !_asyncLocks.hasQueuedCallers, _locks.releaseFast(key, id: token.id) { return }
         try _unlock(try _locks.identity(key, _operation("unlock", key)), id: token.id, _operation("unlock", key))
     }
 
@@ -137,20 +135,17 @@ extension ShmStore {
     ///   - key: the key whose lock to take.
     ///   - timeout: as for the blocking `lock`.
     public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
-        try _checkLockTimeout(timeout, _operation("lock", key))
-        // Uncontended: one CAS, no hop. A short spin while a holder with nobody
-        // queued is about to release; then the waiting thread's queue. Not past
-        // callers of this handle already queued (FIFO). A task cancelled before
-        // it asks gets `.cancelled`, as a queued one would.
-        if Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
-        if !_asyncLocks.hasQueuedCallers, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
-            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
-            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        // Uncontended: one CAS, no hop. A short spin while a holder is about to
+        // release; then the waiting thread's queue. Not past callers of this
+        // handle already queued (FIFO). A task cancelled before it asks gets
+        // `.cancelled`, as a queued one would.
+        let wait: _LockWait
+        let spin: UInt64? = _asyncLocks.hasQueuedCallers ? nil : _LockTable.spinNanoseconds / 4
+        switch try _beginLock(key, timeout: timeout, spin: spin, checkCancelled: true) {
+        case .taken(let token): return token
+        case .wait(let next): wait = next
         }
-        let operation = _operation("lock", key)
-        let identity = try _locks.identity(key, operation)
-        let deadline = try _lockDeadline(timeout, operation)
-        let start = _monotonicNanoseconds()
+        let (operation, identity, deadline, start) = (wait.operation, wait.identity, wait.deadline, wait.start)
         let grant: _LockTable.Grant
         do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
             _noteLockFailure(error, operation, since: start)
@@ -185,6 +180,38 @@ extension ShmStore {
     }
 
     // MARK: Internals
+
+    /// What a lock call that must wait needs: its operation's name, the key's
+    /// identity, the deadline and when the wait began.
+    struct _LockWait {
+        let operation: String
+        let identity: _LockTable.Identity
+        let deadline: UInt64?
+        let start: UInt64
+    }
+
+    enum _LockStart {
+        case taken(LockToken)
+        case wait(_LockWait)
+    }
+
+    /// The start shared by the blocking and the async lock: checks the timeout
+    /// (and, with `checkCancelled`, the task's cancellation); tries the lock-free
+    /// path, spinning up to `spin` ns while the lock is held (nil: no try); else
+    /// what the wait needs. The operation's name (a string built for errors and
+    /// events) only when it is needed.
+    @inline(__always)
+    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, checkCancelled: Bool) throws(ShmError) -> _LockStart {
+        try _checkLockTimeout(timeout, _operation("lock", key))
+        if checkCancelled, Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
+        if let spin, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: spin) {
+            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
+            return .taken(LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied))
+        }
+        let operation = _operation("lock", key)
+        let identity = try _locks.identity(key, operation)
+        return .wait(_LockWait(operation: operation, identity: identity, deadline: _locks.deadline(timeout), start: _monotonicNanoseconds()))
+    }
 
     /// Tells the event observers (ShmEvents) about a lock granted after a wait,
     /// or taken over from a holder that died.
@@ -222,6 +249,9 @@ extension ShmStore {
     }
 
     func _unlock(_ identity: _LockTable.Identity, id: UInt64, _ operation: @autoclosure () -> String) throws(ShmError) {
+        // An async caller of this handle queued for the key: passed the lock here,
+        // no release (within the fairness window, see _AsyncLockWaiter).
+        if _asyncLocks.passLocally(identity, id: id) { return }
         if let entry = try _locks.release(identity, id: id, operation()) {
             _asyncLocks.delivered(to: entry)
         }

@@ -20,11 +20,23 @@ import Glibc
 // bind, so a CAS on a word read under a stale binding fails.
 //
 // Contended, a waiter sets `slow` (CAS, under the table mutex) and queues a
-// waiter entry with an arrival number from the slot; the holder's release CAS
-// then fails, and it hands the lock, under the mutex, to the earliest waiter:
-// it writes the new holder's word and the entry's grant, then rings one futex
-// word (the entry's own for a blocked thread, its process's doorbell for async
-// waiters). Nobody else wakes, and a newcomer never barges past the line.
+// waiter entry with an arrival stamp from the slot (the monotonic time it
+// queued, made strictly increasing: the line's order and its wait); the
+// holder's release CAS then fails, and it releases under the mutex. Waiters are
+// served in arrival order among themselves, but a waiter asleep costs a futex
+// wake-up (tens of µs under a hypervisor) to take the lock, so a release does not
+// hand it to the earliest waiter unless that one has waited `fairnessNanoseconds`
+// (or must be told that the holder died): it frees the word (keeping `slow`) and
+// rings the earliest waiter only, and an acquirer that is running meanwhile (not
+// queued: the lock-free path, or a newcomer under the mutex) takes it: barging,
+// bounded by that window, as Linux's and WebKit's parking locks do. The woken
+// waiter takes the free lock under the mutex only while it is the earliest (FIFO
+// among the queued), else sleeps again; once it has waited the window, the next
+// release hands the lock to it directly: it writes the new holder's word and the
+// entry's grant, then rings one futex word (the entry's own for a blocked thread,
+// its process's doorbell for async waiters). Nobody else wakes. The holder of a
+// lock that async callers of its own process wait for passes it to the next of
+// them without a release (`passOn`, one CAS; see _AsyncLockWaiter).
 //
 // The holder is a process (PID in the word, its start time in the slot's
 // holder record, written just after the CAS and valid only while its token
@@ -104,6 +116,11 @@ struct _LockTable: @unchecked Sendable {
     /// system call. Async locks spin a quarter of it (bounded: the cooperative
     /// thread is back at once).
     static let spinNanoseconds: UInt64 = 4_000
+    /// The fairness window: a release hands the lock directly to the earliest
+    /// waiter once it has waited this long; before, it frees the lock for a running
+    /// acquirer and wakes that waiter (barging, see above). Also the longest run
+    /// of same-process passes (`passOn`) while others wait.
+    static let fairnessNanoseconds: UInt64 = 1_000_000
 
     static let kindLock: UInt32 = 0
     static let kindLoad: UInt32 = 1
@@ -137,9 +154,10 @@ struct _LockTable: @unchecked Sendable {
     /// What the lock-free path found.
     enum Fast {
         case acquired(Grant)
-        /// Held, nobody queued: spinning may pay.
+        /// Held: spinning may pay (a release frees it for a running acquirer).
         case held
-        /// Waiters, a flag, no binding, or a binding changing: the table mutex decides.
+        /// A flag, no binding, a binding changing, or (without `barge`) free with
+        /// waiters: the table mutex decides.
         case slow
     }
 
@@ -231,23 +249,55 @@ struct _LockTable: @unchecked Sendable {
 
     /// One try of the lock-free path: one CAS free -> held when the key's slot is
     /// bound, free and nobody waits.
-    func acquireFast(_ identity: Identity, me: _ProcessIdentity) -> Fast {
-        identity.key.withUnsafeBytes { acquireFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me) }
+    func acquireFast(_ identity: Identity, me: _ProcessIdentity, barge: Bool = true) -> Fast {
+        identity.key.withUnsafeBytes { acquireFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me, barge: barge) }
     }
 
-    func acquireFast(_ identity: Probe, me: _ProcessIdentity) -> Fast {
+    /// With `barge`, a free lock that waiters queue for is taken too (a release
+    /// freed it for a running acquirer, see above), keeping `slow` so that this
+    /// holder's release goes through the mutex to wake the next waiter; not when
+    /// the slot's flags say the next taker must be told that the holder died.
+    func acquireFast(_ identity: Probe, me: _ProcessIdentity, barge: Bool = true) -> Fast {
         guard let (slot, generation) = probe(identity) else { return .slow }
         let word = word(ofSlot: slot)
         let observed = cshm_load_acquire_u64(word)
+        let flags = cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags)))
         cshm_fence_acquire()
         guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return .slow }
-        if observed & (_LockWord.slow | _LockWord.closed) != 0 { return .slow }
+        if observed & _LockWord.closed != 0 { return .slow }
         if _LockWord.pid(observed) != 0 { return .held }
+        if observed & _LockWord.slow != 0, !barge || flags != 0 { return .slow }
         let token = _LockWord.grant(after: observed, to: me.pid)
-        guard cshm_cas_u64(word, observed, token) else { return .held }
+        guard cshm_cas_u64(word, observed, token | (observed & _LockWord.slow)) else { return .held }
         fault(.keyLockTaken)
         writeHolder(slot, start: me.start, token: token)
         return .acquired(Grant(id: token, previousHolderDied: false))
+    }
+
+    /// The holder of `id` passes the lock to another lock call of its own process
+    /// (an async caller queued behind it, see _AsyncLockWaiter): one CAS to a new
+    /// token of this process, lock-free (the holder is the only writer of a held
+    /// word but for the `slow` bit, and a CAS sees that), `slow` kept. Nil when the
+    /// token does not hold the lock, or the slot's flags need the mutex path.
+    func passOn(_ identity: Identity, id: UInt64, me: _ProcessIdentity) -> Grant? {
+        identity.key.withUnsafeBytes { bytes -> Grant? in
+            let probe = Probe(kind: identity.kind, hash: identity.hash, bytes: bytes)
+            guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) == me.pid, let (slot, generation) = self.probe(probe) else {
+                return nil
+            }
+            let word = word(ofSlot: slot)
+            let observed = cshm_load_acquire_u64(word)
+            let flags = cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags)))
+            cshm_fence_acquire()
+            guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation, observed & _LockWord.closed == 0,
+                observed & _LockWord.tokenMask == id, flags == 0
+            else { return nil }
+            let token = _LockWord.grant(after: observed, to: me.pid)
+            guard cshm_cas_u64(word, observed, token | (observed & _LockWord.slow)) else { return nil }
+            fault(.keyLockTaken)
+            writeHolder(slot, start: me.start, token: token)
+            return Grant(id: token, previousHolderDied: false)
+        }
     }
 
     /// The lock-free path with a bounded spin while the lock is held and nobody
@@ -258,17 +308,20 @@ struct _LockTable: @unchecked Sendable {
 
     /// `acquireSpinning` on `key`'s UTF-8 bytes in place; nil also when the
     /// string is not contiguous UTF-8 or too long (the mutex path decides).
-    func acquireSpinning(_ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+    func acquireSpinning(
+        _ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64, barge: Bool = true
+    ) -> Grant? {
         key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
             guard buffer.count <= layout.lockKeyCapacity else { return nil }
-            return acquireSpinning(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget)
+            return acquireSpinning(
+                Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget, barge: barge)
         } ?? nil
     }
 
-    func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+    func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64, barge: Bool = true) -> Grant? {
         var until: UInt64 = 0
         while true {
-            switch acquireFast(identity, me: me) {
+            switch acquireFast(identity, me: me, barge: barge) {
             case .acquired(let grant): return grant
             case .slow: return nil
             case .held:
@@ -380,15 +433,16 @@ struct _LockTable: @unchecked Sendable {
     ) throws(ShmError) -> Grant {
         let word = segment.u32(segment.waiter(index, _StoreLayout.W.word))
         var nextCheck = _saturatingAdd(_monotonicNanoseconds(), _LockTable.livenessCheckNanoseconds)
-        // A short spin first: a hand-off soon after queueing is claimed without sleeping.
+        // A short spin first: a hand-off (or a free lock, this entry being the
+        // earliest) soon after queueing is had without sleeping.
         let spinUntil = _saturatingAdd(_monotonicNanoseconds(), _LockTable.spinNanoseconds)
         while _monotonicNanoseconds() < spinUntil {
-            if let grant = claim(index, me: me) { return grant }
+            if let grant = takeIfFree(index, me: me) { return grant }
             for _ in 0..<32 { cshm_cpu_relax() }
         }
         while true {
             let observed = cshm_load_acquire_u32(word)
-            if let grant = claim(index, me: me) { return grant }
+            if let grant = takeIfFree(index, me: me) { return grant }
             let now = _monotonicNanoseconds()
             let expired = deadline.map { now >= $0 } ?? false
             if expired || isCancelled() {
@@ -410,6 +464,55 @@ struct _LockTable: @unchecked Sendable {
         }
     }
 
+    /// For a queued waiter (entry `index`, ours): its grant if the lock was handed
+    /// to it; else, if the key's lock is free (a release freed it and rang this
+    /// entry), takes it under the table mutex when this entry is the earliest.
+    /// The mutex is waited for briefly (`tryTableWaitNanoseconds`): nil when busy,
+    /// the caller looks again at its next wake-up (its deadline is its own).
+    func takeIfFree(_ index: Int, me: _ProcessIdentity) -> Grant? {
+        if let grant = claim(index, me: me) { return grant }
+        guard isFree(slotOfWaiter: index) else { return nil }
+        let bound = _saturatingAdd(_monotonicNanoseconds(), _LockTable.tryTableWaitNanoseconds)
+        return (try? locked(until: bound, "") { () throws(ShmError) -> Grant? in retryLocked(index, me: me) }) ?? nil
+    }
+
+    /// Whether the lock waiter entry `index` queues for is free (lock-free peek).
+    func isFree(slotOfWaiter index: Int) -> Bool {
+        guard index >= 0, index < layout.waiterSlots else { return false }
+        let tag = Int(cshm_load_acquire_u32(segment.u32(segment.waiter(index, _StoreLayout.W.slot))))
+        guard tag > 0, tag <= layout.lockSlots else { return false }
+        let observed = cshm_load_acquire_u64(word(ofSlot: tag - 1))
+        return _LockWord.pid(observed) == 0 && observed & _LockWord.closed == 0
+    }
+
+    /// Under the table mutex, for waiter entry `index` (ours): its grant if the lock
+    /// was handed to it; else the free lock when this entry is the earliest waiter
+    /// (it leaves the queue); nil while the lock is held or others queued first.
+    func retryLocked(_ index: Int, me: _ProcessIdentity) -> Grant? {
+        guard index >= 0, index < layout.waiterSlots, waiterIdentity(index) == me else { return nil }
+        if let grant = claim(index, me: me) { return grant }
+        let tag = Int(segment.load(segment.waiter(index, _StoreLayout.W.slot)))
+        guard tag > 0, tag <= layout.lockSlots else { return nil }
+        let slot = tag - 1
+        let f = { (field: Int) in segment.slot(slot, field) }
+        let word = word(ofSlot: slot)
+        for _ in 0..<1_000 {
+            let observed = cshm_load_acquire_u64(word)
+            guard _LockWord.pid(observed) == 0, observed & _LockWord.closed == 0 else { return nil }
+            let (earliest, others) = waiters(of: slot)
+            guard earliest == index else { return nil }
+            let flags = segment.load(f(_StoreLayout.L.flags))
+            let token = _LockWord.grant(after: observed, to: me.pid)
+            guard cshm_cas_u64(word, observed, token | (others > 0 ? _LockWord.slow : 0)) else { continue }
+            fault(.keyLockTaken)
+            writeHolder(slot, start: me.start, token: token)
+            segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
+            clearWaiter(index)
+            return Grant(id: token, previousHolderDied: flags & _StoreLayout.lockFlagHolderDied != 0)
+        }
+        return nil
+    }
+
     /// Releases the lock held with token `id` (handing it to the next waiter):
     /// one CAS when nobody waits, else under the table mutex. Returns the waiter
     /// entry it was handed to, if any.
@@ -424,8 +527,27 @@ struct _LockTable: @unchecked Sendable {
             guard id != 0, _LockWord.pid(observed) != 0, observed & _LockWord.closed == 0, observed & _LockWord.tokenMask == id else {
                 throw ShmError(.lockNotHeld, operation(), detail: "the token does not hold the key's lock (wrong, or stale)")
             }
+            return releaseLocked(slot)
+        }
+    }
+
+    /// A holder's release under the table mutex: while the earliest waiter is
+    /// within the fairness window, frees the lock (keeping `slow`: waiters) for a
+    /// running acquirer and rings that waiter only, which takes it if it is still
+    /// free (`retryLocked`); else hands it to that waiter (`handOffLocked`).
+    /// Returns the entry it was handed to, if any.
+    private func releaseLocked(_ slot: Int) -> Int? {
+        guard let next = earliestWaiter(of: slot), mayBarge(slot, earliest: next) else {
             return handOffLocked(slot, holderDied: false)
         }
+        let word = word(ofSlot: slot)
+        // The holder (this process) is the only writer of a held word (a queueing
+        // waiter's CAS of `slow` runs under this mutex).
+        cshm_store_release_u64(word, (cshm_load_relaxed_u64(word) & _LockWord.counterMask) | _LockWord.slow)
+        // Killed here: nobody rang; a waiter's liveness check hands the free lock on.
+        fault(.keyLockHandingOff)
+        ring(next)
+        return nil
     }
 
     // MARK: Steps under the table mutex (and the lock-free claim)
@@ -455,10 +577,12 @@ struct _LockTable: @unchecked Sendable {
                 continue
             }
             if _LockWord.pid(observed) == 0 {
-                if earliestWaiter(of: slot) != nil {
-                    // Free with a live waiter (a release hands the lock on, so only
-                    // after a repair): the waiter goes first, once `slow` keeps
-                    // fast lockers off the word.
+                let earliest = earliestWaiter(of: slot)
+                if let earliest, tryOnly || !mayBarge(slot, earliest: earliest) {
+                    // Free with a waiter that goes first (a try never takes a lock
+                    // others wait for; a waiter past the fairness window, or one
+                    // to be told the holder died, is owed it): handed to it, once
+                    // `slow` keeps fast lockers off the word.
                     if observed & _LockWord.slow == 0 {
                         _ = cshm_cas_u64(word, observed, observed | _LockWord.slow)
                     } else {
@@ -466,9 +590,11 @@ struct _LockTable: @unchecked Sendable {
                     }
                     continue
                 }
+                // Free (a release freed it for a running acquirer, waiters asleep):
+                // taken, `slow` kept while others wait.
                 let flags = segment.load(f(_StoreLayout.L.flags))
                 let token = _LockWord.grant(after: observed, to: me.pid)
-                guard cshm_cas_u64(word, observed, token) else { continue }
+                guard cshm_cas_u64(word, observed, token | (earliest != nil ? _LockWord.slow : 0)) else { continue }
                 writeHolder(slot, start: me.start, token: token)
                 segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
                 return .acquired(Grant(id: token, previousHolderDied: flags & _StoreLayout.lockFlagHolderDied != 0))
@@ -478,8 +604,11 @@ struct _LockTable: @unchecked Sendable {
             // The releaser must come here: it hands the lock to this entry.
             if observed & _LockWord.slow == 0, !cshm_cas_u64(word, observed, observed | _LockWord.slow) { continue }
             fault(.keyLockQueued)
-            let arrival = segment.load64(f(_StoreLayout.L.arrival))
-            segment.store64(f(_StoreLayout.L.arrival), arrival &+ 1)
+            // The arrival stamp: the time it queued, strictly increasing per slot
+            // (the line's order; a stamp a little late only shortens the wait seen).
+            let last = segment.load64(f(_StoreLayout.L.arrival))
+            let arrival = max(_monotonicNanoseconds(), last == UInt64.max ? last : last &+ 1)
+            segment.store64(f(_StoreLayout.L.arrival), arrival)
             let w = { (field: Int) in segment.waiter(index, field) }
             segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
             segment.store64(w(_StoreLayout.W.start), me.start)
@@ -531,7 +660,27 @@ struct _LockTable: @unchecked Sendable {
         guard index >= 0, index < layout.waiterSlots else { return }
         let tag = segment.load(segment.waiter(index, _StoreLayout.W.slot))
         guard tag != 0, Int(tag) <= layout.lockSlots else { return }
-        releaseIfHolderDead(Int(tag) - 1, me: _ProcessIdentity.current)
+        let slot = Int(tag) - 1
+        releaseIfHolderDead(slot, me: _ProcessIdentity.current)
+        // Free with waiters for a liveness period (the woken waiter died, or its
+        // wake-up was cut short): handed to the earliest (one that died is passed
+        // on by the next check, unflagged).
+        let observed = cshm_load_acquire_u64(word(ofSlot: slot))
+        if _LockWord.pid(observed) == 0, observed & _LockWord.closed == 0, observed & _LockWord.slow != 0,
+            earliestWaiter(of: slot) != nil
+        {
+            _ = handOffLocked(slot, holderDied: false)
+        }
+    }
+
+    /// Whether a running acquirer may take `slot`'s free lock past its earliest
+    /// waiter `earliest`: not when the next taker must be told that the holder
+    /// died, nor once that waiter has waited the fairness window.
+    private func mayBarge(_ slot: Int, earliest: Int) -> Bool {
+        guard segment.load(segment.slot(slot, _StoreLayout.L.flags)) & _StoreLayout.lockFlagHolderDied == 0 else { return false }
+        let arrival = segment.load64(segment.waiter(earliest, _StoreLayout.W.arrival))
+        let now = _monotonicNanoseconds()
+        return now < arrival || now - arrival < _LockTable.fairnessNanoseconds
     }
 
     /// Releases `slot`'s holder and hands the lock to the earliest live waiter
