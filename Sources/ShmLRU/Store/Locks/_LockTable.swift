@@ -259,6 +259,48 @@ struct _LockTable: @unchecked Sendable {
     /// the slot's flags say the next taker must be told that the holder died.
     func acquireFast(_ identity: Probe, me: _ProcessIdentity, barge: Bool = true) -> Fast {
         guard let (slot, generation) = probe(identity) else { return .slow }
+        return acquireFast(slot: slot, generation: generation, me: me, barge: barge)
+    }
+
+    /// A slot bound to a key, as `KeyLock` keeps it: slot + 1 in the low 32 bits,
+    /// the binding generation it was seen under in the high 32 (0: none).
+    typealias Hint = UInt64
+
+    /// The hint of the slot bound to `identity` (lock-free; 0: none, or changing).
+    func hint(_ identity: Identity) -> Hint {
+        guard let (slot, generation) = identity.key.withUnsafeBytes({ probe(Probe(kind: identity.kind, hash: identity.hash, bytes: $0)) })
+        else { return 0 }
+        // The key comparison was read under this generation: still it, or no hint.
+        cshm_fence_acquire()
+        guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return 0 }
+        return UInt64(generation) << 32 | UInt64(slot + 1)
+    }
+
+    /// The slot and generation of `hint` if that slot is still under that binding
+    /// (its generation unchanged: no unbind or bind since, so still the key's).
+    @inline(__always) private func slot(of hint: Hint) -> (slot: Int, generation: UInt32)? {
+        let slot = Int(truncatingIfNeeded: hint & 0xFFFF_FFFF) - 1
+        let generation = UInt32(truncatingIfNeeded: hint >> 32)
+        guard slot >= 0, slot < layout.lockSlots, generation & 1 == 0,
+            cshm_load_acquire_u32(self.generation(ofSlot: slot)) == generation
+        else { return nil }
+        return (slot, generation)
+    }
+
+    /// `acquireFast` on a hinted slot: no hash, probe or key comparison (the
+    /// binding generation stands for them). `.slow` when the hint is stale.
+    func acquireFast(hint: Hint, me: _ProcessIdentity) -> Fast {
+        guard let (slot, generation) = slot(of: hint) else { return .slow }
+        return acquireFast(slot: slot, generation: generation, me: me, barge: true)
+    }
+
+    /// `releaseFast` on a hinted slot.
+    func releaseFast(hint: Hint, id: UInt64) -> Bool {
+        guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = slot(of: hint) else { return false }
+        return releaseFast(slot: slot, generation: generation, id: id)
+    }
+
+    @inline(__always) private func acquireFast(slot: Int, generation: UInt32, me: _ProcessIdentity, barge: Bool) -> Fast {
         let word = word(ofSlot: slot)
         let observed = cshm_load_acquire_u64(word)
         let flags = cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags)))
@@ -353,6 +395,10 @@ struct _LockTable: @unchecked Sendable {
 
     func releaseFast(_ identity: Probe, id: UInt64) -> Bool {
         guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = probe(identity) else { return false }
+        return releaseFast(slot: slot, generation: generation, id: id)
+    }
+
+    @inline(__always) private func releaseFast(slot: Int, generation: UInt32, id: UInt64) -> Bool {
         let word = word(ofSlot: slot)
         guard cshm_load_acquire_u64(word) == id else { return false }
         cshm_fence_acquire()
