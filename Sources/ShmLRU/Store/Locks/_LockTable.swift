@@ -70,7 +70,7 @@ enum _LockWord {
     }
 }
 
-struct _LockTable: @unchecked Sendable {
+final class _LockTable: @unchecked Sendable {
     let segment: _StoreSegment
     let mutex: _RobustMutex
     /// The handle's lock timeout in ns (-1: none): the default deadline of a wait.
@@ -540,7 +540,7 @@ struct _LockTable: @unchecked Sendable {
         let tag = Int(segment.load(segment.waiter(index, _StoreLayout.W.slot)))
         guard tag > 0, tag <= layout.lockSlots else { return nil }
         let slot = tag - 1
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         let word = word(ofSlot: slot)
         for _ in 0..<1_000 {
             let observed = cshm_load_acquire_u64(word)
@@ -607,7 +607,7 @@ struct _LockTable: @unchecked Sendable {
         guard let slot = findSlot(identity, bind: true) else {
             throw ShmError(.full, operation(), detail: "all \(layout.lockSlots) lock slots are bound to other keys")
         }
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         // A try has nobody to notice a dead holder later; a waiter's own liveness
         // checks do (reading /proc here on every contended call would hold the
         // table mutex through three system calls).
@@ -655,7 +655,7 @@ struct _LockTable: @unchecked Sendable {
             let last = segment.load64(f(_StoreLayout.L.arrival))
             let arrival = max(_monotonicNanoseconds(), last == UInt64.max ? last : last &+ 1)
             segment.store64(f(_StoreLayout.L.arrival), arrival)
-            let w = { (field: Int) in segment.waiter(index, field) }
+            let w = { [segment] (field: Int) in segment.waiter(index, field) }
             segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
             segment.store64(w(_StoreLayout.W.start), me.start)
             segment.store64(w(_StoreLayout.W.arrival), arrival)
@@ -674,7 +674,7 @@ struct _LockTable: @unchecked Sendable {
     /// Lock-free: the hand-off wrote the grant under the table mutex before ringing.
     func claim(_ index: Int, me: _ProcessIdentity) -> Grant? {
         guard index >= 0, index < layout.waiterSlots else { return nil }
-        let w = { (field: Int) in segment.waiter(index, field) }
+        let w = { [segment] (field: Int) in segment.waiter(index, field) }
         let grant = cshm_load_acquire_u64(segment.u64(w(_StoreLayout.W.grant)))
         guard grant != 0, waiterIdentity(index) == me else { return nil }
         let died = segment.load(w(_StoreLayout.W.flags)) & _StoreLayout.lockFlagHolderDied != 0
@@ -734,7 +734,7 @@ struct _LockTable: @unchecked Sendable {
     /// (keeping `slow` while the next taker must be told the holder died).
     /// Returns the entry it was handed to.
     private func handOffLocked(_ slot: Int, holderDied: Bool) -> Int? {
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         let word = word(ofSlot: slot)
         let observed = cshm_load_acquire_u64(word)
         let flags = segment.load(f(_StoreLayout.L.flags)) | (holderDied ? _StoreLayout.lockFlagHolderDied : 0)
@@ -746,7 +746,7 @@ struct _LockTable: @unchecked Sendable {
             cshm_store_release_u64(word, (observed & _LockWord.counterMask) | (died ? _LockWord.slow : 0))
             return nil
         }
-        let w = { (field: Int) in segment.waiter(next, field) }
+        let w = { [segment] (field: Int) in segment.waiter(next, field) }
         let grantee = waiterIdentity(next)
         let token = _LockWord.grant(after: observed, to: grantee.pid)
         // Which entry this hand-off grants: a repair completes a hand-off cut
@@ -784,7 +784,7 @@ struct _LockTable: @unchecked Sendable {
     /// A doorbell entry for this process; nil when the waiter table is full.
     func addDoorbellLocked(me: _ProcessIdentity) -> Int? {
         guard let index = freeWaiter() else { return nil }
-        let w = { (field: Int) in segment.waiter(index, field) }
+        let w = { [segment] (field: Int) in segment.waiter(index, field) }
         segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
         segment.store64(w(_StoreLayout.W.start), me.start)
         segment.store64(w(_StoreLayout.W.arrival), 0)
@@ -854,7 +854,7 @@ struct _LockTable: @unchecked Sendable {
     /// odd meanwhile, and the word's counter moves on, so no CAS on a word read
     /// under the slot's previous binding succeeds).
     private func bindSlot(_ target: Int, _ identity: Identity) {
-        let f = { (field: Int) in segment.slot(target, field) }
+        let f = { [segment] (field: Int) in segment.slot(target, field) }
         let generation = generation(ofSlot: target)
         let odd = cshm_load_relaxed_u32(generation) | 1
         cshm_store_relaxed_u32(generation, odd)
@@ -886,7 +886,7 @@ struct _LockTable: @unchecked Sendable {
     /// Whether bound slot `slot` is `identity`'s: kind, hash, length and every
     /// byte (`racy`: read outside the mutex, the caller's seqlock decides).
     @inline(__always) private func matches(_ slot: Int, _ kind: UInt32, _ hash: UInt64, _ bytes: UnsafeRawBufferPointer, racy: Bool) -> Bool {
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         guard segment.load64(f(_StoreLayout.L.keyHash)) == hash,
             segment.load(f(_StoreLayout.L.kind)) == kind,
             segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
@@ -952,7 +952,7 @@ struct _LockTable: @unchecked Sendable {
     /// the next slot is empty, so that probe runs stay short.
     private func unbind(_ slot: Int) {
         let count = layout.lockSlots
-        let state = { (index: Int) in segment.slot(index, _StoreLayout.L.state) }
+        let state = { [segment] (index: Int) in segment.slot(index, _StoreLayout.L.state) }
         segment.store(segment.slot(slot, _StoreLayout.L.flags), 0)
         segment.store(state(slot), _StoreLayout.slotReleased)
         var index = slot
@@ -1049,7 +1049,7 @@ struct _LockTable: @unchecked Sendable {
         }
         let me = _ProcessIdentity.current
         for slot in 0..<layout.lockSlots {
-            let f = { (field: Int) in segment.slot(slot, field) }
+            let f = { [segment] (field: Int) in segment.slot(slot, field) }
             let word = word(ofSlot: slot)
             let generation = generation(ofSlot: slot)
             let state = segment.load(f(_StoreLayout.L.state))
@@ -1071,7 +1071,7 @@ struct _LockTable: @unchecked Sendable {
             let handOff = Int(segment.load(f(_StoreLayout.L.handOff)))
             if handOff > 0, handOff <= layout.waiterSlots, let (holder, token) = holder(ofSlot: slot) {
                 let entry = handOff - 1
-                let w = { (field: Int) in segment.waiter(entry, field) }
+                let w = { [segment] (field: Int) in segment.waiter(entry, field) }
                 if segment.load(w(_StoreLayout.W.slot)) == UInt32(slot + 1), segment.load64(w(_StoreLayout.W.grant)) == 0,
                     waiterIdentity(entry) == holder
                 {
