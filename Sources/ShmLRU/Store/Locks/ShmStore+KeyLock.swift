@@ -23,6 +23,10 @@ extension ShmStore {
         /// The key whose lock this is.
         public let key: String
         let identity: _LockTable.Identity
+        /// The store's lock table and async waiting (kept here: one load each on
+        /// the lock-free path, not two).
+        let table: _LockTable
+        let waiting: _AsyncLockWaiter
         /// The slot it was last seen bound in (`_LockTable.Hint`; 0: none).
         let hint: Atomic<UInt64>
 
@@ -30,6 +34,8 @@ extension ShmStore {
             self.store = store
             self.key = key
             self.identity = identity
+            table = store._locks
+            waiting = store._asyncLocks
             hint = Atomic(store._locks.hint(identity))
         }
 
@@ -44,7 +50,7 @@ extension ShmStore {
 
         /// As `ShmStore.lock(_:timeout:)` (async) for this key: never blocks a thread.
         public func lock(timeout: Duration? = nil) async throws(ShmError) -> LockToken {
-            if !Task.isCancelled, !store._asyncLocks.hasQueuedCallers, timeout == nil || timeout! >= .zero,
+            if !Task.isCancelled, !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero,
                 let token = fastLock()
             {
                 return token
@@ -62,8 +68,7 @@ extension ShmStore {
         /// As `ShmStore.unlock(_:_:)` for this key: one CAS when nobody waits.
         /// - Throws: `.lockNotHeld` for a token of another key, a wrong or a stale one.
         public func unlock(_ token: LockToken) throws(ShmError) {
-            if token.key == key, !store._asyncLocks.hasQueuedCallers,
-                store._locks.releaseFast(hint: hint.load(ordering: .relaxed), id: token.id)
+            if token.key == key, !waiting.hasQueuedCallers, table.releaseFast(hint: hint.load(ordering: .relaxed), id: token.id)
             {
                 return
             }
@@ -100,7 +105,7 @@ extension ShmStore {
         /// One lock-free try on the hinted slot (nil: held, waited for, flagged or
         /// a stale hint: the store's path decides).
         @inline(__always) private func fastLock() -> LockToken? {
-            guard case .acquired(let grant) = store._locks.acquireFast(hint: hint.load(ordering: .relaxed), me: _ProcessIdentity.current)
+            guard case .acquired(let grant) = table.acquireFast(hint: hint.load(ordering: .relaxed), me: _ProcessIdentity.current)
             else { return nil }
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: store.key, operation: store._operation("lock", key), waited: .zero))
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
@@ -108,7 +113,7 @@ extension ShmStore {
 
         /// After a lock through the store's path: the slot it is bound in now.
         private func refreshHint() {
-            let current = store._locks.hint(identity)
+            let current = table.hint(identity)
             if current != 0 { hint.store(current, ordering: .relaxed) }
         }
     }
