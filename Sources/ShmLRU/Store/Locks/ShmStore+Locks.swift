@@ -24,8 +24,10 @@ extension ShmStore {
     }
 
     /// Takes the lock of `key`, blocking the calling thread while another holds
-    /// it. Waiters are served in arrival order: a release hands the lock to the
-    /// next one. A holder that dies is detected within about 50 ms, and its lock
+    /// it. Queued waiters are served in arrival order; a release frees the lock
+    /// for a caller running at that moment (not yet queued) and wakes the first
+    /// waiter, unless that waiter has waited 1 ms: then it is handed the lock
+    /// directly (no waiter is passed over for longer). A holder that dies is detected within about 50 ms, and its lock
     /// handed to the next waiter, whose token says so. Not reentrant: a second
     /// `lock` of the same key from the same process waits for the first to be released.
     ///
@@ -126,9 +128,12 @@ extension ShmStore {
 
     /// Takes the lock of `key` without blocking any thread. A free lock is taken
     /// at once (one atomic operation); otherwise, after a spin of about a
-    /// microsecond, the task is suspended and resumed when a release hands it the
-    /// lock (FIFO): by the releasing thread when the release is in this process,
-    /// else by its process's one lock-waiting thread. Cancelling the task
+    /// microsecond, the task is suspended and resumed holding the lock, in the
+    /// order this handle's callers queued: by the releasing thread when the
+    /// release is in this process (a holder passes the lock to the next caller
+    /// of its process for up to 1 ms while others wait, then the other
+    /// processes' waiters get their turn, as for the blocking lock), else by its
+    /// process's one lock-waiting thread. Cancelling the task
     /// abandons the wait and throws `.cancelled`.
     ///
     /// - Parameters:
