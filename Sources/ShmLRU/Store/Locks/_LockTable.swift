@@ -762,11 +762,14 @@ final class _LockTable: @unchecked Sendable {
         let observed = cshm_load_acquire_u64(word)
         let flags = segment.load(f(_StoreLayout.L.flags)) | (holderDied ? _StoreLayout.lockFlagHolderDied : 0)
         let (next, others) = waiters(of: slot)
+        // Every change of the word is a CAS on what was read: a held word's only
+        // other writer is its holder (this process, or a dead one), but a free one
+        // (with waiters) may be taken meanwhile by a barging acquirer, and then it
+        // is that one's, and nothing is handed on here.
         guard let next else {
-            segment.store(f(_StoreLayout.L.flags), flags)
             let died = flags & _StoreLayout.lockFlagHolderDied != 0
-            // The holder (this process, or a dead one) is the only writer of a held word.
-            cshm_store_release_u64(word, (observed & _LockWord.counterMask) | (died ? _LockWord.slow : 0))
+            guard cshm_cas_u64(word, observed, (observed & _LockWord.counterMask) | (died ? _LockWord.slow : 0)) else { return nil }
+            segment.store(f(_StoreLayout.L.flags), flags)
             return nil
         }
         let w = { [segment] (field: Int) in segment.waiter(next, field) }
@@ -775,10 +778,15 @@ final class _LockTable: @unchecked Sendable {
         // Which entry this hand-off grants: a repair completes a hand-off cut
         // between the word and the grant (and only that one: cleared at the end).
         segment.store(f(_StoreLayout.L.handOff), UInt32(next + 1))
+        guard cshm_cas_u64(word, observed, token | (others > 0 ? _LockWord.slow : 0)) else {
+            segment.store(f(_StoreLayout.L.handOff), 0)
+            return nil
+        }
+        // The holder record follows the word (until then "start unknown": alive
+        // while the grantee's PID exists).
         writeHolder(slot, start: grantee.start, token: token)
         segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
         segment.store(w(_StoreLayout.W.flags), flags & _StoreLayout.lockFlagHolderDied)
-        cshm_store_release_u64(word, token | (others > 0 ? _LockWord.slow : 0))
         fault(.keyLockHandingOff)
         cshm_store_release_u64(segment.u64(w(_StoreLayout.W.grant)), token)
         segment.store(f(_StoreLayout.L.handOff), 0)
