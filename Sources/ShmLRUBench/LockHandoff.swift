@@ -209,14 +209,21 @@ private func handoffRounds(
     let word = try clock.withUnsafeMutableBytes { $0.baseAddress!.assumingMemoryBound(to: UInt64.self) }  // lives as long as `clock`
     var times: [UInt64] = []
     times.reserveCapacity(rounds)
+    // word[1] counts the takes: a give waits until the other side has taken the
+    // lock, so that the two strictly alternate (a lock that lets a running
+    // caller barge would otherwise let this side take it back first).
+    let takes = word + 1
     func give(_ token: ShmStore.LockToken) throws {
         while try store.lockState("ball").waiters == 0 { sched_yield() }
+        let before = cshm_load_acquire_u64(takes)
         cshm_store_release_u64(word, _monotonicNanoseconds())
         try store.unlock("ball", token)
+        while cshm_load_acquire_u64(takes) == before { sched_yield() }
     }
     func takeAndTime() throws -> ShmStore.LockToken {
         let (token, at) = try take(store, mode)
         times.append(at &- cshm_load_acquire_u64(word))
+        _ = cshm_fetch_add_u64(takes, 1)
         return token
     }
     if let first {
