@@ -2,9 +2,10 @@
 // it): a section of its own, after the workload's table.
 //
 // Uncontended: `blockingLock` + `unlock` of one bound key, and the async `lock`
-// + `unlock` from one task, each in ns per pair, against one uncontended CAS
-// taking and one CAS releasing a word in shared memory, measured in the same
-// run (target: lock + unlock <= 3x the CAS pair).
+// + `unlock` from one task, each in ns per pair, the same through a `KeyLock`
+// (the key's lock bound once: no hash, probe or key compare), against one
+// uncontended CAS taking and one CAS releasing a word in shared memory, measured
+// in the same run (target: lock + unlock <= 3x the CAS pair).
 //
 // Hand-off: two processes pass one ShmStore key lock back and forth: the holder
 // waits until the other is queued, notes the time in a shared word and unlocks;
@@ -28,8 +29,13 @@ func measureKeyLocks(quick: Bool) throws {
     let pair = try measureCASPair(iterations: iterations)
     let blocking = try measureUncontendedLock(iterations: iterations, async: false)
     let async = try measureUncontendedLock(iterations: iterations, async: true)
+    let handle = try measureUncontendedLock(iterations: iterations, async: false, keyLock: true)
+    let asyncHandle = try measureUncontendedLock(iterations: iterations, async: true, keyLock: true)
     print("  one uncontended CAS take + CAS release on a shared word: \(fmt(pair, 1)) ns")
-    for (name, ns) in [("blockingLock + unlock", blocking), ("async lock + unlock", async)] {
+    for (name, ns) in [
+        ("blockingLock + unlock", blocking), ("async lock + unlock", async),
+        ("KeyLock blockingLock + unlock", handle), ("KeyLock async lock + unlock", asyncHandle),
+    ] {
         let ratio = ns / max(pair, 0.001)
         print("  [\(ratio <= 3 ? "met" : "missed")] uncontended \(name): \(fmt(ns, 1)) ns = \(fmt(ratio, 2))× the CAS pair (target ≤ 3×)")
     }
@@ -61,13 +67,15 @@ func measureCASPair(iterations: Int) throws -> Double {
 }
 
 /// ns per uncontended lock + unlock of one key (bound by a first lock), blocking
-/// or async (one task, so every lock is the lock-free path's).
-func measureUncontendedLock(iterations: Int, async: Bool) throws -> Double {
+/// or async (one task, so every lock is the lock-free path's), through the store
+/// or a `KeyLock`.
+func measureUncontendedLock(iterations: Int, async: Bool, keyLock: Bool = false) throws -> Double {
     var key = ShmKey(UInt32.random(in: 0x6000_0000...0x6FFF_FFFF))
     while ShmRegion.exists(key: key) { key = ShmKey(UInt32.random(in: 0x6000_0000...0x6FFF_FFFF)) }
     let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
     defer { try? store.remove() }
     try store.unlock("ball", try store.blockingLock("ball"))
+    let ball = try store.keyLock("ball")
     var best = Double.infinity
     for _ in 0..<3 {
         let start = _monotonicNanoseconds()
@@ -76,7 +84,11 @@ func measureUncontendedLock(iterations: Int, async: Bool) throws -> Double {
             let failure = Box<ShmError>()
             Task {
                 do throws(ShmError) {
-                    for _ in 0..<iterations { try store.unlock("ball", try await store.lock("ball")) }
+                    if keyLock {
+                        for _ in 0..<iterations { try ball.unlock(try await ball.lock()) }
+                    } else {
+                        for _ in 0..<iterations { try store.unlock("ball", try await store.lock("ball")) }
+                    }
                 } catch {
                     failure.value = error
                 }
@@ -84,6 +96,8 @@ func measureUncontendedLock(iterations: Int, async: Bool) throws -> Double {
             }
             done.wait()
             if let error = failure.value { throw error }
+        } else if keyLock {
+            for _ in 0..<iterations { try ball.unlock(try ball.blockingLock()) }
         } else {
             for _ in 0..<iterations { try store.unlock("ball", try store.blockingLock("ball")) }
         }
@@ -92,17 +106,31 @@ func measureUncontendedLock(iterations: Int, async: Bool) throws -> Double {
     return best
 }
 
-/// `lock-loop N`: N uncontended blockingLock + unlock pairs of one key, for
+/// `lock-loop N [keylock|cas]`: N uncontended blockingLock + unlock pairs of one
+/// key (through the store, or a `KeyLock`), or N CAS pairs on a shared word, for
 /// `valgrind --tool=callgrind` (instructions per pair: two runs, N and 2N).
 func lockLoopMain(_ arguments: [String]) -> Int32 {
-    guard arguments.count == 2, let count = Int(arguments[1]), count >= 0 else { return 2 }
+    guard arguments.count == 2 || arguments.count == 3, let count = Int(arguments[1]), count >= 0 else { return 2 }
+    let mode = arguments.count == 3 ? arguments[2] : "store"
+    if mode == "cas" {
+        guard let region = try? ShmRegion.create(byteCount: 64) else { return 1 }
+        defer { try? region.remove() }
+        guard let word = try? region.withUnsafeMutableBytes({ $0.baseAddress!.assumingMemoryBound(to: UInt64.self) }) else { return 1 }
+        for _ in 0..<count where !(cshm_cas_u64(word, 0, 1) && cshm_cas_u64(word, 1, 0)) { return 1 }
+        return 0
+    }
     do {
         var key = ShmKey(UInt32.random(in: 0x6000_0000...0x6FFF_FFFF))
         while ShmRegion.exists(key: key) { key = ShmKey(UInt32.random(in: 0x6000_0000...0x6FFF_FFFF)) }
         let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
         defer { try? store.remove() }
         try store.unlock("ball", try store.blockingLock("ball"))
-        for _ in 0..<count { try store.unlock("ball", try store.blockingLock("ball")) }
+        if mode == "keylock" {
+            let ball = try store.keyLock("ball")
+            for _ in 0..<count { try ball.unlock(try ball.blockingLock()) }
+        } else {
+            for _ in 0..<count { try store.unlock("ball", try store.blockingLock("ball")) }
+        }
         return 0
     } catch {
         writeAll(2, "lock-loop: \(error)\n")
@@ -181,14 +209,21 @@ private func handoffRounds(
     let word = try clock.withUnsafeMutableBytes { $0.baseAddress!.assumingMemoryBound(to: UInt64.self) }  // lives as long as `clock`
     var times: [UInt64] = []
     times.reserveCapacity(rounds)
+    // word[1] counts the takes: a give waits until the other side has taken the
+    // lock, so that the two strictly alternate (a lock that lets a running
+    // caller barge would otherwise let this side take it back first).
+    let takes = word + 1
     func give(_ token: ShmStore.LockToken) throws {
         while try store.lockState("ball").waiters == 0 { sched_yield() }
+        let before = cshm_load_acquire_u64(takes)
         cshm_store_release_u64(word, _monotonicNanoseconds())
         try store.unlock("ball", token)
+        while cshm_load_acquire_u64(takes) == before { sched_yield() }
     }
     func takeAndTime() throws -> ShmStore.LockToken {
         let (token, at) = try take(store, mode)
         times.append(at &- cshm_load_acquire_u64(word))
+        _ = cshm_fetch_add_u64(takes, 1)
         return token
     }
     if let first {

@@ -7,8 +7,9 @@
 // BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
 // `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift);
 // `ShmLRUBench --handoff` only the key-lock section (LockHandoff.swift: uncontended
-// lock + unlock against a CAS pair, the hand-offs); `ShmLRUBench lock-loop N`
-// N uncontended lock + unlock pairs for callgrind.
+// lock + unlock against a CAS pair, the hand-offs); `ShmLRUBench lock-loop N [keylock|cas]`
+// N uncontended lock + unlock pairs for callgrind; `ShmLRUBench --counter [N]` the
+// HTTP counter's lock pattern without a server (LockCounter.swift).
 import Glibc
 
 let arguments = Array(CommandLine.arguments.dropFirst())
@@ -34,6 +35,16 @@ if arguments.first == "store-profile" {
 if arguments.first == "handoff" { exit(handoffMain(arguments)) }  // LockHandoff.swift
 if arguments.first == "futex-wake" { exit(futexWakeMain(arguments)) }  // FutexWake.swift
 if arguments.first == "lock-loop" { exit(lockLoopMain(arguments)) }  // LockHandoff.swift
+if arguments.first == "counter-worker" { exit(lockCounterWorkerMain(arguments)) }  // LockCounter.swift
+if arguments.first == "--counter" {  // the HTTP counter's lock pattern without a server
+    do {
+        try measureLockCounter(requests: arguments.count > 1 ? Int(arguments[1]) ?? 40_000 : 40_000)
+        exit(0)
+    } catch {
+        writeAll(2, "ShmLRUBench --counter: \(error)\n")
+        exit(1)
+    }
+}
 if arguments == ["--handoff"] {  // the lock hand-off section alone
     do {
         try measureKeyLocks(quick: false)

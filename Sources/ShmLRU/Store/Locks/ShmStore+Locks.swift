@@ -24,8 +24,10 @@ extension ShmStore {
     }
 
     /// Takes the lock of `key`, blocking the calling thread while another holds
-    /// it. Waiters are served in arrival order: a release hands the lock to the
-    /// next one. A holder that dies is detected within about 50 ms, and its lock
+    /// it. Queued waiters are served in arrival order; a release frees the lock
+    /// for a caller running at that moment (not yet queued) and wakes the first
+    /// waiter, unless that waiter has waited 1 ms: then it is handed the lock
+    /// directly (no waiter is passed over for longer). A holder that dies is detected within about 50 ms, and its lock
     /// handed to the next waiter, whose token says so. Not reentrant: a second
     /// `lock` of the same key from the same process waits for the first to be released.
     ///
@@ -46,17 +48,12 @@ extension ShmStore {
     ///   an entry to free up.
     @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
     public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
-        // The lock-free try first; the operation's name (a string built for
-        // errors and events) only when it is needed.
-        try _checkLockTimeout(timeout, _operation("lock", key))
-        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
-            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
-            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        let wait: _LockWait
+        switch try _beginLock(key, timeout: timeout, spin: 0, checkCancelled: false) {
+        case .taken(let token): return token
+        case .wait(let next): wait = next
         }
-        let operation = _operation("lock", key)
-        let identity = try _locks.identity(key, operation)
-        let deadline = try _lockDeadline(timeout, operation)
-        let start = _monotonicNanoseconds()
+        let (operation, identity, deadline, start) = (wait.operation, wait.identity, wait.deadline, wait.start)
         let grant: _LockTable.Grant?
         do throws(ShmError) { grant = try _locks.acquire(identity, tryOnly: false, deadline: deadline, isCancelled: { false }, operation) } catch {
             _noteLockFailure(error, operation, since: start)
@@ -73,7 +70,8 @@ extension ShmStore {
     /// - Throws: `.lockTimeout` when the lock table's mutex stayed busy (a peer
     ///   stopped or killed inside a table update, or a forged segment).
     public func tryLock(_ key: String) throws(ShmError) -> LockToken? {
-        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0) {
+        // Not past waiters (no barging: "nobody waits").
+        if let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0, barge: false) {
             return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
         }
         let operation = _operation("tryLock", key)
@@ -95,7 +93,9 @@ extension ShmStore {
         guard token.key == key else {
             throw ShmError(.lockNotHeld, _operation("unlock", key), detail: "the token is for key \"\(token.key)\"")
         }
-        if _locks.releaseFast(key, id: token.id) { return }  // one CAS: nobody waited
+        // One CAS when nobody waits (and no async caller of this handle waits to be
+        // passed the lock).
+        if !_asyncLocks.hasQueuedCallers, _locks.releaseFast(key, id: token.id) { return }
         try _unlock(try _locks.identity(key, _operation("unlock", key)), id: token.id, _operation("unlock", key))
     }
 
@@ -128,29 +128,29 @@ extension ShmStore {
 
     /// Takes the lock of `key` without blocking any thread. A free lock is taken
     /// at once (one atomic operation); otherwise, after a spin of about a
-    /// microsecond, the task is suspended and resumed when a release hands it the
-    /// lock (FIFO): by the releasing thread when the release is in this process,
-    /// else by its process's one lock-waiting thread. Cancelling the task
+    /// microsecond, the task is suspended and resumed holding the lock, in the
+    /// order this handle's callers queued: by the releasing thread when the
+    /// release is in this process (a holder passes the lock to the next caller
+    /// of its process for up to 1 ms while others wait, then the other
+    /// processes' waiters get their turn, as for the blocking lock), else by its
+    /// process's one lock-waiting thread. Cancelling the task
     /// abandons the wait and throws `.cancelled`.
     ///
     /// - Parameters:
     ///   - key: the key whose lock to take.
     ///   - timeout: as for the blocking `lock`.
     public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
-        try _checkLockTimeout(timeout, _operation("lock", key))
-        // Uncontended: one CAS, no hop. A short spin while a holder with nobody
-        // queued is about to release; then the waiting thread's queue. Not past
-        // callers of this handle already queued (FIFO). A task cancelled before
-        // it asks gets `.cancelled`, as a queued one would.
-        if Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
-        if !_asyncLocks.hasQueuedCallers, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: _LockTable.spinNanoseconds / 4) {
-            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
-            return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+        // Uncontended: one CAS, no hop. A short spin while a holder is about to
+        // release; then the waiting thread's queue. Not past callers of this
+        // handle already queued (FIFO). A task cancelled before it asks gets
+        // `.cancelled`, as a queued one would.
+        let wait: _LockWait
+        let spin: UInt64? = _asyncLocks.hasQueuedCallers ? nil : _LockTable.spinNanoseconds / 4
+        switch try _beginLock(key, timeout: timeout, spin: spin, checkCancelled: true) {
+        case .taken(let token): return token
+        case .wait(let next): wait = next
         }
-        let operation = _operation("lock", key)
-        let identity = try _locks.identity(key, operation)
-        let deadline = try _lockDeadline(timeout, operation)
-        let start = _monotonicNanoseconds()
+        let (operation, identity, deadline, start) = (wait.operation, wait.identity, wait.deadline, wait.start)
         let grant: _LockTable.Grant
         do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
             _noteLockFailure(error, operation, since: start)
@@ -185,6 +185,38 @@ extension ShmStore {
     }
 
     // MARK: Internals
+
+    /// What a lock call that must wait needs: its operation's name, the key's
+    /// identity, the deadline and when the wait began.
+    struct _LockWait {
+        let operation: String
+        let identity: _LockTable.Identity
+        let deadline: UInt64?
+        let start: UInt64
+    }
+
+    enum _LockStart {
+        case taken(LockToken)
+        case wait(_LockWait)
+    }
+
+    /// The start shared by the blocking and the async lock: checks the timeout
+    /// (and, with `checkCancelled`, the task's cancellation); tries the lock-free
+    /// path, spinning up to `spin` ns while the lock is held (nil: no try); else
+    /// what the wait needs. The operation's name (a string built for errors and
+    /// events) only when it is needed.
+    @inline(__always)
+    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, checkCancelled: Bool) throws(ShmError) -> _LockStart {
+        try _checkLockTimeout(timeout, _operation("lock", key))
+        if checkCancelled, Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
+        if let spin, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: spin) {
+            ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
+            return .taken(LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied))
+        }
+        let operation = _operation("lock", key)
+        let identity = try _locks.identity(key, operation)
+        return .wait(_LockWait(operation: operation, identity: identity, deadline: _locks.deadline(timeout), start: _monotonicNanoseconds()))
+    }
 
     /// Tells the event observers (ShmEvents) about a lock granted after a wait,
     /// or taken over from a holder that died.
@@ -222,6 +254,9 @@ extension ShmStore {
     }
 
     func _unlock(_ identity: _LockTable.Identity, id: UInt64, _ operation: @autoclosure () -> String) throws(ShmError) {
+        // An async caller of this handle queued for the key: passed the lock here,
+        // no release (within the fairness window, see _AsyncLockWaiter).
+        if _asyncLocks.passLocally(identity, id: id) { return }
         if let entry = try _locks.release(identity, id: id, operation()) {
             _asyncLocks.delivered(to: entry)
         }

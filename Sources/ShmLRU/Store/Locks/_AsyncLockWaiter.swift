@@ -14,7 +14,16 @@ import Synchronization
 // thread sleeps on); the thread claims the grant and resumes the first caller
 // of the local queue. If more callers wait, the queue takes a new place at the
 // back of the shared line (so processes take turns). Callers beyond the shared
-// table's entries just wait in their local queue: no `.full`.
+// table's entries just wait in their local queue: no `.full`. A release that
+// frees the lock for a running acquirer rings the earliest entry too (see
+// _LockTable.swift): the thread then takes the lock if it is still free.
+//
+// A holder in this process whose key has callers queued here passes the lock to
+// the first of them as it unlocks (`passLocally`: one CAS, the continuation
+// resumed by the releasing thread, no wake-up), for up to the fairness window
+// (1 ms) of passes in a row; then it releases to the shared line, so that other
+// processes' waiters get their turn. One process thus serves a run of its
+// callers per turn instead of paying a cross-process wake-up per caller.
 //
 // The thread also ends waits whose deadline passed or whose task was cancelled,
 // checks every 50 ms that a holder is still alive (a dead one's lock goes to
@@ -44,6 +53,8 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var waiters: [Waiter] = []
         /// The shared waiter entry: this queue's place in the key's line.
         var entry: Int? = nil
+        /// When the current run of same-process passes began (0: none).
+        var passingSince: UInt64 = 0
     }
 
     private struct State {
@@ -191,6 +202,57 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         for (continuation, result) in resumes { continuation.resume(with: result) }
     }
 
+    /// The holder of `id` (a lock call of this process) is unlocking: if callers of
+    /// this handle queue here for the same key, passes the lock to the first of
+    /// them (a new token, `_LockTable.passOn`) and resumes it from this thread;
+    /// false (nothing done) when none waits, the run of passes reached the
+    /// fairness window, or the lock word says the release must take the mutex path.
+    func passLocally(_ identity: _LockTable.Identity, id: UInt64) -> Bool {
+        guard hasQueuedCallers else { return false }
+        let me = _ProcessIdentity.current
+        let key = QueueKey(kind: identity.kind, key: identity.key)
+        var resumes: [Resume] = []
+        var wakeThread = false
+        let passed = state.withLock { s -> Bool in
+            defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
+            guard var queue = s.queues[key] else { return false }
+            let now = _monotonicNanoseconds()
+            dropFinished(&queue, now: now, &resumes)
+            defer { s.queues[key] = queue.waiters.isEmpty && queue.entry == nil ? nil : queue }
+            guard !queue.waiters.isEmpty else { return false }
+            if queue.passingSince == 0 {
+                queue.passingSince = now
+            } else if now &- queue.passingSince >= _LockTable.fairnessNanoseconds {
+                queue.passingSince = 0  // others' turn: released to the shared line
+                return false
+            }
+            guard let grant = table.passOn(identity, id: id, me: me) else {
+                queue.passingSince = 0
+                return false
+            }
+            let first = queue.waiters.removeFirst()
+            resumes.append((first.continuation, .success(grant)))
+            if queue.waiters.isEmpty { queue.passingSince = 0 }  // the run ends with the callers
+            if let entry = queue.entry {
+                if queue.waiters.isEmpty {
+                    // Nobody left for the place in line: leave it (the lock is held
+                    // here, so no grant can have come to it), or let the thread.
+                    let bound = _saturatingAdd(now, _AsyncLockWaiter.tableWaitNanoseconds)
+                    let left = try? table.locked(until: bound, "") { () throws(ShmError) -> (left: Bool, grant: Grant?) in
+                        (true, table.leaveLocked(entry, me: me))
+                    }
+                    if left != nil { queue.entry = nil } else { wakeThread = true }
+                } else {
+                    table.setQueued(entry, queue.waiters.count)
+                }
+            }
+            return true
+        }
+        for (continuation, result) in resumes { continuation.resume(with: result) }
+        if wakeThread { wake() }
+        return passed
+    }
+
     private func wake() {
         _ = cshm_fetch_add_u32(localWord, 1)
         _ = cshm_futex_wake(localWord, 1)
@@ -295,21 +357,16 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     private func process(
         _ queue: inout Queue, me: _ProcessIdentity, doorbell: Int?, now: UInt64, livenessDue: Bool, _ resumes: inout [Resume]
     ) {
-        queue.waiters.removeAll { waiter in
-            if waiter.cancelled {
-                resumes.append((waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
-                return true
-            }
-            if let deadline = waiter.deadline, now >= deadline {
-                resumes.append((waiter.continuation, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
-                return true
-            }
-            return false
-        }
+        dropFinished(&queue, now: now, &resumes)
         let bound = _saturatingAdd(now, _AsyncLockWaiter.tableWaitNanoseconds)
         for _ in 0..<2 {
             if let entry = queue.entry {
                 var grant = table.claim(entry, me: me)
+                if grant == nil, !queue.waiters.isEmpty, table.isFree(slotOfWaiter: entry) {
+                    // A release freed the lock and rang: take it if still free and first.
+                    grant = (try? table.locked(until: bound, "") { () throws(ShmError) -> Grant? in table.retryLocked(entry, me: me) }) ?? nil
+                }
+                if grant != nil { queue.passingSince = 0 }
                 if grant == nil, livenessDue {
                     _ = try? table.locked(until: bound, "") { () throws(ShmError) in table.checkHolderLocked(ofWaiter: entry) }
                     grant = table.claim(entry, me: me)
@@ -358,6 +415,21 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 queue.waiters = []
             }
             return
+        }
+    }
+
+    /// Ends the waits of `queue` that were cancelled or whose deadline passed.
+    private func dropFinished(_ queue: inout Queue, now: UInt64, _ resumes: inout [Resume]) {
+        queue.waiters.removeAll { waiter in
+            if waiter.cancelled {
+                resumes.append((waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
+                return true
+            }
+            if let deadline = waiter.deadline, now >= deadline {
+                resumes.append((waiter.continuation, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
+                return true
+            }
+            return false
         }
     }
 }

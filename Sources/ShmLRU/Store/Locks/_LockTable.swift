@@ -1,5 +1,6 @@
 import CShm
 import Glibc
+import Synchronization
 
 // The per-key lock table in the store segment (layout in _StoreLayout.swift).
 //
@@ -20,11 +21,23 @@ import Glibc
 // bind, so a CAS on a word read under a stale binding fails.
 //
 // Contended, a waiter sets `slow` (CAS, under the table mutex) and queues a
-// waiter entry with an arrival number from the slot; the holder's release CAS
-// then fails, and it hands the lock, under the mutex, to the earliest waiter:
-// it writes the new holder's word and the entry's grant, then rings one futex
-// word (the entry's own for a blocked thread, its process's doorbell for async
-// waiters). Nobody else wakes, and a newcomer never barges past the line.
+// waiter entry with an arrival stamp from the slot (the monotonic time it
+// queued, made strictly increasing: the line's order and its wait); the
+// holder's release CAS then fails, and it releases under the mutex. Waiters are
+// served in arrival order among themselves, but a waiter asleep costs a futex
+// wake-up (tens of µs under a hypervisor) to take the lock, so a release does not
+// hand it to the earliest waiter unless that one has waited `fairnessNanoseconds`
+// (or must be told that the holder died): it frees the word (keeping `slow`) and
+// rings the earliest waiter only, and an acquirer that is running meanwhile (not
+// queued: the lock-free path, or a newcomer under the mutex) takes it: barging,
+// bounded by that window, as Linux's and WebKit's parking locks do. The woken
+// waiter takes the free lock under the mutex only while it is the earliest (FIFO
+// among the queued), else sleeps again; once it has waited the window, the next
+// release hands the lock to it directly: it writes the new holder's word and the
+// entry's grant, then rings one futex word (the entry's own for a blocked thread,
+// its process's doorbell for async waiters). Nobody else wakes. The holder of a
+// lock that async callers of its own process wait for passes it to the next of
+// them without a release (`passOn`, one CAS; see _AsyncLockWaiter).
 //
 // The holder is a process (PID in the word, its start time in the slot's
 // holder record, written just after the CAS and valid only while its token
@@ -58,7 +71,7 @@ enum _LockWord {
     }
 }
 
-struct _LockTable: @unchecked Sendable {
+final class _LockTable: @unchecked Sendable {
     let segment: _StoreSegment
     let mutex: _RobustMutex
     /// The handle's lock timeout in ns (-1: none): the default deadline of a wait.
@@ -68,6 +81,13 @@ struct _LockTable: @unchecked Sendable {
     /// The same hash over bytes in place (the lock-free path allocates
     /// nothing); nil for the default FNV-1a 64, computed inline.
     let hashBytes: (@Sendable (UnsafeBufferPointer<UInt8>) -> UInt64)?
+    /// The free word a release of this handle left as it rang a waiter, and until
+    /// when this handle's own lock calls leave it to that waiter (its head start):
+    /// a caller that releases and locks again at once, as a ping-pong does, would
+    /// otherwise take it back every time until the fairness window passed, and
+    /// each hand-off would cost that window. Other processes' callers still barge.
+    private let politeWord = Atomic<UInt64>(0)
+    private let politeUntil = Atomic<UInt64>(0)
 
     init(
         segment: _StoreSegment, mutex: _RobustMutex, defaultTimeoutNanoseconds: Int64,
@@ -104,6 +124,20 @@ struct _LockTable: @unchecked Sendable {
     /// system call. Async locks spin a quarter of it (bounded: the cooperative
     /// thread is back at once).
     static let spinNanoseconds: UInt64 = 4_000
+    /// The fairness window: a release hands the lock directly to the earliest
+    /// waiter once it has waited this long; before, it frees the lock for a running
+    /// acquirer and wakes that waiter (barging, see above). Also the longest run
+    /// of same-process passes (`passOn`) while others wait.
+    static let fairnessNanoseconds: UInt64 = 1_000_000
+    /// How long this handle leaves a lock it freed to the waiter it rang (a
+    /// futex wake-up under a hypervisor: ~30 µs median, ~60 µs p99 here).
+    static let politeNanoseconds: UInt64 = 100_000
+
+    /// Whether free word `observed` is one this handle freed for the waiter it
+    /// rang, within its head start.
+    @inline(__always) private func leaves(_ observed: UInt64) -> Bool {
+        observed == politeWord.load(ordering: .relaxed) && _monotonicNanoseconds() < politeUntil.load(ordering: .relaxed)
+    }
 
     static let kindLock: UInt32 = 0
     static let kindLoad: UInt32 = 1
@@ -137,9 +171,10 @@ struct _LockTable: @unchecked Sendable {
     /// What the lock-free path found.
     enum Fast {
         case acquired(Grant)
-        /// Held, nobody queued: spinning may pay.
+        /// Held: spinning may pay (a release frees it for a running acquirer).
         case held
-        /// Waiters, a flag, no binding, or a binding changing: the table mutex decides.
+        /// A flag, no binding, a binding changing, or (without `barge`) free with
+        /// waiters: the table mutex decides.
         case slow
     }
 
@@ -231,23 +266,100 @@ struct _LockTable: @unchecked Sendable {
 
     /// One try of the lock-free path: one CAS free -> held when the key's slot is
     /// bound, free and nobody waits.
-    func acquireFast(_ identity: Identity, me: _ProcessIdentity) -> Fast {
-        identity.key.withUnsafeBytes { acquireFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me) }
+    func acquireFast(_ identity: Identity, me: _ProcessIdentity, barge: Bool = true) -> Fast {
+        identity.key.withUnsafeBytes { acquireFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me, barge: barge) }
     }
 
-    func acquireFast(_ identity: Probe, me: _ProcessIdentity) -> Fast {
+    /// With `barge`, a free lock that waiters queue for is taken too (a release
+    /// freed it for a running acquirer, see above), keeping `slow` so that this
+    /// holder's release goes through the mutex to wake the next waiter; not when
+    /// the slot's flags say the next taker must be told that the holder died.
+    func acquireFast(_ identity: Probe, me: _ProcessIdentity, barge: Bool = true) -> Fast {
         guard let (slot, generation) = probe(identity) else { return .slow }
+        return acquireFast(slot: slot, generation: generation, me: me, barge: barge)
+    }
+
+    /// A slot bound to a key, as `KeyLock` keeps it: slot + 1 in the low 32 bits,
+    /// the binding generation it was seen under in the high 32 (0: none).
+    typealias Hint = UInt64
+
+    /// The hint of the slot bound to `identity` (lock-free; 0: none, or changing).
+    func hint(_ identity: Identity) -> Hint {
+        guard let (slot, generation) = identity.key.withUnsafeBytes({ probe(Probe(kind: identity.kind, hash: identity.hash, bytes: $0)) })
+        else { return 0 }
+        // The key comparison was read under this generation: still it, or no hint.
+        cshm_fence_acquire()
+        guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return 0 }
+        return UInt64(generation) << 32 | UInt64(slot + 1)
+    }
+
+    /// The slot and generation of `hint` if that slot is still under that binding
+    /// (its generation unchanged: no unbind or bind since, so still the key's).
+    @inline(__always) private func slot(of hint: Hint) -> (slot: Int, generation: UInt32)? {
+        let slot = Int(truncatingIfNeeded: hint & 0xFFFF_FFFF) - 1
+        let generation = UInt32(truncatingIfNeeded: hint >> 32)
+        guard slot >= 0, slot < layout.lockSlots, generation & 1 == 0,
+            cshm_load_acquire_u32(self.generation(ofSlot: slot)) == generation
+        else { return nil }
+        return (slot, generation)
+    }
+
+    /// `acquireFast` on a hinted slot: no hash, probe or key comparison (the
+    /// binding generation stands for them). `.slow` when the hint is stale.
+    func acquireFast(hint: Hint, me: _ProcessIdentity) -> Fast {
+        guard let (slot, generation) = slot(of: hint) else { return .slow }
+        return acquireFast(slot: slot, generation: generation, me: me, barge: true)
+    }
+
+    /// `releaseFast` on a hinted slot.
+    func releaseFast(hint: Hint, id: UInt64) -> Bool {
+        guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = slot(of: hint) else { return false }
+        return releaseFast(slot: slot, generation: generation, id: id)
+    }
+
+    @inline(__always) private func acquireFast(slot: Int, generation: UInt32, me: _ProcessIdentity, barge: Bool) -> Fast {
         let word = word(ofSlot: slot)
         let observed = cshm_load_acquire_u64(word)
+        let flags = cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags)))
         cshm_fence_acquire()
         guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return .slow }
-        if observed & (_LockWord.slow | _LockWord.closed) != 0 { return .slow }
+        if observed & _LockWord.closed != 0 { return .slow }
         if _LockWord.pid(observed) != 0 { return .held }
+        if observed & _LockWord.slow != 0 {
+            if !barge || flags != 0 { return .slow }
+            if leaves(observed) { return .held }  // the rung waiter's head start: spin
+        }
         let token = _LockWord.grant(after: observed, to: me.pid)
-        guard cshm_cas_u64(word, observed, token) else { return .held }
+        guard cshm_cas_u64(word, observed, token | (observed & _LockWord.slow)) else { return .held }
         fault(.keyLockTaken)
         writeHolder(slot, start: me.start, token: token)
         return .acquired(Grant(id: token, previousHolderDied: false))
+    }
+
+    /// The holder of `id` passes the lock to another lock call of its own process
+    /// (an async caller queued behind it, see _AsyncLockWaiter): one CAS to a new
+    /// token of this process, lock-free (the holder is the only writer of a held
+    /// word but for the `slow` bit, and a CAS sees that), `slow` kept. Nil when the
+    /// token does not hold the lock, or the slot's flags need the mutex path.
+    func passOn(_ identity: Identity, id: UInt64, me: _ProcessIdentity) -> Grant? {
+        identity.key.withUnsafeBytes { bytes -> Grant? in
+            let probe = Probe(kind: identity.kind, hash: identity.hash, bytes: bytes)
+            guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) == me.pid, let (slot, generation) = self.probe(probe) else {
+                return nil
+            }
+            let word = word(ofSlot: slot)
+            let observed = cshm_load_acquire_u64(word)
+            let flags = cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags)))
+            cshm_fence_acquire()
+            guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation, observed & _LockWord.closed == 0,
+                observed & _LockWord.tokenMask == id, flags == 0
+            else { return nil }
+            let token = _LockWord.grant(after: observed, to: me.pid)
+            guard cshm_cas_u64(word, observed, token | (observed & _LockWord.slow)) else { return nil }
+            fault(.keyLockTaken)
+            writeHolder(slot, start: me.start, token: token)
+            return Grant(id: token, previousHolderDied: false)
+        }
     }
 
     /// The lock-free path with a bounded spin while the lock is held and nobody
@@ -258,17 +370,20 @@ struct _LockTable: @unchecked Sendable {
 
     /// `acquireSpinning` on `key`'s UTF-8 bytes in place; nil also when the
     /// string is not contiguous UTF-8 or too long (the mutex path decides).
-    func acquireSpinning(_ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+    func acquireSpinning(
+        _ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64, barge: Bool = true
+    ) -> Grant? {
         key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
             guard buffer.count <= layout.lockKeyCapacity else { return nil }
-            return acquireSpinning(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget)
+            return acquireSpinning(
+                Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget, barge: barge)
         } ?? nil
     }
 
-    func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64) -> Grant? {
+    func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64, barge: Bool = true) -> Grant? {
         var until: UInt64 = 0
         while true {
-            switch acquireFast(identity, me: me) {
+            switch acquireFast(identity, me: me, barge: barge) {
             case .acquired(let grant): return grant
             case .slow: return nil
             case .held:
@@ -300,6 +415,10 @@ struct _LockTable: @unchecked Sendable {
 
     func releaseFast(_ identity: Probe, id: UInt64) -> Bool {
         guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = probe(identity) else { return false }
+        return releaseFast(slot: slot, generation: generation, id: id)
+    }
+
+    @inline(__always) private func releaseFast(slot: Int, generation: UInt32, id: UInt64) -> Bool {
         let word = word(ofSlot: slot)
         guard cshm_load_acquire_u64(word) == id else { return false }
         cshm_fence_acquire()
@@ -380,15 +499,16 @@ struct _LockTable: @unchecked Sendable {
     ) throws(ShmError) -> Grant {
         let word = segment.u32(segment.waiter(index, _StoreLayout.W.word))
         var nextCheck = _saturatingAdd(_monotonicNanoseconds(), _LockTable.livenessCheckNanoseconds)
-        // A short spin first: a hand-off soon after queueing is claimed without sleeping.
+        // A short spin first: a hand-off (or a free lock, this entry being the
+        // earliest) soon after queueing is had without sleeping.
         let spinUntil = _saturatingAdd(_monotonicNanoseconds(), _LockTable.spinNanoseconds)
         while _monotonicNanoseconds() < spinUntil {
-            if let grant = claim(index, me: me) { return grant }
+            if let grant = takeIfFree(index, me: me) { return grant }
             for _ in 0..<32 { cshm_cpu_relax() }
         }
         while true {
             let observed = cshm_load_acquire_u32(word)
-            if let grant = claim(index, me: me) { return grant }
+            if let grant = takeIfFree(index, me: me) { return grant }
             let now = _monotonicNanoseconds()
             let expired = deadline.map { now >= $0 } ?? false
             if expired || isCancelled() {
@@ -410,6 +530,55 @@ struct _LockTable: @unchecked Sendable {
         }
     }
 
+    /// For a queued waiter (entry `index`, ours): its grant if the lock was handed
+    /// to it; else, if the key's lock is free (a release freed it and rang this
+    /// entry), takes it under the table mutex when this entry is the earliest.
+    /// The mutex is waited for briefly (`tryTableWaitNanoseconds`): nil when busy,
+    /// the caller looks again at its next wake-up (its deadline is its own).
+    func takeIfFree(_ index: Int, me: _ProcessIdentity) -> Grant? {
+        if let grant = claim(index, me: me) { return grant }
+        guard isFree(slotOfWaiter: index) else { return nil }
+        let bound = _saturatingAdd(_monotonicNanoseconds(), _LockTable.tryTableWaitNanoseconds)
+        return (try? locked(until: bound, "") { () throws(ShmError) -> Grant? in retryLocked(index, me: me) }) ?? nil
+    }
+
+    /// Whether the lock waiter entry `index` queues for is free (lock-free peek).
+    func isFree(slotOfWaiter index: Int) -> Bool {
+        guard index >= 0, index < layout.waiterSlots else { return false }
+        let tag = Int(cshm_load_acquire_u32(segment.u32(segment.waiter(index, _StoreLayout.W.slot))))
+        guard tag > 0, tag <= layout.lockSlots else { return false }
+        let observed = cshm_load_acquire_u64(word(ofSlot: tag - 1))
+        return _LockWord.pid(observed) == 0 && observed & _LockWord.closed == 0
+    }
+
+    /// Under the table mutex, for waiter entry `index` (ours): its grant if the lock
+    /// was handed to it; else the free lock when this entry is the earliest waiter
+    /// (it leaves the queue); nil while the lock is held or others queued first.
+    func retryLocked(_ index: Int, me: _ProcessIdentity) -> Grant? {
+        guard index >= 0, index < layout.waiterSlots, waiterIdentity(index) == me else { return nil }
+        if let grant = claim(index, me: me) { return grant }
+        let tag = Int(segment.load(segment.waiter(index, _StoreLayout.W.slot)))
+        guard tag > 0, tag <= layout.lockSlots else { return nil }
+        let slot = tag - 1
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
+        let word = word(ofSlot: slot)
+        for _ in 0..<1_000 {
+            let observed = cshm_load_acquire_u64(word)
+            guard _LockWord.pid(observed) == 0, observed & _LockWord.closed == 0 else { return nil }
+            let (earliest, others) = waiters(of: slot)
+            guard earliest == index else { return nil }
+            let flags = segment.load(f(_StoreLayout.L.flags))
+            let token = _LockWord.grant(after: observed, to: me.pid)
+            guard cshm_cas_u64(word, observed, token | (others > 0 ? _LockWord.slow : 0)) else { continue }
+            fault(.keyLockTaken)
+            writeHolder(slot, start: me.start, token: token)
+            segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
+            clearWaiter(index)
+            return Grant(id: token, previousHolderDied: flags & _StoreLayout.lockFlagHolderDied != 0)
+        }
+        return nil
+    }
+
     /// Releases the lock held with token `id` (handing it to the next waiter):
     /// one CAS when nobody waits, else under the table mutex. Returns the waiter
     /// entry it was handed to, if any.
@@ -424,8 +593,30 @@ struct _LockTable: @unchecked Sendable {
             guard id != 0, _LockWord.pid(observed) != 0, observed & _LockWord.closed == 0, observed & _LockWord.tokenMask == id else {
                 throw ShmError(.lockNotHeld, operation(), detail: "the token does not hold the key's lock (wrong, or stale)")
             }
+            return releaseLocked(slot)
+        }
+    }
+
+    /// A holder's release under the table mutex: while the earliest waiter is
+    /// within the fairness window, frees the lock (keeping `slow`: waiters) for a
+    /// running acquirer and rings that waiter only, which takes it if it is still
+    /// free (`retryLocked`); else hands it to that waiter (`handOffLocked`).
+    /// Returns the entry it was handed to, if any.
+    private func releaseLocked(_ slot: Int) -> Int? {
+        guard let next = earliestWaiter(of: slot), mayBarge(slot, earliest: next) else {
             return handOffLocked(slot, holderDied: false)
         }
+        let word = word(ofSlot: slot)
+        // The holder (this process) is the only writer of a held word (a queueing
+        // waiter's CAS of `slow` runs under this mutex).
+        let free = (cshm_load_relaxed_u64(word) & _LockWord.counterMask) | _LockWord.slow
+        politeWord.store(free, ordering: .relaxed)
+        politeUntil.store(_saturatingAdd(_monotonicNanoseconds(), _LockTable.politeNanoseconds), ordering: .relaxed)
+        cshm_store_release_u64(word, free)
+        // Killed here: nobody rang; a waiter's liveness check hands the free lock on.
+        fault(.keyLockHandingOff)
+        ring(next)
+        return nil
     }
 
     // MARK: Steps under the table mutex (and the lock-free claim)
@@ -439,7 +630,7 @@ struct _LockTable: @unchecked Sendable {
         guard let slot = findSlot(identity, bind: true) else {
             throw ShmError(.full, operation(), detail: "all \(layout.lockSlots) lock slots are bound to other keys")
         }
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         // A try has nobody to notice a dead holder later; a waiter's own liveness
         // checks do (reading /proc here on every contended call would hold the
         // table mutex through three system calls).
@@ -455,10 +646,12 @@ struct _LockTable: @unchecked Sendable {
                 continue
             }
             if _LockWord.pid(observed) == 0 {
-                if earliestWaiter(of: slot) != nil {
-                    // Free with a live waiter (a release hands the lock on, so only
-                    // after a repair): the waiter goes first, once `slow` keeps
-                    // fast lockers off the word.
+                let earliest = earliestWaiter(of: slot)
+                if let earliest, tryOnly || !mayBarge(slot, earliest: earliest) || leaves(observed) {
+                    // Free with a waiter that goes first (a try never takes a lock
+                    // others wait for; a waiter past the fairness window, or one
+                    // to be told the holder died, is owed it): handed to it, once
+                    // `slow` keeps fast lockers off the word.
                     if observed & _LockWord.slow == 0 {
                         _ = cshm_cas_u64(word, observed, observed | _LockWord.slow)
                     } else {
@@ -466,9 +659,11 @@ struct _LockTable: @unchecked Sendable {
                     }
                     continue
                 }
+                // Free (a release freed it for a running acquirer, waiters asleep):
+                // taken, `slow` kept while others wait.
                 let flags = segment.load(f(_StoreLayout.L.flags))
                 let token = _LockWord.grant(after: observed, to: me.pid)
-                guard cshm_cas_u64(word, observed, token) else { continue }
+                guard cshm_cas_u64(word, observed, token | (earliest != nil ? _LockWord.slow : 0)) else { continue }
                 writeHolder(slot, start: me.start, token: token)
                 segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
                 return .acquired(Grant(id: token, previousHolderDied: flags & _StoreLayout.lockFlagHolderDied != 0))
@@ -478,9 +673,12 @@ struct _LockTable: @unchecked Sendable {
             // The releaser must come here: it hands the lock to this entry.
             if observed & _LockWord.slow == 0, !cshm_cas_u64(word, observed, observed | _LockWord.slow) { continue }
             fault(.keyLockQueued)
-            let arrival = segment.load64(f(_StoreLayout.L.arrival))
-            segment.store64(f(_StoreLayout.L.arrival), arrival &+ 1)
-            let w = { (field: Int) in segment.waiter(index, field) }
+            // The arrival stamp: the time it queued, strictly increasing per slot
+            // (the line's order; a stamp a little late only shortens the wait seen).
+            let last = segment.load64(f(_StoreLayout.L.arrival))
+            let arrival = max(_monotonicNanoseconds(), last == UInt64.max ? last : last &+ 1)
+            segment.store64(f(_StoreLayout.L.arrival), arrival)
+            let w = { [segment] (field: Int) in segment.waiter(index, field) }
             segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
             segment.store64(w(_StoreLayout.W.start), me.start)
             segment.store64(w(_StoreLayout.W.arrival), arrival)
@@ -499,7 +697,7 @@ struct _LockTable: @unchecked Sendable {
     /// Lock-free: the hand-off wrote the grant under the table mutex before ringing.
     func claim(_ index: Int, me: _ProcessIdentity) -> Grant? {
         guard index >= 0, index < layout.waiterSlots else { return nil }
-        let w = { (field: Int) in segment.waiter(index, field) }
+        let w = { [segment] (field: Int) in segment.waiter(index, field) }
         let grant = cshm_load_acquire_u64(segment.u64(w(_StoreLayout.W.grant)))
         guard grant != 0, waiterIdentity(index) == me else { return nil }
         let died = segment.load(w(_StoreLayout.W.flags)) & _StoreLayout.lockFlagHolderDied != 0
@@ -531,7 +729,27 @@ struct _LockTable: @unchecked Sendable {
         guard index >= 0, index < layout.waiterSlots else { return }
         let tag = segment.load(segment.waiter(index, _StoreLayout.W.slot))
         guard tag != 0, Int(tag) <= layout.lockSlots else { return }
-        releaseIfHolderDead(Int(tag) - 1, me: _ProcessIdentity.current)
+        let slot = Int(tag) - 1
+        releaseIfHolderDead(slot, me: _ProcessIdentity.current)
+        // Free with waiters for a liveness period (the woken waiter died, or its
+        // wake-up was cut short): handed to the earliest (one that died is passed
+        // on by the next check, unflagged).
+        let observed = cshm_load_acquire_u64(word(ofSlot: slot))
+        if _LockWord.pid(observed) == 0, observed & _LockWord.closed == 0, observed & _LockWord.slow != 0,
+            earliestWaiter(of: slot) != nil
+        {
+            _ = handOffLocked(slot, holderDied: false)
+        }
+    }
+
+    /// Whether a running acquirer may take `slot`'s free lock past its earliest
+    /// waiter `earliest`: not when the next taker must be told that the holder
+    /// died, nor once that waiter has waited the fairness window.
+    private func mayBarge(_ slot: Int, earliest: Int) -> Bool {
+        guard segment.load(segment.slot(slot, _StoreLayout.L.flags)) & _StoreLayout.lockFlagHolderDied == 0 else { return false }
+        let arrival = segment.load64(segment.waiter(earliest, _StoreLayout.W.arrival))
+        let now = _monotonicNanoseconds()
+        return now < arrival || now - arrival < _LockTable.fairnessNanoseconds
     }
 
     /// Releases `slot`'s holder and hands the lock to the earliest live waiter
@@ -539,28 +757,36 @@ struct _LockTable: @unchecked Sendable {
     /// (keeping `slow` while the next taker must be told the holder died).
     /// Returns the entry it was handed to.
     private func handOffLocked(_ slot: Int, holderDied: Bool) -> Int? {
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         let word = word(ofSlot: slot)
         let observed = cshm_load_acquire_u64(word)
         let flags = segment.load(f(_StoreLayout.L.flags)) | (holderDied ? _StoreLayout.lockFlagHolderDied : 0)
         let (next, others) = waiters(of: slot)
+        // Every change of the word is a CAS on what was read: a held word's only
+        // other writer is its holder (this process, or a dead one), but a free one
+        // (with waiters) may be taken meanwhile by a barging acquirer, and then it
+        // is that one's, and nothing is handed on here.
         guard let next else {
-            segment.store(f(_StoreLayout.L.flags), flags)
             let died = flags & _StoreLayout.lockFlagHolderDied != 0
-            // The holder (this process, or a dead one) is the only writer of a held word.
-            cshm_store_release_u64(word, (observed & _LockWord.counterMask) | (died ? _LockWord.slow : 0))
+            guard cshm_cas_u64(word, observed, (observed & _LockWord.counterMask) | (died ? _LockWord.slow : 0)) else { return nil }
+            segment.store(f(_StoreLayout.L.flags), flags)
             return nil
         }
-        let w = { (field: Int) in segment.waiter(next, field) }
+        let w = { [segment] (field: Int) in segment.waiter(next, field) }
         let grantee = waiterIdentity(next)
         let token = _LockWord.grant(after: observed, to: grantee.pid)
         // Which entry this hand-off grants: a repair completes a hand-off cut
         // between the word and the grant (and only that one: cleared at the end).
         segment.store(f(_StoreLayout.L.handOff), UInt32(next + 1))
+        guard cshm_cas_u64(word, observed, token | (others > 0 ? _LockWord.slow : 0)) else {
+            segment.store(f(_StoreLayout.L.handOff), 0)
+            return nil
+        }
+        // The holder record follows the word (until then "start unknown": alive
+        // while the grantee's PID exists).
         writeHolder(slot, start: grantee.start, token: token)
         segment.store(f(_StoreLayout.L.flags), flags & ~_StoreLayout.lockFlagHolderDied)
         segment.store(w(_StoreLayout.W.flags), flags & _StoreLayout.lockFlagHolderDied)
-        cshm_store_release_u64(word, token | (others > 0 ? _LockWord.slow : 0))
         fault(.keyLockHandingOff)
         cshm_store_release_u64(segment.u64(w(_StoreLayout.W.grant)), token)
         segment.store(f(_StoreLayout.L.handOff), 0)
@@ -589,7 +815,7 @@ struct _LockTable: @unchecked Sendable {
     /// A doorbell entry for this process; nil when the waiter table is full.
     func addDoorbellLocked(me: _ProcessIdentity) -> Int? {
         guard let index = freeWaiter() else { return nil }
-        let w = { (field: Int) in segment.waiter(index, field) }
+        let w = { [segment] (field: Int) in segment.waiter(index, field) }
         segment.store(w(_StoreLayout.W.pid), UInt32(bitPattern: me.pid))
         segment.store64(w(_StoreLayout.W.start), me.start)
         segment.store64(w(_StoreLayout.W.arrival), 0)
@@ -659,7 +885,7 @@ struct _LockTable: @unchecked Sendable {
     /// odd meanwhile, and the word's counter moves on, so no CAS on a word read
     /// under the slot's previous binding succeeds).
     private func bindSlot(_ target: Int, _ identity: Identity) {
-        let f = { (field: Int) in segment.slot(target, field) }
+        let f = { [segment] (field: Int) in segment.slot(target, field) }
         let generation = generation(ofSlot: target)
         let odd = cshm_load_relaxed_u32(generation) | 1
         cshm_store_relaxed_u32(generation, odd)
@@ -691,7 +917,7 @@ struct _LockTable: @unchecked Sendable {
     /// Whether bound slot `slot` is `identity`'s: kind, hash, length and every
     /// byte (`racy`: read outside the mutex, the caller's seqlock decides).
     @inline(__always) private func matches(_ slot: Int, _ kind: UInt32, _ hash: UInt64, _ bytes: UnsafeRawBufferPointer, racy: Bool) -> Bool {
-        let f = { (field: Int) in segment.slot(slot, field) }
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
         guard segment.load64(f(_StoreLayout.L.keyHash)) == hash,
             segment.load(f(_StoreLayout.L.kind)) == kind,
             segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
@@ -757,7 +983,7 @@ struct _LockTable: @unchecked Sendable {
     /// the next slot is empty, so that probe runs stay short.
     private func unbind(_ slot: Int) {
         let count = layout.lockSlots
-        let state = { (index: Int) in segment.slot(index, _StoreLayout.L.state) }
+        let state = { [segment] (index: Int) in segment.slot(index, _StoreLayout.L.state) }
         segment.store(segment.slot(slot, _StoreLayout.L.flags), 0)
         segment.store(state(slot), _StoreLayout.slotReleased)
         var index = slot
@@ -854,7 +1080,7 @@ struct _LockTable: @unchecked Sendable {
         }
         let me = _ProcessIdentity.current
         for slot in 0..<layout.lockSlots {
-            let f = { (field: Int) in segment.slot(slot, field) }
+            let f = { [segment] (field: Int) in segment.slot(slot, field) }
             let word = word(ofSlot: slot)
             let generation = generation(ofSlot: slot)
             let state = segment.load(f(_StoreLayout.L.state))
@@ -876,7 +1102,7 @@ struct _LockTable: @unchecked Sendable {
             let handOff = Int(segment.load(f(_StoreLayout.L.handOff)))
             if handOff > 0, handOff <= layout.waiterSlots, let (holder, token) = holder(ofSlot: slot) {
                 let entry = handOff - 1
-                let w = { (field: Int) in segment.waiter(entry, field) }
+                let w = { [segment] (field: Int) in segment.waiter(entry, field) }
                 if segment.load(w(_StoreLayout.W.slot)) == UInt32(slot + 1), segment.load64(w(_StoreLayout.W.grant)) == 0,
                     waiterIdentity(entry) == holder
                 {
