@@ -593,7 +593,7 @@ final class _LockTable: @unchecked Sendable {
             guard id != 0, _LockWord.pid(observed) != 0, observed & _LockWord.closed == 0, observed & _LockWord.tokenMask == id else {
                 throw ShmError(.lockNotHeld, operation(), detail: "the token does not hold the key's lock (wrong, or stale)")
             }
-            return releaseLocked(slot)
+            return releaseLocked(slot, held: observed)
         }
     }
 
@@ -602,9 +602,9 @@ final class _LockTable: @unchecked Sendable {
     /// running acquirer and rings that waiter only, which takes it if it is still
     /// free (`retryLocked`); else hands it to that waiter (`handOffLocked`).
     /// Returns the entry it was handed to, if any.
-    private func releaseLocked(_ slot: Int) -> Int? {
+    private func releaseLocked(_ slot: Int, held: UInt64) -> Int? {
         guard let next = earliestWaiter(of: slot), mayBarge(slot, earliest: next) else {
-            return handOffLocked(slot, holderDied: false)
+            return handOffLocked(slot, from: held, holderDied: false)
         }
         let word = word(ofSlot: slot)
         // The holder (this process) is the only writer of a held word (a queueing
@@ -655,7 +655,7 @@ final class _LockTable: @unchecked Sendable {
                     if observed & _LockWord.slow == 0 {
                         _ = cshm_cas_u64(word, observed, observed | _LockWord.slow)
                     } else {
-                        _ = handOffLocked(slot, holderDied: false)
+                        _ = handOffLocked(slot, from: observed, holderDied: false)
                     }
                     continue
                 }
@@ -738,7 +738,7 @@ final class _LockTable: @unchecked Sendable {
         if _LockWord.pid(observed) == 0, observed & _LockWord.closed == 0, observed & _LockWord.slow != 0,
             earliestWaiter(of: slot) != nil
         {
-            _ = handOffLocked(slot, holderDied: false)
+            _ = handOffLocked(slot, from: observed, holderDied: false)
         }
     }
 
@@ -756,10 +756,16 @@ final class _LockTable: @unchecked Sendable {
     /// (telling it whether the holder died), or frees it when nobody waits
     /// (keeping `slow` while the next taker must be told the holder died).
     /// Returns the entry it was handed to.
-    private func handOffLocked(_ slot: Int, holderDied: Bool) -> Int? {
+    ///
+    /// `expected` is the word the caller decided on: the releasing holder's, a
+    /// dead holder's, or a free one. The word changes only from it (one CAS), so
+    /// a lock a barging acquirer took since is never handed over its head (a
+    /// fresh read here did that: two holders, a lost update, and the first
+    /// one's unlock refused as not held).
+    private func handOffLocked(_ slot: Int, from expected: UInt64, holderDied: Bool) -> Int? {
         let f = { [segment] (field: Int) in segment.slot(slot, field) }
         let word = word(ofSlot: slot)
-        let observed = cshm_load_acquire_u64(word)
+        let observed = expected
         let flags = segment.load(f(_StoreLayout.L.flags)) | (holderDied ? _StoreLayout.lockFlagHolderDied : 0)
         let (next, others) = waiters(of: slot)
         // Every change of the word is a CAS on what was read: a held word's only
@@ -943,7 +949,10 @@ final class _LockTable: @unchecked Sendable {
             claimed = false  // granted, never claimed
             clearWaiter(index)
         }
-        _ = handOffLocked(slot, holderDied: claimed)
+        // The dead holder's word (the CAS fails if it changed since).
+        let observed = cshm_load_acquire_u64(word(ofSlot: slot))
+        guard observed & _LockWord.tokenMask == token else { return }
+        _ = handOffLocked(slot, from: observed, holderDied: claimed)
     }
 
     /// Clears `slot`'s `slow` bit when nobody waits and no death is to be told
