@@ -1,6 +1,7 @@
 import Dispatch
 import Glibc
 import ShmLRU
+import Synchronization
 
 /// Commands for the keyed store, per-key locks, listen and TTL tests.
 let storeCommands: [String: HelperCommand] = [
@@ -10,6 +11,7 @@ let storeCommands: [String: HelperCommand] = [
     "store-increment": storeIncrement,
     "store-hold-lock": storeHoldLock,
     "store-lock-append": storeLockAppend,
+    "store-blocking-count": storeBlockingCount,
     "store-sequence": storeSequence,
     "store-listen": storeListen,
     "store-figures": storeFigures,
@@ -105,6 +107,33 @@ func storeLockAppend(_ arguments: [String]) throws {
         emit("died", token.previousHolderDied)
     }
     emit("appended", label)
+}
+
+/// store-blocking-count KEY NAME THREADS N  → THREADS threads each add one to
+/// the Int NAME N times, each under `withBlockingLock(NAME)` (read, then set:
+/// a second holder loses an update); prints errors=E (every lock, unlock or
+/// store error) and done=THREADS*N.
+func storeBlockingCount(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0))
+    let name = try argument(arguments, 1, "NAME")
+    let threads: Int = try intArgument(arguments, 2, "THREADS")
+    let count: Int = try intArgument(arguments, 3, "N")
+    let errors = Mutex<(total: Int, first: String?)>((0, nil))
+    DispatchQueue.concurrentPerform(iterations: threads) { _ in
+        for _ in 0..<count {
+            do {
+                try store.withBlockingLock(name, timeout: .seconds(60)) { _ in
+                    try store.set(name, (try store.get(name, as: Int.self) ?? 0) + 1)
+                }
+            } catch {
+                errors.withLock { $0 = ($0.total + 1, $0.first ?? "\(error)") }
+            }
+        }
+    }
+    let (total, first) = errors.withLock { $0 }
+    if let first { emit("first", first) }
+    emit("errors", total)
+    emit("done", threads * count)
 }
 
 /// store-sequence KEY NAME N  → sets NAME to 1, 1, 2, …, N (the first value twice:

@@ -116,6 +116,28 @@ import Testing
         }
     }
 
+    /// Four processes of four threads each, every increment under the blocking
+    /// lock (read, then set), on one key: the waits pass the fairness window, so
+    /// releases hand the lock to waiters while running callers barge. Never two
+    /// holders: the counter is exact and no unlock is refused as not held (a
+    /// hand-off that re-read the word gave a barger's lock to a waiter).
+    @Test func bargingAndHandOffsNeverMakeTwoHolders() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
+            let (processes, threads, count) = (4, 8, 2_000)
+            let helpers = try (0..<processes).map { _ in
+                try spawnHelper(["store-blocking-count", key.description, "counter", String(threads), String(count)])
+            }
+            for helper in helpers {
+                let run = helper.wait()
+                #expect(run.status == 0, "\(run.errorOutput)")
+                #expect(run.values["errors"] == "0", "\(run.values["first"] ?? "")")
+            }
+            #expect(try store.get("counter", as: Int.self) == processes * threads * count)
+            #expect(try store.lockState("counter").waiters == 0)
+        }
+    }
+
     @Test func timeoutIsATypedError() throws {
         try withStoreKey { key in
             let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
