@@ -63,20 +63,7 @@ import Testing
             try cache._withLock("test") { for _ in 0..<3 { _TinyLFUPolicy.increment(cache, 1) } }
             #expect(_TinyLFUPolicy.estimate(cache._segment, 1) > _TinyLFUPolicy.estimate(cache._segment, 3))
             let before = cache.stats.recoveries
-            let run = try runHelper(["rel-op", key.description, "\(point.rawValue)@1", "set", "100", "7", "40"])
-            try #require(run.status == 128 + SIGKILL, "\(point): not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
-            let report = try cache.verify()
-            #expect(report.isClean, "\(point): \(report)")
-            #expect(cache.stats.recoveries == before + 1)
-            for hash in UInt32(1)...20 {
-                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
-                #expect(version == 1, "\(point): hash \(hash) holds \(String(describing: version)) (nothing was evicted yet)")
-            }
-            #expect(try cache.bytes(100) == nil)
-            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
-            #expect(cache.count == 20)
-            #expect(try cache.verify().isClean)
-            _ = try relCheckAllValues(cache, hashes: 256, "\(point)")
+            try killInsertingAndExpectWhole(cache, key: key, at: point, recoveriesBefore: before, "\(point)")
         }
     }
 
@@ -114,20 +101,8 @@ import Testing
             #expect(try cache.bytes(1) != nil)
             #expect(cache._segment.stamp(slot) & _TinyLFUPolicy.frequency == 1)
             let before = cache.stats.recoveries
-            let run = try runHelper(["rel-op", key.description, "\(_FaultInjection.Point.policyMoving.rawValue)@1", "set", "100", "7", "40"])
-            try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
-            let report = try cache.verify()
-            #expect(report.isClean, "\(report)")
-            #expect(cache.stats.recoveries == before + 1)
-            for hash in UInt32(1)...20 {
-                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
-                #expect(version == 1, "hash \(hash) holds \(String(describing: version)) (nothing was evicted yet)")
-            }
-            #expect(try cache.bytes(100) == nil)
-            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
-            #expect(cache.count == 20)
-            #expect(try cache.verify().isClean)
-            _ = try relCheckAllValues(cache, hashes: 256, "after the window CLOCK kill")
+            try killInsertingAndExpectWhole(
+                cache, key: key, at: .policyMoving, recoveriesBefore: before, "after the window CLOCK kill")
         }
     }
 
@@ -215,5 +190,28 @@ import Testing
             #expect(try cache.verify().isClean)
             return (present, hotHits)
         }
+    }
+
+    /// A helper process inserts hash 100 into `cache` (capacity 20, records 1-20
+    /// of version 1) and is killed at `point`, inside the eviction: repair leaves
+    /// the cache whole (verify clean, one recovery, every record kept, 100 absent),
+    /// and the cache goes on (40 more inserts, full, clean, every value whole).
+    private func killInsertingAndExpectWhole(
+        _ cache: ShmLRU, key: ShmKey, at point: _FaultInjection.Point, recoveriesBefore before: UInt64, _ label: String
+    ) throws {
+        let run = try runHelper(["rel-op", key.description, "\(point.rawValue)@1", "set", "100", "7", "40"])
+        try #require(run.status == 128 + SIGKILL, "\(label): not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+        let report = try cache.verify()
+        #expect(report.isClean, "\(label): \(report)")
+        #expect(cache.stats.recoveries == before + 1)
+        for hash in UInt32(1)...20 {
+            let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+            #expect(version == 1, "\(label): hash \(hash) holds \(String(describing: version)) (nothing was evicted yet)")
+        }
+        #expect(try cache.bytes(100) == nil)
+        for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
+        #expect(cache.count == 20)
+        #expect(try cache.verify().isClean)
+        _ = try relCheckAllValues(cache, hashes: 256, label)
     }
 }
