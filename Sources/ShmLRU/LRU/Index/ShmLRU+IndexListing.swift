@@ -63,7 +63,7 @@ extension ShmLRU {
             let generation = _segment.generation
             guard let empty = _emptyPosition(generation: generation) else { continue restarts }
             var result: [_IndexedRecord] = []
-            result.reserveCapacity(Int(_segment.count))
+            result.reserveCapacity(min(Int(_segment.count), g.slots))  // the count is read from the segment: bounded
             var position = empty
             for step in 1..<g.slots {
                 if step == g.slots / 2 { _fault(.indexListing) }
