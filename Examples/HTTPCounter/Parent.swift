@@ -7,7 +7,7 @@ import ShmLRU
 let storeConfiguration = ShmStore.Configuration(capacity: 1024, recordSize: 256)
 
 /// Opens the store, starts the workers, waits for SIGTERM/SIGINT, stops them.
-func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
+func serve(variant: String, workers: Int, loops: Int, port: Int, key: ShmKey) {
     let store: ShmStore
     do {
         store = try ShmStore.open(key: key, configuration: storeConfiguration)
@@ -25,7 +25,7 @@ func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
 
     var children: [pid_t] = []
     for _ in 0..<workers {
-        let argv = ["/proc/self/exe", "worker", variant, "\(port)", key.description]
+        let argv = ["/proc/self/exe", "worker", variant, "\(port)", key.description, "\(loops)"]
         var pid: pid_t = 0
         var cArguments = argv.map { strdup($0) } + [nil]
         var attributes = posix_spawnattr_t()
@@ -49,7 +49,7 @@ func serve(variant: String, workers: Int, port: Int, key: ShmKey) {
         if waitpid(-1, &status, WNOHANG) > 0 { stop(children, store, "a worker exited before listening") }
         if waited > 3_000 { stop(children, store, "workers did not listen within 60 s") }
     }
-    say("ready workers=\(workers) port=\(port) variant=\(variant)")
+    say("ready workers=\(workers) loops=\(loops) port=\(port) variant=\(variant)")
     var received: Int32 = 0
     sigwait(&signals, &received)
     let counter = ((try? store.get("requestTimes", as: Int.self)) ?? nil) ?? -1
