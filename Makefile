@@ -63,7 +63,9 @@ example-peers:
 # cluster-shared-memory's HTTP test: a Hummingbird 2 server of N worker processes
 # sharing one port (Examples/HTTPCounter, a nested package), loaded from loopback
 # with ab (apache2-utils, installed if missing): req/s per variant (mutex,
-# withLock, update, no lock), the counter checked against the successful responses.
+# withLock, update, no lock; the median of 3 interleaved rounds), the counter
+# checked against the successful responses, and issue 27's ratios (also the last
+# section of make bench).
 example-http:
 	$(SWIFT) build -c release --traits Hummingbird --product HTTPCounter
 	command -v ab >/dev/null || { echo "example-http: installing apache2-utils (apt-get)"; apt-get update && apt-get install -y apache2-utils; }
@@ -93,12 +95,16 @@ example-http:
 # Last, the store sized by memory (Sources/ShmLRUBench/MemoryBench.swift): memory
 # efficiency under log-uniform 64 B–64 KiB churn, a 1 MiB get against memcpy, and
 # 200-byte gets against the record-sized store, each marked met or missed.
+# Then the snapshot section, and last the HTTP counter (make example-http: a
+# Hummingbird server of 4 worker processes; its release build takes minutes the
+# first time), whose lock variants' ratios close the key-lock figures printed above.
 bench:
 	$(SWIFT) build -c release --product ShmLRUBench
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench
 	SHMLRU_TRACES=$(SHMLRU_TRACES) $$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench policies
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench memory
 	$$($(SWIFT) build -c release --show-bin-path)/ShmLRUBench snapshot
+	$(MAKE) --no-print-directory example-http
 
 bench-quick:
 	$(SWIFT) build -c release --product ShmLRUBench
