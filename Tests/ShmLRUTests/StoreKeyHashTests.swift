@@ -1,3 +1,4 @@
+import CShm
 import Glibc
 @testable import ShmLRU
 import Testing
@@ -56,6 +57,35 @@ import Testing
                 exact.copyBytes(from: bytes)
                 let lent = UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(exact)[0..<length])
                 #expect(_sipHash13(key, lent) == Self.referenceSipHash13(key, bytes), "length \(length)")
+            }
+        }
+    }
+
+    /// The key check inside a record's seqlock (`cshm_racy_equal`) compares keys
+    /// of 4-16 bytes with overlapping word loads: for every length it must give
+    /// memcmp's answer, see a difference in every byte, and read nothing outside
+    /// either buffer (both end their allocation exactly).
+    @Test func racyKeyCompareGivesMemcmpsAnswerForEveryLengthAndByte() {
+        var generator = SystemRandomNumberGenerator()
+        for length in 0...41 {
+            let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+            let shared = UnsafeMutableRawBufferPointer.allocate(byteCount: max(length, 1), alignment: 1)
+            let mine = UnsafeMutableRawBufferPointer.allocate(byteCount: max(length, 1), alignment: 1)
+            defer {
+                shared.deallocate()
+                mine.deallocate()
+            }
+            shared.copyBytes(from: bytes)
+            mine.copyBytes(from: bytes)
+            #expect(cshm_racy_equal(shared.baseAddress, mine.baseAddress, length) != 0, "length \(length)")
+            for position in 0..<length {
+                for flip: UInt8 in [0x01, 0x80] {
+                    mine[position] = bytes[position] ^ flip
+                    let expected = memcmp(shared.baseAddress!, mine.baseAddress!, length) == 0
+                    #expect(!expected)
+                    #expect((cshm_racy_equal(shared.baseAddress, mine.baseAddress, length) != 0) == expected, "length \(length), byte \(position)")
+                    mine[position] = bytes[position]
+                }
             }
         }
     }
