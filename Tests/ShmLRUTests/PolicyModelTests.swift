@@ -330,7 +330,8 @@ struct ReferenceS3FIFO: ReferencePolicy {
 /// frequency, a count-min sketch (its own copy of the hashing, the counter
 /// placement and the ageing), a ghost of the hashes the window evicted (the same
 /// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the
-/// window's CLOCK, the duel of its oldest unread record against the main queue's
+/// window's hand-over of its oldest records to the main queue while it is above
+/// its target, the window's CLOCK, the duel of its oldest unread record against the main queue's
 /// CLOCK victim, and the hill climber (step decay 0.93) fed with the reads' hit
 /// and miss counts (the cache's statistics,
 /// which a single handle publishes whenever it takes the lock: before every
@@ -396,6 +397,14 @@ struct ReferenceTinyLFU: ReferencePolicy {
             main.removeLast()
             frequency[victim] = nil
             return victim
+        }
+        // A window above its target (the climber shrank it) hands its oldest records to the
+        // main queue, no duel, their accesses and hits counted.
+        while window.count > target, budget > 0 {
+            budget -= 1
+            let last = window.removeLast()
+            fold(last)
+            main.insert(last, at: 0)
         }
         // The window's CLOCK: a record read there goes back to its head, its hits counted.
         while frequency[window.last!]! >= 1, budget > 0 {

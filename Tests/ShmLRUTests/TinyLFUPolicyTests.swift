@@ -140,6 +140,66 @@ import Testing
         }
     }
 
+    /// The climber shrinks the window's target from 10 to 1 (100 records, the window
+    /// holding the first 10): the next eviction hands the window's 9 oldest records
+    /// to the main queue without a duel, so the window follows its target. Fresh
+    /// keys never win a duel (ties keep the main queue's victim): before the
+    /// hand-over existed the window stayed at 10 records for good.
+    @Test func aWindowAboveItsTargetShrinksToIt() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 100, options: ShmLRU.Options(policy: .tinylfu))
+            defer { _ = try? cache.detach() }
+            for hash in UInt32(1)...100 { try cache.set(hash, [1]) }
+            #expect(cache._segment.smallCount == 10)
+            cache._segment.windowTarget = 1
+            for hash in UInt32(1_000)..<1_020 {
+                try cache.set(hash, [2])
+                #expect(cache._segment.smallCount <= 1, "window \(cache._segment.smallCount) records, target 1")
+            }
+            #expect(cache.count == 100)
+            #expect(try cache.verify().isClean)
+        }
+    }
+
+    /// A kill inside the window's hand-over: the window target is 1 and the window
+    /// holds records 1 and 2 (10 % of 20), so the insert moves record 1 to the main
+    /// queue without a duel: killed while it moves (unlinked from the window, not
+    /// yet relinked: the list is one record short, which repair relinks). Repair
+    /// keeps every record, and the cache goes on.
+    @Test func aKillWhileTheWindowShrinksLeavesTheCacheWhole() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            #expect(cache._segment.smallCount == 2)
+            cache._segment.windowTarget = 1
+            let before = cache.stats.recoveries
+            let run = try runHelper(["rel-op", key.description, "\(_FaultInjection.Point.windowShrinking.rawValue)@1", "set", "100", "7", "40"])
+            try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+            // Before repair: the moving record is off the list (a walk from the head finds 19).
+            let s = cache._segment
+            var linked = 0
+            var slot = s.head
+            while slot != _Layout.none, linked <= 20 {
+                linked += 1
+                slot = s.next(slot)
+            }
+            #expect(linked == 19, "\(linked) records linked after the kill")
+            let report = try cache.verify()
+            #expect(report.isClean, "\(report)")
+            #expect(cache.stats.recoveries == before + 1)
+            for hash in UInt32(1)...20 {
+                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+                #expect(version == 1, "hash \(hash) holds \(String(describing: version)) (nothing was evicted yet)")
+            }
+            #expect(try cache.bytes(100) == nil)
+            for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
+            #expect(cache.count == 20)
+            #expect(cache._segment.smallCount <= 2)
+            #expect(try cache.verify().isClean)
+            _ = try relCheckAllValues(cache, hashes: 256, "after the hand-over kill")
+        }
+    }
+
     @Test func verifyFindsAWindowTargetOutOfBoundsAndRepairClampsIt() throws {
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 100, options: ShmLRU.Options(policy: .tinylfu))

@@ -61,6 +61,9 @@ package final class _FaultInjection: Sendable {
         case ghostInserted = "ghost.inserted"
         /// TinyLFU eviction: the window's candidate joined the main queue, the main queue's victim not yet detached.
         case admitted = "tinylfu.admitted"
+        /// TinyLFU eviction: the window above its target moves its oldest record to the
+        /// main queue without a duel; the record is unlinked from the window, not yet relinked.
+        case windowShrinking = "tinylfu.shrinking"
         /// TinyLFU: half the sketch's words halved (ageing), the rest not.
         case sketchAging = "sketch.aging"
         /// A lock-free listing of the shared index (a store snapshot's first pass,
