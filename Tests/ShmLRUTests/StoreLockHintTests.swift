@@ -1,3 +1,4 @@
+import CShm
 import Dispatch
 import Glibc
 @testable import ShmLRU
@@ -59,6 +60,95 @@ import Testing
         }
     }
 
+    /// A woken waiter takes a free lock with one CAS only when the word is the
+    /// one a release left for its entry (the ring mark), so FIFO among the
+    /// queued holds without the mutex. Two helpers queue, first then second; the
+    /// first is stopped; the lock is freed and the first's entry marked, and
+    /// nobody rung (a releaser stopped before its ring). The second wakes for its
+    /// liveness check and finds the lock free: not its word, so it does not take
+    /// it, and the check hands it to the first (stopped: it holds it, the second
+    /// still queued). Continued, the first locks and unlocks, then the second.
+    @Test func aWaiterNotRungNeverTakesTheFreeLockAheadOfTheEarliest() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64, lockTimeout: .seconds(30)))
+            let token = try store.blockingLockForHint("job")
+            let first = try spawnHelper(["keylock-fault", key.description, "-", "wait", "job"])
+            var second: SpawnedProcess? = nil
+            var reaped = false
+            defer {
+                if !reaped {
+                    for helper in [first] + (second.map { [$0] } ?? []) {
+                        helper.kill(SIGCONT)
+                        helper.kill(SIGKILL)
+                        _ = helper.wait()
+                    }
+                }
+            }
+            #expect(first.readLine() == "ready=1")
+            #expect(try eventually(timeout: .seconds(10)) { try store.lockState("job").waiters == 1 })
+            kill(first.pid, SIGSTOP)
+            let later = try spawnHelper(["keylock-fault", key.description, "-", "wait", "job"])  // queued after the first
+            second = later
+            #expect(later.readLine() == "ready=1")
+            #expect(try eventually(timeout: .seconds(10)) { try store.lockState("job").waiters == 2 })
+            try store.freeWithRingMarkForTest("job", token, markingWaiterOf: first.pid)
+            #expect(try eventually(timeout: .seconds(10)) { try store.lockState("job").holder == first.pid })
+            #expect(try store.lockState("job").waiters == 1, "the second waiter took the lock ahead of the first")
+            kill(first.pid, SIGCONT)
+            let runs = [first.wait(), later.wait()]
+            reaped = true
+            for run in runs {
+                #expect(run.status == 0, "\(run.errorOutput)")
+                #expect(run.values["locked"] == "1")
+            }
+            #expect(try store.lockState("job") == (nil, 0))
+        }
+    }
+
+    /// The woken earliest waiter takes the free lock left for it without the
+    /// table mutex: a helper queues; the lock is freed with its entry marked
+    /// (nobody rung); another process stops inside the table mutex (SIGSTOP at
+    /// `keylock.binding`, binding another key). The waiter wakes for its liveness
+    /// check and takes the lock (one CAS) at once; before, it needed the mutex,
+    /// and waited for it until the stopped process was killed.
+    @Test func theRungWaiterTakesTheFreeLockWithoutTheTableMutex() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64, lockTimeout: .seconds(30)))
+            let token = try store.blockingLockForHint("job")
+            let waiter = try spawnHelper(["keylock-fault", key.description, "-", "wait", "job"])
+            var stopped: SpawnedProcess? = nil
+            var reaped = false
+            defer {
+                if !reaped {
+                    for helper in [waiter] + (stopped.map { [$0] } ?? []) {
+                        helper.kill(SIGKILL)
+                        _ = helper.wait()
+                    }
+                }
+            }
+            #expect(waiter.readLine() == "ready=1")
+            #expect(try eventually(timeout: .seconds(10)) { try store.lockState("job").waiters == 1 })
+            kill(waiter.pid, SIGSTOP)  // asleep until continued: it looks after the mutex is taken
+            try store.freeWithRingMarkForTest("job", token, markingWaiterOf: waiter.pid)
+            let holder = try spawnHelper(["keylock-fault", key.description, "keylock.binding@1:stop", "lock", "other"])
+            stopped = holder
+            var status: Int32 = 0
+            #expect(try eventually(timeout: .seconds(10)) { waitpid(holder.pid, &status, WUNTRACED | WNOHANG) == holder.pid })
+            kill(waiter.pid, SIGCONT)
+            // Taken while the mutex's holder is still stopped (the word read directly).
+            #expect(
+                try eventually(timeout: .seconds(10)) { try store.lockWordHolderForTest("job") == waiter.pid },
+                "the waiter waited for the table mutex")
+            #expect(waiter.readLine() == "locked=1")
+            holder.kill(SIGKILL)
+            let runs = [waiter.wait(), holder.wait()]
+            reaped = true
+            #expect(runs[0].status == 0, "\(runs[0].errorOutput)")
+            #expect(try store.lockState("job") == (nil, 0))
+            #expect(try store.verify().isClean)
+        }
+    }
+
     /// Uncontended async locks (by key and through a `KeyLock`) from an actor
     /// whose executor counts the jobs it is given: a lock that left the actor's
     /// executor (a nonisolated async function's hop to the global executor, or a
@@ -104,6 +194,40 @@ private actor CountingActor {
 }
 
 extension ShmStore {
+    /// The release path that frees the lock for a running acquirer and rings the
+    /// earliest waiter (`releaseLocked`), stopped before the ring (as a releaser
+    /// stopped or killed at `keylock.handingOff`): under the table mutex, the
+    /// word of `token` is freed (`slow` kept) and the entry of process `pid` is
+    /// marked for that free word. Nobody is rung.
+    fileprivate func freeWithRingMarkForTest(_ key: String, _ token: LockToken, markingWaiterOf pid: Int32) throws {
+        let table = _locks
+        let identity = try table.identity(key, "test")
+        try table.locked("test") { () throws(ShmError) in
+            let segment = table.segment
+            guard let slot = table.findSlot(identity, bind: false) else { throw ShmError(.lockNotHeld, "test") }
+            let word = segment.u64(segment.slot(slot, _StoreLayout.L.word))
+            guard cshm_load_acquire_u64(word) & _LockWord.tokenMask == token.id else { throw ShmError(.lockNotHeld, "test") }
+            var entry: Int? = nil
+            for index in 0..<segment.layout.waiterSlots
+            where segment.load(segment.waiter(index, _StoreLayout.W.slot)) == UInt32(slot + 1)
+                && Int32(bitPattern: segment.load(segment.waiter(index, _StoreLayout.W.pid))) == pid
+            {
+                entry = index
+            }
+            guard let entry else { throw ShmError(.lockNotHeld, "test", detail: "no waiter entry of \(pid)") }
+            let free = (cshm_load_relaxed_u64(word) & _LockWord.counterMask) | _LockWord.slow
+            cshm_store_relaxed_u32(segment.u32(segment.waiter(entry, _StoreLayout.W.flags)), _LockTable.rungMark(free))
+            cshm_store_release_u64(word, free)
+        }
+    }
+
+    /// The PID in `key`'s lock word, read without the table mutex (0: free or unbound).
+    fileprivate func lockWordHolderForTest(_ key: String) throws -> Int32 {
+        let table = _locks
+        guard let slot = table.findSlot(try table.identity(key, "test"), bind: false) else { return 0 }
+        return _LockWord.pid(cshm_load_acquire_u64(table.segment.u64(table.segment.slot(slot, _StoreLayout.L.word))))
+    }
+
     fileprivate func blockingLockForHint(_ key: String) throws -> LockToken {
         try blockingLock(key, timeout: .seconds(1))
     }

@@ -31,8 +31,10 @@ import Synchronization
 // rings the earliest waiter only, and an acquirer that is running meanwhile (not
 // queued: the lock-free path, or a newcomer under the mutex) takes it: barging,
 // bounded by that window, as Linux's and WebKit's parking locks do. The woken
-// waiter takes the free lock under the mutex only while it is the earliest (FIFO
-// among the queued), else sleeps again; once it has waited the window, the next
+// waiter takes the free lock only while it is the earliest (FIFO among the
+// queued): with one CAS and no mutex when the word is still the free word its
+// release left for it (the ring marks the entry with that word's counter:
+// `claimRung`), else under the mutex; otherwise it sleeps again; once it has waited the window, the next
 // release hands the lock to it directly: it writes the new holder's word and the
 // entry's grant, then rings one futex word (the entry's own for a blocked thread,
 // its process's doorbell for async waiters). Nobody else wakes. The holder of a
@@ -596,8 +598,48 @@ final class _LockTable: @unchecked Sendable {
     func takeIfFree(_ index: Int, me: _ProcessIdentity) -> Grant? {
         if let grant = claim(index, me: me) { return grant }
         guard isFree(slotOfWaiter: index) else { return nil }
+        if let grant = claimRung(index, me: me) { return grant }
         let bound = _saturatingAdd(_monotonicNanoseconds(), _LockTable.tryTableWaitNanoseconds)
         return (try? locked(until: bound, "") { () throws(ShmError) -> Grant? in retryLocked(index, me: me) }) ?? nil
+    }
+
+    /// The ring mark of free word `free` (see `claimRung`): bit 31 set, bits 1-30
+    /// the word's grant counter, bit 0 (the holder-died flag) clear.
+    @inline(__always) static func rungMark(_ free: UInt64) -> UInt32 {
+        0x8000_0000 | UInt32(truncatingIfNeeded: (free & _LockWord.counterMask) >> 31)
+    }
+
+    /// For a queued waiter (entry `index`, ours) that a release rang: takes the
+    /// free lock with one CAS, without the table mutex, when the word is still
+    /// the free word that release left for it. `releaseLocked` marks the entry
+    /// it rings (in its flags, `rungMark`) with that word's grant counter before
+    /// it frees the word, under the table mutex, choosing the earliest waiter:
+    /// a CAS from that very word (the counter moves on at every grant, so the
+    /// word cannot have been taken and freed again meanwhile) takes the lock
+    /// while this entry is still the earliest (nobody queues ahead of an earlier
+    /// arrival), so FIFO among the queued holds. Nil (the mutex path decides):
+    /// no mark, or a mark of another word; a death to tell (slot flags); a
+    /// changed word. The entry leaves the queue as a granted one does (`claim`:
+    /// its tag only); `slow` is kept, so the release goes through the mutex
+    /// (which clears it if nobody waits).
+    func claimRung(_ index: Int, me: _ProcessIdentity) -> Grant? {
+        guard index >= 0, index < layout.waiterSlots else { return nil }
+        let w = { [segment] (field: Int) in segment.waiter(index, field) }
+        let tag = Int(cshm_load_acquire_u32(segment.u32(w(_StoreLayout.W.slot))))
+        guard tag > 0, tag <= layout.lockSlots, waiterIdentity(index) == me else { return nil }
+        let slot = tag - 1
+        let word = word(ofSlot: slot)
+        let observed = cshm_load_acquire_u64(word)
+        guard _LockWord.pid(observed) == 0, observed & (_LockWord.closed | _LockWord.slow) == _LockWord.slow,
+            cshm_load_relaxed_u32(segment.u32(w(_StoreLayout.W.flags))) == _LockTable.rungMark(observed),
+            cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags))) == 0
+        else { return nil }
+        let token = _LockWord.grant(after: observed, to: me.pid)
+        guard cshm_cas_u64(word, observed, token | _LockWord.slow) else { return nil }
+        fault(.keyLockTaken)
+        writeHolder(slot, start: me.start, token: token)
+        cshm_store_release_u32(segment.u32(w(_StoreLayout.W.slot)), 0)
+        return Grant(id: token, previousHolderDied: false)
     }
 
     /// Whether the lock waiter entry `index` queues for is free (lock-free peek).
@@ -670,6 +712,8 @@ final class _LockTable: @unchecked Sendable {
         let free = (cshm_load_relaxed_u64(word) & _LockWord.counterMask) | _LockWord.slow
         politeWord.store(free, ordering: .relaxed)
         politeUntil.store(_saturatingAdd(_monotonicNanoseconds(), _LockTable.politeNanoseconds), ordering: .relaxed)
+        // The entry rung may take this very word without the mutex (`claimRung`).
+        cshm_store_relaxed_u32(segment.u32(segment.waiter(next, _StoreLayout.W.flags)), _LockTable.rungMark(free))
         cshm_store_release_u64(word, free)
         // Killed here: nobody rang; a waiter's liveness check hands the free lock on.
         fault(.keyLockHandingOff)
