@@ -106,8 +106,8 @@ func measureUncontendedLock(iterations: Int, async: Bool, keyLock: Bool = false)
     return best
 }
 
-/// `lock-loop N [keylock|cas]`: N uncontended blockingLock + unlock pairs of one
-/// key (through the store, or a `KeyLock`), or N CAS pairs on a shared word, for
+/// `lock-loop N [keylock|async|keylock-async|cas]`: N uncontended lock + unlock pairs of one
+/// key (blocking or async, through the store or a `KeyLock`), or N CAS pairs on a shared word, for
 /// `valgrind --tool=callgrind` (instructions per pair: two runs, N and 2N).
 func lockLoopMain(_ arguments: [String]) -> Int32 {
     guard arguments.count == 2 || arguments.count == 3, let count = Int(arguments[1]), count >= 0 else { return 2 }
@@ -128,6 +128,24 @@ func lockLoopMain(_ arguments: [String]) -> Int32 {
         if mode == "keylock" {
             let ball = try store.keyLock("ball")
             for _ in 0..<count { try ball.unlock(try ball.blockingLock()) }
+        } else if mode == "async" || mode == "keylock-async" {
+            let ball = try store.keyLock("ball")
+            let done = DispatchSemaphore(value: 0)
+            let failure = Box<ShmError>()
+            Task {
+                do throws(ShmError) {
+                    if mode == "async" {
+                        for _ in 0..<count { try store.unlock("ball", try await store.lock("ball")) }
+                    } else {
+                        for _ in 0..<count { try ball.unlock(try await ball.lock()) }
+                    }
+                } catch {
+                    failure.value = error
+                }
+                done.signal()
+            }
+            done.wait()
+            if let error = failure.value { throw error }
         } else {
             for _ in 0..<count { try store.unlock("ball", try store.blockingLock("ball")) }
         }

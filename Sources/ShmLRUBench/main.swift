@@ -7,7 +7,7 @@
 // BENCH_DEBUG (print each two-process run's per-worker start skew and ns/op).
 // `ShmLRUBench profile …` runs one store for a profiler (see Profile.swift);
 // `ShmLRUBench --handoff` only the key-lock section (LockHandoff.swift: uncontended
-// lock + unlock against a CAS pair, the hand-offs); `ShmLRUBench lock-loop N [keylock|cas]`
+// lock + unlock against a CAS pair, the hand-offs); `ShmLRUBench lock-loop N [keylock|async|keylock-async|cas]`
 // N uncontended lock + unlock pairs for callgrind; `ShmLRUBench --counter [N]` the
 // HTTP counter's lock pattern without a server (LockCounter.swift).
 import Glibc

@@ -7,7 +7,45 @@ import Synchronization
 let keyLockCommands: [String: HelperCommand] = [
     "keylock-fault": keyLockFault,
     "keylock-soak": keyLockSoak,
+    "keylock-rebinding-count": keyLockRebindingCount,
 ]
+
+/// keylock-rebinding-count KEY NAMES THREADS N  → THREADS threads each add one,
+/// N times, to the Int of each name of NAMES (comma-separated) in turn, each
+/// under `withBlockingLock` by key. With more names than the store has lock
+/// slots, slots are unbound and bound again all the time under the lock-free
+/// paths' one-entry hint. A lock refused `.full` (every slot held or waited
+/// for) is tried again; prints errors=E (any other error) and done=THREADS*N.
+func keyLockRebindingCount(_ arguments: [String]) throws {
+    let store = try ShmStore.attach(key: try keyArgument(arguments, 0), lockTimeout: .seconds(60))
+    let names = try argument(arguments, 1, "NAMES").split(separator: ",").map(String.init)
+    let threads: Int = try intArgument(arguments, 2, "THREADS")
+    let count: Int = try intArgument(arguments, 3, "N")
+    guard !names.isEmpty else { throw HelperFailure(message: "no NAMES") }
+    let errors = Mutex<(total: Int, first: String?)>((0, nil))
+    DispatchQueue.concurrentPerform(iterations: threads) { thread in
+        for step in 0..<count {
+            let name = names[(step &+ thread) % names.count]
+            while true {
+                do {
+                    try store.withBlockingLock(name) { _ in
+                        try store.set(name, (try store.get(name, as: Int.self) ?? 0) + 1)
+                    }
+                    break
+                } catch let error as ShmError where error.code == .full {
+                    usleep(100)
+                } catch {
+                    errors.withLock { $0 = ($0.total + 1, $0.first ?? "\(error)") }
+                    break
+                }
+            }
+        }
+    }
+    let (total, first) = errors.withLock { $0 }
+    if let first { emit("first", first) }
+    emit("errors", total)
+    emit("done", threads * count)
+}
 
 /// keylock-fault KEY SPEC MODE NAME  → arms SPEC (`point@n`, "-": none), then:
 /// - `lock`: blockingLock(NAME), prints locked=1, blocks until killed;

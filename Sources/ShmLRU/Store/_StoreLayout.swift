@@ -76,7 +76,10 @@ import CShm
 //   +28 doorbell UInt32  index+1 of the entry whose word a grant rings (0: this one);
 //                        an async waiter's process sleeps on one doorbell
 //   +32 grant    UInt64  the token of the lock handed to this entry (0: waiting)
-//   +40 flags    UInt32  bit 0: the granted lock's previous holder died
+//   +40 flags    UInt32  bit 0: the granted lock's previous holder died; bit 31
+//                        set: a release rang this entry leaving the free word whose
+//                        grant counter is bits 1-30 (the entry may take that word
+//                        with one CAS, without the table mutex)
 //   +44 queued   UInt32  lock calls of its process this entry stands for (>= 1)
 //  A release that finds slow set hands the lock to the earliest live waiter
 //  (FIFO): under the table mutex it writes the holder record, the word and then

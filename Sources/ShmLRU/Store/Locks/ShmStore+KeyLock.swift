@@ -49,12 +49,24 @@ extension ShmStore {
         }
 
         /// As `ShmStore.lock(_:timeout:)` (async) for this key: never blocks a thread.
-        public func lock(timeout: Duration? = nil) async throws(ShmError) -> LockToken {
-            if !Task.isCancelled, !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero,
-                let token = fastLock()
-            {
-                return token
-            }
+        /// (Inlinable: an uncontended lock is a synchronous call in the caller's
+        /// own async frame, with no frame allocated and no executor hop.)
+        @inlinable
+        nonisolated(nonsending) public func lock(timeout: Duration? = nil) async throws(ShmError) -> LockToken {
+            if let token = _lockWithoutWaiting(timeout) { return token }
+            return try await _lockWaiting(timeout: timeout)
+        }
+
+        /// The async lock's lock-free try (nil: the store's path decides): not
+        /// past callers of this handle queued (FIFO), nor for a cancelled task (the
+        /// store's path throws `.cancelled`) or a negative timeout (its error).
+        @usableFromInline func _lockWithoutWaiting(_ timeout: Duration?) -> LockToken? {
+            guard !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero, !Task.isCancelled else { return nil }
+            return fastLock()
+        }
+
+        /// The async lock through the store's path (wait, errors), then the hint.
+        @usableFromInline func _lockWaiting(timeout: Duration?) async throws(ShmError) -> LockToken {
             let token = try await store.lock(key, timeout: timeout)
             refreshHint()
             return token

@@ -51,7 +51,7 @@ extension ShmStore {
         let wait: _LockWait
         switch try _beginLock(key, timeout: timeout, spin: 0, checkCancelled: false) {
         case .taken(let token): return token
-        case .wait(let next): wait = next
+        case .wait(let next): wait = next!
         }
         let (operation, identity, deadline, start) = (wait.operation, wait.identity, wait.deadline, wait.start)
         let grant: _LockTable.Grant?
@@ -139,18 +139,32 @@ extension ShmStore {
     /// - Parameters:
     ///   - key: the key whose lock to take.
     ///   - timeout: as for the blocking `lock`.
-    public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
-        // Uncontended: one CAS, no hop. A short spin while a holder is about to
-        // release; then the waiting thread's queue. Not past callers of this
-        // handle already queued (FIFO). A task cancelled before it asks gets
-        // `.cancelled`, as a queued one would.
-        let wait: _LockWait
+    @inlinable
+    nonisolated(nonsending) public func lock(_ key: String, timeout: Duration? = nil) async throws(ShmError) -> LockToken {
+        // Uncontended: one CAS, no hop (inlinable: a synchronous call in the
+        // caller's async frame, no frame allocated). A short spin while a holder
+        // is about to release; then the waiting thread's queue.
+        if let token = try _lockWithoutWaiting(key, timeout: timeout) { return token }
+        return try await _lockWaiting(key, timeout: timeout)
+    }
+
+    /// The async lock's start: checks the timeout and the task's cancellation (a
+    /// task cancelled before it asks gets `.cancelled`, as a queued one would);
+    /// then, unless a caller of this handle already queued (FIFO), the lock-free
+    /// path with a spin of about a microsecond. Nil: wait (`_lockWaiting`).
+    @usableFromInline func _lockWithoutWaiting(_ key: String, timeout: Duration?) throws(ShmError) -> LockToken? {
         let spin: UInt64? = _asyncLocks.hasQueuedCallers ? nil : _LockTable.spinNanoseconds / 4
-        switch try _beginLock(key, timeout: timeout, spin: spin, checkCancelled: true) {
+        switch try _beginLock(key, timeout: timeout, spin: spin, checkCancelled: true, prepareWait: false) {
         case .taken(let token): return token
-        case .wait(let next): wait = next
+        case .wait: return nil
         }
-        let (operation, identity, deadline, start) = (wait.operation, wait.identity, wait.deadline, wait.start)
+    }
+
+    /// The async lock's wait, after `_lockWithoutWaiting` found the lock taken.
+    @usableFromInline func _lockWaiting(_ key: String, timeout: Duration?) async throws(ShmError) -> LockToken {
+        let operation = _operation("lock", key)
+        let identity = try _locks.identity(key, operation)
+        let (deadline, start) = (_locks.deadline(timeout), _monotonicNanoseconds())
         let grant: _LockTable.Grant
         do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
             _noteLockFailure(error, operation, since: start)
@@ -197,7 +211,8 @@ extension ShmStore {
 
     enum _LockStart {
         case taken(LockToken)
-        case wait(_LockWait)
+        /// nil: not prepared (`prepareWait` false).
+        case wait(_LockWait?)
     }
 
     /// The start shared by the blocking and the async lock: checks the timeout
@@ -206,13 +221,16 @@ extension ShmStore {
     /// what the wait needs. The operation's name (a string built for errors and
     /// events) only when it is needed.
     @inline(__always)
-    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, checkCancelled: Bool) throws(ShmError) -> _LockStart {
+    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, checkCancelled: Bool, prepareWait: Bool = true)
+        throws(ShmError) -> _LockStart
+    {
         try _checkLockTimeout(timeout, _operation("lock", key))
         if checkCancelled, Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
         if let spin, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: spin) {
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
             return .taken(LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied))
         }
+        guard prepareWait else { return .wait(nil) }
         let operation = _operation("lock", key)
         let identity = try _locks.identity(key, operation)
         return .wait(_LockWait(operation: operation, identity: identity, deadline: _locks.deadline(timeout), start: _monotonicNanoseconds()))

@@ -363,8 +363,12 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             if let entry = queue.entry {
                 var grant = table.claim(entry, me: me)
                 if grant == nil, !queue.waiters.isEmpty, table.isFree(slotOfWaiter: entry) {
-                    // A release freed the lock and rang: take it if still free and first.
-                    grant = (try? table.locked(until: bound, "") { () throws(ShmError) -> Grant? in table.retryLocked(entry, me: me) }) ?? nil
+                    // A release freed the lock and rang: take it if still free and first
+                    // (the word it left for this entry: one CAS; else under the mutex).
+                    grant = table.claimRung(entry, me: me)
+                    if grant == nil {
+                        grant = (try? table.locked(until: bound, "") { () throws(ShmError) -> Grant? in table.retryLocked(entry, me: me) }) ?? nil
+                    }
                 }
                 if grant != nil { queue.passingSince = 0 }
                 if grant == nil, livenessDue {

@@ -31,8 +31,10 @@ import Synchronization
 // rings the earliest waiter only, and an acquirer that is running meanwhile (not
 // queued: the lock-free path, or a newcomer under the mutex) takes it: barging,
 // bounded by that window, as Linux's and WebKit's parking locks do. The woken
-// waiter takes the free lock under the mutex only while it is the earliest (FIFO
-// among the queued), else sleeps again; once it has waited the window, the next
+// waiter takes the free lock only while it is the earliest (FIFO among the
+// queued): with one CAS and no mutex when the word is still the free word its
+// release left for it (the ring marks the entry with that word's counter:
+// `claimRung`), else under the mutex; otherwise it sleeps again; once it has waited the window, the next
 // release hands the lock to it directly: it writes the new holder's word and the
 // entry's grant, then rings one futex word (the entry's own for a blocked thread,
 // its process's doorbell for async waiters). Nobody else wakes. The holder of a
@@ -88,6 +90,14 @@ final class _LockTable: @unchecked Sendable {
     /// each hand-off would cost that window. Other processes' callers still barge.
     private let politeWord = Atomic<UInt64>(0)
     private let politeUntil = Atomic<UInt64>(0)
+    /// The by-key path's one-entry hint (`Hint`: slot + 1, binding generation;
+    /// 0: none): the slot the last key found by probing was bound in. A lock or
+    /// unlock by key tries it first: its generation unchanged and its key (kind,
+    /// length, bytes) equal to the caller's, it skips the hash and the probe. The
+    /// caller's generation check after its read of the word validates the key
+    /// comparison too (seqlock), so a slot rebound meanwhile is never taken for
+    /// the key's; a miss probes and replaces the hint.
+    private let lastHint = Atomic<UInt64>(0)
 
     init(
         segment: _StoreSegment, mutex: _RobustMutex, defaultTimeoutNanoseconds: Int64,
@@ -293,26 +303,27 @@ final class _LockTable: @unchecked Sendable {
         return UInt64(generation) << 32 | UInt64(slot + 1)
     }
 
-    /// The slot and generation of `hint` if that slot is still under that binding
-    /// (its generation unchanged: no unbind or bind since, so still the key's).
+    /// The slot and generation of `hint` (a slot in range, an even generation),
+    /// not yet checked against the slot: the callers' reads of the slot are
+    /// followed by that one check (the seqlock's second read; the generation only
+    /// moves on, so one unchanged after the reads means no bind or unbind began
+    /// since the hint was taken, and the slot is still the key's).
     @inline(__always) private func slot(of hint: Hint) -> (slot: Int, generation: UInt32)? {
-        let slot = Int(truncatingIfNeeded: hint & 0xFFFF_FFFF) - 1
+        let slot = Int(truncatingIfNeeded: hint & 0xFFFF_FFFF) &- 1
         let generation = UInt32(truncatingIfNeeded: hint >> 32)
-        guard slot >= 0, slot < layout.lockSlots, generation & 1 == 0,
-            cshm_load_acquire_u32(self.generation(ofSlot: slot)) == generation
-        else { return nil }
+        guard slot >= 0, slot < layout.lockSlots, generation & 1 == 0 else { return nil }
         return (slot, generation)
     }
 
     /// `acquireFast` on a hinted slot: no hash, probe or key comparison (the
     /// binding generation stands for them). `.slow` when the hint is stale.
-    func acquireFast(hint: Hint, me: _ProcessIdentity) -> Fast {
+    @inline(__always) func acquireFast(hint: Hint, me: _ProcessIdentity) -> Fast {
         guard let (slot, generation) = slot(of: hint) else { return .slow }
         return acquireFast(slot: slot, generation: generation, me: me, barge: true)
     }
 
     /// `releaseFast` on a hinted slot.
-    func releaseFast(hint: Hint, id: UInt64) -> Bool {
+    @inline(__always) func releaseFast(hint: Hint, id: UInt64) -> Bool {
         guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0, let (slot, generation) = slot(of: hint) else { return false }
         return releaseFast(slot: slot, generation: generation, id: id)
     }
@@ -368,22 +379,61 @@ final class _LockTable: @unchecked Sendable {
         identity.key.withUnsafeBytes { acquireSpinning(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), me: me, budget: budget) }
     }
 
-    /// `acquireSpinning` on `key`'s UTF-8 bytes in place; nil also when the
-    /// string is not contiguous UTF-8 or too long (the mutex path decides).
+    /// `acquireSpinning` on `key`'s UTF-8 bytes in place (the hinted slot first,
+    /// see `lastHint`); nil also when the string is not contiguous UTF-8 or too
+    /// long (the mutex path decides).
     func acquireSpinning(
         _ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64, barge: Bool = true
     ) -> Grant? {
         key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
-            guard buffer.count <= layout.lockKeyCapacity else { return nil }
-            return acquireSpinning(
-                Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), me: me, budget: budget, barge: barge)
+            guard buffer.count <= layout.lockKeyCapacity, let (slot, generation) = locate(kind, UnsafeRawBufferPointer(buffer)) else {
+                return nil
+            }
+            return acquireSpinning(slot: slot, generation: generation, me: me, budget: budget, barge: barge)
         } ?? nil
     }
 
+    /// The slot bound to key `bytes` of `kind` and the generation it was seen
+    /// under, as `probe`, trying the hinted slot first (its key compared in
+    /// full; no hash computed on a hit). The caller checks the generation again
+    /// after reading the word.
+    @inline(__always) private func locate(_ kind: UInt32, _ bytes: UnsafeRawBufferPointer) -> (slot: Int, generation: UInt32)? {
+        if let (slot, generation) = slot(of: lastHint.load(ordering: .relaxed)),
+            cshm_load_acquire_u32(self.generation(ofSlot: slot)) == generation,
+            holdsKey(slot, kind, bytes)
+        {
+            return (slot, generation)
+        }
+        let hash = hash(of: bytes.assumingMemoryBound(to: UInt8.self))
+        guard let (slot, generation) = probe(Probe(kind: kind, hash: hash, bytes: bytes)) else { return nil }
+        lastHint.store(UInt64(generation) << 32 | UInt64(slot + 1), ordering: .relaxed)
+        return (slot, generation)
+    }
+
+    /// Whether bound slot `slot` (in range) holds key `bytes` of `kind`: kind,
+    /// length and bytes, read racily (the caller's generation check decides).
+    @inline(__always) private func holdsKey(_ slot: Int, _ kind: UInt32, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        let f = { [segment] (field: Int) in segment.slot(slot, field) }
+        guard segment.load(f(_StoreLayout.L.kind)) == kind,
+            segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
+            bytes.count <= layout.lockKeyCapacity
+        else { return false }
+        guard bytes.count > 0, let mine = bytes.baseAddress else { return true }
+        return cshm_racy_equal(segment.base + f(_StoreLayout.L.key), mine, bytes.count) != 0
+    }
+
     func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64, barge: Bool = true) -> Grant? {
+        guard let (slot, generation) = probe(identity) else { return nil }
+        return acquireSpinning(slot: slot, generation: generation, me: me, budget: budget, barge: barge)
+    }
+
+    /// The spin of `acquireSpinning` on a slot found under `generation`.
+    @inline(__always) private func acquireSpinning(slot: Int, generation: UInt32, me: _ProcessIdentity, budget: UInt64, barge: Bool)
+        -> Grant?
+    {
         var until: UInt64 = 0
         while true {
-            switch acquireFast(identity, me: me, barge: barge) {
+            switch acquireFast(slot: slot, generation: generation, me: me, barge: barge) {
             case .acquired(let grant): return grant
             case .slow: return nil
             case .held:
@@ -405,11 +455,14 @@ final class _LockTable: @unchecked Sendable {
         identity.key.withUnsafeBytes { releaseFast(Probe(kind: identity.kind, hash: identity.hash, bytes: $0), id: id) }
     }
 
-    /// `releaseFast` on `key`'s UTF-8 bytes in place.
+    /// `releaseFast` on `key`'s UTF-8 bytes in place (the hinted slot first).
     func releaseFast(_ key: String, kind: UInt32 = _LockTable.kindLock, id: UInt64) -> Bool {
-        key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
-            guard buffer.count <= layout.lockKeyCapacity else { return false }
-            return releaseFast(Probe(kind: kind, hash: hash(of: buffer), bytes: UnsafeRawBufferPointer(buffer)), id: id)
+        guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0 else { return false }
+        return key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            guard buffer.count <= layout.lockKeyCapacity, let (slot, generation) = locate(kind, UnsafeRawBufferPointer(buffer)) else {
+                return false
+            }
+            return releaseFast(slot: slot, generation: generation, id: id)
         } ?? false
     }
 
@@ -429,11 +482,18 @@ final class _LockTable: @unchecked Sendable {
     /// Writes the holder record of a grant: its start time, valid for `token`
     /// (token field cleared first, so a reader never pairs an old token with a
     /// new start time).
-    private func writeHolder(_ slot: Int, start: UInt64, token: UInt64) {
-        cshm_store_relaxed_u64(segment.u64(segment.slot(slot, _StoreLayout.L.token)), 0)
-        cshm_fence_release()
-        cshm_store_relaxed_u64(segment.u64(segment.slot(slot, _StoreLayout.L.start)), start)
-        cshm_store_release_u64(segment.u64(segment.slot(slot, _StoreLayout.L.token)), token)
+    /// When the record already holds `start` (this process held the lock last,
+    /// the usual case for a hot key), only the token field changes: a reader
+    /// that sees the new token reads that same start time.
+    @inline(__always) private func writeHolder(_ slot: Int, start: UInt64, token: UInt64) {
+        let startField = segment.u64(segment.slot(slot, _StoreLayout.L.start))
+        let tokenField = segment.u64(segment.slot(slot, _StoreLayout.L.token))
+        if cshm_load_relaxed_u64(startField) != start {
+            cshm_store_relaxed_u64(tokenField, 0)
+            cshm_fence_release()
+            cshm_store_relaxed_u64(startField, start)
+        }
+        cshm_store_release_u64(tokenField, token)
     }
 
     /// The holder of `slot` (nil: free): the word's PID, and the holder record's
@@ -538,8 +598,48 @@ final class _LockTable: @unchecked Sendable {
     func takeIfFree(_ index: Int, me: _ProcessIdentity) -> Grant? {
         if let grant = claim(index, me: me) { return grant }
         guard isFree(slotOfWaiter: index) else { return nil }
+        if let grant = claimRung(index, me: me) { return grant }
         let bound = _saturatingAdd(_monotonicNanoseconds(), _LockTable.tryTableWaitNanoseconds)
         return (try? locked(until: bound, "") { () throws(ShmError) -> Grant? in retryLocked(index, me: me) }) ?? nil
+    }
+
+    /// The ring mark of free word `free` (see `claimRung`): bit 31 set, bits 1-30
+    /// the word's grant counter, bit 0 (the holder-died flag) clear.
+    @inline(__always) static func rungMark(_ free: UInt64) -> UInt32 {
+        0x8000_0000 | UInt32(truncatingIfNeeded: (free & _LockWord.counterMask) >> 31)
+    }
+
+    /// For a queued waiter (entry `index`, ours) that a release rang: takes the
+    /// free lock with one CAS, without the table mutex, when the word is still
+    /// the free word that release left for it. `releaseLocked` marks the entry
+    /// it rings (in its flags, `rungMark`) with that word's grant counter before
+    /// it frees the word, under the table mutex, choosing the earliest waiter:
+    /// a CAS from that very word (the counter moves on at every grant, so the
+    /// word cannot have been taken and freed again meanwhile) takes the lock
+    /// while this entry is still the earliest (nobody queues ahead of an earlier
+    /// arrival), so FIFO among the queued holds. Nil (the mutex path decides):
+    /// no mark, or a mark of another word; a death to tell (slot flags); a
+    /// changed word. The entry leaves the queue as a granted one does (`claim`:
+    /// its tag only); `slow` is kept, so the release goes through the mutex
+    /// (which clears it if nobody waits).
+    func claimRung(_ index: Int, me: _ProcessIdentity) -> Grant? {
+        guard index >= 0, index < layout.waiterSlots else { return nil }
+        let w = { [segment] (field: Int) in segment.waiter(index, field) }
+        let tag = Int(cshm_load_acquire_u32(segment.u32(w(_StoreLayout.W.slot))))
+        guard tag > 0, tag <= layout.lockSlots, waiterIdentity(index) == me else { return nil }
+        let slot = tag - 1
+        let word = word(ofSlot: slot)
+        let observed = cshm_load_acquire_u64(word)
+        guard _LockWord.pid(observed) == 0, observed & (_LockWord.closed | _LockWord.slow) == _LockWord.slow,
+            cshm_load_relaxed_u32(segment.u32(w(_StoreLayout.W.flags))) == _LockTable.rungMark(observed),
+            cshm_load_relaxed_u32(segment.u32(segment.slot(slot, _StoreLayout.L.flags))) == 0
+        else { return nil }
+        let token = _LockWord.grant(after: observed, to: me.pid)
+        guard cshm_cas_u64(word, observed, token | _LockWord.slow) else { return nil }
+        fault(.keyLockTaken)
+        writeHolder(slot, start: me.start, token: token)
+        cshm_store_release_u32(segment.u32(w(_StoreLayout.W.slot)), 0)
+        return Grant(id: token, previousHolderDied: false)
     }
 
     /// Whether the lock waiter entry `index` queues for is free (lock-free peek).
@@ -612,6 +712,8 @@ final class _LockTable: @unchecked Sendable {
         let free = (cshm_load_relaxed_u64(word) & _LockWord.counterMask) | _LockWord.slow
         politeWord.store(free, ordering: .relaxed)
         politeUntil.store(_saturatingAdd(_monotonicNanoseconds(), _LockTable.politeNanoseconds), ordering: .relaxed)
+        // The entry rung may take this very word without the mutex (`claimRung`).
+        cshm_store_relaxed_u32(segment.u32(segment.waiter(next, _StoreLayout.W.flags)), _LockTable.rungMark(free))
         cshm_store_release_u64(word, free)
         // Killed here: nobody rang; a waiter's liveness check hands the free lock on.
         fault(.keyLockHandingOff)
