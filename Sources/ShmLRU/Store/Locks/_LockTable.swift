@@ -83,13 +83,6 @@ final class _LockTable: @unchecked Sendable {
     /// The same hash over bytes in place (the lock-free path allocates
     /// nothing); nil for the default FNV-1a 64, computed inline.
     let hashBytes: (@Sendable (UnsafeBufferPointer<UInt8>) -> UInt64)?
-    /// The free word a release of this handle left as it rang a waiter, and until
-    /// when this handle's own lock calls leave it to that waiter (its head start):
-    /// a caller that releases and locks again at once, as a ping-pong does, would
-    /// otherwise take it back every time until the fairness window passed, and
-    /// each hand-off would cost that window. Other processes' callers still barge.
-    private let politeWord = Atomic<UInt64>(0)
-    private let politeUntil = Atomic<UInt64>(0)
     /// The by-key path's one-entry hint (`Hint`: slot + 1, binding generation;
     /// 0: none): the slot the last key found by probing was bound in. A lock or
     /// unlock by key tries it first: its generation unchanged and its key (kind,
@@ -139,16 +132,6 @@ final class _LockTable: @unchecked Sendable {
     /// acquirer and wakes that waiter (barging, see above). Also the longest run
     /// of same-process passes (`passOn`) while others wait.
     static let fairnessNanoseconds: UInt64 = 1_000_000
-    /// How long this handle leaves a lock it freed to the waiter it rang (a
-    /// futex wake-up under a hypervisor: ~30 µs median, ~60 µs p99 here).
-    static let politeNanoseconds: UInt64 = 100_000
-
-    /// Whether free word `observed` is one this handle freed for the waiter it
-    /// rang, within its head start.
-    @inline(__always) private func leaves(_ observed: UInt64) -> Bool {
-        observed == politeWord.load(ordering: .relaxed) && _monotonicNanoseconds() < politeUntil.load(ordering: .relaxed)
-    }
-
     static let kindLock: UInt32 = 0
     static let kindLoad: UInt32 = 1
 
@@ -336,10 +319,7 @@ final class _LockTable: @unchecked Sendable {
         guard cshm_load_relaxed_u32(self.generation(ofSlot: slot)) == generation else { return .slow }
         if observed & _LockWord.closed != 0 { return .slow }
         if _LockWord.pid(observed) != 0 { return .held }
-        if observed & _LockWord.slow != 0 {
-            if !barge || flags != 0 { return .slow }
-            if leaves(observed) { return .held }  // the rung waiter's head start: spin
-        }
+        if observed & _LockWord.slow != 0, !barge || flags != 0 { return .slow }
         let token = _LockWord.grant(after: observed, to: me.pid)
         guard cshm_cas_u64(word, observed, token | (observed & _LockWord.slow)) else { return .held }
         fault(.keyLockTaken)
@@ -710,8 +690,6 @@ final class _LockTable: @unchecked Sendable {
         // The holder (this process) is the only writer of a held word (a queueing
         // waiter's CAS of `slow` runs under this mutex).
         let free = (cshm_load_relaxed_u64(word) & _LockWord.counterMask) | _LockWord.slow
-        politeWord.store(free, ordering: .relaxed)
-        politeUntil.store(_saturatingAdd(_monotonicNanoseconds(), _LockTable.politeNanoseconds), ordering: .relaxed)
         // The entry rung may take this very word without the mutex (`claimRung`).
         cshm_store_relaxed_u32(segment.u32(segment.waiter(next, _StoreLayout.W.flags)), _LockTable.rungMark(free))
         cshm_store_release_u64(word, free)
@@ -749,7 +727,7 @@ final class _LockTable: @unchecked Sendable {
             }
             if _LockWord.pid(observed) == 0 {
                 let earliest = earliestWaiter(of: slot)
-                if let earliest, tryOnly || !mayBarge(slot, earliest: earliest) || leaves(observed) {
+                if let earliest, tryOnly || !mayBarge(slot, earliest: earliest) {
                     // Free with a waiter that goes first (a try never takes a lock
                     // others wait for; a waiter past the fairness window, or one
                     // to be told the holder died, is owed it): handed to it, once
