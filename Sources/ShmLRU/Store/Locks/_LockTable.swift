@@ -393,13 +393,7 @@ final class _LockTable: @unchecked Sendable {
     /// Whether bound slot `slot` (in range) holds key `bytes` of `kind`: kind,
     /// length and bytes, read racily (the caller's generation check decides).
     @inline(__always) private func holdsKey(_ slot: Int, _ kind: UInt32, _ bytes: UnsafeRawBufferPointer) -> Bool {
-        let f = { [segment] (field: Int) in segment.slot(slot, field) }
-        guard segment.load(f(_StoreLayout.L.kind)) == kind,
-            segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
-            bytes.count <= layout.lockKeyCapacity
-        else { return false }
-        guard bytes.count > 0, let mine = bytes.baseAddress else { return true }
-        return cshm_racy_equal(segment.base + f(_StoreLayout.L.key), mine, bytes.count) != 0
+        matches(slot, kind, nil, bytes, racy: true)
     }
 
     func acquireSpinning(_ identity: Probe, me: _ProcessIdentity, budget: UInt64, barge: Bool = true) -> Grant? {
@@ -1000,12 +994,13 @@ final class _LockTable: @unchecked Sendable {
         cshm_store_release_u32(generation, odd &+ 1)
     }
 
-    /// Whether bound slot `slot` is `identity`'s: kind, hash, length and every
-    /// byte (`racy`: read outside the mutex, the caller's seqlock decides).
-    @inline(__always) private func matches(_ slot: Int, _ kind: UInt32, _ hash: UInt64, _ bytes: UnsafeRawBufferPointer, racy: Bool) -> Bool {
+    /// Whether bound slot `slot` is `identity`'s: kind, hash (nil: not compared,
+    /// as by the hinted path, which computes none), length and every byte
+    /// (`racy`: read outside the mutex, the caller's seqlock decides).
+    @inline(__always) private func matches(_ slot: Int, _ kind: UInt32, _ hash: UInt64?, _ bytes: UnsafeRawBufferPointer, racy: Bool) -> Bool {
         let f = { [segment] (field: Int) in segment.slot(slot, field) }
-        guard segment.load64(f(_StoreLayout.L.keyHash)) == hash,
-            segment.load(f(_StoreLayout.L.kind)) == kind,
+        if let hash, segment.load64(f(_StoreLayout.L.keyHash)) != hash { return false }
+        guard segment.load(f(_StoreLayout.L.kind)) == kind,
             segment.load(f(_StoreLayout.L.keyLength)) == UInt32(truncatingIfNeeded: bytes.count),
             bytes.count <= layout.lockKeyCapacity
         else { return false }
