@@ -15,8 +15,9 @@ import Testing
             let sketch = _TinyLFUPolicy.sketchWords(capacity)
             #expect(sketch * 8 >= 8 * max(capacity, 8) && sketch * 8 <= 16 * max(capacity, 8), "capacity \(capacity): sketch \(sketch * 8) bytes")
             #expect(sketch & (sketch - 1) == 0, "a power of two of words")
-            // The ghost after it: S3-FIFO's table for 90 % of the capacity (16 to 32 bytes per record).
-            let ghost = layout.ghostSlots - sketch
+            // The ghost after it: S3-FIFO's table for 90 % of the capacity (16 to 32 bytes per record),
+            // then the mini caches' area.
+            let ghost = layout.ghostSlots - sketch - _TinyLFUMinis.words(capacity: capacity)
             #expect(ghost == _Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .s3fifo)!.ghostSlots, "capacity \(capacity)")
             #expect(layout.ghostLength == capacity * 9 / 10)
             #expect(ghost & (ghost - 1) == 0 && ghost >= 2 * layout.ghostLength, "capacity \(capacity): ghost \(ghost) slots")

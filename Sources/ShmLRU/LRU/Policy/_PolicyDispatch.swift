@@ -162,11 +162,21 @@ extension ShmLRU {
     func _verifyPolicy(order: [UInt32], into report: inout IntegrityReport) { _room.verify(self, order: order, into: &report) }
 
     /// The hit (lock-free, or under the lock in interval mode): the policy's
-    /// touch of the record's stamp word. One branch on a Bool the handle holds.
+    /// touch of the record's stamp word. One branch on a Bool the handle holds;
+    /// under TinyLFU a second, on the key's sample (`_TinyLFUMinis.noteUse`: one
+    /// fetch-add and one store for a sampled key, nothing else).
     @inline(__always)
-    func _touch(_ stampWord: UnsafeMutablePointer<UInt64>, stamp: UInt64, now: UInt64) {
+    func _touch(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
+        let stampWord = (record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self)
         // S3-FIFO's and TinyLFU's touch (the same frequency count: `_TinyLFUPolicy.touch`).
-        if _countsFrequency { return _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: _promotionNanoseconds) }
+        if _countsFrequency {
+            _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: _promotionNanoseconds)
+            if let ring = _miniRing {
+                let hash = record.load(fromByteOffset: _Layout.R.hash, as: UInt32.self)
+                if _TinyLFUMinis.isSampled(hash, mask: _miniSampleMask) { _TinyLFUMinis.noteUse(ring, hash: hash) }
+            }
+            return
+        }
         _LRUPolicy.touch(self, stampWord, stamp: stamp, now: now)  // SIEVE's touch is the same mark
     }
 }
