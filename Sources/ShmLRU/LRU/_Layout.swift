@@ -60,7 +60,9 @@
 //                       frequency (saturating at 3; a hit adds one with a single
 //                       compare-and-swap of this word, never a retry), bit 2 is set while
 //                       the record is in the small queue (written under the lock only; the
-//                       hits' compare-and-swap keeps it), the time is stamp & ~7
+//                       hits' compare-and-swap keeps it), bit 3 is TinyLFU's sample mark
+//                       (set at the link when the key feeds its mini caches; zero under
+//                       S3-FIFO), the time is stamp & ~15
 //   +32 payload, recordSize bytes (values are binary; their length is in meta)
 //
 //  Index (shared kind): open addressing with linear probing over `indexSlots`
@@ -140,7 +142,7 @@ struct _Layout: Equatable, Sendable {
     /// Stamp bit 0: the record was used since it was last linked at the head.
     static let stampUsed: UInt64 = 1
     /// The stamp's low bits a policy may use (its own: Policy/); the time is above them.
-    static let stampPolicyBits: UInt64 = 7
+    static let stampPolicyBits: UInt64 = 15
     /// S3-FIFO's stamp bits (`_S3FIFOPolicy`): the 2-bit frequency and the small-queue bit.
     static var stampFrequency: UInt64 { _S3FIFOPolicy.frequency }
     static var stampSmall: UInt64 { _S3FIFOPolicy.small }

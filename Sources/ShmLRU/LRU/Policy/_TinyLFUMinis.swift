@@ -19,7 +19,9 @@ import CShm
 //
 // What feeds them (every sampled request, once, in request order for one process):
 //   uses     a hit or an update (`ShmLRU._touch`, lock-free or not) of a sampled key
-//            appends its hash to the use ring: one atomic fetch-add of the ring's
+//            (its link set the record's sample mark, stamp bit 3: a hit tests the
+//            stamp it read and hashes nothing) appends its hash to the use ring:
+//            one atomic fetch-add of the ring's
 //            head, one store of `(index + 1) << 32 | hash` into slot index % 1024.
 //            No lock, no wait, bounded; a slot is overwritten if nobody drained it.
 //   drain    under the lock, at the start of every eviction choice and of every

@@ -80,6 +80,10 @@ enum _TinyLFUPolicy: _PolicyRoom {
 
     static let frequency = _S3FIFOPolicy.frequency
     static let window = _S3FIFOPolicy.small
+    /// Bit 3: the key is sampled for the mini caches (`_TinyLFUMinis`), set at the
+    /// link, never changed while the record lives: a hit tests the stamp it read
+    /// instead of hashing the key.
+    static let sampled: UInt64 = 8
     static let markMask = _S3FIFOPolicy.markMask
     static let timeMask = _S3FIFOPolicy.timeMask
 
@@ -134,7 +138,8 @@ enum _TinyLFUPolicy: _PolicyRoom {
         _TinyLFUMinis.drain(c)
         let (offset, slots) = ghost(s)
         let toMain = _S3FIFOPolicy.ghostTake(s, hash, offset: offset, slots: slots) || (s.s3Evicted == 0 && Int(s.smallCount) >= target(s))
-        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, (now & timeMask) | (toMain ? 0 : window))
+        let mark = c._miniRing != nil && _TinyLFUMinis.isSampled(hash, mask: c._miniSampleMask) ? sampled : 0
+        s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, (now & timeMask) | (toMain ? 0 : window) | mark)
         c._fault(.setWritten)
         if toMain { try _S3FIFOPolicy.linkMain(c, slot) } else { try _S3FIFOPolicy.linkSmall(c, slot) }
         _TinyLFUMinis.linked(c, hash: hash)
