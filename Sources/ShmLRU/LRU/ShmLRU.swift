@@ -122,10 +122,11 @@ public final class ShmLRU: @unchecked Sendable {
     /// The policy's hit counts a frequency (S3-FIFO) rather than marking CLOCK's
     /// bit (`_PolicyRoom.countsFrequency`): the hit path's one policy branch.
     let _countsFrequency: Bool
-    /// TinyLFU: the mini caches' use ring (`_TinyLFUMinis.noteUse`), nil for the
-    /// other policies; a hit on a key the mask samples appends its hash.
+    /// TinyLFU: the mini caches' area (`_TinyLFUMinis`), nil for the other
+    /// policies; `_miniRing` is its use ring, to which a hit on a sampled key
+    /// (stamp bit 3) appends its hash.
+    let _minis: _TinyLFUMinis.Place?
     let _miniRing: UnsafeMutablePointer<UInt64>?
-    let _miniSampleMask: UInt32
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
     /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
@@ -184,8 +185,8 @@ public final class ShmLRU: @unchecked Sendable {
         _room = layout.policy.room
         _roomCalls = _room.calls
         _countsFrequency = _room.countsFrequency
-        _miniRing = _TinyLFUMinis.ring(segment)
-        _miniSampleMask = _TinyLFUMinis.sampleMask(layout.capacity)
+        _minis = _TinyLFUMinis.Place(segment)
+        _miniRing = _minis?.base.assumingMemoryBound(to: UInt64.self)
         switch options.promotion {
         case .onEveryRead:
             // SIEVE and S3-FIFO read without the lock whenever the index is shared.

@@ -116,8 +116,8 @@ enum _TinyLFUMinis {
         var sketchOffset: Int { 64 }
         var ghostOffset: Int { 64 + sketchWords * 8 }
         var mapOffset: Int { ghostOffset + ghostSlots * 8 }
-        var nodesOffset: Int { (mapOffset + mapSlots * 4 + 63) & ~63 }
-        var bytes: Int { (nodesOffset + m * 16 + 63) & ~63 }
+        let nodesOffset: Int
+        let bytes: Int
 
         init(capacity: Int) {
             m = miniCapacity(capacity)
@@ -128,6 +128,8 @@ enum _TinyLFUMinis {
             var slots = 16
             while slots < 2 * m { slots <<= 1 }
             mapSlots = slots
+            nodesOffset = (64 + sketchWords * 8 + ghostSlots * 8 + mapSlots * 4 + 63) & ~63
+            bytes = (nodesOffset + m * 16 + 63) & ~63
         }
     }
 
@@ -140,7 +142,6 @@ enum _TinyLFUMinis {
 
     /// The area's start (bytes into the segment) and the geometry, or nil when the
     /// layout's policy area is too small to hold it (derived from the layout alone).
-    @inline(__always)
     static func area(_ s: _Segment) -> (offset: Int, geometry: Geometry)? {
         let capacity = s.layout.capacity
         let before = _TinyLFUPolicy.sketchWords(capacity) &+ _S3FIFOPolicy.area(capacity: capacity).words
@@ -148,10 +149,18 @@ enum _TinyLFUMinis {
         return (s.layout.ghostOffset &+ before &* 8, Geometry(capacity: capacity))
     }
 
-    /// The ring's head and first entry for a handle (nil: no minis).
-    static func ring(_ s: _Segment) -> UnsafeMutablePointer<UInt64>? {
-        guard let (offset, _) = area(s) else { return nil }
-        return s.u64(offset)
+    /// What a handle keeps of the area (computed once, at attach): its start, the
+    /// geometry and the sample mask.
+    struct Place {
+        let base: UnsafeMutableRawPointer
+        let geometry: Geometry
+        let mask: UInt32
+        init?(_ s: _Segment) {
+            guard let (offset, geometry) = area(s) else { return nil }
+            base = s.base + offset
+            self.geometry = geometry
+            mask = sampleMask(s.layout.capacity)
+        }
     }
 
     // MARK: Lock-free: a sampled use
@@ -169,9 +178,8 @@ enum _TinyLFUMinis {
 
     /// Replays the ring's entries not yet drained into the minis (see the file's notes).
     static func drain(_ c: ShmLRU) {
-        let s = c._segment
-        guard let (offset, geometry) = area(s) else { return }
-        let base = s.base + offset
+        guard let place = c._minis else { return }
+        let (base, geometry) = (place.base, place.geometry)
         let head = cshm_load_acquire_u64(base.assumingMemoryBound(to: UInt64.self))
         var position = base.load(fromByteOffset: 64, as: UInt64.self)
         if head &- position == 0 { return }
@@ -194,9 +202,8 @@ enum _TinyLFUMinis {
 
     /// A linked record's key: replayed after the drain when sampled.
     static func linked(_ c: ShmLRU, hash: UInt32) {
-        let s = c._segment
-        guard isSampled(hash, mask: sampleMask(s.layout.capacity)), let (offset, geometry) = area(s) else { return }
-        let base = s.base + offset
+        guard let place = c._minis, isSampled(hash, mask: place.mask) else { return }
+        let (base, geometry) = (place.base, place.geometry)
         begin(c, base, geometry)
         request(c, base, geometry, hash)
         end(base)

@@ -138,7 +138,7 @@ enum _TinyLFUPolicy: _PolicyRoom {
         _TinyLFUMinis.drain(c)
         let (offset, slots) = ghost(s)
         let toMain = _S3FIFOPolicy.ghostTake(s, hash, offset: offset, slots: slots) || (s.s3Evicted == 0 && Int(s.smallCount) >= target(s))
-        let mark = c._miniRing != nil && _TinyLFUMinis.isSampled(hash, mask: c._miniSampleMask) ? sampled : 0
+        let mark = if let minis = c._minis, _TinyLFUMinis.isSampled(hash, mask: minis.mask) { sampled } else { UInt64(0) }
         s.store64(s.layout.recordOffset(slot) &+ _Layout.R.stamp, (now & timeMask) | (toMain ? 0 : window) | mark)
         c._fault(.setWritten)
         if toMain { try _S3FIFOPolicy.linkMain(c, slot) } else { try _S3FIFOPolicy.linkSmall(c, slot) }
