@@ -256,7 +256,8 @@ import Testing
     // MARK: The mini caches (`_TinyLFUMinis`)
 
     /// The minis' area: four minis of capacity >> shift records (>= 256 unless the
-    /// cache is smaller, shift <= 6), 48-96 bytes per mini record, plus the ring:
+    /// cache is smaller, shift <= 6), 48-100 bytes per mini record, plus the ring
+    /// (16 to 1,024 entries, a power of two >= the mini capacity):
     /// 3.5 MiB at most at 1M records, and the layout's policy area holds exactly
     /// sketch + ghost + minis.
     @Test func theMiniCachesTakeABoundedStatedArea() throws {
@@ -268,7 +269,8 @@ import Testing
             let perRecord = Double(g.bytes) / Double(g.m)
             #expect(perRecord >= 48 && perRecord <= 100, "capacity \(capacity): \(perRecord) bytes per mini record")
             let words = _TinyLFUMinis.words(capacity: capacity)
-            #expect(words * 8 == 128 + 1024 * 8 + 4 * g.bytes)
+            #expect(g.ringSlots & (g.ringSlots - 1) == 0 && g.ringSlots >= min(max(g.m, 16), 1024) && g.ringSlots <= 1024)
+            #expect(words * 8 == 128 + g.ringSlots * 8 + 4 * g.bytes)
             let layout = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .tinylfu))
             let s3 = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .s3fifo))
             #expect(layout.ghostSlots == _TinyLFUPolicy.sketchWords(capacity) + s3.ghostSlots + words)
@@ -279,8 +281,8 @@ import Testing
 
     /// A hit on a sampled key appends (index + 1) << 32 | hash to the use ring (no
     /// lock: the get is lock-free); one on an unsampled key writes nothing. 2,000
-    /// hits with no write in between overflow the 1,024-entry ring: the next insert
-    /// (an unsampled key) replays exactly the last 1,024 into the minis.
+    /// hits with no write in between overflow the ring (512 entries: minis of 275
+    /// records): the next insert (an unsampled key) replays exactly the last 512.
     @Test func sampledHitsGoThroughTheLossyRing() throws {
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 8, capacity: 1_100, options: ShmLRU.Options(policy: .tinylfu))
@@ -290,7 +292,8 @@ import Testing
             for hash in UInt32(0)..<1_000 { try cache.set(hash, [1]) }
             let sampled = try #require((UInt32(0)..<1_000).first { _TinyLFUMinis.isSampled($0, mask: mask) })
             let unsampled = try #require((UInt32(0)..<1_000).first { !_TinyLFUMinis.isSampled($0, mask: mask) })
-            let (offset, _) = try #require(_TinyLFUMinis.area(cache._segment))
+            let (offset, g) = try #require(_TinyLFUMinis.area(cache._segment))
+            #expect(g.m == 275 && g.ringSlots == 512)
             let base = cache._segment.base + offset
             func head() -> UInt64 { base.load(as: UInt64.self) }
             func drained() -> UInt64 { base.load(fromByteOffset: 64, as: UInt64.self) }
@@ -299,7 +302,7 @@ import Testing
             let start = head()
             for _ in 0..<5 { #expect(try cache.bytes(sampled) != nil) }
             #expect(head() == start + 5)
-            let last = base.load(fromByteOffset: 128 + Int((start + 4) % 1024) * 8, as: UInt64.self)
+            let last = base.load(fromByteOffset: 128 + Int((start + 4) % 512) * 8, as: UInt64.self)
             #expect(last == UInt64(UInt32(truncatingIfNeeded: start + 5)) << 32 | UInt64(sampled))
             #expect(try cache.bytes(unsampled) != nil)
             #expect(head() == start + 5)
@@ -309,7 +312,7 @@ import Testing
             let before = epoch()
             try cache.set(fresh, [2])
             #expect(drained() == head())
-            #expect(epoch() == before + 1_024, "epoch requests \(before) -> \(epoch())")
+            #expect(epoch() == before + 512, "epoch requests \(before) -> \(epoch())")
             #expect(try cache.verify().isClean)
         }
     }
@@ -337,7 +340,7 @@ import Testing
             #expect(base.load(fromByteOffset: 80, as: UInt32.self) == 0)
             #expect(base.load(fromByteOffset: 64, as: UInt64.self) == base.load(as: UInt64.self), "the ring drained")
             for i in 0..<4 {
-                #expect(_Mini(base: base + _TinyLFUMinis.minisOffset + i * g.bytes, g: g, window: 0)[.count] == 0, "mini \(i) emptied")
+                #expect(_Mini(base: base + g.minisOffset + i * g.bytes, g: g, window: 0)[.count] == 0, "mini \(i) emptied")
             }
             var missing = 0
             for hash in UInt32(1)...20 {
@@ -355,7 +358,7 @@ import Testing
             }
             #expect(cache.count == 20)
             #expect(try cache.verify().isClean)
-            #expect(_Mini(base: base + _TinyLFUMinis.minisOffset, g: g, window: 0)[.count] > 0, "the minis refill")
+            #expect(_Mini(base: base + g.minisOffset, g: g, window: 0)[.count] > 0, "the minis refill")
             _ = try relCheckAllValues(cache, hashes: 512, "after the \(point) kill")
         }
     }
@@ -371,7 +374,7 @@ import Testing
             for hash in UInt32(0)..<300 { try cache.set(hash, [1]) }
             let (offset, g) = try #require(_TinyLFUMinis.area(cache._segment))
             let base = cache._segment.base + offset
-            let mini = _Mini(base: base + _TinyLFUMinis.minisOffset, g: g, window: 0)
+            let mini = _Mini(base: base + g.minisOffset, g: g, window: 0)
             mini[.count] = 5_000
             base.storeBytes(of: 1, toByteOffset: 80, as: UInt32.self)
             let report = try cache.verify()
@@ -382,7 +385,7 @@ import Testing
             #expect(mini[.count] == 0)
             var rng = SplitMix64(seed: 29)
             for round in 0..<20 {
-                let area = base + _TinyLFUMinis.minisOffset
+                let area = base + g.minisOffset
                 for i in 0..<(4 * g.bytes / 8) { area.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self) }
                 for _ in 0..<500 {
                     let hash = UInt32(rng.next() % 400)

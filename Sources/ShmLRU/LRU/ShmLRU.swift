@@ -127,6 +127,7 @@ public final class ShmLRU: @unchecked Sendable {
     /// (stamp bit 3) appends its hash.
     let _minis: _TinyLFUMinis.Place?
     let _miniRing: UnsafeMutablePointer<UInt64>?
+    let _miniRingMask: Int
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
     /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
@@ -187,6 +188,7 @@ public final class ShmLRU: @unchecked Sendable {
         _countsFrequency = _room.countsFrequency
         _minis = _TinyLFUMinis.Place(segment)
         _miniRing = _minis?.base.assumingMemoryBound(to: UInt64.self)
+        _miniRingMask = (_minis?.geometry.ringSlots ?? 1) - 1
         switch options.promotion {
         case .onEveryRead:
             // SIEVE and S3-FIFO read without the lock whenever the index is shared.

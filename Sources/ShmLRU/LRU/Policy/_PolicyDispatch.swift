@@ -173,7 +173,7 @@ extension ShmLRU {
         if _countsFrequency {
             _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: _promotionNanoseconds)
             if stamp & _TinyLFUPolicy.sampled != 0, let ring = _miniRing {
-                _TinyLFUMinis.noteUse(ring, hash: record.load(fromByteOffset: _Layout.R.hash, as: UInt32.self))
+                _TinyLFUMinis.noteUse(ring, mask: _miniRingMask, hash: record.load(fromByteOffset: _Layout.R.hash, as: UInt32.self))
             }
             return
         }

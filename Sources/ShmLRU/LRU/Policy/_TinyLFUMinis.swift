@@ -22,15 +22,16 @@ import CShm
 //            (its link set the record's sample mark, stamp bit 3: a hit tests the
 //            stamp it read and hashes nothing) appends its hash to the use ring:
 //            one atomic fetch-add of the ring's
-//            head, one store of `(index + 1) << 32 | hash` into slot index % 1024.
+//            head, one store of `(index + 1) << 32 | hash` into slot index % its size.
 //            No lock, no wait, bounded; a slot is overwritten if nobody drained it.
 //   drain    under the lock, at the start of every eviction choice and of every
 //            link: the entries from the drained position to the head (at most the
-//            ring's 1024; an entry whose index half does not match was overwritten
+//            ring's size; an entry whose index half does not match was overwritten
 //            or not yet written, and is skipped) replay as requests into the minis.
 //            A drain before the eviction replays the uses of the requests before
 //            the insert, as the sequential replica does.
 //   inserts  a linked record of a sampled key replays as a request after the drain.
+// The ring holds a power of two >= the mini capacity (>= 16) entries, at most 1,024.
 // Removals are not requests. A request is, in each mini: a hit adds one to the
 // node's 2-bit frequency; a miss inserts it exactly as the real policy does
 // (ghost, window, window CLOCK, the duel by the mini's own sketch, main CLOCK,
@@ -44,7 +45,7 @@ import CShm
 //   +64    under the lock: the drained position (UInt64), the epoch's requests
 //          (UInt64), a busy word (UInt32: 1 while a drain or a replay runs), then
 //          +88 the four scores (Float64 bits)
-//   +128   the ring: 1024 UInt64 entries
+//   +128   the ring: 16 to 1,024 UInt64 entries
 //   then   four minis, each (bytes from its start, 64-aligned):
 //            +0   header, UInt32 words: count, free head, high water, window head,
 //                 window tail, window count, main head, main tail, main count,
@@ -55,9 +56,10 @@ import CShm
 //                 linear probing from `_mix32(hash)`, deletion by backward shift
 //            then nodes: m x 16 bytes: hash, prev + 1, next + 1 (0: none), flags
 //                 (bits 0-1 frequency, bit 2 window, bit 3 live)
-// Memory: 16 + 1024 words and 4 x (64 + 16m + 8-16m + 16-32m + 8-16m bytes), about
-// 50-80 bytes per mini record: at 1M records 4 x 15,625 records, ~3.4 MiB (3.5 bytes
-// per record); at 1,000 records 4 x 500, ~130 KiB; under 512 records 4 x capacity.
+// Memory: 128 bytes, the ring (8 bytes x 16 to 1,024) and 4 x (64 + 16m + 8-16m +
+// 16-32m + 8-16m bytes), 48-100 bytes per mini record: at 1M records 4 x 15,625
+// records, ~3.4 MiB (3.5 bytes per record); at 1,000 records 4 x 500, ~130 KiB;
+// under 512 records 4 x max(capacity, 10) (10 records: ~3.3 KiB).
 //
 // Crash safety: every mini word is a hint; nothing here is read by the real
 // cache's structure but the window target, which eviction clamps. Every link and
@@ -86,7 +88,12 @@ enum _TinyLFUMinis {
     }
     static let maxShift = 6
     static let floor = 256
-    static let ringSlots = 1024
+    /// The ring's entries: a power of two >= the mini capacity (>= 16), at most 1,024.
+    static func ringSlots(_ m: Int) -> Int {
+        var slots = 16
+        while slots < min(m, 1024) { slots <<= 1 }
+        return slots
+    }
     static let epochPerRecord = 50
     static let decay = 0.9
     static let salt: UInt32 = 0x5bd1_e995
@@ -109,6 +116,7 @@ enum _TinyLFUMinis {
     /// One mini's sizes and byte offsets (from its start).
     struct Geometry: Equatable {
         let m: Int
+        let ringSlots: Int
         let sketchWords: Int
         let ghostSlots: Int
         let ghostLength: Int
@@ -118,9 +126,12 @@ enum _TinyLFUMinis {
         var mapOffset: Int { ghostOffset + ghostSlots * 8 }
         let nodesOffset: Int
         let bytes: Int
+        /// The first mini's offset from the area's start (after the ring).
+        var minisOffset: Int { ringOffset + ringSlots * 8 }
 
         init(capacity: Int) {
             m = miniCapacity(capacity)
+            ringSlots = _TinyLFUMinis.ringSlots(m)
             sketchWords = _TinyLFUPolicy.sketchWords(m)
             let ghost = _S3FIFOPolicy.area(capacity: m)
             ghostSlots = ghost.words
@@ -134,9 +145,11 @@ enum _TinyLFUMinis {
     }
 
     static let ringOffset = 128
-    static var minisOffset: Int { ringOffset + ringSlots * 8 }
     /// The area's UInt64 words.
-    static func words(capacity: Int) -> Int { (minisOffset + count * Geometry(capacity: capacity).bytes) / 8 }
+    static func words(capacity: Int) -> Int {
+        let g = Geometry(capacity: capacity)
+        return (g.minisOffset + count * g.bytes) / 8
+    }
 
     // MARK: The area in a segment
 
@@ -166,12 +179,13 @@ enum _TinyLFUMinis {
     // MARK: Lock-free: a sampled use
 
     /// Appends a sampled key's use to the ring (`ring` = the area's start: the head,
-    /// then at +128 the entries). One fetch-add, one store; never waits.
+    /// then at +128 the entries; `mask` = its entries - 1, the handle's). One
+    /// fetch-add, one store; never waits.
     @inline(__always)
-    static func noteUse(_ ring: UnsafeMutablePointer<UInt64>, hash: UInt32) {
+    static func noteUse(_ ring: UnsafeMutablePointer<UInt64>, mask: Int, hash: UInt32) {
         let index = cshm_fetch_add_u64(ring, 1)
         let entry = UInt64(UInt32(truncatingIfNeeded: index &+ 1)) << 32 | UInt64(hash)
-        cshm_store_relaxed_u64(ring + 16 + Int(index & UInt64(ringSlots - 1)), entry)
+        cshm_store_relaxed_u64(ring + 16 + (Int(truncatingIfNeeded: index) & mask), entry)
     }
 
     // MARK: Under the lock
@@ -184,6 +198,7 @@ enum _TinyLFUMinis {
         var position = base.load(fromByteOffset: 64, as: UInt64.self)
         if head &- position == 0 { return }
         begin(c, base, geometry)
+        let ringSlots = geometry.ringSlots
         if head &- position > UInt64(ringSlots) { position = head &- UInt64(ringSlots) }
         let entries = (base + ringOffset).assumingMemoryBound(to: UInt64.self)
         var replayed = 0
@@ -222,7 +237,7 @@ enum _TinyLFUMinis {
     /// One request in every mini, then the epoch's count and, at its end, the decision.
     static func request(_ c: ShmLRU, _ base: UnsafeMutableRawPointer, _ g: Geometry, _ hash: UInt32) {
         for i in 0..<count {
-            let mini = _Mini(base: base + minisOffset + i * g.bytes, g: g, window: window(g.m, i))
+            let mini = _Mini(base: base + g.minisOffset + i * g.bytes, g: g, window: window(g.m, i))
             do throws(_MiniTorn) { try mini.access(c, hash) } catch { mini.reset() }
         }
         let requests = base.load(fromByteOffset: 72, as: UInt64.self) &+ 1
@@ -234,7 +249,7 @@ enum _TinyLFUMinis {
         var best = 0
         var bestScore = Double.infinity
         for i in 0..<count {
-            let mini = _Mini(base: base + minisOffset + i * g.bytes, g: g, window: window(g.m, i))
+            let mini = _Mini(base: base + g.minisOffset + i * g.bytes, g: g, window: window(g.m, i))
             var score = base.load(fromByteOffset: 88 + i * 8, as: Double.self)
             if !score.isFinite || score < 0 { score = 0 }  // a torn word: any score is a hint
             score = decay * score + Double(mini[.epochMisses])
@@ -253,7 +268,7 @@ enum _TinyLFUMinis {
 
     /// Empties every mini and the epoch (the ring's drained position is left).
     static func resetAll(_ base: UnsafeMutableRawPointer, _ g: Geometry) {
-        for i in 0..<count { _Mini(base: base + minisOffset + i * g.bytes, g: g, window: 0).reset() }
+        for i in 0..<count { _Mini(base: base + g.minisOffset + i * g.bytes, g: g, window: 0).reset() }
         base.storeBytes(of: 0, toByteOffset: 72, as: UInt64.self)
         for i in 0..<count { base.storeBytes(of: 0, toByteOffset: 88 + i * 8, as: Double.self) }
     }
@@ -273,7 +288,7 @@ enum _TinyLFUMinis {
         let base = s.base + offset
         if base.load(fromByteOffset: 80, as: UInt32.self) != 0 { report.add("TinyLFU mini caches left busy") }
         for i in 0..<count {
-            let mini = _Mini(base: base + minisOffset + i * g.bytes, g: g, window: 0)
+            let mini = _Mini(base: base + g.minisOffset + i * g.bytes, g: g, window: 0)
             let (n, w, m) = (Int(mini[.count]), Int(mini[.windowCount]), Int(mini[.mainCount]))
             if n > g.m || w &+ m != n || Int(mini[.highWater]) > g.m {
                 report.add("TinyLFU mini cache \(i): \(n) records (window \(w), main \(m)) of \(g.m)")
