@@ -340,8 +340,8 @@ struct ReferenceS3FIFO: ReferencePolicy {
 /// each fed every request of a sampled key (a key is sampled when its hash,
 /// xor 0x5bd1e995, mixed, has its low `shift` bits zero; shift the largest <= 6
 /// leaving minis of >= 256 records). Uses (hits, updates) of sampled keys wait in a
-/// lossy queue (the segment's ring: a power of two >= the mini capacity, 16 to
-/// 1,024, keeping the newest) and replay at the next insert, before
+/// lossy queue (the segment's ring: a power of two >= 16 x the mini capacity, at
+/// most 1,024, keeping the newest) and replay at the next insert, before
 /// its eviction; an inserted sampled key replays after its link. Every 50 x mini
 /// capacity requests, score = 0.9 x score + the epoch's misses, and the target
 /// becomes (target + the least-scored mini's window) / 2.
@@ -431,7 +431,7 @@ struct ReferenceTinyLFU: ReferencePolicy {
     mutating func insert(_ hash: UInt32) -> UInt32? {
         if !isMini {
             var ring = 16
-            while ring < min(minis[0].capacity, 1024) { ring <<= 1 }
+            while ring < min(16 * minis[0].capacity, 1024) { ring <<= 1 }
             let uses = pending.suffix(ring)
             pending = []
             for use in uses { replay(use) }

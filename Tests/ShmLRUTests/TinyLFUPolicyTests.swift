@@ -257,7 +257,7 @@ import Testing
 
     /// The minis' area: four minis of capacity >> shift records (>= 256 unless the
     /// cache is smaller, shift <= 6), 48-100 bytes per mini record, plus the ring
-    /// (16 to 1,024 entries, a power of two >= the mini capacity):
+    /// (a power of two >= 16 x the mini capacity, at most 1,024 entries):
     /// 3.5 MiB at most at 1M records, and the layout's policy area holds exactly
     /// sketch + ghost + minis.
     @Test func theMiniCachesTakeABoundedStatedArea() throws {
@@ -269,7 +269,7 @@ import Testing
             let perRecord = Double(g.bytes) / Double(g.m)
             #expect(perRecord >= 48 && perRecord <= 100, "capacity \(capacity): \(perRecord) bytes per mini record")
             let words = _TinyLFUMinis.words(capacity: capacity)
-            #expect(g.ringSlots & (g.ringSlots - 1) == 0 && g.ringSlots >= min(max(g.m, 16), 1024) && g.ringSlots <= 1024)
+            #expect(g.ringSlots & (g.ringSlots - 1) == 0 && g.ringSlots >= min(16 * g.m, 1024) && g.ringSlots <= 1024)
             #expect(words * 8 == 128 + g.ringSlots * 8 + 4 * g.bytes)
             let layout = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .tinylfu))
             let s3 = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .s3fifo))
@@ -281,8 +281,8 @@ import Testing
 
     /// A hit on a sampled key appends (index + 1) << 32 | hash to the use ring (no
     /// lock: the get is lock-free); one on an unsampled key writes nothing. 2,000
-    /// hits with no write in between overflow the ring (512 entries: minis of 275
-    /// records): the next insert (an unsampled key) replays exactly the last 512.
+    /// hits with no write in between overflow the 1,024-entry ring: the next insert
+    /// (an unsampled key) replays exactly the last 1,024 into the minis.
     @Test func sampledHitsGoThroughTheLossyRing() throws {
         try withKey { key in
             let cache = try ShmLRU.create(key: key, recordSize: 8, capacity: 1_100, options: ShmLRU.Options(policy: .tinylfu))
@@ -293,7 +293,7 @@ import Testing
             let sampled = try #require((UInt32(0)..<1_000).first { _TinyLFUMinis.isSampled($0, mask: mask) })
             let unsampled = try #require((UInt32(0)..<1_000).first { !_TinyLFUMinis.isSampled($0, mask: mask) })
             let (offset, g) = try #require(_TinyLFUMinis.area(cache._segment))
-            #expect(g.m == 275 && g.ringSlots == 512)
+            #expect(g.m == 275 && g.ringSlots == 1_024)
             let base = cache._segment.base + offset
             func head() -> UInt64 { base.load(as: UInt64.self) }
             func drained() -> UInt64 { base.load(fromByteOffset: 64, as: UInt64.self) }
@@ -302,7 +302,7 @@ import Testing
             let start = head()
             for _ in 0..<5 { #expect(try cache.bytes(sampled) != nil) }
             #expect(head() == start + 5)
-            let last = base.load(fromByteOffset: 128 + Int((start + 4) % 512) * 8, as: UInt64.self)
+            let last = base.load(fromByteOffset: 128 + Int((start + 4) % 1_024) * 8, as: UInt64.self)
             #expect(last == UInt64(UInt32(truncatingIfNeeded: start + 5)) << 32 | UInt64(sampled))
             #expect(try cache.bytes(unsampled) != nil)
             #expect(head() == start + 5)
@@ -312,7 +312,7 @@ import Testing
             let before = epoch()
             try cache.set(fresh, [2])
             #expect(drained() == head())
-            #expect(epoch() == before + 512, "epoch requests \(before) -> \(epoch())")
+            #expect(epoch() == before + 1_024, "epoch requests \(before) -> \(epoch())")
             #expect(try cache.verify().isClean)
         }
     }

@@ -31,7 +31,7 @@ import CShm
 //            A drain before the eviction replays the uses of the requests before
 //            the insert, as the sequential replica does.
 //   inserts  a linked record of a sampled key replays as a request after the drain.
-// The ring holds a power of two >= the mini capacity (>= 16) entries, at most 1,024.
+// The ring holds a power of two >= 16 x the mini capacity entries, at most 1,024.
 // Removals are not requests. A request is, in each mini: a hit adds one to the
 // node's 2-bit frequency; a miss inserts it exactly as the real policy does
 // (ghost, window, window CLOCK, the duel by the mini's own sketch, main CLOCK,
@@ -45,7 +45,7 @@ import CShm
 //   +64    under the lock: the drained position (UInt64), the epoch's requests
 //          (UInt64), a busy word (UInt32: 1 while a drain or a replay runs), then
 //          +88 the four scores (Float64 bits)
-//   +128   the ring: 16 to 1,024 UInt64 entries
+//   +128   the ring: 256 to 1,024 UInt64 entries
 //   then   four minis, each (bytes from its start, 64-aligned):
 //            +0   header, UInt32 words: count, free head, high water, window head,
 //                 window tail, window count, main head, main tail, main count,
@@ -56,10 +56,10 @@ import CShm
 //                 linear probing from `_mix32(hash)`, deletion by backward shift
 //            then nodes: m x 16 bytes: hash, prev + 1, next + 1 (0: none), flags
 //                 (bits 0-1 frequency, bit 2 window, bit 3 live)
-// Memory: 128 bytes, the ring (8 bytes x 16 to 1,024) and 4 x (64 + 16m + 8-16m +
+// Memory: 128 bytes, the ring (8 bytes x 256 to 1,024) and 4 x (64 + 16m + 8-16m +
 // 16-32m + 8-16m bytes), 48-100 bytes per mini record: at 1M records 4 x 15,625
 // records, ~3.4 MiB (3.5 bytes per record); at 1,000 records 4 x 500, ~130 KiB;
-// under 512 records 4 x max(capacity, 10) (10 records: ~3.3 KiB).
+// under 512 records 4 x max(capacity, 10) (10 records: ~5 KiB with the ring).
 //
 // Crash safety: every mini word is a hint; nothing here is read by the real
 // cache's structure but the window target, which eviction clamps. Every link and
@@ -88,10 +88,13 @@ enum _TinyLFUMinis {
     }
     static let maxShift = 6
     static let floor = 256
-    /// The ring's entries: a power of two >= the mini capacity (>= 16), at most 1,024.
+    /// The ring's entries: a power of two >= 16 x the mini capacity, at most 1,024
+    /// (a smaller ring dropped uses in a single-process replay of the real traces,
+    /// where long runs of hits come between two inserts: 512 entries for 381-record
+    /// minis moved orm-busy at 1 % by 0.2 %).
     static func ringSlots(_ m: Int) -> Int {
         var slots = 16
-        while slots < min(m, 1024) { slots <<= 1 }
+        while slots < min(16 * m, 1024) { slots <<= 1 }
         return slots
     }
     static let epochPerRecord = 50
