@@ -29,13 +29,16 @@ import Testing
         Config(policy: .s3fifo, capacity: 1, hashRange: 4, operations: 50_000, seed: 5),
         Config(policy: .sieve, index: .processLocal, capacity: 20, hashRange: 50, operations: 100_000, seed: 6),
         Config(policy: .s3fifo, index: .processLocal, capacity: 30, hashRange: 90, operations: 100_000, seed: 7),
-        // TinyLFU: the sketch's ageing (every 500 increments at 50 records) and the climber's samples
-        // (every 500 reads) both come round hundreds of times; the edges as above.
+        // TinyLFU: the sketch's ageing (every 500 increments at 50 records) and the mini caches'
+        // epochs (every 2,500 sampled requests: every key sampled below 512 records) both come
+        // round hundreds of times; the edges as above; at 1,100 records a quarter of the keys
+        // are sampled (minis of 275 records).
         Config(policy: .tinylfu, capacity: 50, hashRange: 120, operations: 1_000_000, seed: 8),
         Config(policy: .tinylfu, capacity: 200, hashRange: 700, operations: 1_000_000, seed: 9),
         Config(policy: .tinylfu, capacity: 7, hashRange: 20, operations: 100_000, seed: 10),
         Config(policy: .tinylfu, capacity: 1, hashRange: 4, operations: 50_000, seed: 11),
         Config(policy: .tinylfu, index: .processLocal, capacity: 30, hashRange: 90, operations: 100_000, seed: 12),
+        Config(policy: .tinylfu, capacity: 1_100, hashRange: 3_000, operations: 400_000, seed: 13),
     ]
 
     @Test(arguments: configs)
@@ -111,7 +114,7 @@ import Testing
             #expect(evictions > config.operations / 20)
             #expect(hits > config.operations / 20)
             if config.policy == .s3fifo, config.capacity >= 10 { #expect(cache.stats.promotions > 100) }
-            // TinyLFU: the climber moved the window (several sizes seen) and admissions happened.
+            // TinyLFU: the mini caches moved the window (several sizes seen) and admissions happened.
             if config.policy == .tinylfu, config.capacity >= 50 {
                 #expect(windowTargets.count >= 3, "window targets seen: \(windowTargets.sorted())")
                 #expect(cache.stats.promotions > 100)
@@ -332,12 +335,19 @@ struct ReferenceS3FIFO: ReferencePolicy {
 /// bucketed FIFO as S3-FIFO's, its own copy), S3-FIFO's choice of queue, the
 /// window's hand-over of its oldest records to the main queue while it is above
 /// its target, the window's CLOCK, the duel of its oldest unread record against the main queue's
-/// CLOCK victim, and the hill climber (step decay 0.93) fed with the reads' hit
-/// and miss counts (the cache's statistics,
-/// which a single handle publishes whenever it takes the lock: before every
-/// insert, all reads so far).
+/// CLOCK victim, and the window target set by four mini caches: this same
+/// reference at a sampled capacity with fixed windows of 1, 10, 30 and 60 %,
+/// each fed every request of a sampled key (a key is sampled when its hash,
+/// xor 0x5bd1e995, mixed, has its low `shift` bits zero; shift the largest <= 6
+/// leaving minis of >= 256 records). Uses (hits, updates) of sampled keys wait in a
+/// lossy queue (the segment's ring: a power of two >= 16 x the mini capacity, at
+/// most 1,024, keeping the newest) and replay at the next insert, before
+/// its eviction; an inserted sampled key replays after its link. Every 50 x mini
+/// capacity requests, score = 0.9 x score + the epoch's misses, and the target
+/// becomes (target + the least-scored mini's window) / 2.
 struct ReferenceTinyLFU: ReferencePolicy {
     let capacity: Int
+    let isMini: Bool
     var window: [UInt32] = []
     var main: [UInt32] = []
     var frequency: [UInt32: Int] = [:]
@@ -345,45 +355,90 @@ struct ReferenceTinyLFU: ReferencePolicy {
     var sketch: [UInt64]
     var sketchAdds = 0
     var windowTarget: Int
-    var step: Float
-    var previousRate: UInt32 = 0
-    var hits: UInt64 = 0
-    var misses: UInt64 = 0
-    var sampleHits: UInt64 = 0
-    var sampleMisses: UInt64 = 0
     var ghost: ReferenceGhost
+    // The mini caches (the real reference's; empty in a mini).
+    var minis: [ReferenceTinyLFU] = []
+    var sampleMask: UInt32 = 0
+    var pending: [UInt32] = []
+    var epochRequests = 0
+    var scores: [Double] = [0, 0, 0, 0]
+    var misses = 0  // a mini's, this epoch
+    static let perMille = [10, 100, 300, 600]
 
-    init(capacity: Int) {
+    init(capacity: Int, miniWindowPerMille: Int? = nil) {
         self.capacity = capacity
         var words = 8
         while words < capacity { words <<= 1 }
         sketch = Array(repeating: 0, count: words)
-        windowTarget = capacity / 10
-        step = Float(0.03 * Double(capacity))
         ghost = ReferenceGhost(capacity: capacity)
+        if let miniWindowPerMille {
+            isMini = true
+            windowTarget = (capacity * miniWindowPerMille + 500) / 1000
+        } else {
+            isMini = false
+            windowTarget = capacity / 10
+            var shift = 0
+            while shift < 6 && capacity >> (shift + 1) >= 256 { shift += 1 }
+            sampleMask = (1 << UInt32(shift)) - 1
+            let m = max(capacity >> shift, 10)
+            minis = Self.perMille.map { ReferenceTinyLFU(capacity: m, miniWindowPerMille: $0) }
+        }
     }
 
     var count: Int { window.count + main.count }
     func contains(_ hash: UInt32) -> Bool { frequency[hash] != nil }
 
     mutating func get(_ hash: UInt32) -> Bool {
-        guard contains(hash) else {
-            misses += 1
-            return false
-        }
-        hits += 1
+        guard contains(hash) else { return false }
         touch(hash)
         return true
     }
-    mutating func touch(_ hash: UInt32) { frequency[hash] = min(frequency[hash]! + 1, 3) }
+    mutating func touch(_ hash: UInt32) {
+        frequency[hash] = min(frequency[hash]! + 1, 3)
+        if !isMini, sampled(hash) { pending.append(hash) }
+    }
+
+    func sampled(_ hash: UInt32) -> Bool { ReferenceS3FIFO.mix(hash ^ 0x5bd1_e995) & sampleMask == 0 }
+
+    /// A mini's request: a hit counts, a miss inserts.
+    mutating func request(_ hash: UInt32) {
+        if contains(hash) {
+            frequency[hash] = min(frequency[hash]! + 1, 3)
+        } else {
+            misses += 1
+            _ = insert(hash)
+        }
+    }
+
+    /// The real reference's: a sampled request in every mini, and the epoch.
+    mutating func replay(_ hash: UInt32) {
+        for i in minis.indices { minis[i].request(hash) }
+        epochRequests += 1
+        guard epochRequests >= 50 * minis[0].capacity else { return }
+        epochRequests = 0
+        var best = 0
+        for i in minis.indices {
+            scores[i] = 0.9 * scores[i] + Double(minis[i].misses)
+            minis[i].misses = 0
+            if scores[i] < scores[best] { best = i }
+        }
+        windowTarget = (min(windowTarget, maxWindow) + (capacity * Self.perMille[best] + 500) / 1000) / 2
+    }
 
     var target: Int { min(max(windowTarget, 1), capacity) }
     var maxWindow: Int { capacity * 8 / 10 }
 
     mutating func insert(_ hash: UInt32) -> UInt32? {
+        if !isMini {
+            var ring = 16
+            while ring < min(16 * minis[0].capacity, 1024) { ring <<= 1 }
+            let uses = pending.suffix(ring)
+            pending = []
+            for use in uses { replay(use) }
+        }
         var evicted: UInt32? = nil
         if count == capacity { evicted = evict() }
-        climb()
+        defer { if !isMini, sampled(hash) { replay(hash) } }
         if ghost.take(hash) || (!evictedOnce && window.count >= target) { main.insert(hash, at: 0) } else { window.insert(hash, at: 0) }
         frequency[hash] = 0
         return evicted
@@ -495,21 +550,5 @@ struct ReferenceTinyLFU: ReferencePolicy {
     func estimate(_ hash: UInt32) -> UInt64 {
         let spread = Self.spread(hash)
         return (0..<4).map { i in let (word, shift) = place(spread, i); return (sketch[word] >> shift) & 15 }.min()!
-    }
-
-    // The hill climber.
-    mutating func climb() {
-        let h = hits - sampleHits
-        let m = misses - sampleMisses
-        guard h + m >= UInt64(10 * capacity) else { return }
-        let rate = Double(h) / Double(h + m)
-        let change = rate - Double(previousRate) / Double(1 << 24)
-        let amount = change >= 0 ? Double(step) : -Double(step)
-        let next = abs(change) >= 0.05 ? 0.03 * Double(capacity) * (amount >= 0 ? 1 : -1) : 0.93 * amount
-        previousRate = UInt32(rate * Double(1 << 24))
-        step = Float(next)
-        sampleHits = hits
-        sampleMisses = misses
-        windowTarget = min(max(windowTarget + Int(amount.rounded(.towardZero)), 0), maxWindow)
     }
 }

@@ -15,8 +15,9 @@ import Testing
             let sketch = _TinyLFUPolicy.sketchWords(capacity)
             #expect(sketch * 8 >= 8 * max(capacity, 8) && sketch * 8 <= 16 * max(capacity, 8), "capacity \(capacity): sketch \(sketch * 8) bytes")
             #expect(sketch & (sketch - 1) == 0, "a power of two of words")
-            // The ghost after it: S3-FIFO's table for 90 % of the capacity (16 to 32 bytes per record).
-            let ghost = layout.ghostSlots - sketch
+            // The ghost after it: S3-FIFO's table for 90 % of the capacity (16 to 32 bytes per record),
+            // then the mini caches' area.
+            let ghost = layout.ghostSlots - sketch - _TinyLFUMinis.words(capacity: capacity)
             #expect(ghost == _Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .s3fifo)!.ghostSlots, "capacity \(capacity)")
             #expect(layout.ghostLength == capacity * 9 / 10)
             #expect(ghost & (ghost - 1) == 0 && ghost >= 2 * layout.ghostLength, "capacity \(capacity): ghost \(ghost) slots")
@@ -249,6 +250,153 @@ import Testing
             for hash in UInt32(0)..<50 where try cache.bytes(hash) != nil { present += 1 }
             #expect(try cache.verify().isClean)
             return (present, hotHits)
+        }
+    }
+
+    // MARK: The mini caches (`_TinyLFUMinis`)
+
+    /// The minis' area: four minis of capacity >> shift records (>= 256 unless the
+    /// cache is smaller, shift <= 6), 48-100 bytes per mini record, plus the ring
+    /// (a power of two >= 16 x the mini capacity, at most 1,024 entries):
+    /// 3.5 MiB at most at 1M records, and the layout's policy area holds exactly
+    /// sketch + ghost + minis.
+    @Test func theMiniCachesTakeABoundedStatedArea() throws {
+        for capacity in [1, 7, 100, 511, 512, 1_000, 16_384, 16_385, 100_000, 1_000_000] {
+            let g = _TinyLFUMinis.Geometry(capacity: capacity)
+            let shift = _TinyLFUMinis.shift(capacity)
+            #expect(shift <= 6 && g.m == max(capacity >> shift, 10), "capacity \(capacity)")
+            #expect(g.m >= min(256, max(capacity, 10)), "capacity \(capacity): minis of \(g.m)")
+            let perRecord = Double(g.bytes) / Double(g.m)
+            #expect(perRecord >= 48 && perRecord <= 100, "capacity \(capacity): \(perRecord) bytes per mini record")
+            let words = _TinyLFUMinis.words(capacity: capacity)
+            #expect(g.ringSlots & (g.ringSlots - 1) == 0 && g.ringSlots >= min(16 * g.m, 1024) && g.ringSlots <= 1024)
+            #expect(words * 8 == 128 + g.ringSlots * 8 + 4 * g.bytes)
+            let layout = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .tinylfu))
+            let s3 = try #require(_Layout(recordSize: 8, capacity: capacity, indexKind: .shared, policy: .s3fifo))
+            #expect(layout.ghostSlots == _TinyLFUPolicy.sketchWords(capacity) + s3.ghostSlots + words)
+        }
+        #expect(_TinyLFUMinis.words(capacity: 1_000_000) * 8 <= 3_670_016, "at most 3.5 MiB at 1M records")
+        #expect(_TinyLFUMinis.Geometry(capacity: 1_000_000).m == 15_625)
+    }
+
+    /// A hit on a sampled key appends (index + 1) << 32 | hash to the use ring (no
+    /// lock: the get is lock-free); one on an unsampled key writes nothing. 2,000
+    /// hits with no write in between overflow the 1,024-entry ring: the next insert
+    /// (an unsampled key) replays exactly the last 1,024 into the minis.
+    @Test func sampledHitsGoThroughTheLossyRing() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 8, capacity: 1_100, options: ShmLRU.Options(policy: .tinylfu))
+            defer { _ = try? cache.detach() }
+            let mask = _TinyLFUMinis.sampleMask(1_100)
+            #expect(mask == 3)
+            for hash in UInt32(0)..<1_000 { try cache.set(hash, [1]) }
+            let sampled = try #require((UInt32(0)..<1_000).first { _TinyLFUMinis.isSampled($0, mask: mask) })
+            let unsampled = try #require((UInt32(0)..<1_000).first { !_TinyLFUMinis.isSampled($0, mask: mask) })
+            let (offset, g) = try #require(_TinyLFUMinis.area(cache._segment))
+            #expect(g.m == 275 && g.ringSlots == 1_024)
+            let base = cache._segment.base + offset
+            func head() -> UInt64 { base.load(as: UInt64.self) }
+            func drained() -> UInt64 { base.load(fromByteOffset: 64, as: UInt64.self) }
+            func epoch() -> UInt64 { base.load(fromByteOffset: 72, as: UInt64.self) }
+            #expect(head() == drained())
+            let start = head()
+            for _ in 0..<5 { #expect(try cache.bytes(sampled) != nil) }
+            #expect(head() == start + 5)
+            let last = base.load(fromByteOffset: 128 + Int((start + 4) % 1_024) * 8, as: UInt64.self)
+            #expect(last == UInt64(UInt32(truncatingIfNeeded: start + 5)) << 32 | UInt64(sampled))
+            #expect(try cache.bytes(unsampled) != nil)
+            #expect(head() == start + 5)
+            for _ in 0..<1_995 { _ = try cache.bytes(sampled) }
+            #expect(head() == start + 2_000 && drained() == start)
+            let fresh = try #require((UInt32(5_000)..<6_000).first { !_TinyLFUMinis.isSampled($0, mask: mask) })
+            let before = epoch()
+            try cache.set(fresh, [2])
+            #expect(drained() == head())
+            #expect(epoch() == before + 1_024, "epoch requests \(before) -> \(epoch())")
+            #expect(try cache.verify().isClean)
+        }
+    }
+
+    /// Kills inside a mini's update (a new node counted and mapped, not linked:
+    /// the minis' busy word set) and inside a drain of the use ring (one use
+    /// replayed, the drained position not written). Every key of capacity 20 is
+    /// sampled. The real cache's repair empties the minis; the cache goes on.
+    @Test(arguments: [_FaultInjection.Point.miniUpdating, .miniDraining])
+    func aKillInsideTheMiniCachesLeavesTheCacheWhole(point: _FaultInjection.Point) throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 64, capacity: 20, options: ShmLRU.Options(policy: .tinylfu))
+            for hash in UInt32(1)...20 { try cache.set(hash, encodeValue(hash: hash, version: 1, length: 20 + Int(hash))) }
+            for hash in UInt32(1)...3 { #expect(try cache.bytes(hash) != nil) }  // three uses in the ring
+            let (offset, g) = try #require(_TinyLFUMinis.area(cache._segment))
+            let base = cache._segment.base + offset
+            #expect(base.load(fromByteOffset: 80, as: UInt32.self) == 0)
+            let before = cache.stats.recoveries
+            let run = try runHelper(["rel-op", key.description, "\(point.rawValue)@1", "set", "100", "7", "40"])
+            try #require(run.status == 128 + SIGKILL, "not killed (status \(run.status)) \(run.output) \(run.errorOutput)")
+            #expect(base.load(fromByteOffset: 80, as: UInt32.self) == 1, "the minis' busy word is left set")
+            let report = try cache.verify()
+            #expect(report.isClean, "\(report)")
+            #expect(cache.stats.recoveries == before + 1)
+            #expect(base.load(fromByteOffset: 80, as: UInt32.self) == 0)
+            #expect(base.load(fromByteOffset: 64, as: UInt64.self) == base.load(as: UInt64.self), "the ring drained")
+            for i in 0..<4 {
+                #expect(_Mini(base: base + g.minisOffset + i * g.bytes, g: g, window: 0)[.count] == 0, "mini \(i) emptied")
+            }
+            var missing = 0
+            for hash in UInt32(1)...20 {
+                let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
+                #expect(version == 1 || version == nil, "hash \(hash) holds \(String(describing: version))")
+                if version == nil { missing += 1 }
+            }
+            // The drain runs before the eviction (nothing evicted); the mini update after the link.
+            #expect(missing == (point == .miniDraining ? 0 : 1), "\(missing) records gone")
+            let inserted = try cache.bytes(100).map { decodeValue($0, hash: 100) ?? 0xDEAD }
+            #expect(inserted == nil || inserted == 7)
+            for hash in UInt32(200)..<400 {
+                try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30))
+                _ = try cache.bytes(hash &- 3)
+            }
+            #expect(cache.count == 20)
+            #expect(try cache.verify().isClean)
+            #expect(_Mini(base: base + g.minisOffset, g: g, window: 0)[.count] > 0, "the minis refill")
+            _ = try relCheckAllValues(cache, hashes: 512, "after the \(point) kill")
+        }
+    }
+
+    /// Verify reports a busy word left set and a mini header out of bounds;
+    /// repair empties the minis. Random bytes over the whole minis' area (hostile
+    /// or torn content) never send an access out of range or fail an operation: a
+    /// mini that reads a word out of range is emptied and the cache goes on.
+    @Test func verifyReportsATornMiniAndHostileMinisNeverBreakTheCache() throws {
+        try withKey { key in
+            let cache = try ShmLRU.create(key: key, recordSize: 16, capacity: 100, options: ShmLRU.Options(policy: .tinylfu))
+            defer { _ = try? cache.detach() }
+            for hash in UInt32(0)..<300 { try cache.set(hash, [1]) }
+            let (offset, g) = try #require(_TinyLFUMinis.area(cache._segment))
+            let base = cache._segment.base + offset
+            let mini = _Mini(base: base + g.minisOffset, g: g, window: 0)
+            mini[.count] = 5_000
+            base.storeBytes(of: 1, toByteOffset: 80, as: UInt32.self)
+            let report = try cache.verify()
+            #expect(report.problems.contains { $0.contains("left busy") }, "\(report)")
+            #expect(report.problems.contains { $0.contains("mini cache 0: 5000 records") }, "\(report)")
+            try cache.repair()
+            #expect(try cache.verify().isClean)
+            #expect(mini[.count] == 0)
+            var rng = SplitMix64(seed: 29)
+            for round in 0..<20 {
+                let area = base + g.minisOffset
+                for i in 0..<(4 * g.bytes / 8) { area.storeBytes(of: rng.next(), toByteOffset: i * 8, as: UInt64.self) }
+                for _ in 0..<500 {
+                    let hash = UInt32(rng.next() % 400)
+                    if try cache.bytes(hash) == nil { try cache.set(hash, [2]) }
+                }
+                let problems = try cache.verify().problems
+                #expect(problems.allSatisfy { $0.contains("TinyLFU mini cache") }, "round \(round): \(problems)")
+                try cache.repair()
+                #expect(try cache.verify().isClean)
+            }
+            #expect(cache.count == 100)
         }
     }
 

@@ -67,12 +67,12 @@ extension ShmLRU {
 
     @inline(__always)
     func _markIfStale(_ slot: UInt32, stamp: UInt64, now: UInt64) {
-        _touch(_segment.u64(_segment.layout.recordOffset(slot) &+ _Layout.R.stamp), stamp: stamp, now: now)
+        _touch(_segment.record(slot), stamp: stamp, now: now)
     }
 
     /// The same, for a record found by the lock-free read (no slot arithmetic).
     @inline(__always)
     func _markIfStale(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
-        _touch((record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self), stamp: stamp, now: now)
+        _touch(record, stamp: stamp, now: now)
     }
 }

@@ -29,7 +29,7 @@ extension ShmLRU {
         // mark, S3-FIFO frequency and queue), stamped after the old one's last use,
         // so that a repair that finds both complete keeps this one.
         let policyBits = s.stamp(old) & _Layout.stampPolicyBits
-        let time = max(_monotonicNanoseconds(), s.lastUse(old) &+ 8) & ~_Layout.stampPolicyBits
+        let time = max(_monotonicNanoseconds(), s.lastUse(old) &+ 16) & ~_Layout.stampPolicyBits
         s.writeRecord(fresh, hash: hash, state: _Layout.stateLive, value: value)
         s.setShareKey(fresh, s.shareKey(old))
         s.store64(s.layout.recordOffset(fresh) &+ _Layout.R.stamp, time | policyBits)

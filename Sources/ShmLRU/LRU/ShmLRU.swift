@@ -122,6 +122,12 @@ public final class ShmLRU: @unchecked Sendable {
     /// The policy's hit counts a frequency (S3-FIFO) rather than marking CLOCK's
     /// bit (`_PolicyRoom.countsFrequency`): the hit path's one policy branch.
     let _countsFrequency: Bool
+    /// TinyLFU: the mini caches' area (`_TinyLFUMinis`), nil for the other
+    /// policies; `_miniRing` is its use ring, to which a hit on a sampled key
+    /// (stamp bit 3) appends its hash.
+    let _minis: _TinyLFUMinis.Place?
+    let _miniRing: UnsafeMutablePointer<UInt64>?
+    let _miniRingMask: Int
     let _hits = Atomic<UInt64>(0)
     let _misses = Atomic<UInt64>(0)
     /// The part of `_hits` / `_misses` already added to the segment's totals (under the lock).
@@ -180,6 +186,9 @@ public final class ShmLRU: @unchecked Sendable {
         _room = layout.policy.room
         _roomCalls = _room.calls
         _countsFrequency = _room.countsFrequency
+        _minis = _TinyLFUMinis.Place(segment)
+        _miniRing = _minis?.base.assumingMemoryBound(to: UInt64.self)
+        _miniRingMask = (_minis?.geometry.ringSlots ?? 1) - 1
         switch options.promotion {
         case .onEveryRead:
             // SIEVE and S3-FIFO read without the lock whenever the index is shared.

@@ -34,9 +34,9 @@
 //   line 4   statistics (UInt64): inserts, updates, deletes, evictions, recoveries,
 //            promotions, hits, misses (hits and misses: each handle adds its own
 //            counts when it next takes the lock; wrapping)
-//   line 5   TinyLFU's adaptive state, written under the lock: the window target,
-//            the sketch's increments since its ageing, the hill climber's step, last
-//            hit ratio and the hit and miss totals when its sample began (zero else)
+//   line 5   TinyLFU's adaptive state, written under the lock: the window target and
+//            the sketch's increments since its ageing (zero else); the rest of the
+//            line zero (reserved; version 2 kept a hill climber's words there)
 //   line 6   immutable after init: eviction policy (0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO,
 //            3 TinyLFU), the policy area's offset and words (S3-FIFO's ghost, TinyLFU's
 //            sketch), the small queue's (window's first) target size and the ghost
@@ -60,7 +60,9 @@
 //                       frequency (saturating at 3; a hit adds one with a single
 //                       compare-and-swap of this word, never a retry), bit 2 is set while
 //                       the record is in the small queue (written under the lock only; the
-//                       hits' compare-and-swap keeps it), the time is stamp & ~7
+//                       hits' compare-and-swap keeps it), bit 3 is TinyLFU's sample mark
+//                       (set at the link when the key feeds its mini caches; zero under
+//                       S3-FIFO), the time is stamp & ~15
 //   +32 payload, recordSize bytes (values are binary; their length is in meta)
 //
 //  Index (shared kind): open addressing with linear probing over `indexSlots`
@@ -99,12 +101,14 @@
 //          the window (a ghost hit: the main queue); the window's oldest record joins
 //          the main queue only if the sketch counts its hash more often than the main
 //          queue's victim's, else it is evicted (to the ghost); the window's target
-//          moves by hill climbing on the hit ratio (line 5).
+//          follows the best of four mini caches that replay a sample of the keys
+//          (line 5; the minis' area is described once, in Policy/_TinyLFUMinis.swift).
 //
 //  Sketch (TinyLFU only, first in the policy area): a power of two >= capacity (>= 8)
 //  of UInt64 words, each 16 4-bit counters; a hash's 4 counters lie in one 64-byte
 //  block computed from the hash alone; all halve every 20 x capacity increments. Any
-//  content is a valid hint. TinyLFU's ghost follows it (ghostSlots counts both).
+//  content is a valid hint. TinyLFU's ghost follows it, then its mini caches' area
+//  (`_TinyLFUMinis`: a use ring and four mini caches; ghostSlots counts all three).
 //
 //  Ghost (S3-FIFO; TinyLFU after its sketch): a FIFO of the hashes of the last
 //  `ghostLength` records evicted from the small queue (window), kept as a 4-way set-associative table of UInt64
@@ -122,9 +126,11 @@
 /// and nothing else. Attaching recomputes them and compares with the header.
 struct _Layout: Equatable, Sendable {
     static let magic: UInt64 = 0x3130_5552_4C4D_4853  // "SHMLRU01" little-endian
-    /// 2: the eviction policy (SIEVE hand, S3-FIFO queues and ghost), and the lock
-    /// is `_SegmentLock`'s owner word (1 held a glibc robust mutex).
-    static let version: UInt32 = 2
+    /// 3: TinyLFU's policy area ends with its mini caches (`_TinyLFUMinis`) and
+    /// header line 5 no longer holds a hill climber's words. 2: the eviction policy
+    /// (SIEVE hand, S3-FIFO queues and ghost), and the lock is `_SegmentLock`'s
+    /// owner word (1 held a glibc robust mutex).
+    static let version: UInt32 = 3
     static let headerSize = 512
     static let recordHeaderSize = 32
     static let maxRecordSize = (1 << 24) - 1
@@ -136,7 +142,7 @@ struct _Layout: Equatable, Sendable {
     /// Stamp bit 0: the record was used since it was last linked at the head.
     static let stampUsed: UInt64 = 1
     /// The stamp's low bits a policy may use (its own: Policy/); the time is above them.
-    static let stampPolicyBits: UInt64 = 7
+    static let stampPolicyBits: UInt64 = 15
     /// S3-FIFO's stamp bits (`_S3FIFOPolicy`): the 2-bit frequency and the small-queue bit.
     static var stampFrequency: UInt64 { _S3FIFOPolicy.frequency }
     static var stampSmall: UInt64 { _S3FIFOPolicy.small }
@@ -188,12 +194,9 @@ struct _Layout: Equatable, Sendable {
         static let statHits = 304
         static let statMisses = 312
         // Line 5: TinyLFU's adaptive state (under the lock; see _TinyLFUPolicy).
-        static let windowTarget = 320  // TinyLFU: the window's target size (the climber moves it)
+        static let windowTarget = 320  // TinyLFU: the window's target size (the mini caches move it)
         static let sketchAdds = 324  // TinyLFU: sketch increments since its last ageing
-        static let climbStep = 328  // TinyLFU: the climber's step, a Float32's bits
-        static let climbRate = 332  // TinyLFU: the previous sample's hit ratio x 2^24
-        static let climbHits = 336  // UInt64: TinyLFU: statHits when the sample began
-        static let climbMisses = 344  // UInt64: TinyLFU: statMisses when the sample began
+        // 328..<384: zero, reserved (version 2: the hill climber's step, rate and sample counts).
         static let policy = 384  // 0 LRU/CLOCK, 1 SIEVE, 2 S3-FIFO, 3 TinyLFU
         static let ghostSlots = 388  // UInt32: the policy area's 8-byte words (S3-FIFO ghost, TinyLFU sketch then ghost); else 0
         static let ghostOffset = 392  // UInt64

@@ -180,7 +180,7 @@ package final class _CorruptionHarness {
             let fields = [
                 _Layout.H.lruHead, _Layout.H.lruTail, _Layout.H.freeHead, _Layout.H.count, _Layout.H.freeCount, _Layout.H.highWater,
                 _Layout.H.sieveHand, _Layout.H.smallTail, _Layout.H.smallCount, _Layout.H.ghostClock, _Layout.H.windowTarget,
-                _Layout.H.sketchAdds, _Layout.H.climbStep, _Layout.H.climbRate,
+                _Layout.H.sketchAdds,
             ]
             put(fields[place % fields.count], value)
         case 3:  // a record's state and length, hash or sequence

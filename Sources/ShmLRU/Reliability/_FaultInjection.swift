@@ -66,6 +66,12 @@ package final class _FaultInjection: Sendable {
         case windowShrinking = "tinylfu.shrinking"
         /// TinyLFU: half the sketch's words halved (ageing), the rest not.
         case sketchAging = "sketch.aging"
+        /// TinyLFU's mini caches: a missed key's node is counted and mapped in a
+        /// mini, not yet linked into its queue (the minis' busy word set).
+        case miniUpdating = "tinylfu.miniUpdating"
+        /// TinyLFU's mini caches: a drain of the use ring replayed its first entry,
+        /// the rest not, the drained position not yet written.
+        case miniDraining = "tinylfu.draining"
         /// A lock-free listing of the shared index (a store snapshot's first pass,
         /// `ShmLRU._listIndexedRecords`): half its positions read. Outside the lock.
         case indexListing = "index.listing"

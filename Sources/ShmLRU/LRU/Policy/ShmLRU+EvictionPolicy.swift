@@ -17,14 +17,17 @@ extension ShmLRU {
         /// recently evicted hashes. Hits bump the frequency, without the lock.
         case s3fifo
         /// Adaptive W-TinyLFU (Einziger, Friedman, Manes, ACM ToS '17; Caffeine's
-        /// hill climber) on S3-FIFO's frame: a window CLOCK (10 % to start) in front
+        /// mini-simulations) on S3-FIFO's frame: a window CLOCK (10 % to start) in front
         /// of a main CLOCK, both with a 2-bit frequency, and S3-FIFO's ghost of the
         /// hashes the window evicted (a ghost hit joins the main queue). A count-min
         /// sketch of hash frequencies in the segment (8 to 16 bytes per record, aged
         /// every 20 x capacity additions; the ghost 16 to 32 more) admits the window's
         /// oldest unread record only if it is more frequent than the main queue's victim;
-        /// the window's size is tuned online by hill climbing on the hit ratio.
-        /// Hits bump the frequency, without the lock, as S3-FIFO's do.
+        /// the window's size follows four mini caches in the segment (windows of 1,
+        /// 10, 30 and 60 %) that replay a hash-sampled share of the requests (at most
+        /// 1/64, at least 256 records each: ~3.5 bytes per record at 1M records).
+        /// Hits bump the frequency, without the lock, as S3-FIFO's do; a hit on a
+        /// sampled key also appends its hash to a lossy ring (one atomic add, one store).
         case tinylfu
 
         /// The policy `ShmStore` uses unless told otherwise.

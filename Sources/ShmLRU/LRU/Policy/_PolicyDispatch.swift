@@ -162,11 +162,21 @@ extension ShmLRU {
     func _verifyPolicy(order: [UInt32], into report: inout IntegrityReport) { _room.verify(self, order: order, into: &report) }
 
     /// The hit (lock-free, or under the lock in interval mode): the policy's
-    /// touch of the record's stamp word. One branch on a Bool the handle holds.
+    /// touch of the record's stamp word. One branch on a Bool the handle holds;
+    /// then one on the stamp's sample mark (TinyLFU's bit 3, set at the link for a
+    /// key its mini caches sample; zero under S3-FIFO): a sampled key's hit appends
+    /// its hash to the use ring (`_TinyLFUMinis.noteUse`: one fetch-add, one store).
     @inline(__always)
-    func _touch(_ stampWord: UnsafeMutablePointer<UInt64>, stamp: UInt64, now: UInt64) {
+    func _touch(_ record: UnsafeMutableRawPointer, stamp: UInt64, now: UInt64) {
+        let stampWord = (record + _Layout.R.stamp).assumingMemoryBound(to: UInt64.self)
         // S3-FIFO's and TinyLFU's touch (the same frequency count: `_TinyLFUPolicy.touch`).
-        if _countsFrequency { return _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: _promotionNanoseconds) }
+        if _countsFrequency {
+            _S3FIFOPolicy.touch(stampWord, stamp: stamp, now: now, interval: _promotionNanoseconds)
+            if stamp & _TinyLFUPolicy.sampled != 0, let ring = _miniRing {
+                _TinyLFUMinis.noteUse(ring, mask: _miniRingMask, hash: record.load(fromByteOffset: _Layout.R.hash, as: UInt32.self))
+            }
+            return
+        }
         _LRUPolicy.touch(self, stampWord, stamp: stamp, now: now)  // SIEVE's touch is the same mark
     }
 }

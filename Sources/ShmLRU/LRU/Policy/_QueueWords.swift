@@ -12,12 +12,8 @@ extension _ListState {
     var ghostClock: Int { _Layout.H.ghostClock }
     /// S3-FIFO: 1 once it has evicted (until then a full small queue admits to main).
     var s3Evicted: Int { _Layout.H.s3Evicted }
-    /// TinyLFU: the window's target size (adapted by the climber).
+    /// TinyLFU: the window's target size (adapted by the mini caches, `_TinyLFUMinis`).
     var windowTarget: Int { _Layout.H.windowTarget }
     /// TinyLFU: sketch increments since its last ageing.
     var sketchAdds: Int { _Layout.H.sketchAdds }
-    /// TinyLFU: the climber's step, a Float32's bits.
-    var climbStep: Int { _Layout.H.climbStep }
-    /// TinyLFU: the previous sample's hit ratio x 2^24.
-    var climbRate: Int { _Layout.H.climbRate }
 }

@@ -16,7 +16,7 @@ enum _S3FIFOPolicy: _PolicyRoom {
     /// before the small one, then the later insert.
     static func preferenceRank(_ stamp: UInt64) -> UInt64 {
         let main: UInt64 = stamp & small == 0 ? 1 : 0
-        return (stamp & frequency) << 62 | main << 61 | (stamp >> 3) & ((1 << 61) - 1)
+        return (stamp & frequency) << 62 | main << 61 | (stamp >> 4) & ((1 << 60) - 1)
     }
 
     // MARK: Stamp bits
@@ -26,7 +26,7 @@ enum _S3FIFOPolicy: _PolicyRoom {
     /// Set while the record is in the small queue (written under the lock only).
     static let small: UInt64 = 4
     static let markMask: UInt64 = frequency
-    static let timeMask: UInt64 = ~UInt64(7)
+    static let timeMask: UInt64 = ~UInt64(15)  // bit 3: TinyLFU's sample mark (zero here)
 
     // MARK: Segment
 
@@ -192,7 +192,7 @@ enum _S3FIFOPolicy: _PolicyRoom {
         var updated = stamp
         if stamp & frequency != frequency { updated &+= 1 }
         let time = stamp & timeMask
-        if now > time, now &- time >= interval { updated = (now & timeMask) | (updated & 7) }
+        if now > time, now &- time >= interval { updated = (now & timeMask) | (updated & 15) }
         if updated != stamp { _ = cshm_cas_u64(stampWord, stamp, updated) }
     }
 
