@@ -58,10 +58,11 @@ extension ShmStore {
         }
 
         /// The async lock's lock-free try (nil: the store's path decides): not
-        /// past callers of this handle queued (FIFO), nor for a cancelled task (the
-        /// store's path throws `.cancelled`) or a negative timeout (its error).
+        /// past callers of this handle queued (FIFO), nor for a negative timeout
+        /// (its error). A cancelled task takes a free lock too: cancellation is
+        /// checked only on the way to a wait.
         @usableFromInline func _lockWithoutWaiting(_ timeout: Duration?) -> LockToken? {
-            guard !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero, !Task.isCancelled else { return nil }
+            guard !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero else { return nil }
             return fastLock()
         }
 

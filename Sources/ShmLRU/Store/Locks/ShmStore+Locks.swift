@@ -49,7 +49,7 @@ extension ShmStore {
     @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
     public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
         let wait: _LockWait
-        switch try _beginLock(key, timeout: timeout, spin: 0, checkCancelled: false) {
+        switch try _beginLock(key, timeout: timeout, spin: 0) {
         case .taken(let token): return token
         case .wait(let next): wait = next!
         }
@@ -127,8 +127,9 @@ extension ShmStore {
     // MARK: Async
 
     /// Takes the lock of `key` without blocking any thread. A free lock is taken
-    /// at once (one atomic operation); otherwise, after a spin of about a
-    /// microsecond, the task is suspended and resumed holding the lock, in the
+    /// at once (one atomic operation), by a cancelled task too; otherwise, after
+    /// a spin of about a microsecond, the task is suspended (a cancelled task
+    /// throws `.cancelled` instead) and resumed holding the lock, in the
     /// order this handle's callers queued: by the releasing thread when the
     /// release is in this process (a holder passes the lock to the next caller
     /// of its process for up to 1 ms while others wait, then the other
@@ -148,13 +149,14 @@ extension ShmStore {
         return try await _lockWaiting(key, timeout: timeout)
     }
 
-    /// The async lock's start: checks the timeout and the task's cancellation (a
-    /// task cancelled before it asks gets `.cancelled`, as a queued one would);
-    /// then, unless a caller of this handle already queued (FIFO), the lock-free
-    /// path with a spin of about a microsecond. Nil: wait (`_lockWaiting`).
+    /// The async lock's start: checks the timeout; then, unless a caller of this
+    /// handle already queued (FIFO), the lock-free path with a spin of about a
+    /// microsecond. Nil: wait (`_lockWaiting`). Cancellation is checked only on
+    /// the way to a wait (`_AsyncLockWaiter.lock`): a lock that is free is taken
+    /// by a cancelled task too, as by a lock call that never suspends.
     @usableFromInline func _lockWithoutWaiting(_ key: String, timeout: Duration?) throws(ShmError) -> LockToken? {
         let spin: UInt64? = _asyncLocks.hasQueuedCallers ? nil : _LockTable.spinNanoseconds / 4
-        switch try _beginLock(key, timeout: timeout, spin: spin, checkCancelled: true, prepareWait: false) {
+        switch try _beginLock(key, timeout: timeout, spin: spin, prepareWait: false) {
         case .taken(let token): return token
         case .wait: return nil
         }
@@ -215,17 +217,16 @@ extension ShmStore {
         case wait(_LockWait?)
     }
 
-    /// The start shared by the blocking and the async lock: checks the timeout
-    /// (and, with `checkCancelled`, the task's cancellation); tries the lock-free
+    /// The start shared by the blocking and the async lock: checks the timeout;
+    /// tries the lock-free
     /// path, spinning up to `spin` ns while the lock is held (nil: no try); else
     /// what the wait needs. The operation's name (a string built for errors and
     /// events) only when it is needed.
     @inline(__always)
-    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, checkCancelled: Bool, prepareWait: Bool = true)
+    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, prepareWait: Bool = true)
         throws(ShmError) -> _LockStart
     {
         try _checkLockTimeout(timeout, _operation("lock", key))
-        if checkCancelled, Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
         if let spin, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: spin) {
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
             return .taken(LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied))
