@@ -105,14 +105,13 @@ extension ShmStore {
         public func withLock<R>(
             timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation, _ body: (LockToken) async throws -> R
         ) async throws -> R {
-            let token = try await lock(timeout: timeout)
-            let result: R
-            do { result = try await body(token) } catch {
-                try? unlock(token)
-                throw error
+            if let token = _lockWithoutWaiting(timeout) {
+                return try await store._holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(token) }
             }
-            try unlock(token)
-            return result
+            return try await withTaskExecutorPreference(_LockHandOffExecutor.shared, isolation: isolation) {
+                let token = try await _lockWaiting(timeout: timeout)
+                return try await store._holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(token) }
+            }
         }
 
         /// One lock-free try on the hinted slot (nil: held, waited for, flagged or

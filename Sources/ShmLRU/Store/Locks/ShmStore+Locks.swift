@@ -178,17 +178,37 @@ extension ShmStore {
 
     /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`),
     /// waiting without blocking any thread; releases it when `body` returns or throws.
+    ///
+    /// When it must wait, it waits with the lock hand-over executor as its task's
+    /// preference, and its release runs the next caller of this process queued
+    /// for the key on this thread (see _LockHandOffExecutor.swift): a caller
+    /// handed the lock runs at once instead of holding it while it waits for a
+    /// pool thread. The body runs isolated to `isolation` as always.
     public func mutex<R>(
         _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
         _ body: (LockToken) async throws -> R
     ) async throws -> R {
-        let token = try await lock(key, timeout: timeout)
+        if let token = try _lockWithoutWaiting(key, timeout: timeout) {
+            return try await _holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(key, token) }
+        }
+        return try await withTaskExecutorPreference(_LockHandOffExecutor.shared, isolation: isolation) {
+            let token = try await _lockWaiting(key, timeout: timeout)
+            return try await _holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(key, token) }
+        }
+    }
+
+    /// `body` with the lock of `token`, then `release` (also when `body` throws:
+    /// its error wins), handing the lock over on this thread (`_LockHandOffExecutor`).
+    func _holding<R>(
+        _ token: LockToken, isolation: isolated (any Actor)?, _ body: (LockToken) async throws -> R,
+        release: () throws(ShmError) -> Void
+    ) async throws -> R {
         let result: R
         do { result = try await body(token) } catch {
-            try? unlock(key, token)
+            try? _LockHandOffExecutor.handingOff(release)
             throw error
         }
-        try unlock(key, token)
+        try _LockHandOffExecutor.handingOff(release)
         return result
     }
 
