@@ -345,7 +345,12 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 }
                 return false
             }
-            for (continuation, result) in resumes { continuation.resume(with: result) }
+            // A caller handed a lock here (a grant claimed, a dead holder's lock)
+            // runs on this thread now, and so do the callers its release hands
+            // over to (_LockHandOffExecutor: bounded); others go to the pool.
+            _LockHandOffExecutor.handingOff {
+                for (continuation, result) in resumes { continuation.resume(with: result) }
+            }
             if exit { return }
             _ = cshm_futex_wait(word, observed, Int64(clamping: max(sleep, 100_000)))
         }
