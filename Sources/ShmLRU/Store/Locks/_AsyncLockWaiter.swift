@@ -63,6 +63,9 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var doorbell: Int? = nil
         var nextID: UInt64 = 1
         var idleSince: UInt64 = 0
+        /// When the thread, asleep, wakes by itself next (its last pass set it):
+        /// a caller queueing with an earlier deadline must wake it.
+        var sleepUntil: UInt64 = 0
     }
 
     private typealias Resume = (Continuation, Result<Grant, ShmError>)
@@ -128,6 +131,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         let key = QueueKey(kind: identity.kind, key: identity.key)
         var immediate: Resume? = nil
         var startThread = false
+        var wakeThread = false
         let cancelled = Task.isCancelled  // (this runs in the waiting task)
         state.withLock { s in
             defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
@@ -141,6 +145,8 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 queue.waiters.append(waiter)  // behind this process's earlier callers
                 if let entry = queue.entry { table.setQueued(entry, queue.waiters.count) }
                 s.queues[key] = queue
+                // The queue's place in line (or the thread's poll for one) serves
+                // this caller too; the thread only needs waking for an earlier deadline.
             } else {
                 var queue = Queue(identity: identity, waiters: [waiter])
                 let bound = _saturatingAdd(_monotonicNanoseconds(), _AsyncLockWaiter.tableWaitNanoseconds)
@@ -154,16 +160,17 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                         immediate = (waiter.continuation, .success(grant))
                         return
                     case .queued(let index): queue.entry = index
-                    case .noRoom, .busy: break  // the thread registers it when an entry frees
+                    case .noRoom, .busy: wakeThread = true  // the thread registers it when an entry frees
                     }
                 } catch where error.code == .lockTimeout {
-                    // The table mutex is busy: the thread registers the queue.
+                    wakeThread = true  // the table mutex is busy: the thread registers the queue
                 } catch {
                     immediate = (waiter.continuation, .failure(error))
                     return
                 }
                 s.queues[key] = queue
             }
+            if let deadline = waiter.deadline, deadline < s.sleepUntil { wakeThread = true }
             if !s.running {
                 s.running = true
                 startThread = true
@@ -173,7 +180,10 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             continuation.resume(with: result)
             return
         }
-        if startThread { start() } else { wake() }
+        // A queued caller needs the thread only to register its queue or to end
+        // its wait in time: a grant rings the queue's entry, which wakes it. No
+        // wake-up (two futex calls and a context switch) per contended call.
+        if startThread { start() } else if wakeThread { wake() }
     }
 
     private func cancel(_ id: UInt64) {
@@ -343,6 +353,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                         s.doorbell = table.addDoorbellLocked(me: me)
                     }
                 }
+                s.sleepUntil = _saturatingAdd(now, max(sleep, 100_000))
                 return false
             }
             // A caller handed a lock here (a grant claimed, a dead holder's lock)
@@ -352,7 +363,11 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 for (continuation, result) in resumes { continuation.resume(with: result) }
             }
             if exit { return }
-            _ = cshm_futex_wait(word, observed, Int64(clamping: max(sleep, 100_000)))
+            // Until the instant callers were told (`sleepUntil`), however long the
+            // resumed callers ran here.
+            let until = _saturatingAdd(now, max(sleep, 100_000))
+            let left = until &- min(until, _monotonicNanoseconds())
+            if left > 0 { _ = cshm_futex_wait(word, observed, Int64(clamping: left)) }
         }
     }
 
