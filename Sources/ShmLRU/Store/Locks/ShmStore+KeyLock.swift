@@ -108,8 +108,10 @@ extension ShmStore {
             if let token = _lockWithoutWaiting(timeout) {
                 return try await store._holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(token) }
             }
+            let reserved = try store._reserveLock(key, timeout: timeout)  // the place in line, in call order
             return try await withTaskExecutorPreference(_LockHandOffExecutor.shared, isolation: isolation) {
-                let token = try await _lockWaiting(timeout: timeout)
+                let token = try await store._awaitLock(reserved)
+                refreshHint()
                 return try await store._holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(token) }
             }
         }

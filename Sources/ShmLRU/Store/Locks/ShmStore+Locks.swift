@@ -164,16 +164,43 @@ extension ShmStore {
 
     /// The async lock's wait, after `_lockWithoutWaiting` found the lock taken.
     @usableFromInline func _lockWaiting(_ key: String, timeout: Duration?) async throws(ShmError) -> LockToken {
+        try await _awaitLock(try _reserveLock(key, timeout: timeout))
+    }
+
+    /// A caller's place in its key's local queue, taken by `_reserveLock` in the
+    /// order of the calls and awaited by `_awaitLock` (maybe after a hop).
+    struct _ReservedLock: Sendable {
+        let key: String
+        let operation: String
+        let slot: _AsyncLockWaiter.Slot
+        let start: UInt64
+    }
+
+    /// Queues the caller for the lock of `key` (synchronous: the FIFO place is
+    /// the call's, whatever the task does before it waits).
+    func _reserveLock(_ key: String, timeout: Duration?) throws(ShmError) -> _ReservedLock {
         let operation = _operation("lock", key)
         let identity = try _locks.identity(key, operation)
         let (deadline, start) = (_locks.deadline(timeout), _monotonicNanoseconds())
-        let grant: _LockTable.Grant
-        do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
+        do throws(ShmError) {
+            let slot = try _asyncLocks.reserve(identity, deadline: deadline, operation)
+            return _ReservedLock(key: key, operation: operation, slot: slot, start: start)
+        } catch {
             _noteLockFailure(error, operation, since: start)
             throw error
         }
-        _noteGrant(grant.previousHolderDied, operation, since: start)
-        return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+    }
+
+    /// The lock of a place `_reserveLock` took, once it comes (or the error
+    /// that ended the wait).
+    func _awaitLock(_ reserved: _ReservedLock) async throws(ShmError) -> LockToken {
+        let grant: _LockTable.Grant
+        do throws(ShmError) { grant = try await _asyncLocks.wait(reserved.slot) } catch {
+            _noteLockFailure(error, reserved.operation, since: reserved.start)
+            throw error
+        }
+        _noteGrant(grant.previousHolderDied, reserved.operation, since: reserved.start)
+        return LockToken(key: reserved.key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
     /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`),
@@ -191,8 +218,11 @@ extension ShmStore {
         if let token = try _lockWithoutWaiting(key, timeout: timeout) {
             return try await _holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(key, token) }
         }
+        // The place in line now, in call order; then the wait on the hand-over
+        // executor (entering its preference is a hop, which may reorder tasks).
+        let reserved = try _reserveLock(key, timeout: timeout)
         return try await withTaskExecutorPreference(_LockHandOffExecutor.shared, isolation: isolation) {
-            let token = try await _lockWaiting(key, timeout: timeout)
+            let token = try await _awaitLock(reserved)
             return try await _holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(key, token) }
         }
     }

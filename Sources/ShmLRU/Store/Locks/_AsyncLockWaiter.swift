@@ -40,9 +40,58 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var key: [UInt8]
     }
 
+    /// Where a queued caller's outcome goes: its continuation once it waits,
+    /// or the outcome itself until it does (a place taken by `reserve`, before the
+    /// caller's task hopped to the executor it waits on; see `wait`).
+    final class Slot: Sendable {
+        let id: UInt64
+        /// The lock call's operation, for errors.
+        let operation: String
+        private let parked = Mutex<(continuation: Continuation?, outcome: Result<Grant, ShmError>?)>((nil, nil))
+
+        init(id: UInt64, operation: String) {
+            self.id = id
+            self.operation = operation
+        }
+
+        /// Resumes the caller with `outcome`, or keeps it for `wait`.
+        func deliver(_ outcome: Result<Grant, ShmError>) {
+            let continuation = parked.withLock { p -> Continuation? in
+                guard let continuation = p.continuation else {
+                    if p.outcome == nil { p.outcome = outcome }
+                    return nil
+                }
+                p.continuation = nil
+                return continuation
+            }
+            continuation?.resume(with: outcome)
+        }
+
+        /// The outcome delivered before the caller waited (nil: none yet).
+        func takeOutcome() -> Result<Grant, ShmError>? {
+            parked.withLock { p in
+                defer { p.outcome = nil }
+                return p.outcome
+            }
+        }
+
+        /// Parks `continuation`, or resumes it at once with an outcome delivered meanwhile.
+        func park(_ continuation: Continuation) {
+            let outcome = parked.withLock { p -> Result<Grant, ShmError>? in
+                if let outcome = p.outcome {
+                    p.outcome = nil
+                    return outcome
+                }
+                p.continuation = continuation
+                return nil
+            }
+            if let outcome { continuation.resume(with: outcome) }
+        }
+    }
+
     private struct Waiter {
-        var id: UInt64
-        var continuation: Continuation
+        var id: UInt64 { slot.id }
+        var slot: Slot
         var deadline: UInt64?
         var cancelled = false
         var operation: String
@@ -68,7 +117,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var sleepUntil: UInt64 = 0
     }
 
-    private typealias Resume = (Continuation, Result<Grant, ShmError>)
+    private typealias Resume = (Slot, Result<Grant, ShmError>)
 
     let table: _LockTable
     /// Keeps the mapping while the thread runs.
@@ -106,23 +155,37 @@ final class _AsyncLockWaiter: @unchecked Sendable {
 
     /// Waits (without blocking the calling thread) for the lock of `identity`.
     func lock(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) async throws(ShmError) -> Grant {
+        try await wait(try reserve(identity, deadline: deadline, operation))
+    }
+
+    /// Takes this caller's place in the key's local queue now, in the order of
+    /// the calls (synchronous: before any hop of the caller's task); `wait`
+    /// then waits for the outcome, which may already be there.
+    func reserve(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) throws(ShmError) -> Slot {
         if Task.isCancelled { throw ShmError(.cancelled, operation, detail: "the task was cancelled") }
         let id = state.withLock { s in
             defer { s.nextID &+= 1 }
             return s.nextID
         }
+        let slot = Slot(id: id, operation: operation)
+        enqueue(identity, Waiter(slot: slot, deadline: deadline, operation: operation))
+        return slot
+    }
+
+    /// The outcome of the place `slot` took (`reserve`): a grant, or the error
+    /// that ended the wait (a timeout, a cancellation of the task, a detach).
+    func wait(_ slot: Slot) async throws(ShmError) -> Grant {
+        if let outcome = slot.takeOutcome() { return try outcome.get() }
         do {
             return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: Continuation) in
-                    enqueue(identity, Waiter(id: id, continuation: continuation, deadline: deadline, operation: operation))
-                }
+                try await withCheckedThrowingContinuation { (continuation: Continuation) in slot.park(continuation) }
             } onCancel: {
-                cancel(id)
+                cancel(slot.id)
             }
         } catch let error as ShmError {
             throw error
         } catch {
-            throw ShmError(.systemCall, operation, detail: "\(error)")
+            throw ShmError(.systemCall, slot.operation, detail: "\(error)")
         }
     }
 
@@ -138,7 +201,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             // Checked under the lock `cancel` takes: a cancellation that came
             // before the waiter was queued is seen here, one after finds it queued.
             if cancelled || Task.isCancelled {
-                immediate = (waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the task was cancelled")))
+                immediate = (waiter.slot, .failure(ShmError(.cancelled, waiter.operation, detail: "the task was cancelled")))
                 return
             }
             if var queue = s.queues[key] {
@@ -157,7 +220,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                     }
                     switch entry {
                     case .acquired(let grant):
-                        immediate = (waiter.continuation, .success(grant))
+                        immediate = (waiter.slot, .success(grant))
                         return
                     case .queued(let index): queue.entry = index
                     case .noRoom, .busy: wakeThread = true  // the thread registers it when an entry frees
@@ -165,7 +228,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 } catch where error.code == .lockTimeout {
                     wakeThread = true  // the table mutex is busy: the thread registers the queue
                 } catch {
-                    immediate = (waiter.continuation, .failure(error))
+                    immediate = (waiter.slot, .failure(error))
                     return
                 }
                 s.queues[key] = queue
@@ -176,8 +239,8 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 startThread = true
             }
         }
-        if let (continuation, result) = immediate {
-            continuation.resume(with: result)
+        if let (slot, result) = immediate {
+            slot.deliver(result)
             return
         }
         // A queued caller needs the thread only to register its queue or to end
@@ -209,7 +272,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             process(&queue, me: me, doorbell: s.doorbell, now: _monotonicNanoseconds(), livenessDue: false, &resumes)
             s.queues[key] = queue.waiters.isEmpty && queue.entry == nil ? nil : queue
         }
-        for (continuation, result) in resumes { continuation.resume(with: result) }
+        for (slot, result) in resumes { slot.deliver(result) }
     }
 
     /// The holder of `id` (a lock call of this process) is unlocking: if callers of
@@ -241,7 +304,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 return false
             }
             let first = queue.waiters.removeFirst()
-            resumes.append((first.continuation, .success(grant)))
+            resumes.append((first.slot, .success(grant)))
             if queue.waiters.isEmpty { queue.passingSince = 0 }  // the run ends with the callers
             if let entry = queue.entry {
                 if queue.waiters.isEmpty {
@@ -258,7 +321,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             }
             return true
         }
-        for (continuation, result) in resumes { continuation.resume(with: result) }
+        for (slot, result) in resumes { slot.deliver(result) }
         if wakeThread { wake() }
         return passed
     }
@@ -283,7 +346,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
             for queue in s.queues.values {
                 for waiter in queue.waiters {
-                    resumes.append((waiter.continuation, .failure(ShmError(.systemCall, waiter.operation, detail: "pthread_create failed"))))
+                    resumes.append((waiter.slot, .failure(ShmError(.systemCall, waiter.operation, detail: "pthread_create failed"))))
                 }
                 if let entry = queue.entry {
                     let bound = _saturatingAdd(_monotonicNanoseconds(), 100_000_000)
@@ -296,7 +359,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             s.queues = [:]
             s.running = false
         }
-        for (continuation, result) in resumes { continuation.resume(with: result) }
+        for (slot, result) in resumes { slot.deliver(result) }
     }
 
     private func run() {
@@ -316,7 +379,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 if !region.isAttached {
                     for queue in s.queues.values {
                         for waiter in queue.waiters {
-                            resumes.append((waiter.continuation, .failure(ShmError(.detached, waiter.operation))))
+                            resumes.append((waiter.slot, .failure(ShmError(.detached, waiter.operation))))
                         }
                     }
                     s.queues = [:]
@@ -360,7 +423,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             // runs on this thread now, and so do the callers its release hands
             // over to (_LockHandOffExecutor: bounded); others go to the pool.
             _LockHandOffExecutor.handingOff {
-                for (continuation, result) in resumes { continuation.resume(with: result) }
+                for (slot, result) in resumes { slot.deliver(result) }
             }
             if exit { return }
             // Until the instant callers were told (`sleepUntil`), however long the
@@ -412,7 +475,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                     return
                 }
                 let first = queue.waiters.removeFirst()
-                resumes.append((first.continuation, .success(grant)))
+                resumes.append((first.slot, .success(grant)))
             }
             // Callers wait with no place in line: take one (or the lock, if free).
             guard let first = queue.waiters.first else { return }
@@ -425,7 +488,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 switch entry {
                 case .acquired(let grant):
                     queue.waiters.removeFirst()
-                    resumes.append((first.continuation, .success(grant)))
+                    resumes.append((first.slot, .success(grant)))
                     continue  // more callers: take a place for them
                 case .queued(let index):
                     queue.entry = index
@@ -435,7 +498,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             } catch where error.code == .lockTimeout {
                 // Table busy: next pass.
             } catch {
-                for waiter in queue.waiters { resumes.append((waiter.continuation, .failure(error))) }
+                for waiter in queue.waiters { resumes.append((waiter.slot, .failure(error))) }
                 queue.waiters = []
             }
             return
@@ -446,11 +509,11 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     private func dropFinished(_ queue: inout Queue, now: UInt64, _ resumes: inout [Resume]) {
         queue.waiters.removeAll { waiter in
             if waiter.cancelled {
-                resumes.append((waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
+                resumes.append((waiter.slot, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
                 return true
             }
             if let deadline = waiter.deadline, now >= deadline {
-                resumes.append((waiter.continuation, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
+                resumes.append((waiter.slot, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
                 return true
             }
             return false
