@@ -75,6 +75,9 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             }
         }
 
+        /// Whether the caller waits parked (tests).
+        var isParked: Bool { parked.withLock { $0.continuation != nil } }
+
         /// Parks `continuation`, or resumes it at once with an outcome delivered meanwhile.
         func park(_ continuation: Continuation) {
             let outcome = parked.withLock { p -> Result<Grant, ShmError>? in
@@ -152,6 +155,11 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     /// True while a lock call of this handle waits in a local queue: a new call
     /// must not take a free lock past it.
     var hasQueuedCallers: Bool { queued.load(ordering: .acquiring) }
+
+    /// How many queued callers wait parked (their task suspended; tests).
+    var parkedCallers: Int {
+        state.withLock { s in s.queues.values.reduce(0) { $0 + $1.waiters.count { $0.slot.isParked } } }
+    }
 
     /// Waits (without blocking the calling thread) for the lock of `identity`.
     func lock(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) async throws(ShmError) -> Grant {
