@@ -18,12 +18,25 @@ import Synchronization
 // frees the lock for a running acquirer rings the earliest entry too (see
 // _LockTable.swift): the thread then takes the lock if it is still free.
 //
+// A caller takes its place in the local queue synchronously (`reserve`, in
+// call order) and then waits for its `Slot`: the outcome may come before the
+// task parks its continuation (the scoped `mutex` / `withLock` hop to the hand-
+// over executor in between, _LockHandOffExecutor.swift), and is kept for it.
+// Queueing does not wake the thread (a futex wake and a context switch per
+// contended call) unless the queue needs it: no place in the shared line yet,
+// or a deadline before the thread's own next wake-up (`sleepUntil`).
+//
 // A holder in this process whose key has callers queued here passes the lock to
 // the first of them as it unlocks (`passLocally`: one CAS, the continuation
 // resumed by the releasing thread, no wake-up), for up to the fairness window
 // (1 ms) of passes in a row; then it releases to the shared line, so that other
 // processes' waiters get their turn. One process thus serves a run of its
 // callers per turn instead of paying a cross-process wake-up per caller.
+//
+// A caller handed the lock that waits with the hand-over executor as its
+// preference runs on the releasing thread (`passLocally` inside the releasing
+// `mutex`'s `handingOff`) or on this handle's thread (its resumptions are under
+// `handingOff` too), not behind the pool's queue.
 //
 // The thread also ends waits whose deadline passed or whose task was cancelled,
 // checks every 50 ms that a holder is still alive (a dead one's lock goes to
