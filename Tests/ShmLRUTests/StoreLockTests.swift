@@ -192,4 +192,36 @@ import Testing
             try store.unlock("job", next)
         }
     }
+
+    /// Cancellation is checked only where a lock call would wait: a cancelled
+    /// task takes a free lock (by key and through a `KeyLock`), as a lock that
+    /// never suspends does, and gets `.cancelled` for a held one.
+    @Test func aCancelledTaskTakesAFreeLockAndThrowsWhereItWouldWait() async throws {
+        try await withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64))
+            let ball = try store.keyLock("ball")
+            let held = try await store.lock("held")
+            let outcome = await Task { () async throws(ShmError) -> [String] in
+                withUnsafeCurrentTask { $0?.cancel() }
+                guard Task.isCancelled else { return ["not cancelled"] }
+                var seen: [String] = []
+                try store.unlock("ball", try await store.lock("ball"))
+                seen.append("by key")
+                try ball.unlock(try await ball.lock())
+                seen.append("keyLock")
+                do throws(ShmError) {
+                    let token = try await store.lock("held", timeout: .seconds(10))
+                    try store.unlock("held", token)
+                    seen.append("held taken")
+                } catch {
+                    seen.append("held: \(error.code)")
+                }
+                return seen
+            }.result
+            #expect(try outcome.get() == ["by key", "keyLock", "held: \(ShmError.Code.cancelled)"])
+            try store.unlock("held", held)
+            #expect(try store.lockState("ball") == (nil, 0))
+            #expect(try store.lockState("held") == (nil, 0))
+        }
+    }
 }

@@ -58,10 +58,11 @@ extension ShmStore {
         }
 
         /// The async lock's lock-free try (nil: the store's path decides): not
-        /// past callers of this handle queued (FIFO), nor for a cancelled task (the
-        /// store's path throws `.cancelled`) or a negative timeout (its error).
+        /// past callers of this handle queued (FIFO), nor for a negative timeout
+        /// (its error). A cancelled task takes a free lock too: cancellation is
+        /// checked only on the way to a wait.
         @usableFromInline func _lockWithoutWaiting(_ timeout: Duration?) -> LockToken? {
-            guard !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero, !Task.isCancelled else { return nil }
+            guard !waiting.hasQueuedCallers, timeout == nil || timeout! >= .zero else { return nil }
             return fastLock()
         }
 
@@ -104,14 +105,15 @@ extension ShmStore {
         public func withLock<R>(
             timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation, _ body: (LockToken) async throws -> R
         ) async throws -> R {
-            let token = try await lock(timeout: timeout)
-            let result: R
-            do { result = try await body(token) } catch {
-                try? unlock(token)
-                throw error
+            if let token = _lockWithoutWaiting(timeout) {
+                return try await store._holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(token) }
             }
-            try unlock(token)
-            return result
+            let reserved = try store._reserveLock(key, timeout: timeout)  // the place in line, in call order
+            return try await withTaskExecutorPreference(_LockHandOffExecutor.shared, isolation: isolation) {
+                let token = try await store._awaitLock(reserved)
+                refreshHint()
+                return try await store._holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(token) }
+            }
         }
 
         /// One lock-free try on the hinted slot (nil: held, waited for, flagged or

@@ -49,7 +49,7 @@ extension ShmStore {
     @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
     public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
         let wait: _LockWait
-        switch try _beginLock(key, timeout: timeout, spin: 0, checkCancelled: false) {
+        switch try _beginLock(key, timeout: timeout, spin: 0) {
         case .taken(let token): return token
         case .wait(let next): wait = next!
         }
@@ -127,8 +127,9 @@ extension ShmStore {
     // MARK: Async
 
     /// Takes the lock of `key` without blocking any thread. A free lock is taken
-    /// at once (one atomic operation); otherwise, after a spin of about a
-    /// microsecond, the task is suspended and resumed holding the lock, in the
+    /// at once (one atomic operation), by a cancelled task too; otherwise, after
+    /// a spin of about a microsecond, the task is suspended (a cancelled task
+    /// throws `.cancelled` instead) and resumed holding the lock, in the
     /// order this handle's callers queued: by the releasing thread when the
     /// release is in this process (a holder passes the lock to the next caller
     /// of its process for up to 1 ms while others wait, then the other
@@ -148,13 +149,14 @@ extension ShmStore {
         return try await _lockWaiting(key, timeout: timeout)
     }
 
-    /// The async lock's start: checks the timeout and the task's cancellation (a
-    /// task cancelled before it asks gets `.cancelled`, as a queued one would);
-    /// then, unless a caller of this handle already queued (FIFO), the lock-free
-    /// path with a spin of about a microsecond. Nil: wait (`_lockWaiting`).
+    /// The async lock's start: checks the timeout; then, unless a caller of this
+    /// handle already queued (FIFO), the lock-free path with a spin of about a
+    /// microsecond. Nil: wait (`_lockWaiting`). Cancellation is checked only on
+    /// the way to a wait (`_AsyncLockWaiter.lock`): a lock that is free is taken
+    /// by a cancelled task too, as by a lock call that never suspends.
     @usableFromInline func _lockWithoutWaiting(_ key: String, timeout: Duration?) throws(ShmError) -> LockToken? {
         let spin: UInt64? = _asyncLocks.hasQueuedCallers ? nil : _LockTable.spinNanoseconds / 4
-        switch try _beginLock(key, timeout: timeout, spin: spin, checkCancelled: true, prepareWait: false) {
+        switch try _beginLock(key, timeout: timeout, spin: spin, prepareWait: false) {
         case .taken(let token): return token
         case .wait: return nil
         }
@@ -162,31 +164,81 @@ extension ShmStore {
 
     /// The async lock's wait, after `_lockWithoutWaiting` found the lock taken.
     @usableFromInline func _lockWaiting(_ key: String, timeout: Duration?) async throws(ShmError) -> LockToken {
+        try await _awaitLock(try _reserveLock(key, timeout: timeout))
+    }
+
+    /// A caller's place in its key's local queue, taken by `_reserveLock` in the
+    /// order of the calls and awaited by `_awaitLock` (maybe after a hop).
+    struct _ReservedLock: Sendable {
+        let key: String
+        let operation: String
+        let slot: _AsyncLockWaiter.Slot
+        let start: UInt64
+    }
+
+    /// Queues the caller for the lock of `key` (synchronous: the FIFO place is
+    /// the call's, whatever the task does before it waits).
+    func _reserveLock(_ key: String, timeout: Duration?) throws(ShmError) -> _ReservedLock {
         let operation = _operation("lock", key)
         let identity = try _locks.identity(key, operation)
         let (deadline, start) = (_locks.deadline(timeout), _monotonicNanoseconds())
-        let grant: _LockTable.Grant
-        do throws(ShmError) { grant = try await _asyncLocks.lock(identity, deadline: deadline, operation) } catch {
+        do throws(ShmError) {
+            let slot = try _asyncLocks.reserve(identity, deadline: deadline, operation)
+            return _ReservedLock(key: key, operation: operation, slot: slot, start: start)
+        } catch {
             _noteLockFailure(error, operation, since: start)
             throw error
         }
-        _noteGrant(grant.previousHolderDied, operation, since: start)
-        return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+    }
+
+    /// The lock of a place `_reserveLock` took, once it comes (or the error
+    /// that ended the wait).
+    func _awaitLock(_ reserved: _ReservedLock) async throws(ShmError) -> LockToken {
+        let grant: _LockTable.Grant
+        do throws(ShmError) { grant = try await _asyncLocks.wait(reserved.slot) } catch {
+            _noteLockFailure(error, reserved.operation, since: reserved.start)
+            throw error
+        }
+        _noteGrant(grant.previousHolderDied, reserved.operation, since: reserved.start)
+        return LockToken(key: reserved.key, id: grant.id, previousHolderDied: grant.previousHolderDied)
     }
 
     /// Runs `body` holding the lock of `key` (cluster-shared-memory's `mutex`),
     /// waiting without blocking any thread; releases it when `body` returns or throws.
+    ///
+    /// When it must wait, it waits with the lock hand-over executor as its task's
+    /// preference, and its release runs the next caller of this process queued
+    /// for the key on this thread (see _LockHandOffExecutor.swift): a caller
+    /// handed the lock runs at once instead of holding it while it waits for a
+    /// pool thread. The body runs isolated to `isolation` as always.
     public func mutex<R>(
         _ key: String, timeout: Duration? = nil, isolation: isolated (any Actor)? = #isolation,
         _ body: (LockToken) async throws -> R
     ) async throws -> R {
-        let token = try await lock(key, timeout: timeout)
+        if let token = try _lockWithoutWaiting(key, timeout: timeout) {
+            return try await _holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(key, token) }
+        }
+        // The place in line now, in call order; then the wait on the hand-over
+        // executor (entering its preference is a hop, which may reorder tasks).
+        let reserved = try _reserveLock(key, timeout: timeout)
+        return try await withTaskExecutorPreference(_LockHandOffExecutor.shared, isolation: isolation) {
+            let token = try await _awaitLock(reserved)
+            return try await _holding(token, isolation: isolation, body) { () throws(ShmError) in try unlock(key, token) }
+        }
+    }
+
+    /// `body` with the lock of `token`, then `release` (also when `body` throws:
+    /// its error wins), handing the lock over on this thread (`_LockHandOffExecutor`).
+    func _holding<R>(
+        _ token: LockToken, isolation: isolated (any Actor)?, _ body: (LockToken) async throws -> R,
+        release: () throws(ShmError) -> Void
+    ) async throws -> R {
         let result: R
         do { result = try await body(token) } catch {
-            try? unlock(key, token)
+            try? _LockHandOffExecutor.handingOff(release)
             throw error
         }
-        try unlock(key, token)
+        try _LockHandOffExecutor.handingOff(release)
         return result
     }
 
@@ -215,17 +267,16 @@ extension ShmStore {
         case wait(_LockWait?)
     }
 
-    /// The start shared by the blocking and the async lock: checks the timeout
-    /// (and, with `checkCancelled`, the task's cancellation); tries the lock-free
+    /// The start shared by the blocking and the async lock: checks the timeout;
+    /// tries the lock-free
     /// path, spinning up to `spin` ns while the lock is held (nil: no try); else
     /// what the wait needs. The operation's name (a string built for errors and
     /// events) only when it is needed.
     @inline(__always)
-    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, checkCancelled: Bool, prepareWait: Bool = true)
+    func _beginLock(_ key: String, timeout: Duration?, spin: UInt64?, prepareWait: Bool = true)
         throws(ShmError) -> _LockStart
     {
         try _checkLockTimeout(timeout, _operation("lock", key))
-        if checkCancelled, Task.isCancelled { throw ShmError(.cancelled, _operation("lock", key), detail: "the task was cancelled") }
         if let spin, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: spin) {
             ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
             return .taken(LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied))

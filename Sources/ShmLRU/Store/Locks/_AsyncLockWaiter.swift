@@ -18,12 +18,25 @@ import Synchronization
 // frees the lock for a running acquirer rings the earliest entry too (see
 // _LockTable.swift): the thread then takes the lock if it is still free.
 //
+// A caller takes its place in the local queue synchronously (`reserve`, in
+// call order) and then waits for its `Slot`: the outcome may come before the
+// task parks its continuation (the scoped `mutex` / `withLock` hop to the hand-
+// over executor in between, _LockHandOffExecutor.swift), and is kept for it.
+// Queueing does not wake the thread (a futex wake and a context switch per
+// contended call) unless the queue needs it: no place in the shared line yet,
+// or a deadline before the thread's own next wake-up (`sleepUntil`).
+//
 // A holder in this process whose key has callers queued here passes the lock to
 // the first of them as it unlocks (`passLocally`: one CAS, the continuation
 // resumed by the releasing thread, no wake-up), for up to the fairness window
 // (1 ms) of passes in a row; then it releases to the shared line, so that other
 // processes' waiters get their turn. One process thus serves a run of its
 // callers per turn instead of paying a cross-process wake-up per caller.
+//
+// A caller handed the lock that waits with the hand-over executor as its
+// preference runs on the releasing thread (`passLocally` inside the releasing
+// `mutex`'s `handingOff`) or on this handle's thread (its resumptions are under
+// `handingOff` too), not behind the pool's queue.
 //
 // The thread also ends waits whose deadline passed or whose task was cancelled,
 // checks every 50 ms that a holder is still alive (a dead one's lock goes to
@@ -40,9 +53,61 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var key: [UInt8]
     }
 
+    /// Where a queued caller's outcome goes: its continuation once it waits,
+    /// or the outcome itself until it does (a place taken by `reserve`, before the
+    /// caller's task hopped to the executor it waits on; see `wait`).
+    final class Slot: Sendable {
+        let id: UInt64
+        /// The lock call's operation, for errors.
+        let operation: String
+        private let parked = Mutex<(continuation: Continuation?, outcome: Result<Grant, ShmError>?)>((nil, nil))
+
+        init(id: UInt64, operation: String) {
+            self.id = id
+            self.operation = operation
+        }
+
+        /// Resumes the caller with `outcome`, or keeps it for `wait`.
+        func deliver(_ outcome: Result<Grant, ShmError>) {
+            let continuation = parked.withLock { p -> Continuation? in
+                guard let continuation = p.continuation else {
+                    if p.outcome == nil { p.outcome = outcome }
+                    return nil
+                }
+                p.continuation = nil
+                return continuation
+            }
+            continuation?.resume(with: outcome)
+        }
+
+        /// The outcome delivered before the caller waited (nil: none yet).
+        func takeOutcome() -> Result<Grant, ShmError>? {
+            parked.withLock { p in
+                defer { p.outcome = nil }
+                return p.outcome
+            }
+        }
+
+        /// Whether the caller waits parked (tests).
+        var isParked: Bool { parked.withLock { $0.continuation != nil } }
+
+        /// Parks `continuation`, or resumes it at once with an outcome delivered meanwhile.
+        func park(_ continuation: Continuation) {
+            let outcome = parked.withLock { p -> Result<Grant, ShmError>? in
+                if let outcome = p.outcome {
+                    p.outcome = nil
+                    return outcome
+                }
+                p.continuation = continuation
+                return nil
+            }
+            if let outcome { continuation.resume(with: outcome) }
+        }
+    }
+
     private struct Waiter {
-        var id: UInt64
-        var continuation: Continuation
+        var id: UInt64 { slot.id }
+        var slot: Slot
         var deadline: UInt64?
         var cancelled = false
         var operation: String
@@ -63,9 +128,12 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         var doorbell: Int? = nil
         var nextID: UInt64 = 1
         var idleSince: UInt64 = 0
+        /// When the thread, asleep, wakes by itself next (its last pass set it):
+        /// a caller queueing with an earlier deadline must wake it.
+        var sleepUntil: UInt64 = 0
     }
 
-    private typealias Resume = (Continuation, Result<Grant, ShmError>)
+    private typealias Resume = (Slot, Result<Grant, ShmError>)
 
     let table: _LockTable
     /// Keeps the mapping while the thread runs.
@@ -101,25 +169,44 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     /// must not take a free lock past it.
     var hasQueuedCallers: Bool { queued.load(ordering: .acquiring) }
 
+    /// How many queued callers wait parked (their task suspended; tests).
+    var parkedCallers: Int {
+        state.withLock { s in s.queues.values.reduce(0) { $0 + $1.waiters.count { $0.slot.isParked } } }
+    }
+
     /// Waits (without blocking the calling thread) for the lock of `identity`.
     func lock(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) async throws(ShmError) -> Grant {
+        try await wait(try reserve(identity, deadline: deadline, operation))
+    }
+
+    /// Takes this caller's place in the key's local queue now, in the order of
+    /// the calls (synchronous: before any hop of the caller's task); `wait`
+    /// then waits for the outcome, which may already be there.
+    func reserve(_ identity: _LockTable.Identity, deadline: UInt64?, _ operation: String) throws(ShmError) -> Slot {
         if Task.isCancelled { throw ShmError(.cancelled, operation, detail: "the task was cancelled") }
         let id = state.withLock { s in
             defer { s.nextID &+= 1 }
             return s.nextID
         }
+        let slot = Slot(id: id, operation: operation)
+        enqueue(identity, Waiter(slot: slot, deadline: deadline, operation: operation))
+        return slot
+    }
+
+    /// The outcome of the place `slot` took (`reserve`): a grant, or the error
+    /// that ended the wait (a timeout, a cancellation of the task, a detach).
+    func wait(_ slot: Slot) async throws(ShmError) -> Grant {
+        if let outcome = slot.takeOutcome() { return try outcome.get() }
         do {
             return try await withTaskCancellationHandler {
-                try await withCheckedThrowingContinuation { (continuation: Continuation) in
-                    enqueue(identity, Waiter(id: id, continuation: continuation, deadline: deadline, operation: operation))
-                }
+                try await withCheckedThrowingContinuation { (continuation: Continuation) in slot.park(continuation) }
             } onCancel: {
-                cancel(id)
+                cancel(slot.id)
             }
         } catch let error as ShmError {
             throw error
         } catch {
-            throw ShmError(.systemCall, operation, detail: "\(error)")
+            throw ShmError(.systemCall, slot.operation, detail: "\(error)")
         }
     }
 
@@ -128,19 +215,22 @@ final class _AsyncLockWaiter: @unchecked Sendable {
         let key = QueueKey(kind: identity.kind, key: identity.key)
         var immediate: Resume? = nil
         var startThread = false
+        var wakeThread = false
         let cancelled = Task.isCancelled  // (this runs in the waiting task)
         state.withLock { s in
             defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
             // Checked under the lock `cancel` takes: a cancellation that came
             // before the waiter was queued is seen here, one after finds it queued.
             if cancelled || Task.isCancelled {
-                immediate = (waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the task was cancelled")))
+                immediate = (waiter.slot, .failure(ShmError(.cancelled, waiter.operation, detail: "the task was cancelled")))
                 return
             }
             if var queue = s.queues[key] {
                 queue.waiters.append(waiter)  // behind this process's earlier callers
                 if let entry = queue.entry { table.setQueued(entry, queue.waiters.count) }
                 s.queues[key] = queue
+                // The queue's place in line (or the thread's poll for one) serves
+                // this caller too; the thread only needs waking for an earlier deadline.
             } else {
                 var queue = Queue(identity: identity, waiters: [waiter])
                 let bound = _saturatingAdd(_monotonicNanoseconds(), _AsyncLockWaiter.tableWaitNanoseconds)
@@ -151,29 +241,33 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                     }
                     switch entry {
                     case .acquired(let grant):
-                        immediate = (waiter.continuation, .success(grant))
+                        immediate = (waiter.slot, .success(grant))
                         return
                     case .queued(let index): queue.entry = index
-                    case .noRoom, .busy: break  // the thread registers it when an entry frees
+                    case .noRoom, .busy: wakeThread = true  // the thread registers it when an entry frees
                     }
                 } catch where error.code == .lockTimeout {
-                    // The table mutex is busy: the thread registers the queue.
+                    wakeThread = true  // the table mutex is busy: the thread registers the queue
                 } catch {
-                    immediate = (waiter.continuation, .failure(error))
+                    immediate = (waiter.slot, .failure(error))
                     return
                 }
                 s.queues[key] = queue
             }
+            if let deadline = waiter.deadline, deadline < s.sleepUntil { wakeThread = true }
             if !s.running {
                 s.running = true
                 startThread = true
             }
         }
-        if let (continuation, result) = immediate {
-            continuation.resume(with: result)
+        if let (slot, result) = immediate {
+            slot.deliver(result)
             return
         }
-        if startThread { start() } else { wake() }
+        // A queued caller needs the thread only to register its queue or to end
+        // its wait in time: a grant rings the queue's entry, which wakes it. No
+        // wake-up (two futex calls and a context switch) per contended call.
+        if startThread { start() } else if wakeThread { wake() }
     }
 
     private func cancel(_ id: UInt64) {
@@ -199,7 +293,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             process(&queue, me: me, doorbell: s.doorbell, now: _monotonicNanoseconds(), livenessDue: false, &resumes)
             s.queues[key] = queue.waiters.isEmpty && queue.entry == nil ? nil : queue
         }
-        for (continuation, result) in resumes { continuation.resume(with: result) }
+        for (slot, result) in resumes { slot.deliver(result) }
     }
 
     /// The holder of `id` (a lock call of this process) is unlocking: if callers of
@@ -231,7 +325,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 return false
             }
             let first = queue.waiters.removeFirst()
-            resumes.append((first.continuation, .success(grant)))
+            resumes.append((first.slot, .success(grant)))
             if queue.waiters.isEmpty { queue.passingSince = 0 }  // the run ends with the callers
             if let entry = queue.entry {
                 if queue.waiters.isEmpty {
@@ -248,7 +342,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             }
             return true
         }
-        for (continuation, result) in resumes { continuation.resume(with: result) }
+        for (slot, result) in resumes { slot.deliver(result) }
         if wakeThread { wake() }
         return passed
     }
@@ -273,7 +367,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             defer { queued.store(!s.queues.isEmpty, ordering: .releasing) }
             for queue in s.queues.values {
                 for waiter in queue.waiters {
-                    resumes.append((waiter.continuation, .failure(ShmError(.systemCall, waiter.operation, detail: "pthread_create failed"))))
+                    resumes.append((waiter.slot, .failure(ShmError(.systemCall, waiter.operation, detail: "pthread_create failed"))))
                 }
                 if let entry = queue.entry {
                     let bound = _saturatingAdd(_monotonicNanoseconds(), 100_000_000)
@@ -286,7 +380,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             s.queues = [:]
             s.running = false
         }
-        for (continuation, result) in resumes { continuation.resume(with: result) }
+        for (slot, result) in resumes { slot.deliver(result) }
     }
 
     private func run() {
@@ -306,7 +400,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 if !region.isAttached {
                     for queue in s.queues.values {
                         for waiter in queue.waiters {
-                            resumes.append((waiter.continuation, .failure(ShmError(.detached, waiter.operation))))
+                            resumes.append((waiter.slot, .failure(ShmError(.detached, waiter.operation))))
                         }
                     }
                     s.queues = [:]
@@ -343,11 +437,21 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                         s.doorbell = table.addDoorbellLocked(me: me)
                     }
                 }
+                s.sleepUntil = _saturatingAdd(now, max(sleep, 100_000))
                 return false
             }
-            for (continuation, result) in resumes { continuation.resume(with: result) }
+            // A caller handed a lock here (a grant claimed, a dead holder's lock)
+            // runs on this thread now, and so do the callers its release hands
+            // over to (_LockHandOffExecutor: bounded); others go to the pool.
+            _LockHandOffExecutor.handingOff {
+                for (slot, result) in resumes { slot.deliver(result) }
+            }
             if exit { return }
-            _ = cshm_futex_wait(word, observed, Int64(clamping: max(sleep, 100_000)))
+            // Until the instant callers were told (`sleepUntil`), however long the
+            // resumed callers ran here.
+            let until = _saturatingAdd(now, max(sleep, 100_000))
+            let left = until &- min(until, _monotonicNanoseconds())
+            if left > 0 { _ = cshm_futex_wait(word, observed, Int64(clamping: left)) }
         }
     }
 
@@ -392,7 +496,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                     return
                 }
                 let first = queue.waiters.removeFirst()
-                resumes.append((first.continuation, .success(grant)))
+                resumes.append((first.slot, .success(grant)))
             }
             // Callers wait with no place in line: take one (or the lock, if free).
             guard let first = queue.waiters.first else { return }
@@ -405,7 +509,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
                 switch entry {
                 case .acquired(let grant):
                     queue.waiters.removeFirst()
-                    resumes.append((first.continuation, .success(grant)))
+                    resumes.append((first.slot, .success(grant)))
                     continue  // more callers: take a place for them
                 case .queued(let index):
                     queue.entry = index
@@ -415,7 +519,7 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             } catch where error.code == .lockTimeout {
                 // Table busy: next pass.
             } catch {
-                for waiter in queue.waiters { resumes.append((waiter.continuation, .failure(error))) }
+                for waiter in queue.waiters { resumes.append((waiter.slot, .failure(error))) }
                 queue.waiters = []
             }
             return
@@ -426,11 +530,11 @@ final class _AsyncLockWaiter: @unchecked Sendable {
     private func dropFinished(_ queue: inout Queue, now: UInt64, _ resumes: inout [Resume]) {
         queue.waiters.removeAll { waiter in
             if waiter.cancelled {
-                resumes.append((waiter.continuation, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
+                resumes.append((waiter.slot, .failure(ShmError(.cancelled, waiter.operation, detail: "the waiting task was cancelled"))))
                 return true
             }
             if let deadline = waiter.deadline, now >= deadline {
-                resumes.append((waiter.continuation, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
+                resumes.append((waiter.slot, .failure(ShmError(.lockTimeout, waiter.operation, detail: "the key's lock was not free in time"))))
                 return true
             }
             return false
