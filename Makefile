@@ -193,7 +193,8 @@ fuzz:
 	@# inputs starting with "P" are snapshot files (image 0-2, target bit 2, raw bit 7; then 4-byte patches: set, xor, cut, insert)
 	@for i in 000 001 002 004 005 006 200; do printf "P\\$$i" > $(FUZZ_DIR)/corpus/seed-snapshot-$$i; done
 	@printf "P\\001\\000\\100\\000\\377\\002\\000\\002\\000" > $(FUZZ_DIR)/corpus/seed-snapshot-patched
-	ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
+	@# no Swift backtracer: after an ASan report it can hang on the dead process; libFuzzer and ASan report
+	SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=malloc_context_size=0:detect_leaks=0 $(FUZZ_DIR)/shmlru-fuzz -runs=$(FUZZ_RUNS) -max_len=8192 -seed=1 -print_final_stats=1 \
 		-artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus 2>&1 | tee $(FUZZ_DIR)/last-run.log | grep -v '^#[0-9]*.*\(NEW\|REDUCE\)'; \
 	exit $${PIPESTATUS[0]}
 
