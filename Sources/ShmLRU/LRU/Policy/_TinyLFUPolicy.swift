@@ -1,13 +1,13 @@
 import CShm
 
 // Adaptive W-TinyLFU (after Einziger, Friedman, Manes, "TinyLFU", ACM ToS '17,
-// and Caffeine's hill-climbing window) on S3-FIFO's frame, shaped for lock-free
+// and Caffeine's adaptive window) on S3-FIFO's frame, shaped for lock-free
 // hits: a window FIFO and a main FIFO in the one list (the window first, as
 // S3-FIFO's small queue, whose words, stamp bits, links and ghost it shares), a
 // count-min sketch of hash frequencies that decides whether the window's oldest
 // record may take the place of the main queue's victim, a ghost of the hashes
-// the window evicted, and the window's share tuned online by hill climbing on
-// the requests of a sample of keys replayed in four mini caches.
+// the window evicted, and the window's share tuned online from the requests of
+// a sample of keys replayed in four mini caches (_TinyLFUMinis.swift).
 //
 //   head                 smallTail                                    tail
 //    | window (stamp bit 2) |  main queue (bit 2 clear)                 |
@@ -37,7 +37,7 @@ import CShm
 //            (the frequency bits, then cleared) join the sketch before the duel (a
 //            record read there beats a victim nobody read), its access after it
 //            (admitted or evicted): the duel counts earlier accesses and hits.
-//            Before it, a window above its target (the climber shrank it) hands its
+//            Before it, a window above its target (the minis lowered it) hands its
 //            oldest records to the main queue without a duel, down to the target (a
 //            duel keeps the window's size, and a candidate that loses is replaced by
 //            the new record: without this the window shrank only by ghost hits, and a
@@ -185,7 +185,7 @@ enum _TinyLFUPolicy: _PolicyRoom {
     /// While the window holds more than its target (and the budget lasts), its
     /// oldest record joins the main queue without a duel, its accesses and hits
     /// counted in the sketch: the main queue is below its share then (the caller
-    /// evicts from it otherwise), so the window shrinks to the climber's target.
+    /// evicts from it otherwise), so the window shrinks to the minis' target.
     /// Leaves at least one record in the window.
     static func shrinkWindow(_ c: ShmLRU, budget: inout Int) throws(ShmError) {
         let s = c._segment
