@@ -50,6 +50,17 @@ import Testing
             expectError(.invalidArgument) { _ = try ShmLRU.attach(key: store.cache.key, options: .init(lockTimeout: .seconds(-3))) }
             expectError(.invalidArgument) { _ = try store.blockingLock("job", timeout: .milliseconds(-5)) }
             await expectError(.invalidArgument) { _ = try await store.lock("job", timeout: .milliseconds(-5)) }
+            // The scoped async calls too, also when the key is held (their wait
+            // path takes its place in line before it hops): nothing runs, no
+            // waiter is left queued.
+            let keyLock = try store.keyLock("job")
+            let held = try await store.lock("job")
+            await expectError(.invalidArgument) { try await store.mutex("job", timeout: .milliseconds(-5)) { _ in } }
+            await expectError(.invalidArgument) { try await keyLock.withLock(timeout: .milliseconds(-5)) { _ in } }
+            #expect(try store.lockState("job").waiters == 0)
+            #expect(!store._asyncLocks.hasQueuedCallers)
+            try store.unlock("job", held)
+            await expectError(.invalidArgument) { try await keyLock.withLock(timeout: .milliseconds(-5)) { _ in } }
             // 0 = try once.
             let token = try await store.lock("job", timeout: .zero)
             expectError(.lockTimeout) { _ = try store.blockingLock("job", timeout: .zero) }

@@ -180,6 +180,7 @@ extension ShmStore {
     /// the call's, whatever the task does before it waits).
     func _reserveLock(_ key: String, timeout: Duration?) throws(ShmError) -> _ReservedLock {
         let operation = _operation("lock", key)
+        try _checkLockTimeout(timeout, operation)  // a KeyLock's withLock comes here first
         let identity = try _locks.identity(key, operation)
         let (deadline, start) = (_locks.deadline(timeout), _monotonicNanoseconds())
         do throws(ShmError) {
