@@ -442,7 +442,9 @@ final class _AsyncLockWaiter: @unchecked Sendable {
             }
             // A caller handed a lock here (a grant claimed, a dead holder's lock)
             // runs on this thread now, and so do the callers its release hands
-            // over to (_LockHandOffExecutor: bounded); others go to the pool.
+            // over to (_LockHandOffExecutor: at most 64, and none started after
+            // the 1 ms fairness window; the rest go to the pool). Its other waits
+            // wait meanwhile: a body that blocks its thread delays them.
             _LockHandOffExecutor.handingOff {
                 for (slot, result) in resumes { slot.deliver(result) }
             }

@@ -21,15 +21,16 @@ import Glibc
 // releases in turn, which collects the next caller; the releasing thread runs
 // them one after the other (a loop, never a deeper stack), so a run of callers
 // of one process is served back to back, as the blocking lock's would be. The run
-// is bounded twice: `passLocally` stops passing after the fairness window (1 ms)
+// is bounded: `passLocally` stops passing after the fairness window (1 ms)
 // and releases to the shared line, and one hand-over runs at most
-// `maximumRun` callers here; the rest go to the pool.
+// `maximumRun` callers here, none started after that window; the rest go to
+// the pool. The handle's waiting thread hands over the same way the callers it
+// resumes (a grant from another process): its other waits wait meanwhile.
 //
-// Only the scoped calls hand over so: their release is made by this library's
-// code after the body returned, with no lock of the caller's held. A release by
+// Only the scoped calls' releases and the waiting thread hand over so: they
+// run in this library's code, with no lock of the caller's held. A release by
 // `unlock` (user code, maybe inside a lock of its own) never runs another task's
-// body; it sends the resumed caller to the pool, as does every other resumption
-// (a grant from another process, a timeout, a cancellation). A job enqueued here
+// body; it sends the resumed caller to the pool. A job enqueued here
 // outside a hand-over goes to the global concurrent executor; so a body that
 // suspends continues on the pool. Nothing here blocks: collecting is a
 // thread-local append, and a hand-over only runs jobs that are ready.
@@ -37,7 +38,8 @@ import Glibc
 final class _LockHandOffExecutor: TaskExecutor, @unchecked Sendable {
     static let shared = _LockHandOffExecutor()
 
-    /// At most this many callers run on one releasing thread per hand-over.
+    /// At most this many callers run on one releasing thread per hand-over, and
+    /// none starts after the fairness window (1 ms) from the hand-over's start.
     static let maximumRun = 64
 
     /// This thread's hand-over (private memory, one per thread).
@@ -90,9 +92,10 @@ final class _LockHandOffExecutor: TaskExecutor, @unchecked Sendable {
             return try result.get()
         }
         var ran = 0
+        let start = _monotonicNanoseconds()
         while !handOver.jobs.isEmpty {
             let job = handOver.jobs.removeFirst()
-            if ran == maximumRun {
+            if ran == maximumRun || _monotonicNanoseconds() &- start >= _LockTable.fairnessNanoseconds {
                 handOver.depth -= 1  // the rest to the pool, in order
                 let rest = handOver.jobs
                 handOver.jobs = []
