@@ -87,7 +87,8 @@ final class _LockHandOffExecutor: TaskExecutor, @unchecked Sendable {
         handOver.depth += 1
         let result: Result<R, E>
         do throws(E) { result = .success(try release()) } catch { result = .failure(error) }
-        if handOver.depth > 1 {
+        // Nested, or nobody handed over (an uncontended release: no clock read).
+        if handOver.depth > 1 || handOver.jobs.isEmpty {
             handOver.depth -= 1
             return try result.get()
         }
