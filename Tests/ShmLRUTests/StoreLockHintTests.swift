@@ -34,6 +34,36 @@ import Testing
         }
     }
 
+    /// The by-key path remembers the last key's slot by the key's `String` words
+    /// (`_KeyStringHint`) and keeps that string alive: a string allocated later
+    /// at the same address (with the same length and flags, so the same words)
+    /// would otherwise be taken for the remembered key and lock its slot. Each
+    /// round makes the hint remember a 24-byte key in a string then dropped by
+    /// the caller, and locks a new 24-byte key made in one allocation: it must
+    /// lock its own slot, never the remembered key's.
+    @Test func byKeyStringHintNeverTakesANewStringForTheRememberedKey() throws {
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 8, recordSize: 64, lockSlots: 128))
+            let remembered = String(repeating: "r", count: 24)
+            for i in 0..<200 {
+                try {
+                    let first = String(repeating: "r", count: 24)  // not a small string: a storage object
+                    for _ in 0..<3 { try store.unlock(first, try store.blockingLockForHint(first)) }  // now the string hint
+                }()
+                let other = String(unsafeUninitializedCapacity: 24) { buffer in
+                    for j in 0..<24 { buffer[j] = UInt8(ascii: "a") &+ UInt8((i &+ j) % 26) }
+                    return 24
+                }
+                let token = try store.blockingLockForHint(other)
+                #expect(try store.lockState(other).holder == getpid())
+                #expect(try store.lockState(remembered).holder == nil, "round \(i): a new key took the remembered key's lock")
+                try store.unlock(other, token)
+            }
+            #expect(try store.lockState(remembered) == (nil, 0))
+            #expect(try store.verify().isClean)
+        }
+    }
+
     /// Four processes of four threads cycle over five keys on a store of two lock
     /// slots: nearly every lock unbinds an idle slot and binds another key there,
     /// while the other threads' by-key locks and unlocks try the hinted slot.

@@ -47,9 +47,27 @@ extension ShmStore {
     ///   to another key. A full waiter table is not an error: the call waits for
     ///   an entry to free up.
     @available(*, noasync, message: "blocks the thread while waiting: use the async lock(_:timeout:)")
+    @inlinable
     public func blockingLock(_ key: String, timeout: Duration? = nil) throws(ShmError) -> LockToken {
+        // Uncontended: one CAS, called straight from the caller's code.
+        if let token = _lockIfFree(key, timeout: timeout) { return token }
+        return try _blockingLockWaiting(key, timeout: timeout)
+    }
+
+    /// The blocking lock's one try of the lock-free path, nothing else built;
+    /// nil: `_blockingLockWaiting` (which also checks a negative timeout).
+    @usableFromInline func _lockIfFree(_ key: String, timeout: Duration?) -> LockToken? {
+        guard timeout == nil || timeout! >= .zero, let grant = _locks.acquireSpinning(key, me: _ProcessIdentity.current, budget: 0)
+        else { return nil }
+        ShmEvents._emit(ShmEvent(.keyLockWaited, key: self.key, operation: _operation("lock", key), waited: .zero))
+        return LockToken(key: key, id: grant.id, previousHolderDied: grant.previousHolderDied)
+    }
+
+    /// `blockingLock` after its lock-free try failed: the spin, the queue, the wait.
+    @usableFromInline @inline(never)
+    func _blockingLockWaiting(_ key: String, timeout: Duration?) throws(ShmError) -> LockToken {
         let wait: _LockWait
-        switch try _beginLock(key, timeout: timeout, spin: 0) {
+        switch try _beginLock(key, timeout: timeout, spin: nil) {
         case .taken(let token): return token
         case .wait(let next): wait = next!
         }
@@ -89,13 +107,25 @@ extension ShmStore {
     /// handing it to the next waiter if there is one.
     /// - Throws: `.lockNotHeld` for a token of another key, a wrong token, or a
     ///   stale one (released already, or taken over after its holder was found dead).
+    @inlinable
     public func unlock(_ key: String, _ token: LockToken) throws(ShmError) {
+        if _unlockIfUncontended(key, token) { return }
+        try _unlockWaking(key, token)
+    }
+
+    /// The lock-free release: one CAS when nobody waits (and no async caller of
+    /// this handle waits to be passed the lock). False: `_unlockWaking` decides.
+    @usableFromInline func _unlockIfUncontended(_ key: String, _ token: LockToken) -> Bool {
+        token.key == key && !_asyncLocks.hasQueuedCallers && _locks.releaseFast(key, id: token.id)
+    }
+
+    /// `unlock` through the table mutex: hands the lock to the next waiter, or
+    /// refuses a token that does not hold it.
+    @usableFromInline @inline(never)
+    func _unlockWaking(_ key: String, _ token: LockToken) throws(ShmError) {
         guard token.key == key else {
             throw ShmError(.lockNotHeld, _operation("unlock", key), detail: "the token is for key \"\(token.key)\"")
         }
-        // One CAS when nobody waits (and no async caller of this handle waits to be
-        // passed the lock).
-        if !_asyncLocks.hasQueuedCallers, _locks.releaseFast(key, id: token.id) { return }
         try _unlock(try _locks.identity(key, _operation("unlock", key)), id: token.id, _operation("unlock", key))
     }
 

@@ -91,6 +91,10 @@ final class _LockTable: @unchecked Sendable {
     /// comparison too (seqlock), so a slot rebound meanwhile is never taken for
     /// the key's; a miss probes and replaces the hint.
     private let lastHint = Atomic<UInt64>(0)
+    /// The by-key path's first hint: `lastHint`'s slot remembered by the key's
+    /// `String` value, so that the same key's next lock or unlock reads no key
+    /// bytes (see _KeyStringHint.swift).
+    private let keyHint = _KeyStringHint()
 
     init(
         segment: _StoreSegment, mutex: _RobustMutex, defaultTimeoutNanoseconds: Int64,
@@ -362,11 +366,22 @@ final class _LockTable: @unchecked Sendable {
     /// `acquireSpinning` on `key`'s UTF-8 bytes in place (the hinted slot first,
     /// see `lastHint`); nil also when the string is not contiguous UTF-8 or too
     /// long (the mutex path decides).
+    @inline(__always)
     func acquireSpinning(
         _ key: String, kind: UInt32 = _LockTable.kindLock, me: _ProcessIdentity, budget: UInt64, barge: Bool = true
     ) -> Grant? {
+        if kind == _LockTable.kindLock, let (slot, generation) = hinted(key) {
+            return acquireSpinning(slot: slot, generation: generation, me: me, budget: budget, barge: barge)
+        }
+        return acquireSpinning(bytesOf: key, kind: kind, me: me, budget: budget, barge: barge)
+    }
+
+    /// `acquireSpinning` by the key's bytes (`keyHint` missed).
+    @inline(never)
+    private func acquireSpinning(bytesOf key: String, kind: UInt32, me: _ProcessIdentity, budget: UInt64, barge: Bool) -> Grant? {
         key.utf8.withContiguousStorageIfAvailable { buffer -> Grant? in
-            guard buffer.count <= layout.lockKeyCapacity, let (slot, generation) = locate(kind, UnsafeRawBufferPointer(buffer)) else {
+            guard buffer.count <= layout.lockKeyCapacity, let (slot, generation) = locate(kind, UnsafeRawBufferPointer(buffer), key)
+            else {
                 return nil
             }
             return acquireSpinning(slot: slot, generation: generation, me: me, budget: budget, barge: barge)
@@ -377,16 +392,32 @@ final class _LockTable: @unchecked Sendable {
     /// under, as `probe`, trying the hinted slot first (its key compared in
     /// full; no hash computed on a hit). The caller checks the generation again
     /// after reading the word.
-    @inline(__always) private func locate(_ kind: UInt32, _ bytes: UnsafeRawBufferPointer) -> (slot: Int, generation: UInt32)? {
-        if let (slot, generation) = slot(of: lastHint.load(ordering: .relaxed)),
+    /// The same key found in `lastHint`'s slot is remembered by its `String`
+    /// too (`keyHint`, lock keys only).
+    @inline(__always) private func locate(_ kind: UInt32, _ bytes: UnsafeRawBufferPointer, _ key: String)
+        -> (slot: Int, generation: UInt32)?
+    {
+        let last = lastHint.load(ordering: .relaxed)
+        if let (slot, generation) = slot(of: last),
             cshm_load_acquire_u32(self.generation(ofSlot: slot)) == generation,
             holdsKey(slot, kind, bytes)
         {
+            if kind == _LockTable.kindLock { keyHint.remember(key, last) }
             return (slot, generation)
         }
         let hash = hash(of: bytes.assumingMemoryBound(to: UInt8.self))
         guard let (slot, generation) = probe(Probe(kind: kind, hash: hash, bytes: bytes)) else { return nil }
         lastHint.store(UInt64(generation) << 32 | UInt64(slot + 1), ordering: .relaxed)
+        return (slot, generation)
+    }
+
+    /// The slot `keyHint` names for `key` (a lock key) when its binding
+    /// generation is unchanged: no hash, probe or key bytes read. The caller
+    /// checks the generation again after reading the word.
+    @inline(__always) private func hinted(_ key: String) -> (slot: Int, generation: UInt32)? {
+        guard let (slot, generation) = slot(of: keyHint.hint(for: key)),
+            cshm_load_acquire_u32(self.generation(ofSlot: slot)) == generation
+        else { return nil }
         return (slot, generation)
     }
 
@@ -430,10 +461,21 @@ final class _LockTable: @unchecked Sendable {
     }
 
     /// `releaseFast` on `key`'s UTF-8 bytes in place (the hinted slot first).
+    @inline(__always)
     func releaseFast(_ key: String, kind: UInt32 = _LockTable.kindLock, id: UInt64) -> Bool {
         guard id & ~_LockWord.tokenMask == 0, _LockWord.pid(id) != 0 else { return false }
-        return key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
-            guard buffer.count <= layout.lockKeyCapacity, let (slot, generation) = locate(kind, UnsafeRawBufferPointer(buffer)) else {
+        if kind == _LockTable.kindLock, let (slot, generation) = hinted(key) {
+            return releaseFast(slot: slot, generation: generation, id: id)
+        }
+        return releaseFast(bytesOf: key, kind: kind, id: id)
+    }
+
+    /// `releaseFast` by the key's bytes (`keyHint` missed).
+    @inline(never)
+    private func releaseFast(bytesOf key: String, kind: UInt32, id: UInt64) -> Bool {
+        key.utf8.withContiguousStorageIfAvailable { buffer -> Bool in
+            guard buffer.count <= layout.lockKeyCapacity, let (slot, generation) = locate(kind, UnsafeRawBufferPointer(buffer), key)
+            else {
                 return false
             }
             return releaseFast(slot: slot, generation: generation, id: id)
