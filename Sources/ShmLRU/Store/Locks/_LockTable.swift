@@ -432,10 +432,21 @@ final class _LockTable: @unchecked Sendable {
         return acquireSpinning(slot: slot, generation: generation, me: me, budget: budget, barge: barge)
     }
 
-    /// The spin of `acquireSpinning` on a slot found under `generation`.
+    /// `acquireSpinning` on a slot found under `generation`: one try, then the
+    /// spin (out of line: an uncontended lock carries none of its code).
     @inline(__always) private func acquireSpinning(slot: Int, generation: UInt32, me: _ProcessIdentity, budget: UInt64, barge: Bool)
         -> Grant?
     {
+        switch acquireFast(slot: slot, generation: generation, me: me, barge: barge) {
+        case .acquired(let grant): return grant
+        case .slow: return nil
+        case .held: return budget == 0 ? nil : spin(slot: slot, generation: generation, me: me, budget: budget, barge: barge)
+        }
+    }
+
+    /// The spin of `acquireSpinning` while the lock is held.
+    @inline(never)
+    private func spin(slot: Int, generation: UInt32, me: _ProcessIdentity, budget: UInt64, barge: Bool) -> Grant? {
         var until: UInt64 = 0
         while true {
             switch acquireFast(slot: slot, generation: generation, me: me, barge: barge) {
