@@ -147,7 +147,6 @@ func table(_ rows: [[String]]) -> String {
         }.joined(separator: "  ")
     }.joined(separator: "\n")
 }
-#endif  // CLI
 
 // MARK: JSON output (--json)
 
@@ -182,3 +181,4 @@ func jsonObject(_ rows: [[String]]) -> String {
     }
     return "{\n" + members.joined(separator: ",\n") + "\n}"
 }
+#endif  // CLI
