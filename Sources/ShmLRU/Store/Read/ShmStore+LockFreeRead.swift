@@ -197,18 +197,24 @@ extension ShmStore {
 
     /// Whether the record a decoded value came from is unchanged: same slot and
     /// same even sequence (every write and every free of a record changes it, so
-    /// its state, hash, length and value are as they were when it was read and
-    /// checked), and the stored key equal to `key` (the entry may be another
-    /// key's of the same hash), all inside the seqlock. Reads the record through
+    /// its state, hash, length, key and value are as they were when it was read
+    /// and checked), and the stored key equal to `key` (the entry may be another
+    /// key's of the same table hash), all inside the seqlock. When the decoded
+    /// cache already compared the key with the entry's own copy of it
+    /// (`keyChecked`: keys of up to 16 bytes, `_InlineKey`), the record's key is
+    /// not read again: the unchanged sequence says the record still holds the
+    /// key it held when the entry was made, so the check reads only the
+    /// record's header line (sequence and use stamp). Reads the record through
     /// the cache's view (`_Probe.sight(slot:seq:)`) and the stored key through
     /// `_StorePayload`; takes no lock. On success marks the record used (a get).
     @inline(__always)
-    func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer) -> Bool {
+    func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer, keyChecked: Bool) -> Bool {
         let p = cache._lockFreeView.probe
-        guard let sight = p.sight(slot: slot, seq: seq),
+        guard let sight = p.sight(slot: slot, seq: seq) else { return false }
+        if !keyChecked {
             // The record was checked when it was read; the record size still bounds the racy key read.
-            let stored = _StorePayload(sight.words.payload, count: p.recordSize), stored.hasKey(key)
-        else { return false }
+            guard let stored = _StorePayload(sight.words.payload, count: p.recordSize), stored.hasKey(key) else { return false }
+        }
         let stamp = sight.words.stamp
         guard sight.isUnchanged() else { return false }
         cache._lockFreeView.noteHit(sight.record, stamp: stamp)
@@ -336,7 +342,8 @@ extension ShmStore {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return false }
         return _withKeyBytesLent(key) { keyBuffer -> Bool in
             _decoded.hit(
-                _decoded.tableHash(keyBuffer), type: type, { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }, take)
+                _decoded.tableHash(keyBuffer), asked: _InlineKey(keyBuffer), type: type,
+                { slot, seq, keyChecked in _isUnchanged(slot: slot, seq: seq, key: keyBuffer, keyChecked: keyChecked) }, take)
         }
     }
 
