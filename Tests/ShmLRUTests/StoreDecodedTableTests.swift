@@ -45,6 +45,21 @@ import Testing
         #expect(!long.withUnsafeBytes { _InlineKey($0) }.isInline)
     }
 
+    /// The table hash of a key's inline form is its table hash (the hit takes
+    /// the one, the miss path the other: they must find the same entry).
+    @Test func theInlineTableHashIsTheTableHash() {
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let seed = _SipKey.random()
+            for length in 0...16 {
+                let key = (0..<length).map { _ in UInt8.random(in: 0...255, using: &generator) }
+                key.withUnsafeBytes { bytes in
+                    #expect(_tableHash(seed, inline: _InlineKey(bytes)) == _tableHash(seed, bytes), "length \(length)")
+                }
+            }
+        }
+    }
+
     /// A hit on an entry of another key of the same table hash fails before the
     /// record is looked at; the entry's own key is compared inline (the record
     /// check is told not to compare it again); a key longer than 16 bytes is

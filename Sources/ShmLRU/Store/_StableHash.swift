@@ -145,6 +145,28 @@ func _tableHash(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
     return UInt32(truncatingIfNeeded: h ^ (h >> 32))
 }
 
+/// `_tableHash` of a key of at most 16 bytes from its inline form (the same
+/// words `_tableHash` loads: a whole first word, then a whole second word or
+/// the tail), without reading the key again: the decoded-cache hit builds the
+/// inline key anyway. Equal to `_tableHash(key, bytes)` (StoreDecodedTableTests).
+@inline(__always)
+func _tableHash(_ key: _SipKey, inline k: _InlineKey) -> UInt32 {
+    let count = Int(truncatingIfNeeded: k.count)
+    var h = key.k0 ^ UInt64(truncatingIfNeeded: count) &* 0x9E37_79B9_7F4A_7C15
+    if count >= 8 {
+        h = _foldedMultiply(k.w0 ^ key.k1, h ^ 0xE703_7ED1_A0B4_28DB)
+        if count == 16 {
+            h = _foldedMultiply(k.w1 ^ key.k1, h ^ 0xE703_7ED1_A0B4_28DB)
+        } else if count > 8 {
+            h = _foldedMultiply(k.w1 ^ key.k1, h ^ 0x8EBC_6AF0_9C88_C6E3)
+        }
+    } else if count > 0 {
+        h = _foldedMultiply(k.w0 ^ key.k1, h ^ 0x8EBC_6AF0_9C88_C6E3)
+    }
+    h = _foldedMultiply(h ^ key.k0, 0x5899_65CC_7537_4CC3)
+    return UInt32(truncatingIfNeeded: h ^ (h >> 32))
+}
+
 extension UInt64 {
     @inline(__always) fileprivate func rotl(_ n: UInt64) -> UInt64 { (self << n) | (self >> (64 &- n)) }
 }

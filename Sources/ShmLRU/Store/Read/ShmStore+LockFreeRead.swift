@@ -29,6 +29,26 @@ import Glibc
 // String's own UTF-8 storage) and reads no clock unless the entry has an expiry
 // (then CLOCK_MONOTONIC, the expiry's clock); the use mark takes the cache
 // handle's coarse clock (`ShmLRU._readClock`).
+//
+// Cache lines per read (issue 28; cachegrind --cache-sim=yes, last level 32 MiB,
+// `ShmLRUBench store-profile` at 1M entries, 16-byte keys, ~220-byte JSON
+// values): a copy read (`bytes(_:into:)`, `withBytes`, `bytes(_:)`) touches the
+// index entry's line and the record's lines (its header: sequence, hash,
+// length, use stamp; the payload header and key; the value), ~5.5 last-level
+// misses per read in the store's code, against ~4.5 for the cache's own get of
+// a 200-byte value in a 288-byte stride: the one more is the longer record (32
+// + 24 + 16 + ~220 bytes in a 352-byte stride, which starts mid-line every
+// other slot). No other shared line is touched but the index sequence's
+// (segment header line 3, which holds nothing else and is written only when
+// the index is reshaped, so it stays cached), as in the cache's get: no hint
+// or statistics word (the hit counter is the handle's), and the use mark
+// writes the header line the read already holds, at most once per interval
+// per record (and on the first few uses, for S3-FIFO's frequency). The bench's other ~2.4 misses per
+// read (7.9 in all) are its caller's key: the array of 1M Strings and each
+// String's storage, loaded before the store is called, at the head of the
+// chain of dependent loads (key bytes, hash, index entry, record) that the
+// cache's get, given a computed hash, does not have. A decoded-cache hit: see
+// _DecodedCache.swift.
 
 extension ShmStore {
     /// Where a lock-free read found its key: the record, its slot and sequence
@@ -341,8 +361,9 @@ extension ShmStore {
     func _decodedHit(_ key: String, _ type: ObjectIdentifier, _ take: (_LentBox) -> Void) -> Bool {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return false }
         return _withKeyBytesLent(key) { keyBuffer -> Bool in
-            _decoded.hit(
-                _decoded.tableHash(keyBuffer), asked: _InlineKey(keyBuffer), type: type,
+            let asked = _InlineKey(keyBuffer)
+            return _decoded.hit(
+                _decoded.tableHash(keyBuffer, asked), asked: asked, type: type,
                 { slot, seq, keyChecked in _isUnchanged(slot: slot, seq: seq, key: keyBuffer, keyChecked: keyChecked) }, take)
         }
     }
