@@ -1,4 +1,5 @@
 @testable import ShmLRU
+import ShmLRUTestSupport
 import Testing
 
 /// The decoded cache's table after issue 28's cache-line work: one 64-byte line
@@ -145,5 +146,52 @@ import Testing
         #expect(weak[0]!() != nil, "the box is held")
         cache = nil
         #expect(weak[0]!() == nil, "the table releases its boxes when it goes")
+    }
+
+    /// Every read finds keys of every length on both sides of the 16-byte
+    /// inline form (the copy reads and the decoded hit read a short key from a
+    /// copy of it, a longer one from the String), never a key that differs in
+    /// one byte, its last or its first, or is a prefix; and a decoded hit sees a
+    /// peer's rewrite.
+    @Test func everyReadFindsKeysOfEveryLengthAndNoOther() throws {
+        struct Value: Codable, Equatable {
+            var n: Int
+            var text: String
+        }
+        try withStoreKey { key in
+            let store = try ShmStore.create(key: key, configuration: .init(capacity: 512, recordSize: 256))
+            let peer = try ShmStore.attach(key: key)
+            var keys: [String] = []
+            for length in 1...40 {
+                keys.append(String(repeating: "k", count: length - 1) + "x")
+                if length >= 2 { keys.append("é" + String(repeating: "a", count: length - 2)) }  // multi-byte UTF-8, `length` bytes
+            }
+            for (n, k) in keys.enumerated() { try store.set(k, Value(n: n, text: "v\(n)")) }
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 16)
+            defer { buffer.deallocate() }
+            for (n, k) in keys.enumerated() {
+                let stored = try #require(try store.bytes(k))
+                #expect(try store.bytes(k, into: buffer) == stored.count, "\(k.utf8.count) bytes")
+                #expect(Array(buffer.prefix(stored.count)) == stored)
+                #expect(try store.withBytes(k) { Array($0) } == stored)
+                #expect(try store.get(k, as: Value.self) == Value(n: n, text: "v\(n)"))
+                #expect(try store.get(k, as: Value.self) == Value(n: n, text: "v\(n)"), "the decoded hit")
+                var others = [k + "z", "z" + k]
+                others.append(String(k.dropLast()) + "y")
+                if k.utf8.count > 1 { others.append(String(k.dropLast())) }
+                for other in others where !keys.contains(other) {
+                    #expect(try store.bytes(other) == nil, "\(other)")
+                    #expect(try store.bytes(other, into: buffer) == nil)
+                    #expect(try store.withBytes(other) { $0.count } == nil)
+                    #expect(try store.get(other, as: Value.self) == nil)
+                }
+            }
+            for (n, k) in keys.enumerated() { try peer.set(k, Value(n: -n, text: "w")) }
+            for (n, k) in keys.enumerated() {
+                #expect(try store.get(k, as: Value.self) == Value(n: -n, text: "w"), "a peer's rewrite, \(k.utf8.count) bytes")
+            }
+            try peer.detach()
+            try store.detach()
+        }
     }
 }

@@ -357,9 +357,22 @@ extension ShmStore {
     /// true; false otherwise (then the caller reads and decodes). Not generic, so
     /// that the inlinable `get` specialised in the caller's module does nothing
     /// generic on a hit: `take` is its code, copying the value out of the box.
+    ///
+    /// A key of up to 16 bytes is read out of the String once, into its inline
+    /// form, in a closure that does nothing else (see `_copyRead`): the table
+    /// compares it with the entry's copy, so the record check reads no key
+    /// bytes, and the hit runs in this function's own code. A longer key is
+    /// lent from the String's storage and compared in the record.
     @usableFromInline
     func _decodedHit(_ key: String, _ type: ObjectIdentifier, _ take: (_LentBox) -> Void) -> Bool {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return false }
+        if let asked = key.utf8.withContiguousStorageIfAvailable({ _InlineKey(UnsafeRawBufferPointer($0)) }), asked.isInline {
+            let none = UnsafeRawBufferPointer(start: nil, count: 0)
+            return _decoded.hit(
+                _decoded.tableHash(inline: asked), asked: asked, type: type,
+                // An inline key is always compared by the table (`keyChecked`); were it not, no bytes to compare: a miss.
+                { slot, seq, keyChecked in keyChecked && _isUnchanged(slot: slot, seq: seq, key: none, keyChecked: true) }, take)
+        }
         return _withKeyBytesLent(key) { keyBuffer -> Bool in
             let asked = _InlineKey(keyBuffer)
             return _decoded.hit(

@@ -187,6 +187,8 @@ final class _DecodedCache: Sendable {
 
     /// The table's hash of a key's UTF-8 bytes (not the store's record hash: see `_tableHash`).
     @inline(__always) func tableHash(_ key: UnsafeRawBufferPointer) -> UInt32 { _tableHash(tableKey, key) }
+    /// The same hash from the inline form of a key of up to 16 bytes (`_InlineKey.isInline`).
+    @inline(__always) func tableHash(inline: _InlineKey) -> UInt32 { _tableHash(tableKey, inline: inline) }
     /// The same hash from the key's inline form when it is inline (`_InlineKey.isInline`), else from its bytes.
     @inline(__always) func tableHash(_ key: UnsafeRawBufferPointer, _ inline: _InlineKey) -> UInt32 {
         inline.isInline ? _tableHash(tableKey, inline: inline) : _tableHash(tableKey, key)
