@@ -175,10 +175,11 @@ extension UInt64 {
 ///
 /// Its cost, measured (callgrind, release, 16-byte keys, issue 28): ~120
 /// instructions, six SipRounds of ~14 plus the key set-up, already at the
-/// function's floor; that is ~22 % of a lock-free `bytes(key, into:)` or
-/// `withBytes` (~540) and ~12 % of `bytes(key)`, and nothing of a decoded-cache
-/// hit (the per-handle `_tableHash` finds that, ~35). A cheaper keyed hash of
-/// short keys (a folded multiply: ~35) would save ~85 of the ~540, not enough
+/// function's floor; that is ~23 % of a lock-free `bytes(key, into:)` or
+/// `withBytes` (~497 with the bench's loop) and ~12 % of `bytes(key)`, and
+/// nothing of a decoded-cache hit (the per-handle `_tableHash` finds that,
+/// ~23). A cheaper keyed hash of short keys (a folded multiply: ~35) would save
+/// ~85 of the ~497, not enough
 /// for the 1.5× target by itself, and would trade issue 24's PRF-backed
 /// defence for one without a security argument, with a layout version: kept.
 @inline(__always)

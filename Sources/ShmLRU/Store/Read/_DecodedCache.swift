@@ -28,7 +28,7 @@ import Synchronization
 // entry's copy, and the unchanged sequence says the record still holds that
 // key, so the check touches no line of the record but its header's.
 //
-// Cache lines per hit (cachegrind, 1M entries, 100K-key hot set, issue 28):
+// Cache lines per hit (cachegrind, 1M entries, ~95K distinct keys hit, issue 28):
 // the table's line (one: _DecodedTable.swift), the record's header line, the
 // box (~2: its header and the struct), each reference-counted field's object
 // (retained by the copy), and the caller's key; 9.0 last-level misses per hit,
@@ -38,19 +38,20 @@ import Synchronization
 // A key of up to 16 bytes is read once on a hit: its inline form
 // (`_InlineKey`, compared with the entry's) and its table hash
 // (`_tableHash(_:inline:)`, the same hash `_tableHash` gives from the bytes)
-// come from the same two words.
+// come from the same two words, and the hit needs no other view of the key
+// (`ShmStore._decodedHit`).
 //
 // Where a hit's instructions go (callgrind, release, 10K entries, 16-byte keys,
 // the bench's 8-field struct of which 4 fields are reference-counted; issue
-// 28): ~225 the lookup under the mutex (table hash ~35, mutex ~20, table ~30,
-// record re-sight and key check ~50, the cache's use mark ~45); ~190 the copy
-// out of the box (its 4 retains, through the copy the compiler outlines for a
-// struct of this size, and the call of `take`); ~165 the caller's destroy of
-// the returned Optional (4 releases, through the runtime's Optional value
-// witness); the rest the caller's loop. No dynamic cast, existential or
-// unspecialised generic code runs on a hit. Inlining the lookup into the
-// caller as well (measured on a model of it) saves ~25 more, at the cost of
-// making the table's internals `@usableFromInline`: not done.
+// 28): 732 per get in all, ~205 of them the lookup (the key's inline form ~27,
+// table hash ~23, mutex ~15, table ~25, entry checks and record re-sight ~75,
+// the cache's use mark ~35); the rest the copy out of the box (its retains,
+// through the copy the compiler outlines for a struct of this size, and the
+// call of `take`), the caller's destroy of the returned value (its releases,
+// through the runtime's value witnesses) and the bench's loop (its key's
+// retain and release). No dynamic cast, existential or unspecialised generic
+// code runs on a hit. (766 before the table was one line per position and the
+// key inline.)
 //
 // Bounded by entries and bytes (a value's cost is its encoded size plus its
 // key's, plus 64 for the entry); the oldest inserted entries go first. Values of
