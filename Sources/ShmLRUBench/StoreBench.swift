@@ -512,6 +512,13 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     for i in distinct { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) }
     if op == "hit" || op == "miss" { for i in stream { _ = try store.get(keys[i], as: BenchUser.self) } }
     if op == "miss" { for i in stream { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) } }
+    // SHMLRU_PROFILE_WAIT set: say "ready" on stderr and wait for a line on stdin, so that a profiler started with
+    // its instrumentation off (`valgrind --tool=callgrind --instr-atstart=no`, slow setups at 1M) turns it on
+    // (`callgrind_control -i on`) for the loop only.
+    if getenv("SHMLRU_PROFILE_WAIT") != nil {
+        writeAll(2, "ready\n")
+        _ = readLine()
+    }
     let t0 = _monotonicNanoseconds()
     let wrong = storeProfileLoop {
         var wrong = 0

@@ -67,12 +67,13 @@ extension ShmStore {
         var entryHash: UInt32
         var read: _VersionedRead
         var type: ObjectIdentifier
+        var key: _InlineKey
         var cost: Int
 
         func entry(_ box: AnyObject) -> _DecodedCache.Entry {
             .init(
                 slot: read.slot, seq: read.seq, recordHash: read.hash, expiresAt: read.expiresAt, renews: read.renews, type: type,
-                value: box, cost: cost, order: 0)
+                value: box, key: key, cost: cost, order: 0)
         }
     }
 
@@ -95,7 +96,9 @@ extension ShmStore {
                 return .current(cached!.value)
             }
             _decoded.countMiss()
-            return .read(bytes, _PendingEntry(entryHash: entryHash, read: read, type: typeID, cost: bytes.count + keyBuffer.count))
+            let pending = _PendingEntry(
+                entryHash: entryHash, read: read, type: typeID, key: _InlineKey(keyBuffer), cost: bytes.count + keyBuffer.count)
+            return .read(bytes, pending)
         }
     }
 }

@@ -145,6 +145,28 @@ func _tableHash(_ key: _SipKey, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
     return UInt32(truncatingIfNeeded: h ^ (h >> 32))
 }
 
+/// `_tableHash` of a key of at most 16 bytes from its inline form (the same
+/// words `_tableHash` loads: a whole first word, then a whole second word or
+/// the tail), without reading the key again: the decoded-cache hit builds the
+/// inline key anyway. Equal to `_tableHash(key, bytes)` (StoreDecodedTableTests).
+@inline(__always)
+func _tableHash(_ key: _SipKey, inline k: _InlineKey) -> UInt32 {
+    let count = Int(truncatingIfNeeded: k.count)
+    var h = key.k0 ^ UInt64(truncatingIfNeeded: count) &* 0x9E37_79B9_7F4A_7C15
+    if count >= 8 {
+        h = _foldedMultiply(k.w0 ^ key.k1, h ^ 0xE703_7ED1_A0B4_28DB)
+        if count == 16 {
+            h = _foldedMultiply(k.w1 ^ key.k1, h ^ 0xE703_7ED1_A0B4_28DB)
+        } else if count > 8 {
+            h = _foldedMultiply(k.w1 ^ key.k1, h ^ 0x8EBC_6AF0_9C88_C6E3)
+        }
+    } else if count > 0 {
+        h = _foldedMultiply(k.w0 ^ key.k1, h ^ 0x8EBC_6AF0_9C88_C6E3)
+    }
+    h = _foldedMultiply(h ^ key.k0, 0x5899_65CC_7537_4CC3)
+    return UInt32(truncatingIfNeeded: h ^ (h >> 32))
+}
+
 extension UInt64 {
     @inline(__always) fileprivate func rotl(_ n: UInt64) -> UInt64 { (self << n) | (self >> (64 &- n)) }
 }
@@ -153,10 +175,11 @@ extension UInt64 {
 ///
 /// Its cost, measured (callgrind, release, 16-byte keys, issue 28): ~120
 /// instructions, six SipRounds of ~14 plus the key set-up, already at the
-/// function's floor; that is ~22 % of a lock-free `bytes(key, into:)` or
-/// `withBytes` (~540) and ~12 % of `bytes(key)`, and nothing of a decoded-cache
-/// hit (the per-handle `_tableHash` finds that, ~35). A cheaper keyed hash of
-/// short keys (a folded multiply: ~35) would save ~85 of the ~540, not enough
+/// function's floor; that is ~23 % of a lock-free `bytes(key, into:)` or
+/// `withBytes` (~497 with the bench's loop) and ~12 % of `bytes(key)`, and
+/// nothing of a decoded-cache hit (the per-handle `_tableHash` finds that,
+/// ~23). A cheaper keyed hash of short keys (a folded multiply: ~35) would save
+/// ~85 of the ~497, not enough
 /// for the 1.5× target by itself, and would trade issue 24's PRF-backed
 /// defence for one without a security argument, with a layout version: kept.
 @inline(__always)

@@ -29,6 +29,26 @@ import Glibc
 // String's own UTF-8 storage) and reads no clock unless the entry has an expiry
 // (then CLOCK_MONOTONIC, the expiry's clock); the use mark takes the cache
 // handle's coarse clock (`ShmLRU._readClock`).
+//
+// Cache lines per read (issue 28; cachegrind --cache-sim=yes, last level 32 MiB,
+// `ShmLRUBench store-profile` at 1M entries, 16-byte keys, ~220-byte JSON
+// values): a copy read (`bytes(_:into:)`, `withBytes`, `bytes(_:)`) touches the
+// index entry's line and the record's lines (its header: sequence, hash,
+// length, use stamp; the payload header and key; the value), ~5.5 last-level
+// misses per read in the store's code, against ~4.5 for the cache's own get of
+// a 200-byte value in a 288-byte stride: the one more is the longer record (32
+// + 24 + 16 + ~220 bytes in a 352-byte stride, which starts mid-line every
+// other slot). No other shared line is touched but the index sequence's
+// (segment header line 3, which holds nothing else and is written only when
+// the index is reshaped, so it stays cached), as in the cache's get: no hint
+// or statistics word (the hit counter is the handle's), and the use mark
+// writes the header line the read already holds, at most once per interval
+// per record (and on the first few uses, for S3-FIFO's frequency). The bench's other ~2.4 misses per
+// read (7.9 in all) are its caller's key: the array of 1M Strings and each
+// String's storage, loaded before the store is called, at the head of the
+// chain of dependent loads (key bytes, hash, index entry, record) that the
+// cache's get, given a computed hash, does not have. A decoded-cache hit: see
+// _DecodedCache.swift.
 
 extension ShmStore {
     /// Where a lock-free read found its key: the record, its slot and sequence
@@ -197,18 +217,24 @@ extension ShmStore {
 
     /// Whether the record a decoded value came from is unchanged: same slot and
     /// same even sequence (every write and every free of a record changes it, so
-    /// its state, hash, length and value are as they were when it was read and
-    /// checked), and the stored key equal to `key` (the entry may be another
-    /// key's of the same hash), all inside the seqlock. Reads the record through
+    /// its state, hash, length, key and value are as they were when it was read
+    /// and checked), and the stored key equal to `key` (the entry may be another
+    /// key's of the same table hash), all inside the seqlock. When the decoded
+    /// cache already compared the key with the entry's own copy of it
+    /// (`keyChecked`: keys of up to 16 bytes, `_InlineKey`), the record's key is
+    /// not read again: the unchanged sequence says the record still holds the
+    /// key it held when the entry was made, so the check reads only the
+    /// record's header line (sequence and use stamp). Reads the record through
     /// the cache's view (`_Probe.sight(slot:seq:)`) and the stored key through
     /// `_StorePayload`; takes no lock. On success marks the record used (a get).
     @inline(__always)
-    func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer) -> Bool {
+    func _isUnchanged(slot: UInt32, seq: UInt32, key: UnsafeRawBufferPointer, keyChecked: Bool) -> Bool {
         let p = cache._lockFreeView.probe
-        guard let sight = p.sight(slot: slot, seq: seq),
+        guard let sight = p.sight(slot: slot, seq: seq) else { return false }
+        if !keyChecked {
             // The record was checked when it was read; the record size still bounds the racy key read.
-            let stored = _StorePayload(sight.words.payload, count: p.recordSize), stored.hasKey(key)
-        else { return false }
+            guard let stored = _StorePayload(sight.words.payload, count: p.recordSize), stored.hasKey(key) else { return false }
+        }
         let stamp = sight.words.stamp
         guard sight.isUnchanged() else { return false }
         cache._lockFreeView.noteHit(sight.record, stamp: stamp)
@@ -331,12 +357,27 @@ extension ShmStore {
     /// true; false otherwise (then the caller reads and decodes). Not generic, so
     /// that the inlinable `get` specialised in the caller's module does nothing
     /// generic on a hit: `take` is its code, copying the value out of the box.
+    ///
+    /// A key of up to 16 bytes is read out of the String once, into its inline
+    /// form, in a closure that does nothing else (see `_copyRead`): the table
+    /// compares it with the entry's copy, so the record check reads no key
+    /// bytes, and the hit runs in this function's own code. A longer key is
+    /// lent from the String's storage and compared in the record.
     @usableFromInline
     func _decodedHit(_ key: String, _ type: ObjectIdentifier, _ take: (_LentBox) -> Void) -> Bool {
         guard _readsLockFree, cache._lockFreeView.isAttached else { return false }
+        if let asked = key.utf8.withContiguousStorageIfAvailable({ _InlineKey(UnsafeRawBufferPointer($0)) }), asked.isInline {
+            let none = UnsafeRawBufferPointer(start: nil, count: 0)
+            return _decoded.hit(
+                _decoded.tableHash(inline: asked), asked: asked, type: type,
+                // An inline key is always compared by the table (`keyChecked`); were it not, no bytes to compare: a miss.
+                { slot, seq, keyChecked in keyChecked && _isUnchanged(slot: slot, seq: seq, key: none, keyChecked: true) }, take)
+        }
         return _withKeyBytesLent(key) { keyBuffer -> Bool in
-            _decoded.hit(
-                _decoded.tableHash(keyBuffer), type: type, { slot, seq in _isUnchanged(slot: slot, seq: seq, key: keyBuffer) }, take)
+            let asked = _InlineKey(keyBuffer)
+            return _decoded.hit(
+                _decoded.tableHash(keyBuffer, asked), asked: asked, type: type,
+                { slot, seq, keyChecked in _isUnchanged(slot: slot, seq: seq, key: keyBuffer, keyChecked: keyChecked) }, take)
         }
     }
 

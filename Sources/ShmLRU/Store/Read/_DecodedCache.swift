@@ -21,20 +21,37 @@ import Synchronization
 // of shared memory: nothing waits under the mutex) and copies the value out of
 // its box in the caller's specialised code, taking no reference to the box. The
 // record check reads only the words that can tell a change: the record's
-// sequence (before and after, the seqlock), the stored key's length and bytes,
-// and the use stamp it marks (`ShmStore._isUnchanged`).
+// sequence (before and after, the seqlock) and the use stamp it marks, both in
+// the record's header line, and the stored key's length and bytes
+// (`ShmStore._isUnchanged`) unless the entry keeps the key inline (keys of up
+// to 16 bytes, `_InlineKey`): then the hit compares the asked key with the
+// entry's copy, and the unchanged sequence says the record still holds that
+// key, so the check touches no line of the record but its header's.
+//
+// Cache lines per hit (cachegrind, 1M entries, ~95K distinct keys hit, issue 28):
+// the table's line (one: _DecodedTable.swift), the record's header line, the
+// box (~2: its header and the struct), each reference-counted field's object
+// (retained by the copy), and the caller's key; 9.0 last-level misses per hit,
+// down from 10.8 when the table was three arrays and the check read the key
+// from the record (the record's second line).
+//
+// A key of up to 16 bytes is read once on a hit: its inline form
+// (`_InlineKey`, compared with the entry's) and its table hash
+// (`_tableHash(_:inline:)`, the same hash `_tableHash` gives from the bytes)
+// come from the same two words, and the hit needs no other view of the key
+// (`ShmStore._decodedHit`).
 //
 // Where a hit's instructions go (callgrind, release, 10K entries, 16-byte keys,
 // the bench's 8-field struct of which 4 fields are reference-counted; issue
-// 28): ~225 the lookup under the mutex (table hash ~35, mutex ~20, table ~30,
-// record re-sight and key check ~50, the cache's use mark ~45); ~190 the copy
-// out of the box (its 4 retains, through the copy the compiler outlines for a
-// struct of this size, and the call of `take`); ~165 the caller's destroy of
-// the returned Optional (4 releases, through the runtime's Optional value
-// witness); the rest the caller's loop. No dynamic cast, existential or
-// unspecialised generic code runs on a hit. Inlining the lookup into the
-// caller as well (measured on a model of it) saves ~25 more, at the cost of
-// making the table's internals `@usableFromInline`: not done.
+// 28): 732 per get in all, ~205 of them the lookup (the key's inline form ~27,
+// table hash ~23, mutex ~15, table ~25, entry checks and record re-sight ~75,
+// the cache's use mark ~35); the rest the copy out of the box (its retains,
+// through the copy the compiler outlines for a struct of this size, and the
+// call of `take`), the caller's destroy of the returned value (its releases,
+// through the runtime's value witnesses) and the bench's loop (its key's
+// retain and release). No dynamic cast, existential or unspecialised generic
+// code runs on a hit. (766 before the table was one line per position and the
+// key inline.)
 //
 // Bounded by entries and bytes (a value's cost is its encoded size plus its
 // key's, plus 64 for the entry); the oldest inserted entries go first. Values of
@@ -100,6 +117,8 @@ final class _DecodedBox<Value>: @unchecked Sendable {
 struct _LentBox: @unchecked Sendable {
     @usableFromInline let box: Unmanaged<AnyObject>
     @inline(__always) init(_ box: AnyObject) { self.box = .passUnretained(box) }
+    /// A box the lender holds (the decoded cache's table), lent as it is.
+    @inline(__always) init(_ box: Unmanaged<AnyObject>) { self.box = box }
 
     /// The value of the box, a `_DecodedBox<Value>`, copied out.
     @inlinable @inline(__always)
@@ -120,14 +139,40 @@ final class _DecodedCache: Sendable {
         var renews: Bool
         var type: ObjectIdentifier
         var value: AnyObject
+        /// The key (its bytes when it is at most 16 bytes long: a hit then compares it here, not in the record).
+        var key: _InlineKey
         var cost: Int
         var order: UInt64
+
+        init(
+            slot: UInt32, seq: UInt32, recordHash: UInt32, expiresAt: UInt64, renews: Bool, type: ObjectIdentifier,
+            value: AnyObject, key: _InlineKey, cost: Int, order: UInt64
+        ) {
+            (self.slot, self.seq, self.recordHash, self.expiresAt, self.renews) = (slot, seq, recordHash, expiresAt, renews)
+            (self.type, self.value, self.key, self.cost, self.order) = (type, value, key, cost, order)
+        }
+
+        /// The entry the table holds at a position.
+        init(_ stored: (line: _DecodedLine, value: AnyObject, cold: _DecodedCold)) {
+            let line = stored.line
+            self.init(
+                slot: line.slot, seq: line.seq, recordHash: line.recordHash, expiresAt: line.expiresAt, renews: line.renews,
+                type: line.type, value: stored.value, key: line.key, cost: stored.cold.cost, order: stored.cold.order)
+        }
+
+        /// The table's line of this entry (its box not set), for the key of table hash `hash`.
+        func line(_ hash: UInt32) -> _DecodedLine {
+            _DecodedLine(
+                hash: hash, slot: slot, seq: seq, recordHash: recordHash, expiresAt: expiresAt, type: type, box: nil, key: key,
+                renews: renews)
+        }
     }
 
     struct State {
         var limits: ShmStore.DecodedCacheLimits
         var codec: any ShmStoreCodec
-        var entries = _DecodedTable<Entry>(filler: _DecodedCache.filler)
+        /// Guarded by the mutex, like every field here.
+        var entries = _DecodedTable()
         /// Insertion order (oldest first from `head`); stale items (replaced or removed keys) are skipped.
         var order: [(key: UInt32, order: UInt64)] = []
         var head = 0
@@ -143,6 +188,12 @@ final class _DecodedCache: Sendable {
 
     /// The table's hash of a key's UTF-8 bytes (not the store's record hash: see `_tableHash`).
     @inline(__always) func tableHash(_ key: UnsafeRawBufferPointer) -> UInt32 { _tableHash(tableKey, key) }
+    /// The same hash from the inline form of a key of up to 16 bytes (`_InlineKey.isInline`).
+    @inline(__always) func tableHash(inline: _InlineKey) -> UInt32 { _tableHash(tableKey, inline: inline) }
+    /// The same hash from the key's inline form when it is inline (`_InlineKey.isInline`), else from its bytes.
+    @inline(__always) func tableHash(_ key: UnsafeRawBufferPointer, _ inline: _InlineKey) -> UInt32 {
+        inline.isInline ? _tableHash(tableKey, inline: inline) : _tableHash(tableKey, key)
+    }
 
     init(limits: ShmStore.DecodedCacheLimits = .init(), codec: any ShmStoreCodec = JSONStoreCodec()) {
         state = Mutex(State(limits: limits, codec: codec))
@@ -170,21 +221,21 @@ final class _DecodedCache: Sendable {
         }
     }
 
-    /// The filler of the table's empty positions.
-    static let filler = Entry(
-        slot: 0, seq: 0, recordHash: 0, expiresAt: 0, renews: false, type: ObjectIdentifier(_DecodedCache.self),
-        value: _DecodedBox(()), cost: 0, order: 0)
-
     /// What a hit reads of an entry.
     struct _Sight: Sendable {
         var slot: UInt32
         var seq: UInt32
         var box: _LentBox
+        /// The asked key was compared with the entry's inline copy (equal): the
+        /// record check need not compare it again.
+        var keyChecked: Bool
     }
 
     /// The decoded-cache hit: under the mutex, the entry of hash `key`, if it
-    /// holds a value of `type`, needs no renewal, has not expired and
-    /// `isUnchanged` (slot, sequence) says its record is as it was, lends its box
+    /// holds a value of `type` for a key of `asked`'s length (and bytes, when
+    /// inline), needs no renewal, has not expired and `isUnchanged` (slot,
+    /// sequence, whether the key still needs comparing in the record) says its
+    /// record is as it was, lends its box
     /// to `take` (the caller's specialised code, which copies the value out);
     /// false otherwise. The record check reads shared memory lock-free (it never
     /// waits), so it runs inside the mutex: the entry is read in place, no
@@ -192,19 +243,22 @@ final class _DecodedCache: Sendable {
     /// Counts the hit.
     @inline(__always)
     func hit(
-        _ key: UInt32, type: ObjectIdentifier, _ isUnchanged: (_ slot: UInt32, _ seq: UInt32) -> Bool,
-        _ take: (_LentBox) -> Void
+        _ key: UInt32, asked: _InlineKey, type: ObjectIdentifier,
+        _ isUnchanged: (_ slot: UInt32, _ seq: UInt32, _ keyChecked: Bool) -> Bool, _ take: (_LentBox) -> Void
     ) -> Bool {
         let found = state.withLock { state -> Bool in
             // What the hit needs of the entry, read in place (Sendable values only:
             // the caller's closures see nothing of the mutex's state but these).
-            let sight = state.entries.withEntry(key) { entry -> _Sight? in
-                guard entry.pointee.type == type, !entry.pointee.renews,
-                    entry.pointee.expiresAt == 0 || entry.pointee.expiresAt > _monotonicNanoseconds()
+            let sight = state.entries.withLine(key) { line -> _Sight? in
+                guard let box = line.pointee.box, line.pointee.type == type, !line.pointee.renews,
+                    line.pointee.key.count == asked.count,
+                    line.pointee.expiresAt == 0 || line.pointee.expiresAt > _monotonicNanoseconds()
                 else { return nil }
-                return _Sight(slot: entry.pointee.slot, seq: entry.pointee.seq, box: _LentBox(entry.pointee.value))
+                let inline = asked.isInline
+                if inline, line.pointee.key.w0 != asked.w0 || line.pointee.key.w1 != asked.w1 { return nil }  // another key of this hash
+                return _Sight(slot: line.pointee.slot, seq: line.pointee.seq, box: _LentBox(box), keyChecked: inline)
             }
-            guard let sight, isUnchanged(sight.slot, sight.seq) else { return false }
+            guard let sight, isUnchanged(sight.slot, sight.seq, sight.keyChecked) else { return false }
             take(sight.box)  // the table holds the box until the mutex is released
             return true
         }
@@ -217,8 +271,8 @@ final class _DecodedCache: Sendable {
     @inline(__always)
     func entry(_ key: UInt32, type: ObjectIdentifier) -> Entry? {
         state.withLock { state -> Entry? in
-            guard let entry = state.entries[key], entry.type == type else { return nil }
-            return entry
+            guard let stored = state.entries.entry(key), stored.line.type == type else { return nil }
+            return Entry(stored)
         }
     }
 
@@ -233,12 +287,14 @@ final class _DecodedCache: Sendable {
             var entry = entry
             entry.cost = entry.cost &+ 64
             guard entry.cost <= state.limits.maxBytes else {
-                if let old = state.entries.removeValue(forKey: key) { state.bytes -= old.cost }
+                if let old = state.entries.remove(key) { state.bytes -= old.cost }
                 return
             }
             state.next &+= 1
             entry.order = state.next
-            if let old = state.entries.updateValue(entry, forKey: key) { state.bytes -= old.cost }
+            if let old = state.entries.update(entry.line(key), value: entry.value, _DecodedCold(cost: entry.cost, order: entry.order)) {
+                state.bytes -= old.cost
+            }
             state.bytes += entry.cost
             state.order.append((key, entry.order))
             Self.trim(&state)
@@ -247,7 +303,7 @@ final class _DecodedCache: Sendable {
 
     func remove(_ key: UInt32) {
         state.withLock { state in
-            if let old = state.entries.removeValue(forKey: key) { state.bytes -= old.cost }
+            if let old = state.entries.remove(key) { state.bytes -= old.cost }
         }
     }
 
@@ -256,14 +312,14 @@ final class _DecodedCache: Sendable {
         while state.entries.count > state.limits.maxEntries || state.bytes > state.limits.maxBytes, state.head < state.order.count {
             let (key, order) = state.order[state.head]
             state.head += 1
-            if let entry = state.entries[key], entry.order == order {
-                state.entries[key] = nil
-                state.bytes -= entry.cost
+            if let cold = state.entries.cold(key), cold.order == order {
+                state.entries.remove(key)
+                state.bytes -= cold.cost
             }
         }
         // Stale items accumulate when keys are replaced: compact when they are most of the list.
         if (state.head > 0 && state.head >= state.order.count / 2) || state.order.count > 2 * state.entries.count + 64 {
-            state.order = state.order[state.head...].filter { item in state.entries[item.key]?.order == item.order }
+            state.order = state.order[state.head...].filter { item in state.entries.cold(item.key)?.order == item.order }
             state.head = 0
         }
     }
