@@ -15,8 +15,9 @@ import Synchronization
 // but held in another storage object just misses, and takes the byte path.)
 //
 // Readers take the words and the slot with no lock, under a seqlock (`version`,
-// odd while a writer changes them; Boehm's fences). Writers take `kept`'s mutex;
-// they are rare: the lock table writes the hint only when its byte path found
+// odd while a writer changes them; Boehm's fences). Writers take `kept`'s mutex
+// only if it is free (a lock call never waits for it: a busy one just leaves the
+// hint as it is); they are rare: the lock table writes the hint only when its byte path found
 // the key in `lastHint`'s slot (the same key locked twice in a row without this
 // hint), never on a probe, so that a workload of many keys pays nothing. A slot
 // from this hint is checked by its binding generation, like every other hint,
@@ -55,10 +56,11 @@ struct _KeyStringHint: ~Copyable {
     }
 
     /// Makes `value` the hint of `key` (keeping `key`, releasing the previous one
-    /// after the version moved on, so no reader can match its words any more).
+    /// after the version moved on, so no reader can match its words any more),
+    /// unless another thread is writing the hint: then nothing (never waits).
     func remember(_ key: String, _ value: UInt64) {
         guard let (w0, w1) = Self.words(key) else { return }
-        kept.withLock { kept in
+        _ = kept.withLockIfAvailable { kept in
             let before = version.load(ordering: .relaxed)
             version.store(before &+ 1, ordering: .relaxed)
             atomicMemoryFence(ordering: .releasing)
