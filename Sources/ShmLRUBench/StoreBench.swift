@@ -11,6 +11,13 @@
 //                      write against the codec's decode alone): the codec's share is printed beside them
 //   ×2 processes       every lock-free read (bytes, into, withBytes, L1 hit) in two processes at once
 //                      (spawned workers), against one; the get after a peer's write has no two-process cell
+//
+// Each operation's key is a String of its own, made before the timer in the
+// order of the operations (`keyStream`), as a server has the key it just parsed
+// from a request: reading the key is not a cache miss in a table of every key
+// (at 1M, that table and the strings' storage were ~2.4 of a read's ~7.9
+// last-level misses, cachegrind), which the ShmLRU baseline, whose key is
+// computed from the index, never paid.
 import CShm
 import FoundationEssentials
 import Glibc
@@ -52,6 +59,10 @@ enum StoreSpec {
     /// Keys rewritten by the peer then read back, per run.
     static func missKeys(_ capacity: Int) -> Int { min(capacity, 20_000) }
 }
+
+/// The keys of `indices`, one new String each, allocated in this order (so
+/// they lie in memory in the order the operations read them).
+func keyStream(_ indices: [Int]) -> [String] { indices.map(StoreSpec.key) }
 
 /// One measured store figure.
 struct StoreCell: Sendable {
@@ -250,10 +261,11 @@ extension Bench {
         var random = SplitMix64(seed: 0x5705E ^ UInt64(capacity))
         let stream = (0..<ops).map { _ in Int(random.below(capacity)) }
         let hotStream = (0..<ops).map { _ in Int(random.below(hot)) }
-        /// Decoded gets (`get(as:)`) of `indices` whose value is not that key's.
-        func wrongIDs(_ indices: [Int]) -> Int {
+        let (streamKeys, hotKeys) = (keyStream(stream), keyStream(hotStream))
+        /// Decoded gets (`get(as:)`) of `indices` (their keys: `keys`) whose value is not that key's.
+        func wrongIDs(_ indices: [Int], _ keys: [String]) -> Int {
             var wrong = 0
-            for i in indices where storedID(store, keys[i]) != i { wrong += 1 }
+            for n in indices.indices where storedID(store, keys[n]) != indices[n] { wrong += 1 }
             return wrong
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
@@ -276,8 +288,8 @@ extension Bench {
             errors.lruGet += r.errors
             r = timed(ops) {
                 var wrong = 0
-                for i in stream {
-                    if storedLength(store, keys[i]) < 100 { wrong += 1 }
+                for key in streamKeys {
+                    if storedLength(store, key) < 100 { wrong += 1 }
                 }
                 return wrong
             }
@@ -285,20 +297,20 @@ extension Bench {
             errors.bytes += r.errors
             r = timed(ops) {
                 var wrong = 0
-                for i in stream where ((try? store.bytes(keys[i], into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
+                for key in streamKeys where ((try? store.bytes(key, into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
                 return wrong
             }
             bytesInto.append(r.nanoseconds)
             errors.bytes += r.errors
             r = timed(ops) {
                 var wrong = 0
-                for i in stream where lentLength(store, keys[i]) < 100 { wrong += 1 }
+                for key in streamKeys where lentLength(store, key) < 100 { wrong += 1 }
                 return wrong
             }
             lent.append(r.nanoseconds)
             errors.bytes += r.errors
             for i in 0..<hot { _ = try store.get(keys[i], as: BenchUser.self) }  // re-decode what the last run's sets changed
-            r = timed(ops) { wrongIDs(hotStream) }
+            r = timed(ops) { wrongIDs(hotStream, hotKeys) }
             hit.append(r.nanoseconds)
             errors.hit += r.errors
             // After a peer's write: the L1 holds each key, the peer rewrites them (untimed), then each get decodes.
@@ -307,7 +319,8 @@ extension Bench {
             let missKeys = (0..<missCount).map { (start + $0) % capacity }
             for i in missKeys { _ = try store.get(keys[i], as: BenchUser.self) }
             for i in missKeys { try peer.set(keys[i], bytes: try codec.encode(BenchUser(i))) }
-            r = timed(missCount) { wrongIDs(missKeys) }
+            let missStream = keyStream(missKeys)
+            r = timed(missCount) { wrongIDs(missKeys, missStream) }
             miss.append(r.nanoseconds)
             errors.miss += r.errors
             // The decoder alone, on the same keys' bytes: the codec's share of the get after a write.
@@ -324,6 +337,7 @@ extension Bench {
             // set(Codable) and the encoder alone, on the same values.
             let setKeys = (0..<setOps).map { _ in Int(random.below(capacity)) }
             let values = setKeys.map(BenchUser.init)
+            let setStream = keyStream(setKeys)
             r = timed(setOps) {
                 var wrong = 0
                 let encoder = JSONEncoder()
@@ -333,8 +347,8 @@ extension Bench {
             encoder.append(r.nanoseconds)
             r = timed(setOps) {
                 var wrong = 0
-                for (n, i) in setKeys.enumerated() {
-                    do { try store.set(keys[i], values[n]) } catch { wrong += 1 }
+                for n in setStream.indices {
+                    do { try store.set(setStream[n], values[n]) } catch { wrong += 1 }
                 }
                 return wrong
             }
@@ -432,6 +446,7 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
         let range = hitMode ? StoreSpec.hotSet(capacity) : capacity
         var random = SplitMix64(seed: seed &* 0x9E37_79B9)
         let stream = (0..<ops).map { _ in Int(random.below(range)) }
+        let streamKeys = keyStream(stream)
         if hitMode {
             store.decodedCacheLimits = .init(maxEntries: range, maxBytes: 1 << 30)
             for i in 0..<range { _ = try store.get(keys[i], as: BenchUser.self) }
@@ -448,10 +463,10 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
         defer { buffer.deallocate() }
         switch arguments[3] {
-        case "hit": for i in stream where storedID(store, keys[i]) != i { wrong += 1 }
-        case "into": for i in stream where ((try? store.bytes(keys[i], into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
-        case "with": for i in stream where lentLength(store, keys[i]) < 100 { wrong += 1 }
-        default: for i in stream where storedLength(store, keys[i]) < 100 { wrong += 1 }
+        case "hit": for n in stream.indices where storedID(store, streamKeys[n]) != stream[n] { wrong += 1 }
+        case "into": for key in streamKeys where ((try? store.bytes(key, into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
+        case "with": for key in streamKeys where lentLength(store, key) < 100 { wrong += 1 }
+        default: for key in streamKeys where storedLength(store, key) < 100 { wrong += 1 }
         }
         let end = _monotonicNanoseconds()
         try? store.detach()
@@ -515,6 +530,7 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     // SHMLRU_PROFILE_WAIT set: say "ready" on stderr and wait for a line on stdin, so that a profiler started with
     // its instrumentation off (`valgrind --tool=callgrind --instr-atstart=no`, slow setups at 1M) turns it on
     // (`callgrind_control -i on`) for the loop only.
+    let streamKeys = keyStream(stream)  // as the store section's: one String per operation, in order
     if getenv("SHMLRU_PROFILE_WAIT") != nil {
         writeAll(2, "ready\n")
         _ = readLine()
@@ -524,12 +540,12 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
         var wrong = 0
         switch op {
         case "lru": for i in stream where (try? lru.get(benchKey(UInt64(i)), into: buffer)) != Spec.valueSize { wrong += 1 }
-        case "into": for i in stream where ((try? store.bytes(keys[i], into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
-        case "bytes": for i in stream where storedLength(store, keys[i]) < 100 { wrong += 1 }
-        case "with": for i in stream where lentLength(store, keys[i]) < 100 { wrong += 1 }
-        case "hit", "miss": for i in stream where storedID(store, keys[i]) != i { wrong += 1 }
+        case "into": for key in streamKeys where ((try? store.bytes(key, into: buffer)) ?? nil ?? 0) < 100 { wrong += 1 }
+        case "bytes": for key in streamKeys where storedLength(store, key) < 100 { wrong += 1 }
+        case "with": for key in streamKeys where lentLength(store, key) < 100 { wrong += 1 }
+        case "hit", "miss": for n in stream.indices where storedID(store, streamKeys[n]) != stream[n] { wrong += 1 }
         case "after": for i in distinct where storedID(store, keys[i]) != i { wrong += 1 }
-        case "set": for (n, i) in stream.enumerated() where (try? store.set(keys[i], users[n])) == nil { wrong += 1 }
+        case "set": for n in stream.indices where (try? store.set(streamKeys[n], users[n])) == nil { wrong += 1 }
         case "encode":
             let encoder = JSONEncoder()
             for user in users where ((try? encoder.encode(user))?.count ?? 0) < 100 { wrong += 1 }
