@@ -126,13 +126,21 @@ import Testing
                 let version = try cache.bytes(hash).map { decodeValue($0, hash: hash) ?? 0xDEAD }
                 #expect(version == 1 || (version == nil && hash == 1), "hash \(hash) holds \(String(describing: version))")
             }
-            // One more insert: a window record (never read) is evicted into the ghost; set
-            // again, it skips the window.
-            try cache.set(101, encodeValue(hash: 101, version: 7, length: 40))
-            let gone = try [UInt32(1), 2].filter { try cache.bytes($0) == nil }
-            try #require(gone.count == 1, "one of the window's records was evicted: \(gone)")
-            try cache.set(gone[0], encodeValue(hash: gone[0], version: 2, length: 21))
-            let slot = try #require(cache._find(gone[0])).slot
+            // More inserts, until one evicts a window record (into the ghost); set again,
+            // it skips the window. (Which record goes first depends on the order the
+            // repair rebuilt, by last use: coarse clock ticks, so not on every run the
+            // same; window records are found by their stamp, without reading them.)
+            var inserted = Array(UInt32(1)...20)
+            var evicted: UInt32? = nil
+            for hash in UInt32(101)..<161 where evicted == nil {
+                let window = inserted.filter { cache._find($0).map { cache._segment.stamp($0.slot) & _TinyLFUPolicy.window != 0 } ?? false }
+                try cache.set(hash, encodeValue(hash: hash, version: 7, length: 40))
+                inserted.append(hash)
+                evicted = window.first { cache._find($0) == nil }
+            }
+            let gone = try #require(evicted, "no window record was evicted by 60 inserts")
+            try cache.set(gone, encodeValue(hash: gone, version: 2, length: 21))
+            let slot = try #require(cache._find(gone)).slot
             #expect(cache._segment.stamp(slot) & _TinyLFUPolicy.window == 0, "a ghost hit joins the main queue")
             for hash in UInt32(200)..<240 { try cache.set(hash, encodeValue(hash: hash, version: 2, length: 30)) }
             #expect(cache.count == 20)
