@@ -1,10 +1,11 @@
-// `ShmLRUBench policies [--quick] [--misses-only]` (run by `make bench` after the
+// `ShmLRUBench policies [--quick] [--misses-only | --real-only | --speed-only]` (run by `make bench` after the
 // main table): the eviction policies' miss ratios on synthetic traces and on the
 // real traces found in $SHMLRU_TRACES (any file whose name says its format: see
 // Replay.swift), next to libCacheSim's LRU, ARC, SIEVE, S3-FIFO and W-TinyLFU on
 // the same keys when its Python package is installed (`make bench-venv`, pinned;
 // BENCH_PYTHON names the interpreter), and each policy's get-hit throughput with
-// one and two processes (not with --misses-only; --real-only: the real traces alone).
+// one and two processes (not with --misses-only; --real-only: the real traces alone; --speed-only: the
+// get-hit speed cells alone).
 // BENCH_LIBCACHESIM_CACHE names a file that keeps libCacheSim's answers between runs
 // (its lines are the script's; a trace and capacity found there is not replayed again). Prints the targets met/missed:
 // the store's default within 2 % of libCacheSim's best on every real-trace row and
@@ -101,8 +102,11 @@ final class PolicyBench {
     let directory: String
     let missesOnly: Bool
     let realOnly: Bool
+    /// Only the get-hit speed cells (no trace, no miss ratio).
+    let speedOnly: Bool
 
-    init(quick: Bool, missesOnly: Bool = false, realOnly: Bool = false) {
+    init(quick: Bool, missesOnly: Bool = false, realOnly: Bool = false, speedOnly: Bool = false) {
+        self.speedOnly = speedOnly
         self.quick = quick
         self.missesOnly = missesOnly || realOnly
         self.realOnly = realOnly
@@ -116,11 +120,11 @@ final class PolicyBench {
 
     func run() throws {
         mkdir(directory, 0o755)
-        let rows = realOnly ? [] : try missRatios()
-        let real = try realTraceRows()
+        let rows = realOnly || speedOnly ? [] : try missRatios()
+        let real = speedOnly ? [] : try realTraceRows()
         let throughputs = missesOnly ? [] : try hitThroughput()
         print(report(rows, throughputs))
-        print(realReport(real))
+        if !speedOnly { print(realReport(real)) }
         if getenv("BENCH_TRACE_DIR") == nil {
             for spec in TraceSpec.all { unlink("\(directory)/\(spec.name).u32") }
             for row in real { unlink("\(directory)/real-\(row.trace).u32") }
@@ -412,12 +416,15 @@ func policyBenchMain(_ arguments: [String]) -> Int32 {
     let quick = arguments.contains("--quick")
     let missesOnly = arguments.contains("--misses-only")
     let realOnly = arguments.contains("--real-only")
-    guard arguments.dropFirst().allSatisfy({ ["--quick", "--misses-only", "--real-only"].contains($0) }) else {
-        writeAll(2, "usage: ShmLRUBench policies [--quick] [--misses-only] [--real-only]\n")
+    let speedOnly = arguments.contains("--speed-only")
+    guard arguments.dropFirst().allSatisfy({ ["--quick", "--misses-only", "--real-only", "--speed-only"].contains($0) }),
+        !(speedOnly && (missesOnly || realOnly))
+    else {
+        writeAll(2, "usage: ShmLRUBench policies [--quick] [--misses-only | --real-only | --speed-only]\n")
         return 64
     }
     do {
-        try PolicyBench(quick: quick, missesOnly: missesOnly, realOnly: realOnly).run()
+        try PolicyBench(quick: quick, missesOnly: missesOnly, realOnly: realOnly, speedOnly: speedOnly).run()
         return 0
     } catch {
         writeAll(2, "ShmLRUBench policies: \(error)\n")
