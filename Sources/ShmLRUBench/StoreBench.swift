@@ -496,12 +496,12 @@ func storeWorkerMain(_ arguments: [String]) -> Int32 {
 func storeProfileLoop(_ body: () -> Int) -> Int { body() }
 
 /// `ShmLRUBench store-profile OP CAPACITY OPS`: one store operation (lru, bytes,
-/// into, with, hit, miss, after, set, encode, decode) over OPS keys of a preloaded CAPACITY store, for a
+/// into, with, hit, miss, after, set, encode, decode, decode-keep) over OPS keys of a preloaded CAPACITY store, for a
 /// profiler; prints ns/op. Instructions per op: callgrind's Ir of
 /// `storeProfileLoop` ÷ OPS.
 func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     guard arguments.count == 4, let capacity = Int(arguments[2]), let ops = Int(arguments[3]) else {
-        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|into|with|hit|miss|after|set|encode|decode CAPACITY OPS\n")
+        writeAll(2, "usage: ShmLRUBench store-profile lru|bytes|into|with|hit|miss|after|set|encode|decode|decode-keep CAPACITY OPS\n")
         return 2
     }
     let op = arguments[1]
@@ -531,7 +531,9 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
     let users = stream.map(BenchUser.init)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: StoreSpec.lruRecordSize, alignment: 16)
     defer { buffer.deallocate() }
-    let encoded = op == "decode" ? try stream.map { i in try codec.encode(BenchUser(i)) } : []
+    let encoded = op.hasPrefix("decode") ? try stream.map { i in try codec.encode(BenchUser(i)) } : []
+    // `decode-keep`: the decode alone, each value kept in place of an older one decoded long before (as the L1 keeps it).
+    var kept: [BenchUser?] = op == "decode-keep" ? try (0..<capacity).map { i in try codec.encode(BenchUser(i)).withUnsafeBytes { try codec.decode(BenchUser.self, from: $0) } } : []
     // `after`: distinct keys (OPS <= CAPACITY), each decoded into the L1, then rewritten by the peer, then read once.
     var distinct = op == "after" ? Array(0..<min(ops, capacity)) : []
     for n in distinct.indices.reversed() { distinct.swapAt(n, Int(random.below(n + 1))) }  // Fisher-Yates
@@ -561,6 +563,11 @@ func storeProfileMain(_ arguments: [String]) throws -> Int32 {
         case "encode":
             let encoder = JSONEncoder()
             for user in users where ((try? encoder.encode(user))?.count ?? 0) < 100 { wrong += 1 }
+        case "decode-keep":
+            for (n, i) in stream.enumerated() {
+                kept[i] = encoded[n].withUnsafeBytes { try? codec.decode(BenchUser.self, from: $0) }
+                if kept[i]?.id != i { wrong += 1 }
+            }
         case "decode":  // the codec's decode alone, on the bytes `miss` reads back
             for (n, i) in stream.enumerated() {
                 let id = encoded[n].withUnsafeBytes { try? codec.decode(BenchUser.self, from: $0).id }
