@@ -410,10 +410,10 @@ extension Bench {
         ]
         // The one-process rate they are compared with is one worker's, measured
         // by the same harness in the same rounds (interleaved: one worker, then
-        // two), not the one-process cell above: a worker builds its own key
-        // stream and reads it once, and the parent's loop, which reads its
-        // stream five times, ran 25-35 % faster per read than a lone worker
-        // (BENCH_DEBUG prints each worker's ns/op).
+        // two), not the one-process cell above: a lone worker, which builds
+        // its own key stream, ran 25-35 % slower per read than the parent's
+        // loop, which has read its stream in earlier runs (BENCH_DEBUG prints
+        // each worker's ns/op).
         for (mode, name) in twoProcessReads {
             var samples: [Double] = [], alone: [Double] = []
             var wrong = 0
